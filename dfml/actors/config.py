@@ -1,0 +1,63 @@
+"""Placement of clients on Ray actors: cohorts, CPU and GPU fractions."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from dfml.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    """How clients map onto actors and what each actor asks Ray for.
+
+    Attributes:
+        clients_per_actor: logical clients hosted by one actor; ``None`` means
+            one actor per client while the cluster has room (CPU/GPU slots),
+            then cohorts of equal size.
+        num_cpus_per_actor: fractional CPUs Ray reserves for each actor.
+        num_gpus_per_actor: fractional GPUs (0.25 → four actors per GPU).
+        max_actors: an upper bound on the number of actors (``None``: no bound).
+    """
+
+    clients_per_actor: int | None = None
+    num_cpus_per_actor: float = 1.0
+    num_gpus_per_actor: float = 0.0
+    max_actors: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.clients_per_actor is not None and self.clients_per_actor < 1:
+            raise ConfigError(f"clients_per_actor must be >= 1, got {self.clients_per_actor}")
+        if not (self.num_cpus_per_actor > 0 and math.isfinite(self.num_cpus_per_actor)):
+            raise ConfigError(f"num_cpus_per_actor must be > 0, got {self.num_cpus_per_actor}")
+        if not (0 <= self.num_gpus_per_actor <= 1 or float(self.num_gpus_per_actor).is_integer()):
+            raise ConfigError(
+                f"num_gpus_per_actor must be in [0, 1] or a whole number, got {self.num_gpus_per_actor}"
+            )
+        if self.max_actors is not None and self.max_actors < 1:
+            raise ConfigError(f"max_actors must be >= 1, got {self.max_actors}")
+
+
+def plan_cohorts(
+    num_clients: int, cfg: ResourceConfig, cluster_cpus: float, cluster_gpus: float
+) -> list[list[int]]:
+    """Assign clients 0..N-1 to actors as contiguous cohorts.
+
+    Contiguous ids keep ring neighbours in the same process where possible.
+    With ``clients_per_actor=None`` the number of actors is the number of
+    actor slots the cluster can run at once (CPU and GPU fractions), capped
+    by ``max_actors`` and N.
+    """
+    if cfg.clients_per_actor is not None:
+        per = cfg.clients_per_actor
+        num_actors = math.ceil(num_clients / per)
+    else:
+        slots = math.floor(cluster_cpus / cfg.num_cpus_per_actor + 1e-9)
+        if cfg.num_gpus_per_actor > 0:
+            slots = min(slots, math.floor(cluster_gpus / cfg.num_gpus_per_actor + 1e-9))
+        num_actors = max(1, min(num_clients, slots))
+    if cfg.max_actors is not None:
+        num_actors = min(num_actors, cfg.max_actors)
+    bounds = [round(k * num_clients / num_actors) for k in range(num_actors + 1)]
+    return [list(range(bounds[k], bounds[k + 1])) for k in range(num_actors)]

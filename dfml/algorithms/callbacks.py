@@ -1,0 +1,52 @@
+"""Callbacks: what happens around the round loop (progress, results, early stop)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from dfml.algorithms.base import RoundRecord
+
+log = logging.getLogger(__name__)
+
+
+class Callback:
+    """No-op hooks; subclasses override what they need."""
+
+    def on_run_start(self, algorithm: Any, federation: Any) -> None:
+        return None
+
+    def on_round_end(self, record: RoundRecord) -> None:
+        return None
+
+    def on_run_end(self, history: Sequence[RoundRecord]) -> None:
+        return None
+
+
+class ProgressBar(Callback):
+    """One tqdm bar over rounds showing mean client accuracy and loss."""
+
+    def __init__(self, rounds: int, desc: str, enabled: bool = True) -> None:
+        self.rounds, self.desc, self.enabled = rounds, desc, enabled
+        self.bar: tqdm | None = None
+
+    def on_run_start(self, algorithm, federation) -> None:
+        self.bar = tqdm(total=self.rounds, desc=self.desc, unit="round", disable=not self.enabled)
+
+    def on_round_end(self, record: RoundRecord) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(
+                acc=f"{record.mean('accuracy'):.3f}", loss=f"{record.mean('train_loss'):.3f}"
+            )
+            self.bar.update(1)
+
+    def on_run_end(self, history) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,89 @@
+"""Local training and evaluation: pure functions of a flat parameter vector.
+
+Mini-batch order comes from ``numpy.random.default_rng(seed)``, so a client's
+training is a deterministic function of (parameters, data, seed) and can be
+replayed exactly by a reference implementation or after a restore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.func import grad_and_value
+
+from dfml.models.flat import FlatModel
+
+#: Optional extra term added to the loss, e.g. FedProx's proximal penalty.
+Regularizer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def minibatches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """One epoch of shuffled mini-batch index arrays (the last may be short)."""
+    order = rng.permutation(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def cross_entropy(
+    model: FlatModel, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(model(flat, x), y)
+
+
+def sgd_epochs(
+    model: FlatModel,
+    flat: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    regularizer: Regularizer | None = None,
+) -> tuple[torch.Tensor, float]:
+    """``epochs`` passes of plain SGD, θ ← θ − η ∇ℓ(θ; batch).
+
+    Returns the new vector and the mean training loss over all batches
+    (NaN propagates, so callers can detect divergence).
+    """
+
+    def loss_fn(theta: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        loss = cross_entropy(model, theta, xb, yb)
+        return loss + regularizer(theta) if regularizer is not None else loss
+
+    step = grad_and_value(loss_fn)
+    rng = np.random.default_rng(seed)
+    theta = flat.detach()
+    total, count = 0.0, 0
+    for _ in range(epochs):
+        for idx in minibatches(len(y), batch_size, rng):
+            ib = torch.from_numpy(idx).to(x.device)
+            g, loss = step(theta, x[ib], y[ib])
+            theta = theta - lr * g
+            total += float(loss)
+            count += 1
+    return theta, (total / count if count else float("nan"))
+
+
+@torch.no_grad()
+def evaluate(
+    model: FlatModel, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
+) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of ``flat`` on (x, y)."""
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    was_training = model.module.training
+    model.train(False)
+    try:
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(y), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            logits = model(flat, xb)
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(1) == yb).sum())
+        return loss_sum / len(y), correct / len(y)
+    finally:
+        model.train(was_training)

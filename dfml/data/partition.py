@@ -1,0 +1,185 @@
+"""Non-IID partitioners and per-client splits: pure functions over labels.
+
+Every partitioner takes the label vector, the number of clients, the config
+and a seed, and returns one sorted index array per client. Same inputs, same
+output: the partition is part of an experiment's identity and is saved with
+its results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from dfml.data.config import PartitionConfig
+from dfml.errors import ConfigError
+
+Partitioner = Callable[[np.ndarray, int, PartitionConfig, np.random.Generator], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ClientSplit:
+    """A client's local data: meta-train D^M, label-balanced query D^Q, test."""
+
+    meta_train: np.ndarray
+    query: np.ndarray
+    test: np.ndarray
+
+    @property
+    def train(self) -> np.ndarray:
+        """D^M ∪ D^Q: everything a non-meta algorithm may train on."""
+        return np.sort(np.concatenate([self.meta_train, self.query]))
+
+
+def _split_by_label(
+    labels: np.ndarray, owners: dict[int, list[int]], num_clients: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Give each label's samples in equal shares to the clients that own it."""
+    parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+    for label, clients in owners.items():
+        if not clients:
+            continue
+        idx = rng.permutation(np.flatnonzero(labels == label))
+        for client, chunk in zip(clients, np.array_split(idx, len(clients)), strict=True):
+            parts[client].append(chunk)
+    return [np.sort(np.concatenate(p)) if p else np.empty(0, np.int64) for p in parts]
+
+
+def _iid(labels, n, cfg, rng):
+    return [np.sort(c) for c in np.array_split(rng.permutation(len(labels)), n)]
+
+
+def _dirichlet(labels, n, cfg, rng):
+    """Label skew: for each class, proportions p ~ Dir(α·1_N) over clients."""
+    classes = np.unique(labels)
+    for _ in range(100):
+        parts: list[list[np.ndarray]] = [[] for _ in range(n)]
+        for c in classes:
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            cuts = (np.cumsum(rng.dirichlet(np.full(n, cfg.alpha)))[:-1] * len(idx)).astype(int)
+            for client, chunk in enumerate(np.split(idx, cuts)):
+                parts[client].append(chunk)
+        out = [np.sort(np.concatenate(p)) for p in parts]
+        if min(len(p) for p in out) >= cfg.min_samples:
+            return out
+    raise ConfigError(
+        f"dirichlet partition with alpha={cfg.alpha} could not give every one of {n} clients "
+        f"{cfg.min_samples} samples; use fewer clients or a larger --alpha"
+    )
+
+
+def _pathological(labels, n, cfg, rng):
+    """c classes per client, classes dealt round-robin over a shuffled order."""
+    classes = rng.permutation(np.unique(labels))
+    if cfg.classes_per_client > len(classes):
+        raise ConfigError(
+            f"classes_per_client={cfg.classes_per_client} exceeds the {len(classes)} classes"
+        )
+    owners: dict[int, list[int]] = {int(c): [] for c in classes}
+    for client in range(n):
+        for j in range(cfg.classes_per_client):
+            owners[int(classes[(client * cfg.classes_per_client + j) % len(classes)])].append(
+                client
+            )
+    return _split_by_label(labels, owners, n, rng)
+
+
+def _label_group(labels, n, cfg, rng):
+    """Label-group shift (CL-FML's ℒ′ / ℒ″): client i draws from group i mod G.
+
+    With ``group_overlap`` > 0 a client also draws that fraction of the next
+    group's labels, so groups share some labels.
+    """
+    classes = rng.permutation(np.unique(labels))
+    if cfg.groups > len(classes):
+        raise ConfigError(f"groups={cfg.groups} exceeds the {len(classes)} classes")
+    groups = np.array_split(classes, cfg.groups)
+    owners: dict[int, list[int]] = {int(c): [] for c in classes}
+    for client in range(n):
+        g = client % cfg.groups
+        held = list(groups[g])
+        extra = round(cfg.group_overlap * len(groups[(g + 1) % cfg.groups]))
+        if cfg.groups > 1:
+            held += list(groups[(g + 1) % cfg.groups][:extra])
+        for c in held:
+            owners[int(c)].append(client)
+    return _split_by_label(labels, owners, n, rng)
+
+
+def _quantity(labels, n, cfg, rng):
+    """Quantity skew: client sizes ~ Dir(quantity_alpha), labels IID."""
+    total = len(labels)
+    if total < n * cfg.min_samples:
+        raise ConfigError(f"{total} samples cannot give {n} clients {cfg.min_samples} each")
+    spare = total - n * cfg.min_samples
+    sizes = cfg.min_samples + np.floor(rng.dirichlet(np.full(n, cfg.quantity_alpha)) * spare)
+    cuts = np.cumsum(sizes.astype(int))[:-1]
+    return [np.sort(c) for c in np.split(rng.permutation(total), cuts)]
+
+
+PARTITIONERS: dict[str, Partitioner] = {
+    "iid": _iid,
+    "dirichlet": _dirichlet,
+    "pathological": _pathological,
+    "label-group": _label_group,
+    "quantity": _quantity,
+}
+
+
+def partition(
+    labels: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: int
+) -> list[np.ndarray]:
+    """Split sample indices over ``num_clients`` clients with ``cfg.partition``."""
+    if num_clients < 2:
+        raise ConfigError(f"clients must be >= 2, got {num_clients}")
+    if len(labels) < num_clients * cfg.min_samples:
+        raise ConfigError(
+            f"{len(labels)} samples are too few for {num_clients} clients "
+            f"of at least {cfg.min_samples} samples"
+        )
+    rng = np.random.default_rng([seed, 0x9A27])
+    parts = PARTITIONERS[cfg.partition](np.asarray(labels), num_clients, cfg, rng)
+    small = [i for i, p in enumerate(parts) if len(p) < cfg.min_samples]
+    if small:
+        raise ConfigError(
+            f"partition {cfg.partition!r} left client {small[0]} with {len(parts[small[0]])} samples "
+            f"(< {cfg.min_samples}); use fewer clients or another partition"
+        )
+    return parts
+
+
+def split_client(
+    indices: np.ndarray, labels: np.ndarray, cfg: PartitionConfig, seed: int
+) -> ClientSplit:
+    """Split one client's samples into D^M, a label-balanced D^Q and a test set.
+
+    The test set takes ``test_fraction`` of the samples at random. From the rest,
+    D^Q takes the same number ``k`` of samples from every label that has at
+    least two samples left (so D^M keeps every such label too), with
+    ``k = max(1, min(⌊query_fraction·n / L⌋, min_l count_l − 1))``.
+    """
+    rng = np.random.default_rng([seed, 0x5E1])
+    idx = rng.permutation(np.asarray(indices))
+    n_test = max(1, round(cfg.test_fraction * len(idx)))
+    test, rest = idx[:n_test], idx[n_test:]
+    rest_labels = labels[rest]
+    values, counts = np.unique(rest_labels, return_counts=True)
+    eligible = values[counts >= 2]
+    query: list[np.ndarray] = []
+    if len(eligible):
+        k_target = int(cfg.query_fraction * len(rest) / len(eligible))
+        k = max(1, min(k_target, int(counts[counts >= 2].min()) - 1))
+        query = [rest[rest_labels == label][:k] for label in eligible]
+    q = np.concatenate(query) if query else np.empty(0, np.int64)
+    meta_train = np.setdiff1d(rest, q)
+    return ClientSplit(meta_train=meta_train, query=np.sort(q), test=np.sort(test))
+
+
+def make_splits(
+    labels: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: int
+) -> list[ClientSplit]:
+    """Partition, then split each client's share; deterministic in ``seed``."""
+    parts = partition(labels, num_clients, cfg, seed)
+    return [split_client(p, labels, cfg, seed * 100_003 + i) for i, p in enumerate(parts)]

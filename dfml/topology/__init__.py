@@ -1,0 +1,37 @@
+"""Communication topologies and gossip mixing matrices, pure functions over networkx."""
+
+from dfml.topology.config import MIXINGS, TOPOLOGIES, TopologyConfig
+from dfml.topology.graphs import (
+    build_topology,
+    link_cost_graph,
+    minimum_spanning_tree,
+    neighbors,
+    read_edge_list,
+    ring_successor,
+    validate_topology,
+)
+from dfml.topology.mixing import (
+    data_size_weights,
+    metropolis_hastings_weights,
+    mixing_matrix,
+    spectral_gap,
+    uniform_weights,
+)
+
+__all__ = [
+    "MIXINGS",
+    "TOPOLOGIES",
+    "TopologyConfig",
+    "build_topology",
+    "data_size_weights",
+    "link_cost_graph",
+    "metropolis_hastings_weights",
+    "minimum_spanning_tree",
+    "mixing_matrix",
+    "neighbors",
+    "read_edge_list",
+    "ring_successor",
+    "spectral_gap",
+    "uniform_weights",
+    "validate_topology",
+]

@@ -1,0 +1,254 @@
+"""Communication graphs over clients 0..N-1, built from networkx generators.
+
+Every graph :func:`build_topology` returns is simple, has exactly the nodes
+0..N-1 and is connected: gossip over a disconnected graph never reaches
+consensus, so that is a user error raised before any actor starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+
+from dfml.errors import ConfigError
+from dfml.topology.config import TopologyConfig
+
+# Random kinds redraw with derived seeds until the graph is connected.
+MAX_TRIES = 100
+
+
+def _derived_seed(seed: int, attempt: int) -> int:
+    """A 32-bit seed for draw ``attempt``, independent across attempts and seeds."""
+    return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
+
+
+def _ring(cfg: TopologyConfig, n: int, seed: int) -> nx.Graph:
+    return nx.cycle_graph(n)  # N=2 collapses to the single edge 0-1
+
+
+def _star(cfg: TopologyConfig, n: int, seed: int) -> nx.Graph:
+    return nx.star_graph(n - 1)  # node 0 is the hub
+
+
+def _complete(cfg: TopologyConfig, n: int, seed: int) -> nx.Graph:
+    return nx.complete_graph(n)
+
+
+def _k_regular(cfg: TopologyConfig, n: int, seed: int) -> nx.Graph:
+    k = cfg.degree
+    if k >= n:
+        raise ConfigError(f"k-regular degree must be < number of clients ({n}), got {k}")
+    if (k * n) % 2:
+        raise ConfigError(
+            f"k-regular needs degree * clients even, got {k} * {n}; change degree or clients"
+        )
+    if k == 1 and n > 2:
+        raise ConfigError(
+            f"k-regular with degree 1 is a perfect matching, disconnected for {n} clients; "
+            "use degree >= 2"
+        )
+    for attempt in range(MAX_TRIES):
+        graph = nx.random_regular_graph(k, n, seed=_derived_seed(seed, attempt))
+        if nx.is_connected(graph):
+            return graph
+    raise ConfigError(
+        f"k-regular graph of degree {k} over {n} clients stayed disconnected after "
+        f"{MAX_TRIES} draws; use a larger degree"
+    )
+
+
+def _erdos_renyi(cfg: TopologyConfig, n: int, seed: int) -> nx.Graph:
+    p = cfg.edge_probability
+    for attempt in range(MAX_TRIES):
+        graph = nx.gnp_random_graph(n, p, seed=_derived_seed(seed, attempt))
+        if nx.is_connected(graph):
+            return graph
+    raise ConfigError(
+        f"erdos-renyi graph with edge_probability={p} over {n} clients stayed disconnected "
+        f"after {MAX_TRIES} draws; use a higher edge_probability "
+        f"(connectivity threshold ln(N)/N = {math.log(n) / n:.3f})"
+    )
+
+
+def _small_world(cfg: TopologyConfig, n: int, seed: int) -> nx.Graph:
+    k, p = cfg.degree, cfg.rewire_probability
+    if k < 2 or k % 2:
+        raise ConfigError(
+            f"small-world degree must be even and >= 2 (k/2 ring neighbours per side), got {k}"
+        )
+    if k >= n:
+        raise ConfigError(f"small-world degree must be < number of clients ({n}), got {k}")
+    try:
+        return nx.connected_watts_strogatz_graph(n, k, p, tries=MAX_TRIES, seed=seed)
+    except nx.NetworkXError as exc:
+        raise ConfigError(
+            f"small-world graph (degree {k}, rewire_probability {p}) over {n} clients stayed "
+            f"disconnected after {MAX_TRIES} draws; use a larger degree or lower "
+            "rewire_probability"
+        ) from exc
+
+
+def link_cost_graph(num_clients: int, seed: int) -> nx.Graph:
+    """Complete graph whose edge attribute ``weight`` is a seeded Uniform(0, 1) link cost.
+
+    This is the graph the ``mst`` topology spans; exposed so users and tests can
+    compare the MST against other spanning trees of the same costs.
+    """
+    _check_clients(num_clients)
+    graph = nx.complete_graph(num_clients)
+    rng = np.random.default_rng(_derived_seed(seed, 0))
+    costs = rng.uniform(0.0, 1.0, size=graph.number_of_edges())
+    for (u, v), cost in zip(graph.edges(), costs, strict=True):
+        graph[u][v]["weight"] = float(cost)
+    return graph
+
+
+def minimum_spanning_tree(graph: nx.Graph) -> nx.Graph:
+    """Minimum-total-``weight`` spanning tree of a connected weighted graph.
+
+    CL-FML gossips over the MST of its link graph: N-1 cheapest links that still
+    reach every client. Edges without a ``weight`` count as weight 1.
+    """
+    if graph.number_of_nodes() == 0:
+        raise ConfigError("cannot span an empty graph")
+    if not nx.is_connected(graph):
+        raise ConfigError(
+            f"graph has no spanning tree: it is disconnected "
+            f"({nx.number_connected_components(graph)} components)"
+        )
+    return nx.minimum_spanning_tree(graph, weight="weight")
+
+
+def _mst(cfg: TopologyConfig, n: int, seed: int) -> nx.Graph:
+    return minimum_spanning_tree(link_cost_graph(n, seed))
+
+
+def read_edge_list(path: str | Path, num_clients: int) -> nx.Graph:
+    """Read a user graph: lines ``u v`` or ``u v weight``, ``#`` comments, blank lines.
+
+    Nodes are the client ids 0..N-1. Repeating an edge (either direction) is
+    allowed only with the same weight.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"edge list file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read edge list {path}: {exc}") from None
+
+    graph = nx.Graph()
+    graph.add_nodes_from(range(num_clients))
+    first_seen: dict[frozenset[int], int] = {}
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        fields = raw.split("#", 1)[0].split()
+        if not fields:
+            continue
+        where = f"{path}:{lineno}"
+        if len(fields) not in (2, 3):
+            raise ConfigError(f"{where}: expected 'u v' or 'u v weight', got {raw.strip()!r}")
+        try:
+            u, v = int(fields[0]), int(fields[1])
+        except ValueError:
+            raise ConfigError(f"{where}: node ids must be ints, got {raw.strip()!r}") from None
+        weight: float | None = None
+        if len(fields) == 3:
+            try:
+                weight = float(fields[2])
+            except ValueError:
+                raise ConfigError(f"{where}: weight must be a number, got {fields[2]!r}") from None
+            if not math.isfinite(weight):
+                raise ConfigError(f"{where}: weight must be finite, got {fields[2]!r}")
+        for node in (u, v):
+            if not 0 <= node < num_clients:
+                raise ConfigError(
+                    f"{where}: node {node} out of range; clients are 0..{num_clients - 1}"
+                )
+        if u == v:
+            raise ConfigError(f"{where}: self loop on node {u}")
+        key = frozenset((u, v))
+        if key in first_seen:
+            old = graph[u][v].get("weight")
+            if old != weight:
+                raise ConfigError(
+                    f"{where}: edge {u}-{v} repeats line {first_seen[key]} "
+                    f"with a different weight ({weight} vs {old})"
+                )
+            continue
+        first_seen[key] = lineno
+        if weight is None:
+            graph.add_edge(u, v)
+        else:
+            graph.add_edge(u, v, weight=weight)
+    return graph
+
+
+def _edge_list(cfg: TopologyConfig, n: int, seed: int) -> nx.Graph:
+    assert cfg.edge_list is not None  # TopologyConfig guarantees it for this kind
+    return read_edge_list(cfg.edge_list, n)
+
+
+_BUILDERS: dict[str, Callable[[TopologyConfig, int, int], nx.Graph]] = {
+    "ring": _ring,
+    "star": _star,
+    "complete": _complete,
+    "k-regular": _k_regular,
+    "erdos-renyi": _erdos_renyi,
+    "small-world": _small_world,
+    "mst": _mst,
+    "edge-list": _edge_list,
+}
+
+
+def _check_clients(num_clients: int) -> None:
+    if isinstance(num_clients, bool) or not isinstance(num_clients, int):
+        raise ConfigError(f"number of clients must be an int, got {num_clients!r}")
+    if num_clients < 2:
+        raise ConfigError(f"a topology needs at least 2 clients, got {num_clients}")
+
+
+def validate_topology(graph: nx.Graph, num_clients: int, kind: str = "graph") -> None:
+    """Raise ConfigError unless ``graph`` has nodes 0..N-1, no self loops, and is connected."""
+    if set(graph.nodes) != set(range(num_clients)):
+        raise ConfigError(f"{kind} topology must have nodes 0..{num_clients - 1}")
+    loops = list(nx.nodes_with_selfloops(graph))
+    if loops:
+        raise ConfigError(f"{kind} topology has self loops on nodes {sorted(loops)}")
+    if not nx.is_connected(graph):
+        components = sorted(nx.connected_components(graph), key=len)
+        cut_off = sorted(components[0])[:10]
+        raise ConfigError(
+            f"{kind} topology over {num_clients} clients is disconnected: "
+            f"{len(components)} components (e.g. nodes {cut_off} cannot reach the rest)"
+        )
+
+
+def build_topology(cfg: TopologyConfig, num_clients: int, seed: int) -> nx.Graph:
+    """The communication graph G = (V, E) over clients V = {0, ..., N-1}.
+
+    Random kinds (k-regular, erdos-renyi, small-world, mst) are a pure function
+    of ``seed``; the result is validated connected and loop-free.
+    """
+    _check_clients(num_clients)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"topology seed must be a non-negative int, got {seed!r}")
+    graph = _BUILDERS[cfg.topology](cfg, num_clients, seed)
+    validate_topology(graph, num_clients, cfg.topology)
+    graph.graph["kind"] = cfg.topology
+    return graph
+
+
+def neighbors(graph: nx.Graph, i: int) -> list[int]:
+    """N(i), sorted so that iteration order (and float summation) is reproducible."""
+    return sorted(graph.neighbors(i))
+
+
+def ring_successor(i: int, n: int) -> int:
+    """Next client on the ring 0 → 1 → ... → N-1 → 0 (e.g. for token passing)."""
+    if not 0 <= i < n:
+        raise ValueError(f"client {i} not in 0..{n - 1}")
+    return (i + 1) % n
