@@ -25,6 +25,10 @@ class Callback:
     def on_run_end(self, history: Sequence[RoundRecord]) -> None:
         return None
 
+    def summary(self) -> dict[str, Any]:
+        """Keys this callback adds to summary.json."""
+        return {}
+
 
 class ProgressBar(Callback):
     """One tqdm bar over rounds showing mean client accuracy and loss."""

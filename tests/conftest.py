@@ -1,0 +1,35 @@
+"""One local Ray session for the whole test run.
+
+It declares 4 CPUs (so tests can hold spare actors on a 2-core machine) and
+2 fake GPUs (so GPU-fraction placement is testable without a GPU: actors get
+GPU ids but ``torch.cuda.is_available()`` stays False and they run on CPU).
+Tests that need their own multi-node cluster run it in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+TEST_CPUS = 4
+TEST_GPUS = 2
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=TEST_CPUS,
+            num_gpus=TEST_GPUS,
+            include_dashboard=False,
+            logging_level="WARNING",
+            log_to_driver=False,
+        )
+    yield ray
+    ray.shutdown()
