@@ -180,6 +180,27 @@ class Algorithm:
         )
         return state.evolve(params=new, last_loss=loss), {"train_loss": loss}
 
+    def adapt(
+        self, ctx: ClientContext, state: ClientState, params: torch.Tensor, steps: int, seed: int
+    ) -> torch.Tensor:
+        """Personalize ``params`` with ``steps`` SGD mini-batch steps on D^M.
+
+        The fine-tuning of the "Pers.k" evaluation protocol; meta-learning
+        algorithms override it with their own inner loop (e.g. Meta-SGD's α).
+        """
+        cfg = self.config
+        x, y = ctx.data.x_meta, ctx.data.y_meta
+        if steps == 0 or len(y) == 0:
+            return params
+        rng = np.random.default_rng(seed)
+        theta = params.detach()
+        for _ in range(steps):
+            idx = torch.from_numpy(rng.choice(len(y), min(cfg.batch_size, len(y)), replace=False))
+            theta, _ = sgd_epochs(
+                ctx.model, theta, x[idx], y[idx], lr=cfg.lr, epochs=1, batch_size=len(idx), seed=0
+            )
+        return theta
+
     def evaluate_client(
         self, ctx: ClientContext, state: ClientState, params: torch.Tensor | None = None
     ) -> Metrics:
