@@ -1,8 +1,9 @@
 """One local Ray session for the whole test run.
 
-It declares 4 CPUs (so tests can hold spare actors on a 2-core machine) and
-2 fake GPUs (so GPU-fraction placement is testable without a GPU: actors get
-GPU ids but ``torch.cuda.is_available()`` stays False and they run on CPU).
+It declares 4 CPUs (so tests can hold spare actors on a 2-core machine) and,
+without CUDA, 2 fake GPUs (so GPU-fraction placement is testable without a
+GPU: actors get GPU ids but ``torch.cuda.is_available()`` stays False and
+they run on CPU). With CUDA, Ray's own GPU detection is used.
 Tests that need their own multi-node cluster run it in a subprocess.
 """
 
@@ -16,7 +17,13 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 TEST_CPUS = 4
-TEST_GPUS = 2
+
+
+def _test_gpus() -> int | None:
+    """Fake GPUs where there is no CUDA; the real ones (auto-detected) otherwise."""
+    import torch
+
+    return None if torch.cuda.is_available() else 2
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +33,7 @@ def ray_session():
     if not ray.is_initialized():
         ray.init(
             num_cpus=TEST_CPUS,
-            num_gpus=TEST_GPUS,
+            num_gpus=_test_gpus(),
             include_dashboard=False,
             logging_level="WARNING",
             log_to_driver=False,

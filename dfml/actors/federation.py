@@ -135,6 +135,12 @@ class Federation:
             out.update(part)
         return dict(sorted(out.items()))
 
+    def get_states(self, client_ids: Sequence[int] | None = None) -> dict[int, Any]:
+        """Host copies of client states (for checkpoints, replicas and tests)."""
+        ids = list(range(self.num_clients)) if client_ids is None else list(client_ids)
+        futures = {cid: self.actors[self.actor_of[cid]].get_state.remote(cid) for cid in ids}
+        return dict(zip(futures, ray.get(list(futures.values())), strict=True))
+
     def info(self) -> list[dict[str, Any]]:
         return ray.get([a.info.remote() for a in self.actors])
 

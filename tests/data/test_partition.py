@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dfml.data.builtin import load_digits, make_synthetic
+from dfml.data.config import DataConfig, PartitionConfig
+from dfml.data.partition import make_splits, partition, split_client
+from dfml.errors import ConfigError
+
+LABELS = load_digits().y
+SCHEMES = ["iid", "dirichlet", "pathological", "label-group", "quantity"]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_partition_is_deterministic_disjoint_and_covering(scheme):
+    cfg = PartitionConfig(partition=scheme, alpha=0.3)
+    a = partition(LABELS, 10, cfg, seed=3)
+    b = partition(LABELS, 10, cfg, seed=3)
+    c = partition(LABELS, 10, cfg, seed=4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert any(not np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+    joined = np.concatenate(a)
+    assert len(np.unique(joined)) == len(joined), "a sample went to two clients"
+    if scheme in ("iid", "dirichlet", "quantity"):
+        assert len(joined) == len(LABELS)
+    assert min(len(p) for p in a) >= cfg.min_samples
+
+
+def test_pathological_gives_exactly_c_classes():
+    parts = partition(
+        LABELS, 10, PartitionConfig(partition="pathological", classes_per_client=2), 0
+    )
+    assert [len(np.unique(LABELS[p])) for p in parts] == [2] * 10
+
+
+def test_label_group_clients_draw_from_disjoint_groups():
+    parts = partition(LABELS, 6, PartitionConfig(partition="label-group", groups=2), 0)
+    sets = [set(np.unique(LABELS[p]).tolist()) for p in parts]
+    assert sets[0] == sets[2] == sets[4] and sets[1] == sets[3] == sets[5]
+    assert sets[0].isdisjoint(sets[1]) and len(sets[0] | sets[1]) == 10
+    overlap = partition(
+        LABELS, 6, PartitionConfig(partition="label-group", groups=2, group_overlap=0.4), 0
+    )
+    shared = set(np.unique(LABELS[overlap[0]])) & set(np.unique(LABELS[overlap[1]]))
+    assert len(shared) == 4  # 40 % of the other group's 5 labels, both ways
+
+
+def test_dirichlet_small_alpha_is_more_skewed():
+    def skew(alpha):
+        parts = partition(LABELS, 10, PartitionConfig(partition="dirichlet", alpha=alpha), 0)
+        return np.mean([np.bincount(LABELS[p], minlength=10).max() / len(p) for p in parts])
+
+    assert skew(0.1) > skew(100.0) + 0.2
+
+
+def test_quantity_skew_varies_sizes_not_labels():
+    parts = partition(LABELS, 10, PartitionConfig(partition="quantity", quantity_alpha=0.5), 0)
+    sizes = [len(p) for p in parts]
+    assert max(sizes) > 2 * min(sizes)
+
+
+def test_split_is_disjoint_and_query_label_balanced():
+    cfg = PartitionConfig(partition="dirichlet", alpha=0.5, query_fraction=0.2, test_fraction=0.2)
+    for split, part in zip(
+        make_splits(LABELS, 8, cfg, 1), partition(LABELS, 8, cfg, 1), strict=True
+    ):
+        m, q, t = set(split.meta_train), set(split.query), set(split.test)
+        assert not (m & q or m & t or q & t)
+        assert m | q | t == set(part.tolist())
+        counts = np.bincount(LABELS[split.query], minlength=10)
+        assert len(set(counts[counts > 0])) == 1, "D^Q must hold the same count per label"
+        assert set(np.unique(LABELS[split.query])) <= set(np.unique(LABELS[split.meta_train]))
+
+
+def test_split_query_size_follows_fraction():
+    idx = np.arange(1000)
+    labels = np.arange(1000) % 4
+    s = split_client(idx, labels, PartitionConfig(query_fraction=0.2, test_fraction=0.2), 0)
+    assert len(s.test) == 200
+    assert len(s.query) == 4 * int(0.2 * 800 / 4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"partition": "weird"}, "unknown partition 'weird'"),
+        ({"alpha": 0.0}, "alpha must be > 0"),
+        ({"query_fraction": 0.6, "test_fraction": 0.5}, "must be < 1"),
+        ({"group_overlap": 1.0}, "group_overlap"),
+    ],
+)
+def test_bad_partition_config(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        PartitionConfig(**kwargs)
+
+
+def test_too_many_clients_is_a_user_error():
+    with pytest.raises(ConfigError, match="too few"):
+        partition(LABELS, 500, PartitionConfig(), 0)
+    with pytest.raises(ConfigError, match="clients must be >= 2"):
+        partition(LABELS, 1, PartitionConfig(), 0)
+    with pytest.raises(ConfigError, match="exceeds"):
+        partition(LABELS, 4, PartitionConfig(partition="pathological", classes_per_client=11), 0)
+
+
+def test_synthetic_is_class_conditional_and_seeded():
+    a = make_synthetic(200, 4, (3,), seed=1)
+    b = make_synthetic(200, 4, (3,), seed=1)
+    np.testing.assert_array_equal(a.x, b.x)
+    means = np.stack([a.x[a.y == c].mean(0) for c in range(4)])
+    assert np.linalg.norm(means[0] - means[1]) > 0.5
+    with pytest.raises(ConfigError):
+        DataConfig(synthetic_classes=1)
