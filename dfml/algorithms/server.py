@@ -1,0 +1,149 @@
+"""Centralized or decentralized: one switch, the same client code.
+
+An algorithm built on :class:`ServerOrGossip` lets its clients meet in one of
+two ways, chosen by the config field ``aggregation``:
+
+* ``"gossip"`` (decentralized) — client i starts round t from the relaxed
+  neighbourhood average
+
+      x_i ← (1 − η_g) x_i + η_g Σ_{j ∈ N(i) ∪ {i}} w_ij x_j,
+
+  with row i of the topology's mixing matrix W (the base
+  :class:`~dfml.algorithms.base.Algorithm` gossip; η_g = 1 is plain gossip);
+* ``"server"`` (centralized: FedAvg's star whose hub holds no data) — every
+  client starts from the global model x, trains and publishes x_k; the server
+  step
+
+      x ← (1 − η_g) x + η_g Σ_k p_k x_k,   p_k = n_k / n,
+
+  runs as a Ray task next to the data (the driver passes refs only), and
+  every client adopts x (:meth:`ServerOrGossip.adopt_global`).
+
+η_g is :meth:`ServerOrGossip.server_lr` (1 for FedAvg, β for pFedMe). The
+client half is identical in both modes: with the empty server message
+:meth:`Algorithm.mix` returns the client's own vector, which is the adopted
+global model. In server mode a client is evaluated after adopting x, so its
+``accuracy`` is that of the model it would use from then on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+
+from dfml.actors.state import ClientContext, ClientState
+from dfml.algorithms.aggregate import data_size_weights, weighted_average
+from dfml.algorithms.base import Algorithm, LocalSGDConfig, Message, Metrics, SetupContext
+from dfml.errors import ConfigError
+
+AGGREGATIONS = ("gossip", "server")
+
+
+def check_aggregation(value: str) -> None:
+    """Raise a one-line :class:`ConfigError` unless ``value`` is in :data:`AGGREGATIONS`."""
+    if value not in AGGREGATIONS:
+        raise ConfigError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FederatedSGDConfig(LocalSGDConfig):
+    """Local SGD knobs plus where clients meet (``gossip`` or ``server``)."""
+
+    aggregation: str = "gossip"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_aggregation(self.aggregation)
+
+
+@ray.remote(num_cpus=0)
+def server_average(weights: Sequence[float], *vectors: np.ndarray) -> np.ndarray:
+    """The server step as a Ray task (num_cpus=0: actors may hold every CPU)."""
+    return weighted_average(vectors, weights)
+
+
+def relaxed_weights(
+    self_weight: float, weights: Sequence[float], eta: float
+) -> tuple[float, tuple[float, ...]]:
+    """Row i of (1 − η) I + η W, given row i of W as (w_ii, (w_ij)_j)."""
+    return (1.0 - eta) + eta * self_weight, tuple(eta * w for w in weights)
+
+
+class ServerOrGossip(Algorithm):
+    """Driver half for both modes; subclasses write only the local update."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.server_weights: tuple[float, ...] = ()
+        self.global_ref: Any = None
+
+    @property
+    def centralized(self) -> bool:
+        """True when clients meet through a server (``aggregation: server``)."""
+        return getattr(self.config, "aggregation", "gossip") == "server"
+
+    def server_lr(self) -> float:
+        """η_g of the relaxed server / gossip step (1: replace by the average)."""
+        return 1.0
+
+    # ----- driver half -------------------------------------------------
+    def setup(self, ctx: SetupContext) -> None:
+        super().setup(ctx)
+        self.server_weights = tuple(float(w) for w in data_size_weights(ctx.train_sizes))
+
+    def round_messages(self, round_index: int, refs: Mapping[int, Any]) -> dict[int, Message]:
+        if self.centralized:
+            self.global_ref = refs[min(refs)]
+            return {cid: Message(round=round_index) for cid in refs}
+        messages = super().round_messages(round_index, refs)
+        eta = self.server_lr()
+        if eta == 1.0:
+            return messages
+        out = {}
+        for cid, m in messages.items():
+            self_weight, weights = relaxed_weights(m.self_weight, m.weights, eta)
+            out[cid] = Message(m.round, m.neighbors, weights, self_weight, m.extra)
+        return out
+
+    def server_step(self, round_index: int, refs: Mapping[int, Any]) -> Any:
+        """x ← (1 − η_g) x + η_g Σ_k p_k x_k as a Ray task; returns the ref of x."""
+        ids = sorted(refs)
+        weights = [self.server_weights[c] for c in ids]
+        vectors = [refs[c] for c in ids]
+        eta = self.server_lr()
+        if eta != 1.0:
+            weights, vectors = [1.0 - eta, *(eta * w for w in weights)], [self.global_ref, *vectors]
+        return server_average.remote(weights, *vectors)
+
+    def after_round(self, round_index, federation, refs, metrics):
+        if not self.centralized:
+            return refs, metrics, 0
+        ids = sorted(refs)
+        global_ref = self.server_step(round_index, refs)
+        adopt = Message(round=round_index, neighbors=(global_ref,), weights=(1.0,), self_weight=0.0)
+        results = federation.step("adopt_global", dict.fromkeys(ids, adopt), publish=False)
+        merged = {cid: {**metrics[cid], **results[cid].metrics} for cid in ids}
+        upload_and_download = 2 * len(ids) * self.param_bytes
+        return dict.fromkeys(ids, global_ref), merged, upload_and_download
+
+    # ----- client half -------------------------------------------------
+    def client_step(
+        self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
+    ) -> tuple[ClientState, Metrics]:
+        """Mix (a no-op in server mode), train; evaluate now only in gossip mode."""
+        state, metrics = self.local_update(ctx, state, self.mix(state, neighbors, msg))
+        state = state.evolve(round=state.round + 1)
+        if self.centralized:
+            return state, metrics
+        return state, {**metrics, **self.evaluate_client(ctx, state)}
+
+    def adopt_global(
+        self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
+    ) -> tuple[ClientState, Metrics]:
+        """x_k ← x (the server's model); report the accuracy of the model now used."""
+        state = state.evolve(params=self.mix(state, neighbors, msg))
+        return state, self.evaluate_client(ctx, state)
