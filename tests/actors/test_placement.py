@@ -31,8 +31,9 @@ def _federation(clients: int, resources: ResourceConfig) -> Federation:
 
 
 def test_quarter_gpu_actors_pack_four_per_gpu(ray_session):
+    gpus = int(ray.cluster_resources()["GPU"])
     fed = _federation(
-        8, ResourceConfig(clients_per_actor=1, num_cpus_per_actor=0.25, num_gpus_per_actor=0.25)
+        4 * gpus, ResourceConfig(clients_per_actor=1, num_cpus_per_actor=0.25, num_gpus_per_actor=0.25)
     )
     try:
         fed.start(DFedAvg(LocalSGDConfig()))
@@ -74,7 +75,7 @@ def test_plan_cohorts():
     assert len(plan_cohorts(100, gpu, cluster_cpus=16, cluster_gpus=1)) == 4
     fixed = plan_cohorts(10, ResourceConfig(clients_per_actor=4), 2, 0)
     assert [len(c) for c in fixed] == [3, 4, 3]
-    assert sorted(sum(fixed, [])) == list(range(10))
+    assert sorted(c for cohort in fixed for c in cohort) == list(range(10))
     assert len(plan_cohorts(10, ResourceConfig(max_actors=2, num_cpus_per_actor=0.1), 8, 0)) == 2
 
 
