@@ -46,13 +46,36 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
+class RayStore:
+    """Parameters travel through Ray's object store (the normal case)."""
+
+    put = staticmethod(ray.put)
+
+    @staticmethod
+    def get(refs: list[Any]) -> list[Any]:
+        return ray.get(refs)
+
+
+class LocalStore:
+    """In-process "store" for the single-process runner: refs are the arrays."""
+
+    @staticmethod
+    def put(value: Any) -> Any:
+        return value.copy()
+
+    @staticmethod
+    def get(refs: list[Any]) -> list[Any]:
+        return list(refs)
+
+
 class ClientActor:
     """Holds client states and data; runs algorithm methods on them."""
 
-    def __init__(self, spec: CohortSpec, algorithm: Any) -> None:
+    def __init__(self, spec: CohortSpec, algorithm: Any, store: Any = RayStore) -> None:
         from dfml.data.registry import load_dataset
 
         torch.set_num_threads(max(1, spec.num_threads))
+        self.store = store
         self.device = pick_device()
         dataset = load_dataset(spec.data)
         self.algorithm = algorithm
@@ -74,10 +97,10 @@ class ClientActor:
             self.contexts[cid] = ctx
             self.states[cid] = algorithm.init_state(ctx, init.clone())
 
-    def _publish(self, state: ClientState) -> ray.ObjectRef:
-        return ray.put(state.params.detach().cpu().numpy())
+    def _publish(self, state: ClientState) -> Any:
+        return self.store.put(state.params.detach().cpu().numpy())
 
-    def publish_all(self) -> dict[int, ray.ObjectRef]:
+    def publish_all(self) -> dict[int, Any]:
         return {cid: self._publish(s) for cid, s in self.states.items()}
 
     def step(
@@ -90,7 +113,7 @@ class ClientActor:
         out = {}
         for cid in sorted(messages):
             msg = messages[cid]
-            neighbors = ray.get(list(msg.neighbors)) if msg.neighbors else []
+            neighbors = self.store.get(list(msg.neighbors)) if msg.neighbors else []
             state, metrics = fn(self.contexts[cid], self.states[cid], neighbors, msg)
             self.states[cid] = state
             out[cid] = StepResult(self._publish(state) if publish else None, metrics)
@@ -113,8 +136,8 @@ class ClientActor:
     def info(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
-            "node_id": ray.get_runtime_context().get_node_id(),
-            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else [],
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "device": str(self.device),
             "clients": sorted(self.states),

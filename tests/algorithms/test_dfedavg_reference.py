@@ -16,7 +16,8 @@ import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from dfml.actors.config import ResourceConfig
-from dfml.algorithms.base import LocalSGDConfig
+from dfml.actors.inprocess import InProcessFederation
+from dfml.algorithms.base import LocalSGDConfig, SetupContext
 from dfml.algorithms.callbacks import Callback
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.data.config import DataConfig, PartitionConfig
@@ -100,3 +101,26 @@ def test_ray_dfedavg_equals_single_process_reference(ray_session, clients_per_ac
     # Bytes: every client fetches each ring neighbour's vector once per round.
     per_round = 2 * cfg.run.clients * prepared.param_count * 4
     assert [h.bytes_sent for h in result.history] == [per_round] * cfg.run.rounds
+
+
+def test_in_process_federation_runs_the_same_client_code():
+    cfg = ExperimentConfig(
+        run=RunConfig(algorithm="dfedavg", clients=4, rounds=2, seed=1),
+        data=DataConfig(dataset="digits"),
+        model=ModelConfig(model="mlp", hidden=8),
+        topology=TopologyConfig(topology="ring"),
+        algorithm=LocalSGDConfig(local_epochs=1, lr=0.1, batch_size=16),
+    )
+    prepared = prepare(cfg)
+    algorithm = DFedAvg(cfg.algorithm)
+    algorithm.setup(
+        SetupContext(
+            prepared.graph, prepared.mixing, prepared.train_sizes, 4 * prepared.param_count
+        )
+    )
+    fed = InProcessFederation(cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources)
+    capture = CaptureStates()
+    algorithm.run(fed, cfg.run.rounds, [capture])
+    expected, _ = reference_dfedavg(cfg, prepared)
+    got = np.stack([capture.states[i].params.numpy() for i in range(4)])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)

@@ -1,0 +1,35 @@
+# Two commands from a fresh clone:  `make run`  and  `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run test lint bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Decentralized training on the embedded digits data over local Ray actors.
+run: $(STAMP)
+	$(BIN)/dfml run --algorithm dfedavg --dataset digits --clients 10 --topology ring \
+		--rounds 30 --seed 0 --out runs/quickstart
+
+## The whole test suite (what CI runs).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check dfml tests benchmarks
+	$(BIN)/ruff format --check dfml tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/round_time.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
