@@ -20,6 +20,7 @@ from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
 from dfml.algorithms.base import Algorithm, RoundRecord, SetupContext
 from dfml.algorithms.callbacks import Callback
+from dfml.algorithms.evaluation import EvalConfig
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.data.partition import ClientSplit, make_splits
 from dfml.data.registry import load_dataset
@@ -58,6 +59,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     resources: ResourceConfig = field(default_factory=ResourceConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
     algorithm: Any = None
 
 

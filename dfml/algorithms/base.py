@@ -116,6 +116,8 @@ class Algorithm:
         self.graph: nx.Graph | None = None
         self.mixing: np.ndarray | None = None
         self.param_bytes = 0
+        #: The latest published vector ref per client (driver side, set by :meth:`run`).
+        self.refs: dict[int, Any] = {}
 
     # ----- driver half -------------------------------------------------
     def setup(self, ctx: SetupContext) -> None:
@@ -204,11 +206,21 @@ class Algorithm:
     def evaluate_client(
         self, ctx: ClientContext, state: ClientState, params: torch.Tensor | None = None
     ) -> Metrics:
-        """Test loss/accuracy of the model this client would use now."""
+        """Test loss/accuracy of the model this client would use now; with
+        ``params`` given, of exactly that vector (the Pers.k protocol)."""
         loss, acc = evaluate(
             ctx.model, state.params if params is None else params, ctx.data.x_test, ctx.data.y_test
         )
         return {"test_loss": loss, "accuracy": acc}
+
+    def evaluate_personalized(
+        self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
+    ) -> tuple[ClientState, Metrics]:
+        """Read-only end-of-run protocol (global, Pers.k, local-only, QoI); the
+        global vector is ``neighbors[0]``. See :mod:`dfml.algorithms.evaluation`."""
+        from dfml.algorithms.evaluation import personalization_metrics
+
+        return state, personalization_metrics(self, ctx, state, neighbors[0], **msg.extra)
 
     def client_step(
         self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
@@ -236,6 +248,7 @@ class Algorithm:
             refs = {cid: res.ref for cid, res in results.items()}
             metrics = {cid: res.metrics for cid, res in results.items()}
             refs, metrics, extra = self.after_round(r, federation, refs, metrics)
+            self.refs = refs
             record = RoundRecord(
                 r, metrics, self.message_bytes(messages) + extra, time.perf_counter() - t0
             )

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from dfml.actors.config import ResourceConfig
+from dfml.algorithms.evaluation import EvalConfig
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.errors import ConfigError
 from dfml.experiment import ExperimentConfig, RunConfig
@@ -45,6 +46,7 @@ SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "topology": TopologyConfig,
     "resources": ResourceConfig,
+    "evaluation": EvalConfig,
     "launch": LaunchConfig,
 }
 
@@ -153,5 +155,14 @@ def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
     """A JSON-ready record of every effective setting."""
     return {
         name: dataclasses.asdict(getattr(cfg, name))
-        for name in ("run", "data", "partition", "model", "topology", "resources", "algorithm")
+        for name in (
+            "run",
+            "data",
+            "partition",
+            "model",
+            "topology",
+            "resources",
+            "evaluation",
+            "algorithm",
+        )
     }

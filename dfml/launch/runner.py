@@ -15,6 +15,7 @@ from typing import Any
 import ray
 
 from dfml.algorithms.callbacks import Callback, ProgressBar
+from dfml.algorithms.evaluation import PersonalizedEvaluation
 from dfml.errors import TrainingDivergedError
 from dfml.experiment import ExperimentConfig, prepare, run_experiment
 from dfml.launch.options import LaunchConfig, config_to_dict
@@ -58,7 +59,8 @@ def execute(
     writer.write_partition(prepared.splits)
     started = init_ray(launch.ray_address, launch.dashboard)
     bar = ProgressBar(cfg.run.rounds, f"{cfg.run.algorithm}/{cfg.data.dataset}", launch.progress)
-    all_callbacks = [bar, writer, *callbacks]
+    evaluation = PersonalizedEvaluation(cfg.evaluation, cfg.run.rounds)
+    all_callbacks = [bar, evaluation, writer, *callbacks]
     summary: dict[str, Any] = {
         "algorithm": cfg.run.algorithm,
         "dataset": cfg.data.dataset,

@@ -1,0 +1,234 @@
+"""The evaluation protocol for personalized FL, shared by every algorithm.
+
+Once, at the end of a run (inside the last round's callbacks, through the
+actors: a ``federation.step("evaluate_personalized", ..., publish=False)``),
+each client i measures on its own test set:
+
+* ``global_accuracy`` — the global model x̄. In server mode x̄ is the server's
+  model; in gossip mode it is the consensus x̄ = Σ_k (n_k / n) x_k of all
+  published vectors (the quantity decentralized SGD converges to).
+* ``pers{k}_accuracy`` — the client's published vector x_i after k local
+  fine-tune steps on its support set D^M (:meth:`Algorithm.adapt`; k from
+  ``pers_steps``, default 0, 1, 5: "Pers.0", "Pers.1", "Pers.5").
+* ``local_accuracy`` — the local-only model: the common initialisation
+  trained only on the client's training data D^M ∪ D^Q with plain SGD (the
+  algorithm's ``lr`` and ``batch_size``) for the same budget the federated
+  run spent locally, ``rounds × local_epochs`` epochs (or
+  ``local_only_epochs``).
+* ``qoi`` — MEFL's Quantum of Improvement (after Divi et al.),
+  QoI_i = acc_pers,i − max(acc_global,i, acc_local,i), with acc_pers the
+  Pers.K accuracy for the largest K in ``pers_steps``. Negative: personalizing
+  did not beat the better of the global and the local-only model.
+
+Vectors are scored with :meth:`Algorithm.evaluate_client` (``params`` given:
+exactly that vector), so an algorithm whose vector has its own layout can
+override scoring. The summary adds fairness over clients (std and the mean
+of the worst 10 % of clients) of the final ``accuracy`` and of Pers.K, and the
+number of rounds until the mean ``accuracy`` first reached
+``target_accuracy``. The extra cost is a few local epochs per client, once;
+``personalized_eval: false`` turns it off.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from dfml.algorithms.aggregate import data_size_weights
+from dfml.algorithms.base import LocalSGDConfig, Message, Metrics, RoundRecord
+from dfml.algorithms.callbacks import Callback
+from dfml.algorithms.sgd import evaluate, sgd_epochs
+from dfml.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dfml.actors.state import ClientContext, ClientState
+    from dfml.algorithms.base import Algorithm
+
+log = logging.getLogger(__name__)
+
+PERS_SALT = 0x9E55
+LOCAL_SALT = 0x10CA1
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Knobs of the end-of-run personalization protocol.
+
+    Attributes:
+        personalized_eval: run the Pers.k / QoI protocol after the last round.
+        pers_steps: the fine-tune step counts k reported as ``pers{k}_accuracy``.
+        local_only_epochs: epochs of the local-only baseline; ``None`` means the
+            federated run's budget, rounds × local_epochs; 0 skips it (no QoI).
+        target_accuracy: report the first round whose mean accuracy reaches it.
+    """
+
+    personalized_eval: bool = True
+    pers_steps: tuple[int, ...] = (0, 1, 5)
+    local_only_epochs: int | None = None
+    target_accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        steps = self.pers_steps
+        if not steps or any(k < 0 for k in steps) or len(set(steps)) != len(steps):
+            raise ConfigError(f"pers_steps must be distinct integers >= 0, got {list(steps)}")
+        object.__setattr__(self, "pers_steps", tuple(sorted(steps)))
+        if self.local_only_epochs is not None and self.local_only_epochs < 0:
+            raise ConfigError(f"local_only_epochs must be >= 0, got {self.local_only_epochs}")
+        t = self.target_accuracy
+        if t is not None and not 0.0 < t <= 1.0:
+            raise ConfigError(f"target_accuracy must be in (0, 1], got {t}")
+
+
+# ----- pure metric functions ---------------------------------------------
+def qoi(pers: Sequence[float], global_: Sequence[float], local: Sequence[float]) -> np.ndarray:
+    """QoI_i = pers_i − max(global_i, local_i), per client."""
+    return np.asarray(pers, float) - np.maximum(
+        np.asarray(global_, float), np.asarray(local, float)
+    )
+
+
+def worst_fraction_mean(values: Sequence[float], fraction: float = 0.1) -> float:
+    """Mean of the ⌈fraction·n⌉ smallest values (at least one)."""
+    v = np.sort(np.asarray(values, float))
+    if len(v) == 0:
+        return float("nan")
+    return float(v[: max(1, math.ceil(fraction * len(v) - 1e-9))].mean())
+
+
+def rounds_to_target(mean_accuracy: Sequence[float], target: float) -> int | None:
+    """1-based index of the first round with mean accuracy ≥ target, else None."""
+    for r, acc in enumerate(mean_accuracy):
+        if acc >= target:
+            return r + 1
+    return None
+
+
+# ----- client side (runs in the actors) ------------------------------------
+def personalization_metrics(
+    algorithm: Algorithm,
+    ctx: ClientContext,
+    state: ClientState,
+    global_vector: np.ndarray,
+    steps: Sequence[int],
+    local_epochs: int,
+) -> Metrics:
+    """One client's global / Pers.k / local-only accuracies and QoI (read-only)."""
+
+    def score(params: torch.Tensor) -> float:
+        return float(algorithm.evaluate_client(ctx, state, params)["accuracy"])
+
+    x_bar = torch.tensor(np.asarray(global_vector), device=ctx.device)
+    out: Metrics = {"global_accuracy": score(x_bar)}
+    seed = ctx.round_seed(state.round, PERS_SALT)
+    for k in steps:
+        out[f"pers{k}_accuracy"] = score(algorithm.adapt(ctx, state, state.params, k, seed))
+    if local_epochs > 0:
+        cfg = algorithm.config
+        local, _ = sgd_epochs(
+            ctx.model,
+            ctx.model.init_flat(ctx.seed).to(ctx.device),
+            ctx.data.x_train,
+            ctx.data.y_train,
+            lr=getattr(cfg, "lr", LocalSGDConfig.lr),
+            epochs=local_epochs,
+            batch_size=getattr(cfg, "batch_size", LocalSGDConfig.batch_size),
+            seed=ctx.round_seed(0, LOCAL_SALT),
+        )
+        out["local_accuracy"] = evaluate(ctx.model, local, ctx.data.x_test, ctx.data.y_test)[1]
+        pers = out[f"pers{max(steps)}_accuracy"]
+        out["qoi"] = float(qoi([pers], [out["global_accuracy"]], [out["local_accuracy"]])[0])
+    return out
+
+
+# ----- driver side -----------------------------------------------------------
+class PersonalizedEvaluation(Callback):
+    """Runs the protocol inside the last round's callbacks (before the results
+    writer, so its columns land in metrics.parquet) and summarizes it."""
+
+    def __init__(self, cfg: EvalConfig, rounds: int) -> None:
+        self.cfg, self.rounds = cfg, rounds
+        self.algorithm: Any = None
+        self.federation: Any = None
+        self.mean_accuracy: list[float] = []
+        self.final: dict[int, Metrics] = {}
+        self.last_accuracy: list[float] = []
+        self.seconds = 0.0
+
+    def on_run_start(self, algorithm: Any, federation: Any) -> None:
+        self.algorithm, self.federation = algorithm, federation
+
+    def on_round_end(self, record: RoundRecord) -> None:
+        self.mean_accuracy.append(record.mean("accuracy"))
+        self.last_accuracy = [
+            float(record.metrics[c].get("accuracy", np.nan)) for c in sorted(record.metrics)
+        ]
+        if self.cfg.personalized_eval and record.round == self.rounds - 1:
+            t0 = time.perf_counter()
+            self.final = self.evaluate(record.round + 1)
+            for cid, metrics in self.final.items():
+                record.metrics.setdefault(cid, {}).update(metrics)
+            self.seconds = time.perf_counter() - t0
+
+    def global_ref(self) -> Any:
+        """The server model, or the data-size weighted consensus of all clients."""
+        from dfml.algorithms.server import server_average
+
+        refs = self.algorithm.refs
+        ids = sorted(refs)
+        if all(refs[c] is refs[ids[0]] for c in ids):
+            return refs[ids[0]]
+        sizes = [len(self.federation.splits[c].train) for c in ids]
+        return server_average.remote(
+            [float(w) for w in data_size_weights(sizes)], *[refs[c] for c in ids]
+        )
+
+    def evaluate(self, rounds_done: int) -> dict[int, Metrics]:
+        epochs = self.cfg.local_only_epochs
+        if epochs is None:
+            epochs = rounds_done * int(getattr(self.algorithm.config, "local_epochs", 1))
+        msg = Message(
+            round=rounds_done,
+            neighbors=(self.global_ref(),),
+            weights=(1.0,),
+            self_weight=0.0,
+            extra={"steps": self.cfg.pers_steps, "local_epochs": epochs},
+        )
+        ids = sorted(self.algorithm.refs)
+        results = self.federation.step("evaluate_personalized", dict.fromkeys(ids, msg), False)
+        log.info("personalized evaluation of %d clients done", len(results))
+        return {cid: res.metrics for cid, res in results.items()}
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "accuracy_worst10": worst_fraction_mean(self.last_accuracy)
+            if self.last_accuracy
+            else None,
+            "target_accuracy": self.cfg.target_accuracy,
+            "rounds_to_target": None
+            if self.cfg.target_accuracy is None
+            else rounds_to_target(self.mean_accuracy, self.cfg.target_accuracy),
+        }
+        if not self.final:
+            return out
+        ids = sorted(self.final)
+        keys = sorted({k for m in self.final.values() for k in m})
+        for key in keys:
+            out[key] = float(np.mean([self.final[c][key] for c in ids]))
+        pers_key = f"pers{max(self.cfg.pers_steps)}_accuracy"
+        pers = [self.final[c][pers_key] for c in ids]
+        out[f"{pers_key}_std"] = float(np.std(pers))
+        out[f"{pers_key}_worst10"] = worst_fraction_mean(pers)
+        out[f"per_client_{pers_key}"] = pers
+        if "qoi" in keys:
+            q = [self.final[c]["qoi"] for c in ids]
+            out["per_client_qoi"] = q
+            out["qoi_positive_fraction"] = float(np.mean(np.asarray(q) > 0))
+        out["personalized_eval_seconds"] = self.seconds
+        return out

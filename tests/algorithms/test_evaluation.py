@@ -1,0 +1,171 @@
+"""The personalized-FL evaluation protocol: formulas on hand examples, the
+client-side metrics in-process, and the driver callback with a fake federation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dfml.actors.state import ClientContext, ClientData
+from dfml.algorithms.base import LocalSGDConfig, RoundRecord, StepResult
+from dfml.algorithms.dfedavg import DFedAvg
+from dfml.algorithms.evaluation import (
+    EvalConfig,
+    PersonalizedEvaluation,
+    personalization_metrics,
+    qoi,
+    rounds_to_target,
+    worst_fraction_mean,
+)
+from dfml.algorithms.sgd import evaluate, sgd_epochs
+from dfml.data.config import DataConfig, PartitionConfig
+from dfml.data.partition import make_splits
+from dfml.data.registry import load_dataset
+from dfml.errors import ConfigError
+from dfml.models.zoo import ModelConfig, build_model
+
+
+def test_qoi_hand_example():
+    pers = [0.80, 0.50, 0.60, 0.9]
+    glob = [0.70, 0.60, 0.20, 0.9]
+    local = [0.75, 0.40, 0.65, 0.3]
+    np.testing.assert_allclose(qoi(pers, glob, local), [0.05, -0.10, -0.05, 0.0], atol=1e-12)
+
+
+def test_worst_fraction_mean_hand_examples():
+    assert worst_fraction_mean([0.9, 0.1, 0.5, 0.3, 0.7]) == pytest.approx(0.1)  # ⌈0.5⌉ = 1
+    twenty = [0.05 * i for i in range(20)]  # 0.00, 0.05, ...
+    assert worst_fraction_mean(twenty) == pytest.approx(0.025)  # mean of 0.00, 0.05
+    eleven = [1.0] * 9 + [0.2, 0.4]
+    assert worst_fraction_mean(eleven) == pytest.approx(0.3)  # ⌈1.1⌉ = 2
+    assert worst_fraction_mean([0.3, 0.6, 0.9, 0.0], fraction=0.5) == pytest.approx(0.15)
+
+
+def test_rounds_to_target():
+    assert rounds_to_target([0.1, 0.5, 0.4, 0.7], 0.45) == 2
+    assert rounds_to_target([0.1, 0.5, 0.4, 0.7], 0.7) == 4
+    assert rounds_to_target([0.1, 0.5], 0.9) is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"pers_steps": (0, -1)}, "pers_steps"),
+        ({"pers_steps": (1, 1)}, "pers_steps"),
+        ({"pers_steps": ()}, "pers_steps"),
+        ({"target_accuracy": 0.0}, "target_accuracy"),
+        ({"target_accuracy": 1.5}, "target_accuracy"),
+        ({"local_only_epochs": -2}, "local_only_epochs"),
+    ],
+)
+def test_eval_config_rejects_bad_values(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        EvalConfig(**kwargs)
+
+
+def test_eval_config_sorts_steps():
+    assert EvalConfig(pers_steps=(5, 0, 1)).pers_steps == (0, 1, 5)
+
+
+def make_contexts(n: int = 3, seed: int = 0) -> tuple[list[ClientContext], list[torch.Tensor]]:
+    dataset = load_dataset(DataConfig(dataset="digits"))
+    splits = make_splits(dataset.y, n, PartitionConfig(partition="dirichlet", alpha=0.5), seed)
+    model = build_model(ModelConfig(hidden=16), dataset.input_shape, dataset.num_classes)
+    device = torch.device("cpu")
+    ctxs = [
+        ClientContext(i, model, ClientData.from_split(dataset, s, device), device, seed)
+        for i, s in enumerate(splits)
+    ]
+    return ctxs, [model.init_flat(seed) for _ in ctxs]
+
+
+def test_personalization_metrics_match_direct_computation():
+    ctxs, inits = make_contexts()
+    ctx, algo = ctxs[0], DFedAvg(LocalSGDConfig(lr=0.2, batch_size=16))
+    state = algo.init_state(ctx, inits[0])
+    state, _ = algo.local_update(ctx, state, state.params)  # a "published" vector ≠ init
+    other = torch.randn_like(state.params) * 0.1
+    m = personalization_metrics(algo, ctx, state, other.numpy(), steps=(0, 1, 5), local_epochs=3)
+
+    x, y = ctx.data.x_test, ctx.data.y_test
+    assert m["global_accuracy"] == evaluate(ctx.model, other, x, y)[1]
+    assert m["pers0_accuracy"] == evaluate(ctx.model, state.params, x, y)[1]
+    for k in (1, 5):
+        adapted = algo.adapt(ctx, state, state.params, k, ctx.round_seed(state.round, 0x9E55))
+        assert m[f"pers{k}_accuracy"] == evaluate(ctx.model, adapted, x, y)[1]
+    # The local-only model: 3 epochs of SGD from the common init on D^M ∪ D^Q.
+    local, _ = sgd_epochs(
+        ctx.model,
+        ctx.model.init_flat(ctx.seed),
+        ctx.data.x_train,
+        ctx.data.y_train,
+        lr=0.2,
+        epochs=3,
+        batch_size=16,
+        seed=ctx.round_seed(0, 0x10CA1),
+    )
+    assert m["local_accuracy"] == evaluate(ctx.model, local, x, y)[1]
+    best = max(m["global_accuracy"], m["local_accuracy"])
+    assert m["qoi"] == pytest.approx(m["pers5_accuracy"] - best)
+    assert personalization_metrics(algo, ctx, state, other.numpy(), (0,), 0).keys() == {
+        "global_accuracy",
+        "pers0_accuracy",
+    }
+
+
+class InProcessFederation:
+    """Runs client methods in this process (the callback's view of a federation)."""
+
+    def __init__(self, algo, ctxs, states, splits):
+        self.algo, self.ctxs, self.states, self.splits = algo, ctxs, states, splits
+        self.calls: list[str] = []
+
+    def step(self, method, messages, publish=True):
+        self.calls.append(method)
+        out = {}
+        for cid, msg in sorted(messages.items()):
+            neighbors = [np.asarray(v) for v in msg.neighbors]
+            state, metrics = getattr(self.algo, method)(
+                self.ctxs[cid], self.states[cid], neighbors, msg
+            )
+            self.states[cid] = state
+            out[cid] = StepResult(None, metrics)
+        return out
+
+
+def test_callback_runs_once_after_the_last_round_and_summarizes():
+    ctxs, inits = make_contexts(n=3)
+    algo = DFedAvg(LocalSGDConfig(local_epochs=1))
+    states = {c.client_id: algo.init_state(c, inits[c.client_id]) for c in ctxs}
+    glob = inits[0].numpy()
+    algo.refs = dict.fromkeys(states, glob)  # server mode: one shared global object
+    fed = InProcessFederation(algo, ctxs, states, [None] * 3)
+    cb = PersonalizedEvaluation(EvalConfig(target_accuracy=0.5, local_only_epochs=1), rounds=2)
+    cb.on_run_start(algo, fed)
+    acc = [{0: {"accuracy": 0.2}, 1: {"accuracy": 0.4}, 2: {"accuracy": 0.3}}]
+    acc.append({0: {"accuracy": 0.6}, 1: {"accuracy": 0.5}, 2: {"accuracy": 0.7}})
+    records = [RoundRecord(r, m, 0, 0.0) for r, m in enumerate(acc)]
+    cb.on_round_end(records[0])
+    assert fed.calls == []
+    cb.on_round_end(records[1])
+    assert fed.calls == ["evaluate_personalized"]
+    assert set(records[1].metrics[0]) >= {"accuracy", "pers5_accuracy", "qoi", "global_accuracy"}
+    s = cb.summary()
+    assert s["rounds_to_target"] == 2
+    assert s["accuracy_worst10"] == pytest.approx(0.5)
+    per_client = [records[1].metrics[c]["pers5_accuracy"] for c in range(3)]
+    assert s["pers5_accuracy"] == pytest.approx(np.mean(per_client))
+    assert s["pers5_accuracy_std"] == pytest.approx(np.std(per_client))
+    assert s["pers5_accuracy_worst10"] == min(per_client)
+    assert s["per_client_qoi"] == [records[1].metrics[c]["qoi"] for c in range(3)]
+    # All clients hold the same global vector: global accuracy = Pers.0 here.
+    assert s["global_accuracy"] == pytest.approx(s["pers0_accuracy"])
+
+
+def test_callback_can_be_turned_off():
+    cb = PersonalizedEvaluation(EvalConfig(personalized_eval=False), rounds=1)
+    cb.on_run_start(None, None)  # would fail if it tried to evaluate
+    cb.on_round_end(RoundRecord(0, {0: {"accuracy": 0.5}}, 0, 0.0))
+    s = cb.summary()
+    assert "pers5_accuracy" not in s and s["rounds_to_target"] is None
