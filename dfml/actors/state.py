@@ -82,7 +82,8 @@ class ClientData:
     ) -> ClientData:
         def pair(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
             x = torch.from_numpy(dataset.features(idx)).to(device)
-            return x, torch.from_numpy(dataset.labels(idx).astype(np.int64)).to(device)
+            y = split.relabel(dataset.labels(idx).astype(np.int64))
+            return x, torch.from_numpy(y).to(device)
 
         return cls(*pair(split.meta_train), *pair(split.query), *pair(split.test))
 

@@ -178,16 +178,14 @@ class PersonalizedEvaluation(Callback):
 
     def global_ref(self) -> Any:
         """The server model, or the data-size weighted consensus of all clients."""
-        from dfml.algorithms.server import server_average
+        from dfml.algorithms.server import average
 
         refs = self.algorithm.refs
         ids = sorted(refs)
         if all(refs[c] is refs[ids[0]] for c in ids):
             return refs[ids[0]]
         sizes = [len(self.federation.splits[c].train) for c in ids]
-        return server_average.remote(
-            [float(w) for w in data_size_weights(sizes)], *[refs[c] for c in ids]
-        )
+        return average([float(w) for w in data_size_weights(sizes)], [refs[c] for c in ids])
 
     def evaluate(self, rounds_done: int) -> dict[int, Metrics]:
         epochs = self.cfg.local_only_epochs

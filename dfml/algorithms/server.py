@@ -66,6 +66,14 @@ def server_average(weights: Sequence[float], *vectors: np.ndarray) -> np.ndarray
     return weighted_average(vectors, weights)
 
 
+def average(weights: Sequence[float], vectors: Sequence[Any]) -> Any:
+    """Σ_k weights_k x_k: a Ray task on object refs, computed here on arrays
+    (the single-process federation passes arrays instead of refs)."""
+    if all(isinstance(v, np.ndarray) for v in vectors):
+        return weighted_average(vectors, weights)
+    return server_average.remote(weights, *vectors)
+
+
 def relaxed_weights(
     self_weight: float, weights: Sequence[float], eta: float
 ) -> tuple[float, tuple[float, ...]]:
@@ -110,14 +118,14 @@ class ServerOrGossip(Algorithm):
         return out
 
     def server_step(self, round_index: int, refs: Mapping[int, Any]) -> Any:
-        """x ← (1 − η_g) x + η_g Σ_k p_k x_k as a Ray task; returns the ref of x."""
+        """x ← (1 − η_g) x + η_g Σ_k p_k x_k next to the data; returns (the ref of) x."""
         ids = sorted(refs)
         weights = [self.server_weights[c] for c in ids]
         vectors = [refs[c] for c in ids]
         eta = self.server_lr()
         if eta != 1.0:
             weights, vectors = [1.0 - eta, *(eta * w for w in weights)], [self.global_ref, *vectors]
-        return server_average.remote(weights, *vectors)
+        return average(weights, vectors)
 
     def after_round(self, round_index, federation, refs, metrics):
         if not self.centralized:

@@ -50,6 +50,9 @@ class PartitionConfig:
             label-balanced query set D^Q (disjoint from the meta-train set D^M).
         test_fraction: share of a client's samples held out as its local test set.
         min_samples: every client gets at least this many samples.
+        zeta: AFML's ζ, the share of clients that keep the true labels; the other
+            1 − ζ relabel their classes by a client-specific permutation
+            (mutually exclusive tasks). 1 means no relabelling.
     """
 
     partition: str = "iid"
@@ -61,6 +64,7 @@ class PartitionConfig:
     query_fraction: float = 0.2
     test_fraction: float = 0.2
     min_samples: int = 10
+    zeta: float = 1.0
 
     def __post_init__(self) -> None:
         if self.partition not in PARTITIONS:
@@ -85,3 +89,5 @@ class PartitionConfig:
             raise ConfigError("query_fraction + test_fraction must be < 1")
         if self.min_samples < 3:
             raise ConfigError(f"min_samples must be >= 3, got {self.min_samples}")
+        if not 0.0 <= self.zeta <= 1.0:
+            raise ConfigError(f"zeta must be in [0, 1], got {self.zeta}")

@@ -9,7 +9,7 @@ its results.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -21,16 +21,25 @@ Partitioner = Callable[[np.ndarray, int, PartitionConfig, np.random.Generator], 
 
 @dataclass(frozen=True)
 class ClientSplit:
-    """A client's local data: meta-train D^M, label-balanced query D^Q, test."""
+    """A client's local data: meta-train D^M, label-balanced query D^Q, test.
+
+    ``label_permutation`` (AFML's ζ-diversity), when set, maps every true
+    label y of this client to ``label_permutation[y]`` (a bijection).
+    """
 
     meta_train: np.ndarray
     query: np.ndarray
     test: np.ndarray
+    label_permutation: np.ndarray | None = None
 
     @property
     def train(self) -> np.ndarray:
         """D^M ∪ D^Q: everything a non-meta algorithm may train on."""
         return np.sort(np.concatenate([self.meta_train, self.query]))
+
+    def relabel(self, labels: np.ndarray) -> np.ndarray:
+        """The labels this client sees for true ``labels`` (identity if unpermuted)."""
+        return labels if self.label_permutation is None else self.label_permutation[labels]
 
 
 def _split_by_label(
@@ -177,9 +186,37 @@ def split_client(
     return ClientSplit(meta_train=meta_train, query=np.sort(q), test=np.sort(test))
 
 
+def label_permutations(
+    num_clients: int, num_classes: int, zeta: float, seed: int
+) -> list[np.ndarray | None]:
+    """AFML's ζ-diversity: round((1 − ζ)·N) clients, drawn at random, get their
+    own random derangement of the classes (every class moves, so every label
+    the client holds changes); the others get ``None`` (true labels)."""
+    if num_classes < 2:
+        raise ConfigError(f"zeta < 1 needs at least 2 classes to relabel, got {num_classes}")
+    rng = np.random.default_rng([seed, 0x7E7A])
+    permuted = rng.choice(num_clients, round((1.0 - zeta) * num_clients), replace=False)
+    out: list[np.ndarray | None] = [None] * num_clients
+    identity = np.arange(num_classes)
+    for client in sorted(permuted.tolist()):
+        perm = rng.permutation(num_classes)
+        while (perm == identity).any():
+            perm = rng.permutation(num_classes)
+        out[client] = perm
+    return out
+
+
 def make_splits(
     labels: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: int
 ) -> list[ClientSplit]:
-    """Partition, then split each client's share; deterministic in ``seed``."""
+    """Partition, then split each client's share; deterministic in ``seed``.
+
+    With ``cfg.zeta < 1`` some splits carry a label permutation
+    (:func:`label_permutations`).
+    """
     parts = partition(labels, num_clients, cfg, seed)
-    return [split_client(p, labels, cfg, seed * 100_003 + i) for i, p in enumerate(parts)]
+    splits = [split_client(p, labels, cfg, seed * 100_003 + i) for i, p in enumerate(parts)]
+    if cfg.zeta >= 1.0:
+        return splits
+    perms = label_permutations(num_clients, int(np.max(labels)) + 1, cfg.zeta, seed)
+    return [replace(s, label_permutation=p) for s, p in zip(splits, perms, strict=True)]
