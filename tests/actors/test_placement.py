@@ -33,7 +33,8 @@ def _federation(clients: int, resources: ResourceConfig) -> Federation:
 def test_quarter_gpu_actors_pack_four_per_gpu(ray_session):
     gpus = int(ray.cluster_resources()["GPU"])
     fed = _federation(
-        4 * gpus, ResourceConfig(clients_per_actor=1, num_cpus_per_actor=0.25, num_gpus_per_actor=0.25)
+        4 * gpus,
+        ResourceConfig(clients_per_actor=1, num_cpus_per_actor=0.25, num_gpus_per_actor=0.25),
     )
     try:
         fed.start(DFedAvg(LocalSGDConfig()))
