@@ -11,10 +11,12 @@ each client i measures on its own test set:
   fine-tune steps on its support set D^M (:meth:`Algorithm.adapt`; k from
   ``pers_steps``, default 0, 1, 5: "Pers.0", "Pers.1", "Pers.5").
 * ``local_accuracy`` — the local-only model: the common initialisation
-  trained only on the client's training data D^M ∪ D^Q with plain SGD (the
-  algorithm's ``lr`` and ``batch_size``) for the same budget the federated
-  run spent locally, ``rounds × local_epochs`` epochs (or
-  ``local_only_epochs``).
+  trained only on the client's training data D^M ∪ D^Q with plain SGD
+  (``local_only_lr``, batch size 32) for the passes over its data that the
+  federated run made, ``rounds × local_epochs`` epochs (``local_epochs`` of
+  the algorithm, 2 if it has none; or ``local_only_epochs``). It does not
+  depend on the algorithm's other knobs, so within one comparison every
+  algorithm's QoI is measured against the same local-only models.
 * ``qoi`` — MEFL's Quantum of Improvement (after Divi et al.),
   QoI_i = acc_pers,i − max(acc_global,i, acc_local,i), with acc_pers the
   Pers.K accuracy for the largest K in ``pers_steps``. Negative: personalizing
@@ -66,12 +68,14 @@ class EvalConfig:
         pers_steps: the fine-tune step counts k reported as ``pers{k}_accuracy``.
         local_only_epochs: epochs of the local-only baseline; ``None`` means the
             federated run's budget, rounds × local_epochs; 0 skips it (no QoI).
+        local_only_lr: SGD step size of the local-only baseline.
         target_accuracy: report the first round whose mean accuracy reaches it.
     """
 
     personalized_eval: bool = True
     pers_steps: tuple[int, ...] = (0, 1, 5)
     local_only_epochs: int | None = None
+    local_only_lr: float = LocalSGDConfig.lr
     target_accuracy: float | None = None
 
     def __post_init__(self) -> None:
@@ -81,6 +85,8 @@ class EvalConfig:
         object.__setattr__(self, "pers_steps", tuple(sorted(steps)))
         if self.local_only_epochs is not None and self.local_only_epochs < 0:
             raise ConfigError(f"local_only_epochs must be >= 0, got {self.local_only_epochs}")
+        if not (self.local_only_lr > 0 and math.isfinite(self.local_only_lr)):
+            raise ConfigError(f"local_only_lr must be a positive number, got {self.local_only_lr}")
         t = self.target_accuracy
         if t is not None and not 0.0 < t <= 1.0:
             raise ConfigError(f"target_accuracy must be in (0, 1], got {t}")
@@ -118,6 +124,7 @@ def personalization_metrics(
     global_vector: np.ndarray,
     steps: Sequence[int],
     local_epochs: int,
+    local_lr: float = LocalSGDConfig.lr,
 ) -> Metrics:
     """One client's global / Pers.k / local-only accuracies and QoI (read-only)."""
 
@@ -130,15 +137,14 @@ def personalization_metrics(
     for k in steps:
         out[f"pers{k}_accuracy"] = score(algorithm.adapt(ctx, state, state.params, k, seed))
     if local_epochs > 0:
-        cfg = algorithm.config
         local, _ = sgd_epochs(
             ctx.model,
             ctx.model.init_flat(ctx.seed).to(ctx.device),
             ctx.data.x_train,
             ctx.data.y_train,
-            lr=getattr(cfg, "lr", LocalSGDConfig.lr),
+            lr=local_lr,
             epochs=local_epochs,
-            batch_size=getattr(cfg, "batch_size", LocalSGDConfig.batch_size),
+            batch_size=LocalSGDConfig.batch_size,
             seed=ctx.round_seed(0, LOCAL_SALT),
         )
         out["local_accuracy"] = evaluate(ctx.model, local, ctx.data.x_test, ctx.data.y_test)[1]
@@ -190,13 +196,18 @@ class PersonalizedEvaluation(Callback):
     def evaluate(self, rounds_done: int) -> dict[int, Metrics]:
         epochs = self.cfg.local_only_epochs
         if epochs is None:
-            epochs = rounds_done * int(getattr(self.algorithm.config, "local_epochs", 1))
+            per_round = getattr(self.algorithm.config, "local_epochs", LocalSGDConfig.local_epochs)
+            epochs = rounds_done * int(per_round)
         msg = Message(
             round=rounds_done,
             neighbors=(self.global_ref(),),
             weights=(1.0,),
             self_weight=0.0,
-            extra={"steps": self.cfg.pers_steps, "local_epochs": epochs},
+            extra={
+                "steps": self.cfg.pers_steps,
+                "local_epochs": epochs,
+                "local_lr": self.cfg.local_only_lr,
+            },
         )
         ids = sorted(self.algorithm.refs)
         results = self.federation.step("evaluate_personalized", dict.fromkeys(ids, msg), False)

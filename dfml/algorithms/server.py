@@ -19,7 +19,8 @@ two ways, chosen by the config field ``aggregation``:
   runs as a Ray task next to the data (the driver passes refs only), and
   every client adopts x (:meth:`ServerOrGossip.adopt_global`).
 
-η_g is :meth:`ServerOrGossip.server_lr` (1 for FedAvg, β for pFedMe). The
+η_g is :meth:`ServerOrGossip.server_lr`: the config's ``global_lr`` if it
+has one (β for pFedMe, MEFL's global learning rate), else 1 (FedAvg). The
 client half is identical in both modes: with the empty server message
 :meth:`Algorithm.mix` returns the client's own vector, which is the adopted
 global model. In server mode a client is evaluated after adopting x, so its
@@ -96,7 +97,7 @@ class ServerOrGossip(Algorithm):
 
     def server_lr(self) -> float:
         """η_g of the relaxed server / gossip step (1: replace by the average)."""
-        return 1.0
+        return float(getattr(self.config, "global_lr", 1.0))
 
     # ----- driver half -------------------------------------------------
     def setup(self, ctx: SetupContext) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from client_contexts import make_contexts
 
-from dfml.actors.state import ClientContext, ClientData
 from dfml.algorithms.base import LocalSGDConfig, RoundRecord, StepResult
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.algorithms.evaluation import (
@@ -19,11 +19,7 @@ from dfml.algorithms.evaluation import (
     worst_fraction_mean,
 )
 from dfml.algorithms.sgd import evaluate, sgd_epochs
-from dfml.data.config import DataConfig, PartitionConfig
-from dfml.data.partition import make_splits
-from dfml.data.registry import load_dataset
 from dfml.errors import ConfigError
-from dfml.models.zoo import ModelConfig, build_model
 
 
 def test_qoi_hand_example():
@@ -57,6 +53,7 @@ def test_rounds_to_target():
         ({"target_accuracy": 0.0}, "target_accuracy"),
         ({"target_accuracy": 1.5}, "target_accuracy"),
         ({"local_only_epochs": -2}, "local_only_epochs"),
+        ({"local_only_lr": 0.0}, "local_only_lr"),
     ],
 )
 def test_eval_config_rejects_bad_values(kwargs, match):
@@ -68,25 +65,13 @@ def test_eval_config_sorts_steps():
     assert EvalConfig(pers_steps=(5, 0, 1)).pers_steps == (0, 1, 5)
 
 
-def make_contexts(n: int = 3, seed: int = 0) -> tuple[list[ClientContext], list[torch.Tensor]]:
-    dataset = load_dataset(DataConfig(dataset="digits"))
-    splits = make_splits(dataset.y, n, PartitionConfig(partition="dirichlet", alpha=0.5), seed)
-    model = build_model(ModelConfig(hidden=16), dataset.input_shape, dataset.num_classes)
-    device = torch.device("cpu")
-    ctxs = [
-        ClientContext(i, model, ClientData.from_split(dataset, s, device), device, seed)
-        for i, s in enumerate(splits)
-    ]
-    return ctxs, [model.init_flat(seed) for _ in ctxs]
-
-
 def test_personalization_metrics_match_direct_computation():
     ctxs, inits = make_contexts()
     ctx, algo = ctxs[0], DFedAvg(LocalSGDConfig(lr=0.2, batch_size=16))
     state = algo.init_state(ctx, inits[0])
     state, _ = algo.local_update(ctx, state, state.params)  # a "published" vector ≠ init
     other = torch.randn_like(state.params) * 0.1
-    m = personalization_metrics(algo, ctx, state, other.numpy(), steps=(0, 1, 5), local_epochs=3)
+    m = personalization_metrics(algo, ctx, state, other.numpy(), (0, 1, 5), 3, local_lr=0.3)
 
     x, y = ctx.data.x_test, ctx.data.y_test
     assert m["global_accuracy"] == evaluate(ctx.model, other, x, y)[1]
@@ -94,15 +79,15 @@ def test_personalization_metrics_match_direct_computation():
     for k in (1, 5):
         adapted = algo.adapt(ctx, state, state.params, k, ctx.round_seed(state.round, 0x9E55))
         assert m[f"pers{k}_accuracy"] == evaluate(ctx.model, adapted, x, y)[1]
-    # The local-only model: 3 epochs of SGD from the common init on D^M ∪ D^Q.
+    # The local-only model: 3 epochs of SGD (lr 0.3, batch 32) from the common init on D^M ∪ D^Q.
     local, _ = sgd_epochs(
         ctx.model,
         ctx.model.init_flat(ctx.seed),
         ctx.data.x_train,
         ctx.data.y_train,
-        lr=0.2,
+        lr=0.3,
         epochs=3,
-        batch_size=16,
+        batch_size=32,
         seed=ctx.round_seed(0, 0x10CA1),
     )
     assert m["local_accuracy"] == evaluate(ctx.model, local, x, y)[1]
