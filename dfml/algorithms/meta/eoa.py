@@ -18,7 +18,7 @@ variance of client k's update) one EOA step is, in this order::
     x^{t+1} = x^t + η_g Σ_k w_k Δ_k = (1 − η_g) x^t + η_g Σ_k w_k x_k
     m^t   = γ m^{t−1} + (1 − γ) Δ̄                       (m = Δ̄ in the first round)
 
-Symbols and knobs: γ ``direction_decay``, β ``variance_decay``, ε ``eps``,
+Symbols and knobs: γ ``direction_decay``, β ``variance_decay``, ε ``variance_eps``,
 s_min ``min_similarity``, η_g ``global_lr``.
 
 Choices where the paper's text is ambiguous (each is tested):
@@ -60,7 +60,7 @@ class EOAParams:
 
     direction_decay: float = 0.9
     variance_decay: float = 0.9
-    eps: float = 1e-3
+    variance_eps: float = 1e-3
     min_similarity: float = 0.05
     global_lr: float = 1.0
 
@@ -69,8 +69,8 @@ class EOAParams:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
-        if not (self.eps > 0 and math.isfinite(self.eps)):
-            raise ValueError(f"eps must be a positive number, got {self.eps}")
+        if not (self.variance_eps > 0 and math.isfinite(self.variance_eps)):
+            raise ValueError(f"variance_eps must be a positive number, got {self.variance_eps}")
         if not 0.0 < self.min_similarity <= 1.0:
             raise ValueError(f"min_similarity must be in (0, 1], got {self.min_similarity}")
         if not (self.global_lr > 0 and math.isfinite(self.global_lr)):
@@ -129,7 +129,7 @@ def eoa_weights(
             variances[k] = float(np.sum((u - mean_update) ** 2)) / d
     v = np.array([variances[k] for k in ids])
     v_bar = float(v.mean())
-    raw_w = sims / (v + params.eps * v_bar) if v_bar > 0 else sims.copy()
+    raw_w = sims / (v + params.variance_eps * v_bar) if v_bar > 0 else sims.copy()
     weights = raw_w / raw_w.sum()
     gamma = params.direction_decay
     new_direction = (

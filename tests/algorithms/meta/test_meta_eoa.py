@@ -18,7 +18,7 @@ def test_hand_computed_example():
         variances={0: 0.5, 1: 1.5},
     )
     params = EOAParams(
-        direction_decay=0.5, variance_decay=0.5, eps=0.1, min_similarity=0.1, global_lr=0.5
+        direction_decay=0.5, variance_decay=0.5, variance_eps=0.1, min_similarity=0.1, global_lr=0.5
     )
     ref = np.zeros(2, np.float32)
     out = eoa_step(
@@ -135,7 +135,7 @@ def test_global_lr_interpolates_reference_and_weighted_average():
     [
         ("direction_decay", 1.0),
         ("variance_decay", -0.1),
-        ("eps", 0.0),
+        ("variance_eps", 0.0),
         ("min_similarity", 0.0),
         ("global_lr", 0.0),
     ],
