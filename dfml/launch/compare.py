@@ -1,0 +1,277 @@
+"""``dfml compare``: several algorithms × seeds on one scenario, one table.
+
+Every run gets the same options (a YAML file overlaid with flags), except
+``algorithm`` and ``seed``, which come from ``--algorithms`` and ``--seeds``.
+An option that belongs to some algorithm's config (``--mu``, ``--lam``, ...)
+goes only to the listed algorithms that declare it; it is an error if none
+does. Every configuration is built and validated before Ray starts.
+
+Results: ``OUT/<algorithm>/seed<s>/`` per run (the usual summary.json,
+metrics.parquet, accuracy.png), then ``OUT/table.md`` and ``OUT/table.csv``
+(mean ± sample std over seeds) and ``OUT/accuracy.png`` (mean client accuracy
+per round over all seeds' clients, band min–max).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from dfml.algorithms.base import RoundRecord
+from dfml.algorithms.callbacks import Callback
+from dfml.errors import ConfigError, TrainingDivergedError
+from dfml.experiment import ExperimentConfig
+from dfml.launch.options import (
+    SECTIONS,
+    LaunchConfig,
+    all_option_types,
+    build_config,
+    field_types,
+    flag,
+)
+from dfml.launch.registry import algorithm_class
+from dfml.launch.results import plot_accuracy
+from dfml.launch.runner import execute, init_ray
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT = "runs/compare"
+
+
+@dataclass(frozen=True)
+class Job:
+    algorithm: str
+    seed: int
+    cfg: ExperimentConfig
+    launch: LaunchConfig
+    out: Path
+
+
+class HistoryCollector(Callback):
+    """Keeps the run's round records (for the combined plot)."""
+
+    def __init__(self) -> None:
+        self.history: list[RoundRecord] = []
+
+    def on_round_end(self, record: RoundRecord) -> None:
+        self.history.append(record)
+
+
+# ----- input -----------------------------------------------------------------
+def parse_algorithms(text: str) -> list[str]:
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    if not names:
+        raise ConfigError("--algorithms needs at least one algorithm name, e.g. fedavg,fedprox")
+    for name in names:
+        algorithm_class(name)  # one line naming the unknown one and the allowed names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"--algorithms lists {twice[0]!r} more than once")
+    return names
+
+
+def parse_seeds(text: str) -> list[int]:
+    items = [s.strip() for s in str(text).split(",")]
+    if not all(s.isdigit() for s in items):
+        raise ConfigError(f"--seeds must be comma-separated integers >= 0, got {text!r}")
+    seeds = [int(s) for s in items]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds lists a seed more than once: {text!r}")
+    return seeds
+
+
+def algorithm_only_options() -> set[str]:
+    """Option names declared by algorithm configs and by no section."""
+    in_sections = {k for cls in SECTIONS.values() for k in field_types(cls)}
+    return set(all_option_types()) - in_sections
+
+
+def split_options(options: Mapping[str, Any], algorithms: Sequence[str]) -> dict[str, dict]:
+    """Each algorithm's options: shared ones, plus the algorithm options it declares."""
+    for key in ("algorithm", "seed"):
+        if key in options:
+            raise ConfigError(
+                f"--{key} cannot be used with dfml compare; use --{key}s (comma-separated)"
+            )
+    specific = algorithm_only_options()
+    per: dict[str, dict] = {a: {} for a in algorithms}
+    for key, value in options.items():
+        takers = [
+            a
+            for a in algorithms
+            if key not in specific or key in field_types(algorithm_class(a).Config)
+        ]
+        if not takers:
+            raise ConfigError(f"option --{flag(key)} applies to none of {', '.join(algorithms)}")
+        for a in takers:
+            per[a][key] = value
+    return per
+
+
+def plan(
+    options: Mapping[str, Any], algorithms: Sequence[str], seeds: Sequence[int]
+) -> tuple[list[Job], LaunchConfig, Path]:
+    """Build and validate every run's config (no Ray yet)."""
+    opts = {k.replace("-", "_"): v for k, v in options.items()}
+    root = Path(str(opts.pop("out", DEFAULT_OUT)))
+    jobs, launch = [], None
+    for name, own in split_options(opts, algorithms).items():
+        for seed in seeds:
+            out = root / name / f"seed{seed}"
+            cfg, launch = build_config({**own, "algorithm": name, "seed": seed, "out": str(out)})
+            jobs.append(Job(name, seed, cfg, launch, out))
+    assert launch is not None
+    return jobs, replace(launch, out=str(root)), root
+
+
+# ----- aggregation -------------------------------------------------------------
+def table_columns(pers_steps: Sequence[int], target: float | None) -> list[tuple[str, str]]:
+    """(summary key, column title) of the table."""
+    cols = [("final_accuracy", "accuracy"), ("global_accuracy", "global")]
+    cols += [(f"pers{k}_accuracy", f"Pers.{k}") for k in pers_steps if k > 0]
+    cols += [
+        ("qoi", "QoI"),
+        ("accuracy_std", "acc std"),
+        ("accuracy_worst10", "worst 10%"),
+        ("bytes_sent", "MB sent"),
+        ("wall_seconds", "seconds"),
+    ]
+    if target is not None:
+        cols.append(("rounds_to_target", f"rounds to {target:g}"))
+    return cols
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
+    """Mean and sample std (ddof 1; 0 for one value) of the finite values."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], float)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def aggregate(
+    summaries: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One row per algorithm: runs, diverged, and key_mean / key_std per key."""
+    rows = []
+    for name, runs in summaries.items():
+        row: dict[str, Any] = {
+            "algorithm": name,
+            "runs": len(runs),
+            "diverged": sum(s.get("status") == "diverged" for s in runs),
+        }
+        for key in keys:
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std([s.get(key) for s in runs])
+        rows.append(row)
+    return rows
+
+
+def _cell(key: str, mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "–"
+    if key == "bytes_sent":
+        mean, std = mean / 1e6, std / 1e6
+        return f"{mean:.2f} ± {std:.2f}"
+    if key in ("wall_seconds", "rounds_to_target"):
+        return f"{mean:.1f} ± {std:.1f}"
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    head = ["algorithm", "runs", *(title for _, title in columns)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for row in rows:
+        runs = f"{row['runs']}" + (f" ({row['diverged']} diverged)" if row["diverged"] else "")
+        cells = [_cell(k, row[f"{k}_mean"], row[f"{k}_std"]) for k, _ in columns]
+        lines.append("| " + " | ".join([row["algorithm"], runs, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def pooled_history(histories: Sequence[Sequence[RoundRecord]]) -> list[RoundRecord]:
+    """Rounds common to all seeds; each round's clients are all seeds' clients."""
+    rounds = min(len(h) for h in histories) if histories else 0
+    out = []
+    for r in range(rounds):
+        metrics = [m for h in histories for _, m in sorted(h[r].metrics.items())]
+        out.append(RoundRecord(r, dict(enumerate(metrics)), 0, 0.0))
+    return out
+
+
+# ----- the command --------------------------------------------------------------
+def run_compare(
+    options: Mapping[str, Any],
+    algorithms: Sequence[str],
+    seeds: Sequence[int],
+    report: Callable[[str], None] = log.info,
+) -> tuple[Path, str]:
+    """Run every algorithm × seed; write the table, CSV and plot; return (OUT, table)."""
+    jobs, launch, root = plan(options, algorithms, seeds)
+    root.mkdir(parents=True, exist_ok=True)
+    summaries: dict[str, list[dict[str, Any]]] = {a: [] for a in algorithms}
+    histories: dict[str, list[list[RoundRecord]]] = {a: [] for a in algorithms}
+    started = init_ray(launch.ray_address, launch.dashboard)
+    try:
+        for k, job in enumerate(jobs):
+            report(f"[{k + 1}/{len(jobs)}] {job.algorithm} seed {job.seed} -> {job.out}")
+            collector = HistoryCollector()
+            try:
+                summary = execute(job.cfg, job.launch, job.out, [collector])
+            except TrainingDivergedError as err:
+                report(f"{job.algorithm} seed {job.seed}: {err}")
+                summary = json.loads((job.out / "summary.json").read_text())
+            summaries[job.algorithm].append(summary)
+            histories[job.algorithm].append(collector.history)
+    finally:
+        if started:
+            ray.shutdown()
+    evaluation = jobs[0].cfg.evaluation
+    columns = table_columns(evaluation.pers_steps, evaluation.target_accuracy)
+    rows = aggregate(summaries, [k for k, _ in columns])
+    table = markdown_table(rows, columns)
+    (root / "table.md").write_text(table)
+    write_csv(rows, root / "table.csv")
+    pooled = {a: pooled_history(h) for a, h in histories.items() if any(h)}
+    plot_accuracy(pooled, root / "accuracy.png")
+    return root, table
+
+
+def add_parser(sub: Any) -> None:
+    from dfml.launch.cli import add_option_flags
+
+    p = sub.add_parser(
+        "compare", help="run several algorithms × seeds on one scenario; write a table and a plot"
+    )
+    p.add_argument("config", nargs="?", help="YAML file of options shared by all runs")
+    p.add_argument("--algorithms", required=True, metavar="A,B,...", help="algorithms to compare")
+    p.add_argument("--seeds", default="0", metavar="S,S,...", help="seeds per algorithm")
+    add_option_flags(p)
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from dfml.launch.cli import options_from
+
+    algorithms = parse_algorithms(args.algorithms)
+    seeds = parse_seeds(args.seeds)
+    options = options_from(args, {"algorithms", "seeds"})
+    root, table = run_compare(options, algorithms, seeds, lambda line: print(line, flush=True))
+    print(table, end="")
+    print(f"results in {root} (table.md, table.csv, accuracy.png)")
+    return 0
