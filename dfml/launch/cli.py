@@ -88,8 +88,14 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_parser(sub: Any) -> None:
+    from dfml.launch.compare import add_parser
+
+    add_parser(sub)
+
+
 #: Subcommands: each adds its parser and sets ``handler``.
-COMMANDS: list[Callable[[Any], None]] = [_run_parser, _list_parser]
+COMMANDS: list[Callable[[Any], None]] = [_run_parser, _list_parser, _compare_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
