@@ -25,6 +25,7 @@ from dfml.data.config import DataConfig, PartitionConfig
 from dfml.data.partition import ClientSplit, make_splits
 from dfml.data.registry import load_dataset
 from dfml.errors import ConfigError
+from dfml.fault.config import FaultConfig
 from dfml.models.zoo import ModelConfig, build_model
 from dfml.topology.config import TopologyConfig
 from dfml.topology.graphs import build_topology
@@ -60,6 +61,7 @@ class ExperimentConfig:
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     resources: ResourceConfig = field(default_factory=ResourceConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
     algorithm: Any = None
 
 
@@ -108,7 +110,14 @@ def run_experiment(
     t0 = time.perf_counter()
     prep = prepared or prepare(cfg)
     algorithm.setup(SetupContext(prep.graph, prep.mixing, prep.train_sizes, prep.param_count * 4))
-    federation = Federation(cfg.data, cfg.model, prep.splits, cfg.run.seed, cfg.resources)
+    if cfg.fault.active:
+        from dfml.fault.federation import FaultTolerantFederation
+
+        federation: Federation = FaultTolerantFederation(
+            cfg.data, cfg.model, prep.splits, cfg.run.seed, cfg.resources, cfg.fault, cfg.run.rounds
+        )
+    else:
+        federation = Federation(cfg.data, cfg.model, prep.splits, cfg.run.seed, cfg.resources)
     try:
         history = algorithm.run(federation, cfg.run.rounds, callbacks)
         actors = federation.info()

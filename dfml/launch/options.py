@@ -24,6 +24,7 @@ from dfml.algorithms.evaluation import EvalConfig
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.errors import ConfigError
 from dfml.experiment import ExperimentConfig, RunConfig
+from dfml.fault.config import FaultConfig
 from dfml.launch.registry import ALGORITHMS, algorithm_class
 from dfml.models.zoo import ModelConfig
 from dfml.topology.config import TopologyConfig
@@ -47,6 +48,7 @@ SECTIONS: dict[str, type] = {
     "topology": TopologyConfig,
     "resources": ResourceConfig,
     "evaluation": EvalConfig,
+    "fault": FaultConfig,
     "launch": LaunchConfig,
 }
 
@@ -163,6 +165,7 @@ def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
             "topology",
             "resources",
             "evaluation",
+            "fault",
             "algorithm",
         )
     }

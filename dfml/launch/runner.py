@@ -18,6 +18,7 @@ from dfml.algorithms.callbacks import Callback, ProgressBar
 from dfml.algorithms.evaluation import PersonalizedEvaluation
 from dfml.errors import TrainingDivergedError
 from dfml.experiment import ExperimentConfig, prepare, run_experiment
+from dfml.fault.report import FaultReport
 from dfml.launch.options import LaunchConfig, config_to_dict
 from dfml.launch.registry import algorithm_class
 from dfml.launch.results import ResultsWriter, summarize
@@ -61,6 +62,8 @@ def execute(
     bar = ProgressBar(cfg.run.rounds, f"{cfg.run.algorithm}/{cfg.data.dataset}", launch.progress)
     evaluation = PersonalizedEvaluation(cfg.evaluation, cfg.run.rounds)
     all_callbacks = [bar, evaluation, writer, *callbacks]
+    if cfg.fault.active:
+        all_callbacks.append(FaultReport(out))
     summary: dict[str, Any] = {
         "algorithm": cfg.run.algorithm,
         "dataset": cfg.data.dataset,

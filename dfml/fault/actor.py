@@ -1,0 +1,246 @@
+"""The fault-aware client actor: a :class:`ClientActor` that can be restored.
+
+On top of the generic actor it
+
+* runs each step **atomically and at most once per call**: a step that fails
+  part-way (a neighbour's vector vanished with its owner) leaves every state
+  as it was; a step re-sent with the same call number returns the stored
+  result instead of training twice; the state before the last step is kept
+  so that the driver can roll a client back and redo it;
+* is the Dispatcher's client half (:meth:`replicate`): pack each hosted
+  client's state, ``ray.put`` it once and push it straight to the leaf-set
+  holders (and the store, and the durable copy) — the driver only sends the
+  plan and receives acknowledgements;
+* is the Retriever's client half (:meth:`restore`): fetch replicas from the
+  holders, verify, load, re-publish;
+* can start as an empty warm spare and :meth:`adopt` a dead actor's clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray.exceptions import RayError
+
+from dfml.actors.client_actor import ClientActor, CohortSpec
+from dfml.actors.state import ClientContext, ClientData
+from dfml.data.partition import ClientSplit
+from dfml.fault.dispatcher import ReplicaRecord
+from dfml.fault.durable import read_replica, write_replica
+from dfml.fault.holder import CONCURRENCY_GROUPS, ReplicaHolder, Watched
+from dfml.fault.replica import Replica, ReplicaError, digest, pack_state, unpack_state
+from dfml.fault.retriever import retrieve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """How to bring one lost client back, in order of preference.
+
+    Attributes:
+        candidates: replica copies, newest first (see ``order_candidates``).
+        neighbors: ``(client, [ref])`` of ring neighbours' published vectors,
+            nearest first; used only when no replica survives (a *loss*).
+            Each ref sits in a list so that Ray hands it over unresolved.
+        round_index: the round being run (the re-initialised client's round count).
+        from_scratch: restart from the initial model (FMRec's Baseline_failure).
+    """
+
+    candidates: tuple[ReplicaRecord, ...] = ()
+    neighbors: tuple[tuple[int, list[Any]], ...] = ()
+    round_index: int = 0
+    from_scratch: bool = False
+    fetch_timeout: float = 30.0
+    holders: Mapping[str, Any] = field(default_factory=dict)
+
+
+class FaultClientActor(ClientActor, Watched, ReplicaHolder):
+    """Client actor with atomic steps, replication, restore and adoption."""
+
+    def __init__(self, spec: CohortSpec, algorithm: Any, keep_versions: int = 2) -> None:
+        super().__init__(replace(spec, splits={}), algorithm)
+        self.spec = spec
+        self.init_params = self.model.init_flat(spec.seed).to(self.device)
+        self._init_holder(keep_versions)
+        self._done: dict[int, tuple[int, Any]] = {}
+        self._before: dict[int, tuple[int, Any]] = {}
+        self.adopt(spec.splits)
+
+    def adopt(self, splits: Mapping[int, ClientSplit]) -> dict[str, Any]:
+        """Build contexts and initial states for ``splits`` (a spare taking over)."""
+        from dfml.data.registry import load_dataset
+
+        dataset = load_dataset(self.spec.data)
+        for cid, split in sorted(splits.items()):
+            ctx = ClientContext(
+                cid,
+                self.model,
+                ClientData.from_split(dataset, split, self.device),
+                self.device,
+                self.spec.seed,
+            )
+            self.contexts[cid] = ctx
+            self.states[cid] = self.algorithm.init_state(ctx, self.init_params.clone())
+        return self.ping()
+
+    # ----- steps ---------------------------------------------------------
+    def _digest(self, cid: int) -> str:
+        return digest(self.states[cid].params.detach().cpu().numpy())
+
+    def start_info(self) -> dict[str, Any]:
+        """Published refs and digests of every hosted client, plus where this runs."""
+        refs = self.publish_all()
+        return {"refs": refs, "digests": {c: self._digest(c) for c in refs}, **self.ping()}
+
+    def step_once(
+        self, method: str, messages: Mapping[int, Any], publish: bool, seq: int
+    ) -> tuple[dict[int, Any], dict[int, str]]:
+        """``step`` for call ``seq``: atomic, and clients done in ``seq`` are not redone."""
+        done = {c: res for c, (s, res) in self._done.items() if s == seq and c in messages}
+        todo = {c: m for c, m in messages.items() if c not in done}
+        before = {c: self.states[c] for c in todo}
+        try:
+            out = self.step(method, todo, publish)
+        except BaseException:
+            self.states.update(before)
+            raise
+        for c in todo:
+            self._before[c] = (seq, before[c])
+            self._done[c] = (seq, out[c])
+        out.update(done)
+        digests = {c: self._digest(c) for c in out} if publish else {}
+        return dict(sorted(out.items())), digests
+
+    def rollback(self, client_ids: list[int], seq: int) -> list[int]:
+        """Return clients to their state before call ``seq`` (to redo it)."""
+        for cid in client_ids:
+            entry = self._before.get(cid)
+            if entry is None or entry[0] != seq:
+                raise RuntimeError(f"client {cid} has no state from before call {seq}")
+        for cid in client_ids:
+            self.states[cid] = self._before.pop(cid)[1]
+            self._done.pop(cid, None)
+        return sorted(client_ids)
+
+    # ----- Dispatcher (client half) --------------------------------------
+    def replicate(
+        self,
+        version: int,
+        assign: Mapping[int, list[str]],
+        holders: Mapping[str, Any],
+        uri: str | None,
+        keep: int,
+        timeout: float,
+    ) -> dict[str, Any]:
+        """Push each client's replica to its holders (and the durable copy); collect acks."""
+        t0 = time.perf_counter()
+        replicas = {cid: pack_state(self.states[cid].to_host(), version) for cid in assign}
+        refs = {cid: ray.put(rep) for cid, rep in replicas.items()}
+        wanted: dict[str, list[int]] = {}
+        for cid, hids in assign.items():
+            for hid in hids:
+                wanted.setdefault(hid, []).append(cid)
+        futures = {
+            hid: holders[hid].keep_replicas.remote([refs[c] for c in cids])
+            for hid, cids in wanted.items()
+        }
+        acks: list[tuple[Any, ...]] = []
+        failed: list[tuple[str, str]] = []
+        for hid, fut in futures.items():
+            try:
+                acks += [(hid, *ack) for ack in ray.get(fut, timeout=timeout)]
+            except RayError as err:
+                failed.append((hid, f"{type(err).__name__}: {err}"))
+        if uri is not None:
+            for cid, rep in replicas.items():
+                try:
+                    nbytes = write_replica(uri, rep, keep)
+                except OSError as err:
+                    failed.append((uri, f"{type(err).__name__}: {err}"))
+                    continue
+                acks.append((uri, cid, rep.version, rep.round, rep.checksum, nbytes))
+        return {"acks": acks, "failed": failed, "seconds": time.perf_counter() - t0}
+
+    # ----- Retriever (client half) ---------------------------------------
+    def _fetch(self, plan: RestorePlan, record: ReplicaRecord) -> Replica:
+        if record.kind == "durable":
+            return read_replica(record.holder, record.client_id, record.version)
+        ref = plan.holders[record.holder].fetch_replica.remote(record.client_id, record.version)
+        return ray.get(ref, timeout=plan.fetch_timeout)
+
+    def restore(self, plans: Mapping[int, RestorePlan]) -> dict[str, Any]:
+        """Bring each planned client back; report where from; publish the result."""
+        report: dict[int, dict[str, Any]] = {}
+        for cid, plan in sorted(plans.items()):
+            t0 = time.perf_counter()
+            replica, record, failures = retrieve(
+                plan.candidates,
+                lambda rec, plan=plan: self._fetch(plan, rec),
+                (ReplicaError, OSError, RayError),
+            )
+            row: dict[str, Any] = {"failures": [(r.kind, r.holder, msg) for r, msg in failures]}
+            if replica is not None and record is not None:
+                self.set_state(unpack_state(replica))
+                check = pack_state(self.states[cid].to_host(), replica.version).checksum
+                if check != replica.checksum:
+                    raise ReplicaError(f"client {cid}: restored state differs from its replica")
+                row.update(
+                    source=record.kind,
+                    holder=record.holder,
+                    version=replica.version,
+                    replica_round=replica.round,
+                    checksum=check,
+                )
+            else:
+                row.update(self._reinitialise(cid, plan, row["failures"]))
+            row["seconds"] = time.perf_counter() - t0
+            report[cid] = row
+        refs = {cid: self._publish(self.states[cid]) for cid in plans}
+        return {
+            "clients": report,
+            "refs": refs,
+            "digests": {c: self._digest(c) for c in plans},
+            **self.ping(),
+        }
+
+    def _reinitialise(
+        self, cid: int, plan: RestorePlan, failures: list[tuple[str, str, str]]
+    ) -> dict[str, Any]:
+        """No replica survived: start from a neighbour's model (or from scratch)."""
+        ctx = self.contexts[cid]
+        if not plan.from_scratch:
+            for neighbor, (ref,) in plan.neighbors:
+                try:
+                    vector = ray.get(ref, timeout=plan.fetch_timeout)
+                except RayError as err:
+                    failures.append(("neighbor", str(neighbor), f"{type(err).__name__}: {err}"))
+                    continue
+                params = torch.from_numpy(np.array(vector, copy=True)).to(self.device)
+                state = self.algorithm.init_state(ctx, params).evolve(round=plan.round_index)
+                self.states[cid] = state
+                return {
+                    "source": "neighbor",
+                    "holder": str(neighbor),
+                    "version": -1,
+                    "replica_round": -1,
+                    "checksum": "",
+                }
+        self.states[cid] = self.algorithm.init_state(ctx, self.init_params.clone())
+        return {
+            "source": "scratch",
+            "holder": "",
+            "version": -1,
+            "replica_round": -1,
+            "checksum": "",
+        }
+
+
+RemoteFaultClientActor = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(FaultClientActor)

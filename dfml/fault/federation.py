@@ -1,0 +1,574 @@
+"""The fault-tolerant federation: ``step`` returns complete results, or raises.
+
+:class:`FaultTolerantFederation` is a drop-in :class:`Federation`. The round
+loop (``Algorithm.run``) does not know about failures: every ``step`` and
+``call`` either returns a result for every client or raises
+:class:`FaultToleranceError`.
+
+**Replication (Dispatcher).** After each call of every ``checkpoint_every``-th
+round (and once at start), each actor packs its clients' states and pushes
+them to their leaf-set holders (and the store, and the durable copy); the
+call is complete only when those copies are acknowledged. A replica's
+version is the call number, so "newest" is well defined.
+
+**The redo rule.** A failure during a call (chaos strikes right after the
+call is sent) is handled inside that call:
+
+1. every client of a dead actor is restored from its newest acknowledged
+   replica (or re-initialised: a *loss*) on a replacement actor and
+   re-publishes its vector; the call's messages are rewritten to point at
+   the re-published vectors;
+2. the restored clients redo the call from the restored state;
+3. a client that already finished the call having mixed a restored client's
+   vector is rolled back and redoes it too — but only when the restored
+   vector differs from the one it used (the replica is older than the call);
+4. the call's replicas are (re)made.
+
+Steps are deterministic functions of (state, neighbour vectors, round seed)
+and Chaos decides *what* fails from (seed, round), so the result of a
+chaos run depends only on the seed, never on timing. With
+``checkpoint_every=1`` the newest replica is exactly the state before the
+failed call, no re-published vector differs, and the run is bit-identical
+to the failure-free one. With ``checkpoint_every=k`` a restored client
+loses (and the run replays differently) the progress since its replica.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from dfml.actors.client_actor import CohortSpec
+from dfml.actors.config import ResourceConfig, plan_cohorts
+from dfml.actors.federation import Federation
+from dfml.algorithms.base import Message
+from dfml.data.config import DataConfig
+from dfml.data.partition import ClientSplit
+from dfml.errors import ConfigError
+from dfml.fault.actor import RemoteFaultClientActor, RestorePlan
+from dfml.fault.chaos import kill_actor, kill_node, plan_kills
+from dfml.fault.config import FaultConfig
+from dfml.fault.dispatcher import TIERS, ReplicaIndex, ReplicaRecord, replication_plan, ring_order
+from dfml.fault.holder import RemoteReplicaStore
+from dfml.fault.manager import Manager
+from dfml.fault.report import FaultEvent
+from dfml.fault.retriever import order_candidates
+from dfml.models.zoo import ModelConfig
+
+log = logging.getLogger(__name__)
+
+#: How long chaos waits to see a kill take effect before it stops counting it.
+CONFIRM_TIMEOUT_S = {"ray.kill": 10.0, "sigkill": 10.0, "node": 60.0}
+
+
+class FaultToleranceError(RuntimeError):
+    """A call could not be completed despite recovery (or the failure was no crash)."""
+
+
+def _round_of(messages: Mapping[int, Any]) -> int | None:
+    for msg in messages.values():
+        value = getattr(msg, "round", None)
+        return int(value) if value is not None else None
+    return None
+
+
+def _refs_in(msg: Any) -> set[ray.ObjectRef]:
+    if not isinstance(msg, Message):
+        return set()
+    values = [*msg.neighbors, *msg.extra.values()]
+    return {v for v in values if isinstance(v, ray.ObjectRef)}
+
+
+def _substitute(msg: Any, renamed: Mapping[ray.ObjectRef, tuple[int, ray.ObjectRef]]) -> Any:
+    """The message with every re-published client's vector ref swapped in."""
+    if not renamed or not isinstance(msg, Message):
+        return msg
+
+    def swap(v: Any) -> Any:
+        return renamed[v][1] if isinstance(v, ray.ObjectRef) and v in renamed else v
+
+    return dataclasses.replace(
+        msg,
+        neighbors=tuple(swap(v) for v in msg.neighbors),
+        extra={k: swap(v) for k, v in msg.extra.items()},
+    )
+
+
+class FaultTolerantFederation(Federation):
+    """Client actors that are replicated, watched, replaced and restored."""
+
+    def __init__(
+        self,
+        data: DataConfig,
+        model: ModelConfig,
+        splits: Sequence[ClientSplit],
+        seed: int,
+        resources: ResourceConfig,
+        fault: FaultConfig,
+        rounds: int | None = None,
+        start_timeout_s: float = 300.0,
+    ) -> None:
+        super().__init__(data, model, splits, seed, resources, start_timeout_s)
+        if rounds is not None:
+            fault.check_rounds(rounds)
+        self.fault = fault
+        self.rounds = rounds
+        self.restores = fault.restores
+        self.index = ReplicaIndex(fault.keep_versions)
+        self.manager = Manager(self)
+        self.events: list[FaultEvent] = []
+        self.holders: dict[str, Any] = {}
+        self.holder_kind: dict[str, str] = {}
+        self.placement: dict[str, dict[str, Any]] = {}
+        self.published: dict[int, tuple[ray.ObjectRef, str]] = {}
+        self.renamed: dict[ray.ObjectRef, tuple[int, ray.ObjectRef]] = {}
+        self.algorithm: Any = None
+        self.seq = 0
+        self.round_index = -1
+        self.replication_bytes = 0
+        self.replication_seconds = 0.0
+        self.redone_steps = 0
+        self._struck: set[int] = set()
+        self._t0 = time.perf_counter()
+
+    # ----- bookkeeping --------------------------------------------------
+    def clock(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def record(self, event: FaultEvent) -> None:
+        self.events.append(event)
+
+    def forget_holder(self, incarnation: str) -> None:
+        self.holders.pop(incarnation, None)
+        self.index.forget_holder(incarnation)
+
+    @property
+    def max_attempts(self) -> int:
+        return 10 + 4 * len(self.cohorts)
+
+    # ----- actors ---------------------------------------------------------
+    def actor_options(self, index: int) -> dict[str, Any]:
+        # Never let Ray restart a client actor: it would come back with fresh
+        # parameters and answer as if nothing happened.
+        return {**super().actor_options(index), "max_restarts": 0, "max_task_retries": 0}
+
+    def _spec(self, clients: Sequence[int]) -> CohortSpec:
+        return CohortSpec(
+            data=self.data,
+            model=self.model,
+            splits={cid: self.splits[cid] for cid in clients},
+            seed=self.seed,
+            num_threads=max(1, int(self.resources.num_cpus_per_actor)),
+        )
+
+    def make_actor(
+        self, index: int, algorithm: Any, options: Mapping[str, Any] | None = None
+    ) -> Any:
+        opts = {**self.actor_options(index), **(options or {})}
+        return RemoteFaultClientActor.options(**opts).remote(
+            self._spec(self.cohorts[index]), algorithm, self.fault.keep_versions
+        )
+
+    def make_spare(self) -> Any:
+        """An idle actor (torch and dataset loaded, no clients) on any node.
+
+        It reserves no CPU while idle (the actor it replaces frees one).
+        """
+        opts = {**self.actor_options(0), "num_cpus": 0, "scheduling_strategy": "SPREAD"}
+        return RemoteFaultClientActor.options(**opts).remote(
+            self._spec([]), self.algorithm, self.fault.keep_versions
+        )
+
+    def start_store(self) -> None:
+        """The replica store, on the driver's node: it fails only with the driver."""
+        if not (self.restores and self.fault.replica_store):
+            return
+        inc = self.manager.new_incarnation("store")
+        here = ray.get_runtime_context().get_node_id()
+        handle = RemoteReplicaStore.options(
+            num_cpus=0,
+            max_restarts=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
+        ).remote(self.fault.keep_versions)
+        self.manager.watch("store", inc, handle)
+        self.manager.store = (inc, handle)
+        self.holders[inc] = handle
+        self.holder_kind[inc] = "store"
+
+    def start(self, algorithm: Any) -> dict[int, ray.ObjectRef]:
+        self.algorithm = algorithm
+        cpus, gpus = self._check_resources()
+        if self.fault.chaos and self.fault.chaos_mode == "node":
+            alive = [n for n in ray.nodes() if n.get("Alive")]
+            if len(alive) < 2:
+                raise ConfigError(
+                    f"chaos_mode 'node' needs a multi-node Ray cluster; this one has {len(alive)} node"
+                )
+        self.cohorts = plan_cohorts(self.num_clients, self.resources, cpus, gpus)
+        self.actor_of = {cid: k for k, cohort in enumerate(self.cohorts) for cid in cohort}
+        self.actors = [self.make_actor(k, algorithm) for k in range(len(self.cohorts))]
+        for k, handle in enumerate(self.actors):
+            self.manager.register_actor(k, handle)
+        self.start_store()
+        self.manager.replenish()
+        pending = [a.start_info.remote() for a in self.actors]
+        _, not_ready = ray.wait(pending, num_returns=len(pending), timeout=self.start_timeout_s)
+        if not_ready:
+            self.shutdown()
+            raise ConfigError(
+                f"{len(not_ready)} of {len(pending)} client actors could not be placed within "
+                f"{self.start_timeout_s:.0f} s (each asks for {self.resources.num_cpus_per_actor} CPU, "
+                f"{self.resources.num_gpus_per_actor} GPU; cluster has {ray.cluster_resources()})"
+            )
+        for k, info in enumerate(ray.get(pending)):
+            inc = self.manager.incarnation[k]
+            self._placed(inc, k, info)
+            for cid, ref in info["refs"].items():
+                self.published[cid] = (ref, info["digests"][cid])
+        if self.restores:
+            self._settle(lambda: self._replicate(0))
+        log.info(
+            "fault-tolerant federation: %d actors, %d spares, replicas=%d, store=%s",
+            len(self.actors),
+            len(self.manager.spares),
+            self.fault.replicas,
+            self.manager.store is not None,
+        )
+        return {cid: ref for cid, (ref, _) in sorted(self.published.items())}
+
+    def _placed(self, inc: str, k: int, info: Mapping[str, Any]) -> None:
+        self.placement[inc] = {"pid": info["pid"], "node_id": info["node_id"]}
+        self.manager.started.add(inc)
+        self.holders[inc] = self.actors[k]
+        self.holder_kind[inc] = "holder"
+
+    def _settle(self, action: Callable[[], bool]) -> None:
+        """Run ``action`` until it succeeds, recovering dead actors in between."""
+        for _ in range(self.max_attempts):
+            self._recover(self.round_index)
+            if action():
+                return
+        raise FaultToleranceError(f"could not complete after {self.max_attempts} recoveries")
+
+    # ----- the calls ----------------------------------------------------
+    def step(
+        self, method: str, messages: Mapping[int, Any], publish: bool = True
+    ) -> dict[int, Any]:
+        self.seq += 1
+        seq = self.seq
+        rnd = _round_of(messages)
+        if rnd is not None:
+            self.round_index = rnd
+        before = {c: self.published[c] for c in messages if c in self.published}
+        results: dict[int, Any] = {}
+        digests: dict[int, str] = {}
+        pending = set(messages)
+        in_run = rnd is not None and (self.rounds is None or rnd < self.rounds)
+        strike = self.fault.chaos and in_run and rnd not in self._struck
+        checkpoint = in_run and self.restores and (rnd + 1) % self.fault.checkpoint_every == 0
+        replicated = not checkpoint
+        for _ in range(self.max_attempts):
+            restored = self._recover(rnd)
+            if restored:
+                changed = {
+                    before[c][0] for c, dg in restored.items() if c in before and before[c][1] != dg
+                }
+                for c in restored:
+                    if c in messages:
+                        results.pop(c, None)
+                        pending.add(c)
+                redo = sorted(c for c in results if _refs_in(messages[c]) & changed)
+                if redo:
+                    self._rollback(redo, seq)
+                    for c in redo:
+                        results.pop(c, None)
+                    pending |= set(redo)
+                self.redone_steps += len(set(restored) & set(messages)) + len(redo)
+                replicated = not checkpoint
+            if pending:
+                msgs = {c: _substitute(messages[c], self.renamed) for c in sorted(pending)}
+                futures = {
+                    k: self.actors[k].step_once.remote(method, sub, publish, seq)
+                    for k, sub in self._by_actor(msgs).items()
+                }
+                if strike:
+                    strike = False
+                    self._struck.add(rnd)
+                    self._strike(rnd)
+                out = self.manager.gather(futures)
+                for res, dgs in out.results.values():
+                    results.update(res)
+                    digests.update(dgs)
+                    pending -= set(res)
+                self._after_failures(out)
+                continue
+            if not replicated:
+                replicated = self._replicate(seq)
+                continue
+            break
+        else:
+            raise FaultToleranceError(
+                f"call {method!r} (round {rnd}) did not complete after {self.max_attempts} recoveries"
+            )
+        if publish:
+            for c, res in results.items():
+                self.published[c] = (res.ref, digests[c])
+            self.renamed = {old: v for old, v in self.renamed.items() if v[0] not in results}
+        return dict(sorted(results.items()))
+
+    def call(
+        self, method: str, *args: Any, client_ids: Sequence[int] | None = None
+    ) -> dict[int, Any]:
+        ids = list(range(self.num_clients)) if client_ids is None else list(client_ids)
+        results: dict[int, Any] = {}
+        pending = set(ids)
+        for _ in range(self.max_attempts):
+            self._recover(self.round_index)
+            if not pending:
+                return dict(sorted(results.items()))
+            grouped = self._by_actor(dict.fromkeys(pending))
+            futures = {
+                k: self.actors[k].call.remote(method, sorted(c), *args) for k, c in grouped.items()
+            }
+            out = self.manager.gather(futures)
+            for res in out.results.values():
+                results.update(res)
+                pending -= set(res)
+            self._after_failures(out)
+        raise FaultToleranceError(
+            f"call {method!r} did not complete after {self.max_attempts} tries"
+        )
+
+    def _after_failures(self, out: Any) -> None:
+        for k in out.unavailable:
+            self.manager.await_available(k)
+        # A vector vanished: its owner must have died; give Ray time to say so.
+        if (
+            out.lost
+            and not self.manager.dead
+            and not self.manager.poll(timeout=self.fault.unavailable_timeout)
+        ):
+            k, err = next(iter(out.lost.items()))
+            raise FaultToleranceError(
+                f"client actor {k} lost an input object but no process died: {err}"
+            ) from err
+
+    def _rollback(self, clients: list[int], seq: int) -> None:
+        grouped = self._by_actor(dict.fromkeys(clients))
+        futures = {k: self.actors[k].rollback.remote(sorted(c), seq) for k, c in grouped.items()}
+        self.manager.gather(futures)
+
+    def recover(self) -> dict[int, str]:
+        """Detect and restore now (also done at the start of every call).
+
+        Returns the restored clients with the digest of their re-published vector.
+        """
+        return self._recover(self.round_index)
+
+    def get_state(self, client_id: int) -> Any:
+        """A CPU copy of one client's current state (for inspection and tests)."""
+        self._recover(self.round_index)
+        return ray.get(self.actors[self.actor_of[client_id]].get_state.remote(client_id))
+
+    def info(self) -> list[dict[str, Any]]:
+        self._recover(self.round_index)
+        return super().info()
+
+    def shutdown(self) -> None:
+        extra = [s.handle for s in self.manager.spares]
+        if self.manager.store is not None:
+            extra.append(self.manager.store[1])
+        for handle in extra:
+            ray.kill(handle, no_restart=True)
+        self.manager.spares = []
+        self.manager.store = None
+        super().shutdown()
+
+    # ----- Dispatcher ---------------------------------------------------
+    def _replicate(self, version: int) -> bool:
+        """Replicate every client's state as ``version``; False if an actor died."""
+        t0 = time.perf_counter()
+        n = self.num_clients
+        host_of = {c: self.manager.incarnation[self.actor_of[c]] for c in range(n)}
+        node_of = {inc: p["node_id"] for inc, p in self.placement.items()}
+        plan = replication_plan(range(n), n, host_of, self.fault.replicas, node_of)
+        store = self.manager.store[0] if self.manager.store is not None else None
+        futures = {}
+        for k, cohort in enumerate(self.cohorts):
+            assign = {c: [*plan[c], *([store] if store else [])] for c in cohort}
+            holders = {h: self.holders[h] for hs in assign.values() for h in hs}
+            futures[k] = self.actors[k].replicate.remote(
+                version,
+                assign,
+                holders,
+                self.fault.checkpoint_uri,
+                self.fault.keep_versions,
+                self.fault.unavailable_timeout,
+            )
+        out = self.manager.gather(futures)
+        uri = self.fault.checkpoint_uri
+        for res in out.results.values():
+            for hid, cid, ver, rnd, checksum, nbytes in res["acks"]:
+                kind = "durable" if hid == uri else self.holder_kind[hid]
+                self.replication_bytes += nbytes
+                if kind == "durable" or hid in self.holders:
+                    self.index.add(ReplicaRecord(cid, ver, rnd, checksum, hid, kind, nbytes))
+            for hid, err in res["failed"]:
+                log.warning("replica holder %s did not acknowledge v%d: %s", hid, version, err)
+                self.record(
+                    FaultEvent(
+                        self.clock(),
+                        self.round_index,
+                        "replication_failed",
+                        holder=hid,
+                        version=version,
+                        detail=err,
+                    )
+                )
+        self.replication_seconds += time.perf_counter() - t0
+        return not out.dead and not out.lost and not out.unavailable
+
+    # ----- Manager + Retriever --------------------------------------------
+    def _plan(self, cid: int, rnd: int | None, dead: set[int]) -> RestorePlan:
+        round_index = max(rnd or 0, 0)
+        if not self.restores:
+            return RestorePlan(round_index=round_index, from_scratch=True)
+        candidates = order_candidates(self.index.records(cid), self.holders)
+        neighbors = tuple(
+            (j, [self.published[j][0]])
+            for j in ring_order(cid, self.num_clients)
+            if self.actor_of[j] not in dead and j in self.published
+        )[:4]
+        return RestorePlan(
+            candidates=tuple(candidates),
+            neighbors=neighbors,
+            round_index=round_index,
+            fetch_timeout=self.fault.unavailable_timeout,
+            holders={r.holder: self.holders[r.holder] for r in candidates if r.kind != "durable"},
+        )
+
+    def _recover(self, rnd: int | None) -> dict[int, str]:
+        """Replace every dead actor and restore its clients; {client: new digest}."""
+        self.manager.poll(0.0)
+        restored: dict[int, str] = {}
+        while self.manager.dead:
+            dead = dict(self.manager.dead)
+            self.manager.dead.clear()
+            jobs = {}
+            for k in sorted(dead):
+                handle, inc, how = self.manager.replacement(k)
+                self.actors[k] = handle
+                plans = {c: self._plan(c, rnd, set(dead)) for c in self.cohorts[k]}
+                jobs[k] = (inc, how, handle.restore.remote(plans))
+            self.manager.replenish()
+            out = self.manager.gather({k: job[2] for k, job in jobs.items()})
+            for k, res in out.results.items():
+                restored.update(self._restored(k, *jobs[k][:2], res, out.arrived[k]))
+            if out.lost or out.unavailable:
+                raise FaultToleranceError(f"restoring actors {sorted(out.lost)} failed")
+        return restored
+
+    def _restored(
+        self, k: int, inc: str, how: str, res: Mapping[str, Any], now: float
+    ) -> dict[int, str]:
+        self._placed(inc, k, res)
+        failed_at = self.manager.failed_at.get(k, now)
+        out = {}
+        for cid, row in sorted(res["clients"].items()):
+            source = row["source"]
+            kind = "restored" if source in TIERS else "lost"
+            tried = "; ".join(f"{kind_}:{holder} {msg}" for kind_, holder, msg in row["failures"])
+            self.record(
+                FaultEvent(
+                    now,
+                    self.round_index,
+                    kind,
+                    client=cid,
+                    actor=k,
+                    node=res["node_id"],
+                    source=source,
+                    holder=row["holder"],
+                    version=row["version"],
+                    replica_round=row["replica_round"],
+                    seconds=now - failed_at,
+                    detail=f"replacement={how}" + (f"; tried {tried}" if tried else ""),
+                )
+            )
+            if kind == "lost":
+                log.warning("client %d lost its meta-knowledge: restarted from %s", cid, source)
+            old = self.published.get(cid)
+            new = (res["refs"][cid], res["digests"][cid])
+            if old is not None:
+                for key, (c, _) in list(self.renamed.items()):
+                    if c == cid:
+                        self.renamed[key] = (cid, new[0])
+                self.renamed[old[0]] = (cid, new[0])
+            self.published[cid] = new
+            out[cid] = new[1]
+        return out
+
+    # ----- Chaos --------------------------------------------------------
+    def _strike(self, rnd: int) -> None:
+        cfg = self.fault
+        mode = cfg.chaos_mode
+        inc_of = self.manager.incarnation
+        if mode == "node":
+            here = ray.get_runtime_context().get_node_id()
+            node_of_k = {k: self.placement[inc_of[k]]["node_id"] for k in range(len(self.actors))}
+            nodes = sorted(set(node_of_k.values()) - {here})
+            hit = plan_kills(
+                self.seed,
+                rnd,
+                len(nodes),
+                cfg.chaos_kill_rate,
+                cfg.chaos_rounds,
+                cfg.chaos_fraction,
+            )
+            victims = [nodes[i] for i in hit]
+            t = self.clock()
+            for node in victims:
+                kill_node(node)
+            affected = [k for k, node in node_of_k.items() if node in victims]
+        else:
+            victims = plan_kills(
+                self.seed,
+                rnd,
+                len(self.actors),
+                cfg.chaos_kill_rate,
+                cfg.chaos_rounds,
+                cfg.chaos_fraction,
+            )
+            t = self.clock()
+            for k in victims:
+                p = self.placement[inc_of[k]]
+                kill_actor(self.actors[k], mode, p["pid"], p["node_id"])
+            affected = list(victims)
+        if not affected:
+            return
+        for k in affected:
+            self.manager.kill_time[inc_of[k]] = (t, mode)
+        sentinels = {self.manager.sentinel(k): k for k in affected}
+        ready, _ = ray.wait(
+            list(sentinels), num_returns=len(sentinels), timeout=CONFIRM_TIMEOUT_S[mode]
+        )
+        confirmed = sorted(sentinels[r] for r in ready)
+        for k in sorted(set(affected) - set(confirmed)):
+            log.warning("chaos: the kill of actor %d was not confirmed; not counted", k)
+            self.record(FaultEvent(self.clock(), rnd, "unconfirmed_kill", actor=k, mode=mode))
+        if mode == "node":
+            for node in victims:
+                self.record(FaultEvent(t, rnd, "kill", node=node, mode=mode))
+        for k in confirmed:
+            node = self.placement[inc_of[k]]["node_id"]
+            if mode != "node":
+                self.record(FaultEvent(t, rnd, "kill", actor=k, node=node, mode=mode))
+            for cid in self.cohorts[k]:
+                self.record(
+                    FaultEvent(t, rnd, "injected", client=cid, actor=k, node=node, mode=mode)
+                )

@@ -1,0 +1,131 @@
+"""Fault events, their summary keys and ``faults.parquet``.
+
+Every kill, detection, restore, loss and transient unavailability is one
+:class:`FaultEvent`; nothing the fault layer does is silent. The
+:class:`FaultReport` callback turns them into the summary.json keys
+(``failures_injected``, ``clients_restored``, ``clients_lost``,
+``recovery_seconds_p50``/``_max``, ``replication_bytes``,
+``replication_seconds_per_round``, ...) and one parquet row per event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dfml.algorithms.callbacks import Callback
+
+log = logging.getLogger(__name__)
+
+#: Event kinds, in the order they happen to a client.
+KINDS = (
+    "kill",  # chaos killed an actor or node (client = -1); confirmed dead
+    "injected",  # a client hosted by a killed actor (counts as failures_injected)
+    "detected",  # the manager learned an actor is dead (client = -1)
+    "restored",  # a client's state was restored from a replica
+    "lost",  # no replica survived: re-initialised from a neighbour or from scratch
+    "unavailable",  # an actor stopped answering and came back (no restore)
+    "fenced",  # an actor unavailable for too long was killed on purpose
+    "replication_failed",  # a holder did not acknowledge a replica
+    "spare_lost",  # a warm spare died
+    "store_lost",  # the replica store died (recreated empty)
+)
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    """One row of ``faults.parquet``.
+
+    ``seconds`` is the event's latency: kill → detection for ``detected``,
+    failure → back in service for ``restored``/``lost``, the outage for
+    ``unavailable``.
+    """
+
+    t: float
+    round: int
+    kind: str
+    client: int = -1
+    actor: int = -1
+    node: str = ""
+    mode: str = ""
+    source: str = ""
+    holder: str = ""
+    version: int = -1
+    replica_round: int = -1
+    seconds: float = float("nan")
+    detail: str = ""
+
+
+def events_table(events: Sequence[FaultEvent]) -> pa.Table:
+    fields = [f.name for f in dataclasses.fields(FaultEvent)]
+    cols = {name: [getattr(e, name) for e in events] for name in fields}
+    types = {
+        "t": pa.float64(),
+        "round": pa.int32(),
+        "client": pa.int32(),
+        "actor": pa.int32(),
+        "version": pa.int64(),
+        "replica_round": pa.int32(),
+        "seconds": pa.float64(),
+    }
+    schema = pa.schema([(n, types.get(n, pa.string())) for n in fields])
+    return pa.table(cols, schema=schema)
+
+
+def summarize_faults(
+    events: Sequence[FaultEvent], replication_bytes: int, replication_seconds: float, rounds: int
+) -> dict[str, Any]:
+    """The summary.json keys of the fault layer."""
+
+    def count(kind: str) -> int:
+        return sum(1 for e in events if e.kind == kind)
+
+    back = [e.seconds for e in events if e.kind in ("restored", "lost")]
+    return {
+        "failures_injected": count("injected"),
+        "actors_killed": sum(1 for e in events if e.kind == "kill" and e.mode != "node"),
+        "nodes_killed": sum(1 for e in events if e.kind == "kill" and e.mode == "node"),
+        "clients_failed": count("restored") + count("lost"),
+        "clients_restored": count("restored"),
+        "clients_lost": count("lost"),
+        "unavailable_events": count("unavailable"),
+        "recovery_seconds_p50": float(np.median(back)) if back else None,
+        "recovery_seconds_max": float(np.max(back)) if back else None,
+        "replication_bytes": int(replication_bytes),
+        "replication_seconds_per_round": replication_seconds / rounds if rounds else 0.0,
+    }
+
+
+class FaultReport(Callback):
+    """Adds the fault keys to summary.json and writes ``faults.parquet``."""
+
+    def __init__(self, out: Path | None) -> None:
+        self.out = None if out is None else Path(out)
+        self.federation: Any = None
+        self.rounds = 0
+
+    def on_run_start(self, algorithm: Any, federation: Any) -> None:
+        self.federation = federation
+
+    def on_round_end(self, record: Any) -> None:
+        self.rounds = record.round + 1
+
+    def summary(self) -> dict[str, Any]:
+        fed = self.federation
+        if fed is None or not hasattr(fed, "events"):
+            return {}
+        if self.out is not None:
+            table = events_table(fed.events)
+            self.out.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, self.out / "faults.parquet")
+        return summarize_faults(
+            fed.events, fed.replication_bytes, fed.replication_seconds, self.rounds
+        )
