@@ -41,7 +41,6 @@ class PFedMeConfig(FederatedSGDConfig):
     """λ (``lam``), K (``inner_steps``), p (``personal_lr``), β (``global_lr``); η is ``lr``."""
 
     aggregation: str = "server"
-    lr: float = 0.05
     lam: float = 15.0
     inner_steps: int = 5
     personal_lr: float = 0.05
