@@ -58,9 +58,10 @@ from dfml.errors import ConfigError
 class AFMLConfig(MetaConfig):
     """MetaConfig plus AFML's α, β, η_2 and the initial log σ of weights and latents."""
 
-    inner_lr: float = 0.1
-    encoder_lr: float = 0.1
-    tradeoff_weight: float = 0.1
+    inner_lr: float = 0.2
+    local_steps: int = 10
+    encoder_lr: float = 0.2
+    tradeoff_weight: float = 0.01
     complexity_weight: float = 1e-4
     init_log_sigma: float = -5.0
     init_latent_log_sigma: float = -2.0

@@ -64,10 +64,10 @@ class MetaConfig:
         aggregation: ``server`` (FedAvg-style star) or ``gossip`` (neighbours).
     """
 
-    inner_lr: float = 0.05
+    inner_lr: float = 0.1
     inner_steps: int = 1
     first_order: bool = False
-    meta_lr: float = 0.1
+    meta_lr: float = 0.2
     local_steps: int = 5
     batch_size: int = 32
     aggregation: str = "server"

@@ -58,7 +58,7 @@ class MEFLConfig(MetaConfig):
     """Meta-GDP knobs plus EOA's γ, β_v, ε, s_min and η_g."""
 
     inner_steps: int = 2
-    global_lr: float = 1.0
+    global_lr: float = 1.5
     direction_decay: float = 0.9
     variance_decay: float = 0.9
     variance_eps: float = 1e-3
