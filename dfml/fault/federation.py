@@ -11,18 +11,23 @@ them to their leaf-set holders (and the store, and the durable copy); the
 call is complete only when those copies are acknowledged. A replica's
 version is the call number, so "newest" is well defined.
 
-**The redo rule.** A failure during a call (chaos strikes right after the
-call is sent) is handled inside that call:
+**The redo rule: a failed call is redone, never half-kept.** A failure
+during a call (chaos strikes right after the call is sent; a death in the
+call's replication phase counts too) is handled inside that call:
 
-1. every client of a dead actor is restored from its newest acknowledged
-   replica (or re-initialised: a *loss*) on a replacement actor and
-   re-publishes its vector; the call's messages are rewritten to point at
-   the re-published vectors;
-2. the restored clients redo the call from the restored state;
+1. every client of a dead actor is restored on a replacement actor from its
+   newest acknowledged replica taken *before* this call (or re-initialised:
+   a *loss*) and re-publishes its vector; the call's messages are rewritten
+   to point at the re-published vectors;
+2. the restored clients redo the call from the restored state (its results
+   from the dead actor, if any arrived, are dropped);
 3. a client that already finished the call having mixed a restored client's
    vector is rolled back and redoes it too — but only when the restored
    vector differs from the one it used (the replica is older than the call);
 4. the call's replicas are (re)made.
+
+A death between calls is found at the start of the next call and handled
+the same way (the newest replica then is the state after the last call).
 
 Steps are deterministic functions of (state, neighbour vectors, round seed)
 and Chaos decides *what* fails from (seed, round), so the result of a
@@ -134,6 +139,8 @@ class FaultTolerantFederation(Federation):
         self.replication_bytes = 0
         self.replication_seconds = 0.0
         self.redone_steps = 0
+        self._restoring: dict[int, tuple[str, str, ray.ObjectRef]] = {}
+        self._call_seq: int | None = None
         self._struck: set[int] = set()
         self._t0 = time.perf_counter()
 
@@ -194,7 +201,7 @@ class FaultTolerantFederation(Federation):
         handle = RemoteReplicaStore.options(
             num_cpus=0,
             max_restarts=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
         ).remote(self.fault.keep_versions)
         self.manager.watch("store", inc, handle)
         self.manager.store = (inc, handle)
@@ -261,7 +268,15 @@ class FaultTolerantFederation(Federation):
         self, method: str, messages: Mapping[int, Any], publish: bool = True
     ) -> dict[int, Any]:
         self.seq += 1
-        seq = self.seq
+        self._call_seq = self.seq
+        try:
+            return self._step(self.seq, method, messages, publish)
+        finally:
+            self._call_seq = None
+
+    def _step(
+        self, seq: int, method: str, messages: Mapping[int, Any], publish: bool
+    ) -> dict[int, Any]:
         rnd = _round_of(messages)
         if rnd is not None:
             self.round_index = rnd
@@ -351,7 +366,7 @@ class FaultTolerantFederation(Federation):
         # A vector vanished: its owner must have died; give Ray time to say so.
         if (
             out.lost
-            and not self.manager.dead
+            and not self._restoring
             and not self.manager.poll(timeout=self.fault.unavailable_timeout)
         ):
             k, err = next(iter(out.lost.items()))
@@ -439,7 +454,11 @@ class FaultTolerantFederation(Federation):
         round_index = max(rnd or 0, 0)
         if not self.restores:
             return RestorePlan(round_index=round_index, from_scratch=True)
-        candidates = order_candidates(self.index.records(cid), self.holders)
+        records = self.index.records(cid)
+        if self._call_seq is not None:
+            # Inside call s the client redoes s: restore its state from before s.
+            records = [r for r in records if r.version < self._call_seq]
+        candidates = order_candidates(records, self.holders)
         neighbors = tuple(
             (j, [self.published[j][0]])
             for j in ring_order(cid, self.num_clients)
@@ -453,25 +472,34 @@ class FaultTolerantFederation(Federation):
             holders={r.holder: self.holders[r.holder] for r in candidates if r.kind != "durable"},
         )
 
+    def begin_restore(self, k: int) -> None:
+        """Actor ``k`` is dead: hand its clients to a replacement and start restoring.
+
+        Called by the manager the moment it sees the death; :meth:`_recover`
+        collects the result.
+        """
+        handle, inc, how = self.manager.replacement(k)
+        self.actors[k] = handle
+        dead = {*self._restoring, k}
+        plans = {c: self._plan(c, self.round_index, dead) for c in self.cohorts[k]}
+        self._restoring[k] = (inc, how, handle.restore.remote(plans))
+
     def _recover(self, rnd: int | None) -> dict[int, str]:
-        """Replace every dead actor and restore its clients; {client: new digest}."""
+        """Finish every restore under way; {client: digest of its re-published vector}."""
         self.manager.poll(0.0)
         restored: dict[int, str] = {}
-        while self.manager.dead:
-            dead = dict(self.manager.dead)
-            self.manager.dead.clear()
-            jobs = {}
-            for k in sorted(dead):
-                handle, inc, how = self.manager.replacement(k)
-                self.actors[k] = handle
-                plans = {c: self._plan(c, rnd, set(dead)) for c in self.cohorts[k]}
-                jobs[k] = (inc, how, handle.restore.remote(plans))
-            self.manager.replenish()
+        while self._restoring:
+            jobs = dict(self._restoring)
             out = self.manager.gather({k: job[2] for k, job in jobs.items()})
+            for k, job in jobs.items():
+                if self._restoring.get(k) is job:  # not replaced by a newer attempt
+                    del self._restoring[k]
             for k, res in out.results.items():
                 restored.update(self._restored(k, *jobs[k][:2], res, out.arrived[k]))
             if out.lost or out.unavailable:
                 raise FaultToleranceError(f"restoring actors {sorted(out.lost)} failed")
+        if restored:
+            self.manager.replenish()  # after the restore, so it does not compete for CPU
         return restored
 
     def _restored(

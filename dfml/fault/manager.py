@@ -15,12 +15,14 @@ and nothing is restored (its steps are exactly-once per call); if not, it
 is fenced — killed on purpose, so a late zombie cannot resurface — and
 handled as dead.
 
-*Replacement.* A dead actor's clients go to a warm spare (already started,
-torch imported, dataset loaded; it only builds the clients' data) or, if
-none is ready, to a new actor that Ray places on any live node; then the
-Retriever restores each client (``FaultClientActor.restore``). Client
-actors are created with ``max_restarts=0``: Ray never brings one back with
-fresh parameters behind the driver's back.
+*Replacement.* The moment a death is seen (even while the driver still
+waits for the other actors' steps) the dead actor's clients go to a warm
+spare (already started, torch imported, dataset loaded; it only builds the
+clients' data) or, if none is ready, to a new actor that Ray places on any
+live node, and the Retriever restores each client
+(``FaultClientActor.restore``). Client actors are created with
+``max_restarts=0``: Ray never brings one back with fresh parameters behind
+the driver's back.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class Manager:
         self.sentinel_of: dict[str, ray.ObjectRef] = {}
         self.index_of: dict[str, int] = {}
         self.incarnation: dict[int, str] = {}
-        self.dead: dict[int, float] = {}
+        self.dead_incarnations: set[str] = set()
         self.failed_at: dict[int, float] = {}
         self.kill_time: dict[str, tuple[float, str]] = {}
         self.suspects: dict[int, float] = {}
@@ -106,26 +108,31 @@ class Manager:
     def sentinel(self, k: int) -> ray.ObjectRef:
         return self.sentinel_of[self.incarnation[k]]
 
+    def is_dead(self, k: int) -> bool:
+        return self.incarnation[k] in self.dead_incarnations
+
     def poll(self, timeout: float = 0.0) -> bool:
-        """Handle every sentinel that has fired (waiting up to ``timeout`` for one)."""
+        """Handle every sentinel that has fired (waiting up to ``timeout`` for one).
+
+        True if a client actor was found dead.
+        """
         if not self.watched:
-            return bool(self.dead)
+            return False
         refs = list(self.watched)
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if ready:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        for ref in ready:
-            self._fired(ref)
-        return bool(self.dead)
+        return any([self._fired(ref) for ref in ready])
 
-    def _fired(self, ref: ray.ObjectRef) -> None:
+    def _fired(self, ref: ray.ObjectRef) -> bool:
         role, inc = self.watched.pop(ref)
         self.sentinel_of.pop(inc, None)
         now = self.fed.clock()
         if role == "actor":
             k = self.index_of[inc]
-            if self.incarnation.get(k) == inc and k not in self.dead:
+            if self.incarnation.get(k) == inc and inc not in self.dead_incarnations:
                 self.mark_dead(k, now)
+                return True
         elif role == "spare":
             self.spares = [s for s in self.spares if s.incarnation != inc]
             self.fed.record(FaultEvent(now, self.fed.round_index, "spare_lost", holder=inc))
@@ -134,10 +141,12 @@ class Manager:
             self.fed.record(FaultEvent(now, self.fed.round_index, "store_lost", holder=inc))
             self.fed.forget_holder(inc)
             self.fed.start_store()
+        return False
 
     def mark_dead(self, k: int, now: float) -> None:
+        """Record the death of actor ``k`` and start its recovery right away."""
         inc = self.incarnation[k]
-        self.dead[k] = now
+        self.dead_incarnations.add(inc)
         killed = self.kill_time.get(inc)
         self.failed_at[k] = killed[0] if killed else now
         self.suspects.pop(k, None)
@@ -156,15 +165,17 @@ class Manager:
             )
         )
         log.warning("client actor %d (%s) is dead; clients %s", k, inc, self.fed.cohorts[k])
+        self.fed.begin_restore(k)
 
     # ----- waiting on calls --------------------------------------------
     def gather(self, futures: Mapping[int, ray.ObjectRef]) -> Outcome:
         """Wait for one call per actor, watching the actors' sentinels meanwhile."""
         out = Outcome()
+        called = {k: self.incarnation[k] for k in futures}
         waiting = {ref: k for k, ref in futures.items()}
         while waiting:
             ks = set(waiting.values())
-            watch = {self.sentinel(k): k for k in ks if self.incarnation.get(k) in self.sentinel_of}
+            watch = {self.sentinel_of[called[k]]: k for k in ks if called[k] in self.sentinel_of}
             ready, _ = ray.wait(
                 [*waiting, *watch], num_returns=1, timeout=self.cfg.heartbeat_seconds
             )
@@ -173,27 +184,26 @@ class Manager:
                 continue
             for ref in ready:
                 if ref in waiting:
-                    self._collect(waiting.pop(ref), ref, out)
+                    k = waiting.pop(ref)
+                    self._collect(k, called[k], ref, out)
                 elif ref in self.watched:
                     self._fired(ref)
             for ref, k in list(waiting.items()):
-                if k in self.dead:
+                if called[k] in self.dead_incarnations:
                     del waiting[ref]
-                    out.dead.add(k)
-        out.dead |= {k for k in futures if k in self.dead}
+        out.dead |= {k for k, inc in called.items() if inc in self.dead_incarnations}
         return out
 
-    def _collect(self, k: int, ref: ray.ObjectRef, out: Outcome) -> None:
+    def _collect(self, k: int, inc: str, ref: ray.ObjectRef, out: Outcome) -> None:
         out.arrived[k] = self.fed.clock()
-        self.started.add(self.incarnation[k])
         try:
             out.results[k] = ray.get(ref)
+            self.started.add(inc)
         except ActorUnavailableError:
             out.unavailable.add(k)
         except RayActorError:
-            if k not in self.dead:
+            if inc not in self.dead_incarnations:
                 self.mark_dead(k, self.fed.clock())
-            out.dead.add(k)
         except ObjectLostError as err:  # a vector it needed died with its owner
             out.lost[k] = err
         since = self.suspects.pop(k, None)
@@ -214,7 +224,7 @@ class Manager:
         pings = {
             self.fed.actors[k].ping.remote(): k
             for k in ks
-            if k not in self.dead and self.incarnation[k] in self.started
+            if not self.is_dead(k) and self.incarnation[k] in self.started
         }
         if not pings:
             return
@@ -235,7 +245,7 @@ class Manager:
     def await_available(self, k: int) -> None:
         """An actor raised ActorUnavailableError: wait for it, or fence it."""
         since = self.suspects.setdefault(k, self.fed.clock())
-        while k not in self.dead:
+        while not self.is_dead(k):
             try:
                 ray.get(self.fed.actors[k].ping.remote(), timeout=self.cfg.heartbeat_seconds)
             except (GetTimeoutError, ActorUnavailableError):
