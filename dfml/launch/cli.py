@@ -94,8 +94,14 @@ def _compare_parser(sub: Any) -> None:
     add_parser(sub)
 
 
+def _chaos_parser(sub: Any) -> None:
+    from dfml.launch.chaos import add_parser
+
+    add_parser(sub)
+
+
 #: Subcommands: each adds its parser and sets ``handler``.
-COMMANDS: list[Callable[[Any], None]] = [_run_parser, _list_parser, _compare_parser]
+COMMANDS: list[Callable[[Any], None]] = [_run_parser, _list_parser, _compare_parser, _chaos_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,156 @@
+"""``dfml chaos``: FMRec's comparison of one run under three failure regimes.
+
+* ``none`` — no failures (FMRec's *Baseline*; the plain federation);
+* ``no-recovery`` — the configured chaos, lost clients restart their
+  meta-knowledge from scratch (FMRec's *Baseline_failure*);
+* ``recovery`` — the same chaos (same seed, so the same actors fail in the
+  same rounds), clients restored from replicas.
+
+Every other option is shared (a YAML file overlaid with flags; chaos comes
+from ``--chaos-kill-rate`` / ``--chaos-rounds``). Results: ``OUT/<mode>/``
+per run, then ``OUT/table.md`` and ``OUT/table.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from dfml.errors import ConfigError
+from dfml.launch.options import build_config
+from dfml.launch.runner import execute, init_ray
+
+log = logging.getLogger(__name__)
+
+MODES = ("none", "no-recovery", "recovery")
+DEFAULT_OUT = "runs/chaos"
+
+#: (summary key, column title) of the table, after the mode.
+COLUMNS = (
+    ("wall_seconds", "time (s)"),
+    ("seconds_per_round", "s/round"),
+    ("final_accuracy", "final accuracy"),
+    ("failures_injected", "failures"),
+    ("clients_restored", "restored"),
+    ("clients_lost", "lost"),
+    ("recovery_seconds_p50", "recovery p50 (s)"),
+    ("recovery_seconds_max", "recovery max (s)"),
+    ("replication_seconds_per_round", "replication s/round"),
+)
+
+
+def parse_modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise ConfigError(f"--modes must be a list of {', '.join(MODES)}; got {text!r}")
+    return list(dict.fromkeys(modes))
+
+
+def mode_options(mode: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The shared options, set for one failure regime."""
+    opts = {k.replace("-", "_"): v for k, v in options.items()}
+    if mode == "none":
+        return {**opts, "chaos_kill_rate": 0.0, "chaos_rounds": (), "recovery": None}
+    return {**opts, "recovery": mode == "recovery"}
+
+
+def table_row(mode: str, summary: Mapping[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"mode": mode}
+    for key, _ in COLUMNS:
+        value = summary.get(key)
+        if value is None and key in ("failures_injected", "clients_restored", "clients_lost"):
+            value = 0
+        row[key] = value
+    return row
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    head = ["mode", *(title for _, title in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for row in rows:
+        cells = [row["mode"], *(_cell(row[k]) for k, _ in COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["mode", *(k for k, _ in COLUMNS)])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run_chaos(
+    options: Mapping[str, Any],
+    modes: Sequence[str],
+    report: Callable[[str], None] = log.info,
+) -> tuple[Path, str, list[dict[str, Any]]]:
+    """Run each mode; write table.md and table.csv; return (OUT, table, rows)."""
+    jobs = [(mode, *build_config(mode_options(mode, options))) for mode in modes]
+    failing = [cfg for mode, cfg, _ in jobs if mode != "none"]
+    if failing and not failing[0].fault.chaos:
+        raise ConfigError(
+            "dfml chaos needs failures for its no-recovery/recovery modes: "
+            "give --chaos-kill-rate or --chaos-rounds"
+        )
+    root = Path(options.get("out", DEFAULT_OUT))
+    root.mkdir(parents=True, exist_ok=True)
+    launch = jobs[0][2]
+    rows = []
+    started = init_ray(launch.ray_address, launch.dashboard)
+    try:
+        for k, (mode, cfg, run_launch) in enumerate(jobs):
+            report(f"[{k + 1}/{len(jobs)}] {mode} -> {root / mode}")
+            summary = execute(cfg, run_launch, root / mode)
+            rows.append(table_row(mode, summary))
+    finally:
+        if started:
+            ray.shutdown()
+    table = markdown_table(rows)
+    (root / "table.md").write_text(table)
+    write_csv(rows, root / "table.csv")
+    return root, table, rows
+
+
+def add_parser(sub: Any) -> None:
+    from dfml.launch.cli import add_option_flags
+
+    p = sub.add_parser(
+        "chaos",
+        help="FMRec comparison: the same run without failures, without and with recovery",
+    )
+    p.add_argument("config", nargs="?", help="YAML file of options shared by all runs")
+    p.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        metavar="M,M,...",
+        help=f"failure regimes to run, from {', '.join(MODES)}",
+    )
+    add_option_flags(p)
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from dfml.launch.cli import options_from
+
+    modes = parse_modes(args.modes)
+    options = options_from(args, {"modes"})
+    root, table, _ = run_chaos(options, modes, lambda line: print(line, flush=True))
+    print(table, end="")
+    print(f"results in {root} (table.md, table.csv)")
+    return 0
