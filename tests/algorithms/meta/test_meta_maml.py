@@ -146,7 +146,7 @@ def test_reptile_step_equals_its_formula():
         ell = nn.functional.cross_entropy(module(x), y)
         ell.backward()
         opt.step()
-        losses.append(float(ell))
+        losses.append(float(ell.detach()))
     phi = torch.nn.utils.parameters_to_vector(module.parameters()).detach()
     torch.testing.assert_close(got, theta + 0.3 * (phi - theta), rtol=1e-9, atol=1e-12)
     assert loss == pytest.approx(np.mean(losses), abs=1e-12)
