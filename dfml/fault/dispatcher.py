@@ -105,7 +105,11 @@ class ReplicaIndex:
         self._records: dict[int, list[ReplicaRecord]] = {}
 
     def add(self, record: ReplicaRecord) -> None:
-        rows = [r for r in self._records.get(record.client_id, []) if r != record]
+        rows = [
+            r
+            for r in self._records.get(record.client_id, [])
+            if (r.version, r.holder) != (record.version, record.holder)
+        ]
         rows.append(record)
         same_holder = sorted(
             (r for r in rows if r.holder == record.holder), key=lambda r: -r.version

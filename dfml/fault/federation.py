@@ -43,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import ray
@@ -239,7 +239,8 @@ class FaultTolerantFederation(Federation):
             for cid, ref in info["refs"].items():
                 self.published[cid] = (ref, info["digests"][cid])
         if self.restores:
-            self._settle(lambda: self._replicate(0))
+            everyone = set(range(len(self.cohorts)))
+            self._settle(lambda: self._replicate(0) == everyone)
         log.info(
             "fault-tolerant federation: %d actors, %d spares, replicas=%d, store=%s",
             len(self.actors),
@@ -287,7 +288,8 @@ class FaultTolerantFederation(Federation):
         in_run = rnd is not None and (self.rounds is None or rnd < self.rounds)
         strike = self.fault.chaos and in_run and rnd not in self._struck
         checkpoint = in_run and self.restores and (rnd + 1) % self.fault.checkpoint_every == 0
-        replicated = not checkpoint
+        everyone = set(range(len(self.cohorts)))
+        replicated: set[int] = set() if checkpoint else everyone
         for _ in range(self.max_attempts):
             restored = self._recover(rnd)
             if restored:
@@ -305,13 +307,17 @@ class FaultTolerantFederation(Federation):
                         results.pop(c, None)
                     pending |= set(redo)
                 self.redone_steps += len(set(restored) & set(messages)) + len(redo)
-                replicated = not checkpoint
+                if checkpoint:
+                    replicated -= {self.actor_of[c] for c in [*restored, *redo]}
             if pending:
                 msgs = {c: _substitute(messages[c], self.renamed) for c in sorted(pending)}
                 futures = {
                     k: self.actors[k].step_once.remote(method, sub, publish, seq)
                     for k, sub in self._by_actor(msgs).items()
                 }
+                # Queued right behind each step: replication costs no extra round trip.
+                copies = self._replication_calls(seq, futures, expect=seq) if checkpoint else {}
+                copied_by = {k: self.manager.incarnation[k] for k in copies}
                 if strike:
                     strike = False
                     self._struck.add(rnd)
@@ -321,10 +327,17 @@ class FaultTolerantFederation(Federation):
                     results.update(res)
                     digests.update(dgs)
                     pending -= set(res)
+                if copies:
+                    t0 = time.perf_counter()
+                    acks = self.manager.gather(copies, copied_by).results
+                    replicated |= self._replicated(
+                        {k: v for k, v in acks.items() if k in out.results}, seq
+                    )
+                    self.replication_seconds += time.perf_counter() - t0
                 self._after_failures(out)
                 continue
-            if not replicated:
-                replicated = self._replicate(seq)
+            if replicated != everyone:
+                replicated |= self._replicate(seq, sorted(everyone - replicated))
                 continue
             break
         else:
@@ -406,16 +419,18 @@ class FaultTolerantFederation(Federation):
         super().shutdown()
 
     # ----- Dispatcher ---------------------------------------------------
-    def _replicate(self, version: int) -> bool:
-        """Replicate every client's state as ``version``; False if an actor died."""
-        t0 = time.perf_counter()
+    def _replication_calls(
+        self, version: int, actors: Iterable[int], expect: int | None = None
+    ) -> dict[int, ray.ObjectRef]:
+        """Ask ``actors`` to replicate their clients as ``version`` (leaf set + store)."""
         n = self.num_clients
         host_of = {c: self.manager.incarnation[self.actor_of[c]] for c in range(n)}
         node_of = {inc: p["node_id"] for inc, p in self.placement.items()}
-        plan = replication_plan(range(n), n, host_of, self.fault.replicas, node_of)
         store = self.manager.store[0] if self.manager.store is not None else None
         futures = {}
-        for k, cohort in enumerate(self.cohorts):
+        for k in actors:
+            cohort = self.cohorts[k]
+            plan = replication_plan(cohort, n, host_of, self.fault.replicas, node_of)
             assign = {c: [*plan[c], *([store] if store else [])] for c in cohort}
             holders = {h: self.holders[h] for hs in assign.values() for h in hs}
             futures[k] = self.actors[k].replicate.remote(
@@ -425,10 +440,18 @@ class FaultTolerantFederation(Federation):
                 self.fault.checkpoint_uri,
                 self.fault.keep_versions,
                 self.fault.unavailable_timeout,
+                expect,
             )
-        out = self.manager.gather(futures)
+        return futures
+
+    def _replicated(self, results: Mapping[int, Any], version: int) -> set[int]:
+        """Record the acknowledgements; return the actors whose replicas are made."""
         uri = self.fault.checkpoint_uri
-        for res in out.results.values():
+        done = set()
+        for k, res in results.items():
+            if res["skipped"]:
+                continue
+            done.add(k)
             for hid, cid, ver, rnd, checksum, nbytes in res["acks"]:
                 kind = "durable" if hid == uri else self.holder_kind[hid]
                 self.replication_bytes += nbytes
@@ -446,8 +469,16 @@ class FaultTolerantFederation(Federation):
                         detail=err,
                     )
                 )
+        return done
+
+    def _replicate(self, version: int, actors: Iterable[int] | None = None) -> set[int]:
+        """Replicate (all, or ``actors``) now; the actors whose replicas are made."""
+        t0 = time.perf_counter()
+        todo = range(len(self.cohorts)) if actors is None else actors
+        out = self.manager.gather(self._replication_calls(version, todo))
+        done = self._replicated(out.results, version)
         self.replication_seconds += time.perf_counter() - t0
-        return not out.dead and not out.lost and not out.unavailable
+        return done
 
     # ----- Manager + Retriever --------------------------------------------
     def _plan(self, cid: int, rnd: int | None, dead: set[int]) -> RestorePlan:
@@ -490,7 +521,9 @@ class FaultTolerantFederation(Federation):
         restored: dict[int, str] = {}
         while self._restoring:
             jobs = dict(self._restoring)
-            out = self.manager.gather({k: job[2] for k, job in jobs.items()})
+            out = self.manager.gather(
+                {k: job[2] for k, job in jobs.items()}, {k: job[0] for k, job in jobs.items()}
+            )
             for k, job in jobs.items():
                 if self._restoring.get(k) is job:  # not replaced by a newer attempt
                     del self._restoring[k]
@@ -525,7 +558,11 @@ class FaultTolerantFederation(Federation):
                     version=row["version"],
                     replica_round=row["replica_round"],
                     seconds=now - failed_at,
-                    detail=f"replacement={how}" + (f"; tried {tried}" if tried else ""),
+                    detail=(
+                        f"replacement={how}; in the actor {res['restore_seconds']:.3f} s "
+                        f"(fetch {res['fetch_seconds']:.3f} s)"
+                        + (f"; tried {tried}" if tried else "")
+                    ),
                 )
             )
             if kind == "lost":

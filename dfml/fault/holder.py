@@ -52,9 +52,12 @@ class ReplicaHolder:
 
     @ray.method(concurrency_group="replica")
     def keep_replicas(self, refs: Sequence[ray.ObjectRef]) -> list[tuple[int, int, int, str, int]]:
-        """Fetch, verify and copy replicas; ack ``(client, version, round, checksum, bytes)``."""
+        """Fetch batches of replicas, verify and copy them.
+
+        Acks ``(client, version, round, checksum, bytes)`` per replica.
+        """
         acks = []
-        for replica in ray.get(list(refs)):
+        for replica in (r for batch in ray.get(list(refs)) for r in batch):
             own = verify(replica).copy()
             with self._held_lock:
                 versions = self._held.setdefault(own.client_id, {})
@@ -71,6 +74,12 @@ class ReplicaHolder:
         if replica is None:
             raise ReplicaError(f"no replica of client {client_id} v{version} held here")
         return replica
+
+    @ray.method(concurrency_group="replica")
+    def fetch_replicas(self, wanted: Sequence[tuple[int, int]]) -> list[Replica | None]:
+        """Several ``(client, version)`` at once (``None`` where not held)."""
+        with self._held_lock:
+            return [self._held.get(c, {}).get(v) for c, v in wanted]
 
     @ray.method(concurrency_group="replica")
     def held_versions(self) -> dict[int, list[int]]:

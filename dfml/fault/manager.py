@@ -59,6 +59,7 @@ class Spare:
     incarnation: str
     handle: Any
     ready: ray.ObjectRef
+    created: float
 
     def is_warm(self) -> bool:
         done, _ = ray.wait([self.ready], timeout=0)
@@ -168,10 +169,16 @@ class Manager:
         self.fed.begin_restore(k)
 
     # ----- waiting on calls --------------------------------------------
-    def gather(self, futures: Mapping[int, ray.ObjectRef]) -> Outcome:
-        """Wait for one call per actor, watching the actors' sentinels meanwhile."""
+    def gather(
+        self, futures: Mapping[int, ray.ObjectRef], called: Mapping[int, str] | None = None
+    ) -> Outcome:
+        """Wait for one call per actor, watching the actors' sentinels meanwhile.
+
+        ``called``: the incarnation each call went to, if it may have been
+        replaced since (default: the current one).
+        """
         out = Outcome()
-        called = {k: self.incarnation[k] for k in futures}
+        called = {k: (called or {}).get(k, self.incarnation[k]) for k in futures}
         waiting = {ref: k for k, ref in futures.items()}
         while waiting:
             ks = set(waiting.values())
@@ -276,7 +283,7 @@ class Manager:
             inc = self.new_incarnation("spare")
             handle = self.fed.make_spare()
             self.watch("spare", inc, handle)
-            self.spares.append(Spare(inc, handle, handle.ping.remote()))
+            self.spares.append(Spare(inc, handle, handle.ping.remote(), self.fed.clock()))
 
     def replacement(self, k: int) -> tuple[Any, str, str]:
         """(handle, incarnation, how) of the actor that takes over cohort ``k``.
@@ -288,6 +295,7 @@ class Manager:
         if self.spares:
             spare = self.spares.pop(0)
             how = "warm spare" if spare.is_warm() else "starting spare"
+            how += f" (started {self.fed.clock() - spare.created:.1f} s before)"
             splits = {cid: self.fed.splits[cid] for cid in self.fed.cohorts[k]}
             spare.handle.adopt.remote(splits)
             return spare.handle, self.register_actor(k, spare.handle, spare.incarnation), how
