@@ -106,14 +106,21 @@ class ClientActor:
     def step(
         self, method: str, messages: Mapping[int, Any], publish: bool = True
     ) -> dict[int, Any]:
-        """Run ``algorithm.<method>`` for each messaged client, in client order."""
+        """Run ``algorithm.<method>`` for each messaged client, in client order.
+
+        All neighbour vectors of the cohort are fetched with one ``get``: one
+        round trip per actor and round instead of one per client.
+        """
         from dfml.algorithms.base import StepResult
 
         fn = getattr(self.algorithm, method)
+        order = sorted(messages)
+        wanted = [ref for cid in order for ref in messages[cid].neighbors]
+        fetched = iter(self.store.get(wanted) if wanted else [])
         out = {}
-        for cid in sorted(messages):
+        for cid in order:
             msg = messages[cid]
-            neighbors = self.store.get(list(msg.neighbors)) if msg.neighbors else []
+            neighbors = [next(fetched) for _ in msg.neighbors]
             state, metrics = fn(self.contexts[cid], self.states[cid], neighbors, msg)
             self.states[cid] = state
             out[cid] = StepResult(self._publish(state) if publish else None, metrics)
