@@ -28,7 +28,7 @@ import torch
 
 from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.aggregate import weighted_average
-from dfml.algorithms.sgd import evaluate, sgd_epochs
+from dfml.algorithms.sgd import Regularizer, evaluate, sgd_epochs
 from dfml.errors import ConfigError, TrainingDivergedError
 
 if TYPE_CHECKING:
@@ -165,20 +165,30 @@ class Algorithm:
         mixed = weighted_average([own, *neighbors], [msg.self_weight, *msg.weights])
         return torch.from_numpy(mixed).to(state.params.device)
 
+    def local_data(self, ctx: ClientContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples local SGD trains on (default: D^M ∪ D^Q)."""
+        return ctx.data.x_train, ctx.data.y_train
+
+    def regularizer(self, params: torch.Tensor) -> Regularizer | None:
+        """An extra loss term anchored at the round's start point (default: none)."""
+        return None
+
     def local_update(
         self, ctx: ClientContext, state: ClientState, params: torch.Tensor
     ) -> tuple[ClientState, Metrics]:
-        """E local epochs of SGD on the client's training data."""
+        """E local epochs of SGD on :meth:`local_data` (+ :meth:`regularizer`)."""
         cfg = self.config
+        x, y = self.local_data(ctx)
         new, loss = sgd_epochs(
             ctx.model,
             params,
-            ctx.data.x_train,
-            ctx.data.y_train,
+            x,
+            y,
             lr=cfg.lr,
             epochs=cfg.local_epochs,
             batch_size=cfg.batch_size,
             seed=ctx.round_seed(state.round),
+            regularizer=self.regularizer(params),
         )
         return state.evolve(params=new, last_loss=loss), {"train_loss": loss}
 

@@ -18,10 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dfml.actors.state import ClientContext, ClientState
-from dfml.algorithms.base import Metrics
 from dfml.algorithms.server import FederatedSGDConfig, ServerOrGossip
-from dfml.algorithms.sgd import Regularizer, sgd_epochs
+from dfml.algorithms.sgd import Regularizer
 from dfml.errors import ConfigError
 
 
@@ -54,19 +52,6 @@ class FedProx(ServerOrGossip):
     name = "fedprox"
     Config = FedProxConfig
 
-    def local_update(
-        self, ctx: ClientContext, state: ClientState, params: torch.Tensor
-    ) -> tuple[ClientState, Metrics]:
-        cfg = self.config
-        new, loss = sgd_epochs(
-            ctx.model,
-            params,
-            ctx.data.x_train,
-            ctx.data.y_train,
-            lr=cfg.lr,
-            epochs=cfg.local_epochs,
-            batch_size=cfg.batch_size,
-            seed=ctx.round_seed(state.round),
-            regularizer=proximal_term(params, cfg.mu) if cfg.mu > 0 else None,
-        )
-        return state.evolve(params=new, last_loss=loss), {"train_loss": loss}
+    def regularizer(self, params: torch.Tensor) -> Regularizer | None:
+        """(μ/2)‖w − w^t‖², anchored at the round's start point w^t."""
+        return proximal_term(params, self.config.mu) if self.config.mu > 0 else None

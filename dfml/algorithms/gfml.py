@@ -29,10 +29,8 @@ import numpy as np
 import torch
 
 from dfml.actors.state import ClientContext, ClientState
-from dfml.algorithms.base import Metrics
 from dfml.algorithms.meta.maml import inner_loop, model_loss, sample_batch
 from dfml.algorithms.server import FederatedSGDConfig, ServerOrGossip
-from dfml.algorithms.sgd import sgd_epochs
 
 
 class GFML(ServerOrGossip):
@@ -41,21 +39,9 @@ class GFML(ServerOrGossip):
     name = "gfml"
     Config = FederatedSGDConfig
 
-    def local_update(
-        self, ctx: ClientContext, state: ClientState, params: torch.Tensor
-    ) -> tuple[ClientState, Metrics]:
-        cfg = self.config
-        new, loss = sgd_epochs(
-            ctx.model,
-            params,
-            ctx.data.x_meta,
-            ctx.data.y_meta,
-            lr=cfg.lr,
-            epochs=cfg.local_epochs,
-            batch_size=cfg.batch_size,
-            seed=ctx.round_seed(state.round),
-        )
-        return state.evolve(params=new, last_loss=loss), {"train_loss": loss}
+    def local_data(self, ctx: ClientContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """G-FML meta-trains on D^M only; D^Q is kept for fine-tuning."""
+        return ctx.data.x_meta, ctx.data.y_meta
 
     def adapt(
         self, ctx: ClientContext, state: ClientState, params: torch.Tensor, steps: int, seed: int
