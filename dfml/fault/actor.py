@@ -91,6 +91,27 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
             self.states[cid] = self.algorithm.init_state(ctx, self.init_params.clone())
         return self.ping()
 
+    def warm_up(self, split: ClientSplit) -> float:
+        """One client step on a throwaway client (``split``'s data, initial model).
+
+        A spare's first real step would otherwise pay torch's first-call
+        costs (seconds: lazy imports, ``torch.func`` set-up) inside the round
+        it joins. Returns the seconds spent; nothing is kept.
+        """
+        from dfml.algorithms.base import Message
+        from dfml.data.registry import load_dataset
+
+        t0 = time.perf_counter()
+        dataset = load_dataset(self.spec.data)
+        data = ClientData.from_split(dataset, split, self.device)
+        ctx = ClientContext(0, self.model, data, self.device, 0)
+        state = self.algorithm.init_state(ctx, self.init_params.clone())
+        try:
+            self.algorithm.client_step(ctx, state, [], Message(round=0))
+        except Exception:
+            log.warning("spare warm-up step failed; the spare still works", exc_info=True)
+        return time.perf_counter() - t0
+
     # ----- steps ---------------------------------------------------------
     def _digest(self, cid: int) -> str:
         return digest(self.states[cid].params.detach().cpu().numpy())

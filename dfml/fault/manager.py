@@ -283,7 +283,8 @@ class Manager:
             inc = self.new_incarnation("spare")
             handle = self.fed.make_spare()
             self.watch("spare", inc, handle)
-            self.spares.append(Spare(inc, handle, handle.ping.remote(), self.fed.clock()))
+            ready = handle.warm_up.remote(self.fed.splits[0])
+            self.spares.append(Spare(inc, handle, ready, self.fed.clock()))
 
     def replacement(self, k: int) -> tuple[Any, str, str]:
         """(handle, incarnation, how) of the actor that takes over cohort ``k``.
