@@ -107,7 +107,11 @@ def summarize(history: Sequence[RoundRecord], key: str = "accuracy") -> dict[str
 def plot_accuracy(
     runs: Mapping[str, Sequence[RoundRecord]], path: Path, key: str = "accuracy"
 ) -> None:
-    """Mean client accuracy per round (band: min–max over clients)."""
+    """Mean client accuracy per round.
+
+    A single run also shows the min–max band over clients; with several runs
+    the bands would hide each other, so only the means are drawn.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,11 +122,11 @@ def plot_accuracy(
         rounds = [r.round + 1 for r in history]
         values = [[m.get(key, np.nan) for m in r.metrics.values()] for r in history]
         ax.plot(rounds, [np.nanmean(v) for v in values], label=label)
-        ax.fill_between(
-            rounds, [np.nanmin(v) for v in values], [np.nanmax(v) for v in values], alpha=0.15
-        )
+        if len(runs) == 1:
+            lows, highs = [np.nanmin(v) for v in values], [np.nanmax(v) for v in values]
+            ax.fill_between(rounds, lows, highs, alpha=0.15)
     ax.set_xlabel("round")
-    ax.set_ylabel(f"client {key} (mean, min–max)")
+    ax.set_ylabel(f"client {key} (mean, min–max)" if len(runs) == 1 else f"mean client {key}")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
