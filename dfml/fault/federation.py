@@ -44,6 +44,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -70,6 +71,19 @@ log = logging.getLogger(__name__)
 
 #: How long chaos waits to see a kill take effect before it stops counting it.
 CONFIRM_TIMEOUT_S = {"ray.kill": 10.0, "sigkill": 10.0, "node": 60.0}
+
+
+@dataclass
+class _Unsettled:
+    """A call whose results are out but whose replicas may still be in flight."""
+
+    seq: int
+    method: str
+    messages: dict[int, Any]
+    publish: bool
+    before: dict[int, tuple[ray.ObjectRef, str]]
+    copies: dict[int, ray.ObjectRef]
+    copied_by: dict[int, str]
 
 
 class FaultToleranceError(RuntimeError):
@@ -141,6 +155,8 @@ class FaultTolerantFederation(Federation):
         self.redone_steps = 0
         self._restoring: dict[int, tuple[str, str, ray.ObjectRef]] = {}
         self._call_seq: int | None = None
+        self._unsettled: _Unsettled | None = None
+        self._replicated_seq = -1
         self._struck: set[int] = set()
         self._t0 = time.perf_counter()
 
@@ -240,7 +256,8 @@ class FaultTolerantFederation(Federation):
                 self.published[cid] = (ref, info["digests"][cid])
         if self.restores:
             everyone = set(range(len(self.cohorts)))
-            self._settle(lambda: self._replicate(0) == everyone)
+            self._retry(lambda: self._replicate(0) == everyone)
+            self._replicated_seq = 0
         log.info(
             "fault-tolerant federation: %d actors, %d spares, replicas=%d, store=%s",
             len(self.actors),
@@ -256,7 +273,7 @@ class FaultTolerantFederation(Federation):
         self.holders[inc] = self.actors[k]
         self.holder_kind[inc] = "holder"
 
-    def _settle(self, action: Callable[[], bool]) -> None:
+    def _retry(self, action: Callable[[], bool]) -> None:
         """Run ``action`` until it succeeds, recovering dead actors in between."""
         for _ in range(self.max_attempts):
             self._recover(self.round_index)
@@ -268,20 +285,28 @@ class FaultTolerantFederation(Federation):
     def step(
         self, method: str, messages: Mapping[int, Any], publish: bool = True
     ) -> dict[int, Any]:
+        self._settle()
         self.seq += 1
         self._call_seq = self.seq
         try:
-            return self._step(self.seq, method, messages, publish)
+            return self._step(self.seq, method, dict(messages), publish, defer=True)
         finally:
             self._call_seq = None
 
     def _step(
-        self, seq: int, method: str, messages: Mapping[int, Any], publish: bool
+        self,
+        seq: int,
+        method: str,
+        messages: dict[int, Any],
+        publish: bool,
+        defer: bool = False,
+        before: dict[int, tuple[ray.ObjectRef, str]] | None = None,
     ) -> dict[int, Any]:
         rnd = _round_of(messages)
         if rnd is not None:
             self.round_index = rnd
-        before = {c: self.published[c] for c in messages if c in self.published}
+        if before is None:
+            before = {c: self.published[c] for c in messages if c in self.published}
         results: dict[int, Any] = {}
         digests: dict[int, str] = {}
         pending = set(messages)
@@ -327,7 +352,20 @@ class FaultTolerantFederation(Federation):
                     results.update(res)
                     digests.update(dgs)
                     pending -= set(res)
-                if copies:
+                clean = not (out.dead or out.lost or out.unavailable or pending or self._restoring)
+                if (
+                    copies
+                    and defer
+                    and clean
+                    and set(copies) == everyone
+                    and (self._replicated_seq == seq - 1)
+                ):
+                    # Acks are collected when the next call starts (:meth:`_settle`).
+                    self._unsettled = _Unsettled(
+                        seq, method, messages, publish, before, copies, copied_by
+                    )
+                    replicated = set(everyone)
+                elif copies:
                     t0 = time.perf_counter()
                     acks = self.manager.gather(copies, copied_by).results
                     replicated |= self._replicated(
@@ -344,15 +382,55 @@ class FaultTolerantFederation(Federation):
             raise FaultToleranceError(
                 f"call {method!r} (round {rnd}) did not complete after {self.max_attempts} recoveries"
             )
+        if checkpoint:
+            self._replicated_seq = seq
         if publish:
             for c, res in results.items():
                 self.published[c] = (res.ref, digests[c])
             self.renamed = {old: v for old, v in self.renamed.items() if v[0] not in results}
         return dict(sorted(results.items()))
 
+    def _settle(self) -> None:
+        """Collect the last call's replica acknowledgements.
+
+        An actor that died after the call returned (before its replicas were
+        acknowledged) has its clients restored from the replicas made before
+        that call, and the call is redone for them — the same results, since
+        steps are deterministic; their re-published vectors replace the dead
+        ones in later messages.
+        """
+        call, self._unsettled = self._unsettled, None
+        if call is None:
+            return
+        self._call_seq = call.seq
+        try:
+            held = {c: self.published[c][0] for c in call.messages if c in self.published}
+            t0 = time.perf_counter()
+            self.manager.poll(0.0)  # a death already visible counts, acked or not
+            out = self.manager.gather(call.copies, call.copied_by)
+            done = self._replicated(out.results, call.seq)
+            self.replication_seconds += time.perf_counter() - t0
+            dead = self.manager.dead_incarnations
+            missing = {k for k in call.copies if k not in done or call.copied_by[k] in dead}
+            if not missing:
+                return
+            redo = {c: m for c, m in call.messages.items() if self.actor_of[c] in missing}
+            self._recover(self.round_index)
+            for c in redo:  # the call's messages name the vectors from before it
+                if c in call.before:
+                    self.renamed[call.before[c][0]] = (c, self.published[c][0])
+            self._step(call.seq, call.method, redo, call.publish, before=call.before)
+            if call.publish:
+                for c in redo:
+                    if c in held:
+                        self.renamed[held[c]] = (c, self.published[c][0])
+        finally:
+            self._call_seq = None
+
     def call(
         self, method: str, *args: Any, client_ids: Sequence[int] | None = None
     ) -> dict[int, Any]:
+        self._settle()
         ids = list(range(self.num_clients)) if client_ids is None else list(client_ids)
         results: dict[int, Any] = {}
         pending = set(ids)
@@ -397,15 +475,16 @@ class FaultTolerantFederation(Federation):
 
         Returns the restored clients with the digest of their re-published vector.
         """
+        self._settle()
         return self._recover(self.round_index)
 
     def get_state(self, client_id: int) -> Any:
         """A CPU copy of one client's current state (for inspection and tests)."""
-        self._recover(self.round_index)
+        self.recover()
         return ray.get(self.actors[self.actor_of[client_id]].get_state.remote(client_id))
 
     def info(self) -> list[dict[str, Any]]:
-        self._recover(self.round_index)
+        self.recover()
         return super().info()
 
     def shutdown(self) -> None:

@@ -75,6 +75,10 @@ def client_nodes(fed) -> dict[int, str]:
 def main(out: Path) -> dict:
     result: dict = {}
     with tempfile.TemporaryDirectory(prefix="dfml-ray-", dir="/tmp") as tmp:
+        # Cluster() records its address in $RAY_TMPDIR/ray/ray_current_cluster,
+        # where every address-less ray.init() on the machine would find it.
+        os.environ["RAY_TMPDIR"] = tmp
+        os.makedirs(os.path.join(tmp, "ray"))
         cluster = Cluster(
             initialize_head=True,
             head_node_args={
