@@ -26,6 +26,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import ray
 
 from dfml.launch.options import LaunchConfig, build_config
@@ -93,6 +94,28 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_failure(root: Path, results: dict[str, dict[str, Any]]) -> str:
+    """Each actor failure: round, how long until its clients were back, by whom."""
+    lines = []
+    for name in results:
+        path = root / name / "faults.parquet"
+        if not path.exists():
+            continue
+        rows = pq.read_table(path).to_pylist()
+        back: dict[tuple[int, int], dict[str, Any]] = {}
+        for r in rows:
+            if r["kind"] in ("restored", "lost"):
+                back.setdefault((r["round"], r["actor"]), r)
+        for (rnd, actor), r in sorted(back.items()):
+            how = r["detail"].split(";")[0].removeprefix("replacement=")
+            lines.append(f"- {name}: round {rnd}, actor {actor}: {r['seconds']:.3f} s ({how})")
+    return (
+        ("\nPer failure (kill → clients back in service):\n\n" + "\n".join(lines) + "\n")
+        if lines
+        else ""
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=20)
@@ -121,7 +144,7 @@ def main() -> None:
     finally:
         if started:
             ray.shutdown()
-    text = table(results)
+    text = table(results) + per_failure(root, results)
     (root / "table.md").write_text(text)
     print()
     print(text, end="")
