@@ -8,7 +8,8 @@
 * :mod:`dfml.fault.manager` — push-style detection, dead vs. unavailable, replacement.
 * :mod:`dfml.fault.federation` — the fault-tolerant ``Federation`` and the redo rule.
 * :mod:`dfml.fault.chaos` — seeded kills: ``ray.kill``, SIGKILL, node crash.
-* :mod:`dfml.fault.report` — fault events, summary keys and ``faults.parquet``.
+* :mod:`dfml.fault.events` — one record per kill, detection, restore, loss, outage.
+* :mod:`dfml.fault.report` — the summary keys and ``faults.parquet``.
 
 This package's ``__init__`` imports nothing heavy: the replica store actor
 loads it without torch.

@@ -31,9 +31,14 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from dfml.fault.events import FaultEvent
+
 log = logging.getLogger(__name__)
 
 _CHAOS_SALT = 0xC4A05
+
+#: How long chaos waits to see a kill take effect before it stops counting it.
+CONFIRM_TIMEOUT_S = {"ray.kill": 10.0, "sigkill": 10.0, "node": 60.0}
 
 
 def plan_kills(
@@ -83,3 +88,67 @@ def kill_node(node_id: str) -> None:
     if node_id == ray.get_runtime_context().get_node_id():
         raise ValueError("chaos never kills the driver's node")
     _signal_pid.options(**_on_node(node_id)).remote(0, True)
+
+
+def strike_round(fed: Any, rnd: int) -> None:
+    """Kill what :func:`plan_kills` says for round ``rnd``; count only confirmed deaths.
+
+    Called by the federation right after it sent the round's first call, so
+    the victims die while that call runs. Targets are the client actors
+    (``ray.kill``, ``sigkill``) or the non-driver nodes hosting them (``node``).
+    """
+    cfg = fed.fault
+    mode = cfg.chaos_mode
+    inc_of = fed.manager.incarnation
+    if mode == "node":
+        here = ray.get_runtime_context().get_node_id()
+        node_of_k = {k: fed.placement[inc_of[k]]["node_id"] for k in range(len(fed.actors))}
+        nodes = sorted(set(node_of_k.values()) - {here})
+        hit = plan_kills(
+            fed.seed,
+            rnd,
+            len(nodes),
+            cfg.chaos_kill_rate,
+            cfg.chaos_rounds,
+            cfg.chaos_fraction,
+        )
+        victims = [nodes[i] for i in hit]
+        t = fed.clock()
+        for node in victims:
+            kill_node(node)
+        affected = [k for k, node in node_of_k.items() if node in victims]
+    else:
+        victims = plan_kills(
+            fed.seed,
+            rnd,
+            len(fed.actors),
+            cfg.chaos_kill_rate,
+            cfg.chaos_rounds,
+            cfg.chaos_fraction,
+        )
+        t = fed.clock()
+        for k in victims:
+            p = fed.placement[inc_of[k]]
+            kill_actor(fed.actors[k], mode, p["pid"], p["node_id"])
+        affected = list(victims)
+    if not affected:
+        return
+    for k in affected:
+        fed.manager.kill_time[inc_of[k]] = (t, mode)
+    sentinels = {fed.manager.sentinel(k): k for k in affected}
+    ready, _ = ray.wait(
+        list(sentinels), num_returns=len(sentinels), timeout=CONFIRM_TIMEOUT_S[mode]
+    )
+    confirmed = sorted(sentinels[r] for r in ready)
+    for k in sorted(set(affected) - set(confirmed)):
+        log.warning("chaos: the kill of actor %d was not confirmed; not counted", k)
+        fed.record(FaultEvent(fed.clock(), rnd, "unconfirmed_kill", actor=k, mode=mode))
+    if mode == "node":
+        for node in victims:
+            fed.record(FaultEvent(t, rnd, "kill", node=node, mode=mode))
+    for k in confirmed:
+        node = fed.placement[inc_of[k]]["node_id"]
+        if mode != "node":
+            fed.record(FaultEvent(t, rnd, "kill", actor=k, node=node, mode=mode))
+        for cid in fed.cohorts[k]:
+            fed.record(FaultEvent(t, rnd, "injected", client=cid, actor=k, node=node, mode=mode))

@@ -58,19 +58,16 @@ from dfml.data.config import DataConfig
 from dfml.data.partition import ClientSplit
 from dfml.errors import ConfigError
 from dfml.fault.actor import RemoteFaultClientActor, RestorePlan
-from dfml.fault.chaos import kill_actor, kill_node, plan_kills
+from dfml.fault.chaos import strike_round
 from dfml.fault.config import FaultConfig
 from dfml.fault.dispatcher import TIERS, ReplicaIndex, ReplicaRecord, replication_plan, ring_order
+from dfml.fault.events import FaultEvent
 from dfml.fault.holder import RemoteReplicaStore
 from dfml.fault.manager import Manager
-from dfml.fault.report import FaultEvent
 from dfml.fault.retriever import order_candidates
 from dfml.models.zoo import ModelConfig
 
 log = logging.getLogger(__name__)
-
-#: How long chaos waits to see a kill take effect before it stops counting it.
-CONFIRM_TIMEOUT_S = {"ray.kill": 10.0, "sigkill": 10.0, "node": 60.0}
 
 
 @dataclass
@@ -346,7 +343,7 @@ class FaultTolerantFederation(Federation):
                 if strike:
                     strike = False
                     self._struck.add(rnd)
-                    self._strike(rnd)
+                    strike_round(self, rnd)
                 out = self.manager.gather(futures)
                 for res, dgs in out.results.values():
                     results.update(res)
@@ -419,6 +416,7 @@ class FaultTolerantFederation(Federation):
             for c in redo:  # the call's messages name the vectors from before it
                 if c in call.before:
                     self.renamed[call.before[c][0]] = (c, self.published[c][0])
+            self.redone_steps += len(redo)
             self._step(call.seq, call.method, redo, call.publish, before=call.before)
             if call.publish:
                 for c in redo:
@@ -656,63 +654,3 @@ class FaultTolerantFederation(Federation):
             self.published[cid] = new
             out[cid] = new[1]
         return out
-
-    # ----- Chaos --------------------------------------------------------
-    def _strike(self, rnd: int) -> None:
-        cfg = self.fault
-        mode = cfg.chaos_mode
-        inc_of = self.manager.incarnation
-        if mode == "node":
-            here = ray.get_runtime_context().get_node_id()
-            node_of_k = {k: self.placement[inc_of[k]]["node_id"] for k in range(len(self.actors))}
-            nodes = sorted(set(node_of_k.values()) - {here})
-            hit = plan_kills(
-                self.seed,
-                rnd,
-                len(nodes),
-                cfg.chaos_kill_rate,
-                cfg.chaos_rounds,
-                cfg.chaos_fraction,
-            )
-            victims = [nodes[i] for i in hit]
-            t = self.clock()
-            for node in victims:
-                kill_node(node)
-            affected = [k for k, node in node_of_k.items() if node in victims]
-        else:
-            victims = plan_kills(
-                self.seed,
-                rnd,
-                len(self.actors),
-                cfg.chaos_kill_rate,
-                cfg.chaos_rounds,
-                cfg.chaos_fraction,
-            )
-            t = self.clock()
-            for k in victims:
-                p = self.placement[inc_of[k]]
-                kill_actor(self.actors[k], mode, p["pid"], p["node_id"])
-            affected = list(victims)
-        if not affected:
-            return
-        for k in affected:
-            self.manager.kill_time[inc_of[k]] = (t, mode)
-        sentinels = {self.manager.sentinel(k): k for k in affected}
-        ready, _ = ray.wait(
-            list(sentinels), num_returns=len(sentinels), timeout=CONFIRM_TIMEOUT_S[mode]
-        )
-        confirmed = sorted(sentinels[r] for r in ready)
-        for k in sorted(set(affected) - set(confirmed)):
-            log.warning("chaos: the kill of actor %d was not confirmed; not counted", k)
-            self.record(FaultEvent(self.clock(), rnd, "unconfirmed_kill", actor=k, mode=mode))
-        if mode == "node":
-            for node in victims:
-                self.record(FaultEvent(t, rnd, "kill", node=node, mode=mode))
-        for k in confirmed:
-            node = self.placement[inc_of[k]]["node_id"]
-            if mode != "node":
-                self.record(FaultEvent(t, rnd, "kill", actor=k, node=node, mode=mode))
-            for cid in self.cohorts[k]:
-                self.record(
-                    FaultEvent(t, rnd, "injected", client=cid, actor=k, node=node, mode=mode)
-                )

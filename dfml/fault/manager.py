@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, ObjectLostError, RayActorError
 
-from dfml.fault.report import FaultEvent
+from dfml.fault.events import FaultEvent
 
 if TYPE_CHECKING:
     from dfml.fault.federation import FaultTolerantFederation

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,46 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dfml.algorithms.callbacks import Callback
+from dfml.fault.events import FaultEvent
 
 log = logging.getLogger(__name__)
-
-#: Event kinds, in the order they happen to a client.
-KINDS = (
-    "kill",  # chaos killed an actor or node (client = -1); confirmed dead
-    "injected",  # a client hosted by a killed actor (counts as failures_injected)
-    "detected",  # the manager learned an actor is dead (client = -1)
-    "restored",  # a client's state was restored from a replica
-    "lost",  # no replica survived: re-initialised from a neighbour or from scratch
-    "unavailable",  # an actor stopped answering and came back (no restore)
-    "fenced",  # an actor unavailable for too long was killed on purpose
-    "replication_failed",  # a holder did not acknowledge a replica
-    "spare_lost",  # a warm spare died
-    "store_lost",  # the replica store died (recreated empty)
-)
-
-
-@dataclass(frozen=True)
-class FaultEvent:
-    """One row of ``faults.parquet``.
-
-    ``seconds`` is the event's latency: kill → detection for ``detected``,
-    failure → back in service for ``restored``/``lost``, the outage for
-    ``unavailable``.
-    """
-
-    t: float
-    round: int
-    kind: str
-    client: int = -1
-    actor: int = -1
-    node: str = ""
-    mode: str = ""
-    source: str = ""
-    holder: str = ""
-    version: int = -1
-    replica_round: int = -1
-    seconds: float = float("nan")
-    detail: str = ""
 
 
 def events_table(events: Sequence[FaultEvent]) -> pa.Table:
@@ -81,7 +43,11 @@ def events_table(events: Sequence[FaultEvent]) -> pa.Table:
 
 
 def summarize_faults(
-    events: Sequence[FaultEvent], replication_bytes: int, replication_seconds: float, rounds: int
+    events: Sequence[FaultEvent],
+    replication_bytes: int,
+    replication_seconds: float,
+    rounds: int,
+    redone_steps: int = 0,
 ) -> dict[str, Any]:
     """The summary.json keys of the fault layer."""
 
@@ -101,6 +67,7 @@ def summarize_faults(
         "recovery_seconds_max": float(np.max(back)) if back else None,
         "replication_bytes": int(replication_bytes),
         "replication_seconds_per_round": replication_seconds / rounds if rounds else 0.0,
+        "redone_client_steps": int(redone_steps),
     }
 
 
@@ -127,5 +94,9 @@ class FaultReport(Callback):
             self.out.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, self.out / "faults.parquet")
         return summarize_faults(
-            fed.events, fed.replication_bytes, fed.replication_seconds, self.rounds
+            fed.events,
+            fed.replication_bytes,
+            fed.replication_seconds,
+            self.rounds,
+            fed.redone_steps,
         )

@@ -48,6 +48,9 @@ def test_chaos_kill_mid_round_finishes_bit_identical(reference, tmp_path, mode, 
     assert summary["actors_killed"] == 1 and summary["clients_lost"] == 0
     assert summary["recovery_seconds_max"] >= summary["recovery_seconds_p50"] > 0
     assert summary["replication_bytes"] > 0
+    # the two restored clients redo round 1; their replicas were the state the
+    # neighbours had mixed, so no neighbour redoes anything
+    assert summary["redone_client_steps"] == 2
     rows = faults(tmp_path)
     injected = sorted(r["client"] for r in rows if r["kind"] == "injected")
     restored = [r for r in rows if r["kind"] == "restored"]
@@ -161,7 +164,7 @@ def test_death_before_the_replicas_are_acknowledged_redoes_the_call(reference, t
         (0, 0, 0, 0),
         (1, 0, 0, 0),
     ]
-    assert summary["clients_lost"] == 0
+    assert summary["clients_lost"] == 0 and summary["redone_client_steps"] == 2
     assert metrics(tmp_path).equals(reference)
 
 
