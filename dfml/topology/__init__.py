@@ -1,8 +1,9 @@
-"""Communication topologies and gossip mixing matrices, pure functions over networkx."""
+"""Communication topologies, gossip mixing, and the elastic service that rewires them."""
 
 from dfml.topology.config import MIXINGS, TOPOLOGIES, TopologyConfig
 from dfml.topology.graphs import (
     build_topology,
+    link_cost,
     link_cost_graph,
     minimum_spanning_tree,
     neighbors,
@@ -17,13 +18,17 @@ from dfml.topology.mixing import (
     spectral_gap,
     uniform_weights,
 )
+from dfml.topology.service import Change, TopologyService, validate_changes
 
 __all__ = [
     "MIXINGS",
     "TOPOLOGIES",
+    "Change",
     "TopologyConfig",
+    "TopologyService",
     "build_topology",
     "data_size_weights",
+    "link_cost",
     "link_cost_graph",
     "metropolis_hastings_weights",
     "minimum_spanning_tree",
@@ -33,5 +38,6 @@ __all__ = [
     "ring_successor",
     "spectral_gap",
     "uniform_weights",
+    "validate_changes",
     "validate_topology",
 ]

@@ -8,7 +8,7 @@ consensus, so that is a user error raised before any actor starts.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import networkx as nx
@@ -92,18 +92,31 @@ def _small_world(cfg: TopologyConfig, n: int, seed: int) -> nx.Graph:
         ) from exc
 
 
-def link_cost_graph(num_clients: int, seed: int) -> nx.Graph:
-    """Complete graph whose edge attribute ``weight`` is a seeded Uniform(0, 1) link cost.
+def link_cost(seed: int, i: int, j: int) -> float:
+    """Seeded Uniform[0, 1) cost of the link i-j, a pure function of (seed, {i, j}).
 
-    This is the graph the ``mst`` topology spans; exposed so users and tests can
-    compare the MST against other spanning trees of the same costs.
+    Hashing the pair (rather than drawing all N(N-1)/2 costs from one stream) keeps
+    a link's cost fixed while clients join and leave, so the ``mst`` topology of an
+    elastic run only rewires what the membership change forces.
     """
-    _check_clients(num_clients)
-    graph = nx.complete_graph(num_clients)
-    rng = np.random.default_rng(_derived_seed(seed, 0))
-    costs = rng.uniform(0.0, 1.0, size=graph.number_of_edges())
-    for (u, v), cost in zip(graph.edges(), costs, strict=True):
-        graph[u][v]["weight"] = float(cost)
+    lo, hi = min(i, j), max(i, j)
+    state = np.random.SeedSequence([seed, lo, hi]).generate_state(1, np.uint64)
+    return float(int(state[0]) >> 11) * 2.0**-53  # top 53 bits: exact, uniform on [0, 1)
+
+
+def link_cost_graph(clients: int | Iterable[int], seed: int) -> nx.Graph:
+    """Complete graph whose edge attribute ``weight`` is :func:`link_cost`.
+
+    ``clients`` is N (ids 0..N-1) or the ids themselves. This is the graph the
+    ``mst`` topology spans; exposed so users and tests can compare the MST against
+    other spanning trees of the same costs.
+    """
+    if isinstance(clients, int):
+        _check_clients(clients)
+        clients = range(clients)
+    graph = nx.complete_graph(sorted(clients))
+    for u, v in graph.edges():
+        graph[u][v]["weight"] = link_cost(seed, u, v)
     return graph
 
 
@@ -127,11 +140,13 @@ def _mst(cfg: TopologyConfig, n: int, seed: int) -> nx.Graph:
     return minimum_spanning_tree(link_cost_graph(n, seed))
 
 
-def read_edge_list(path: str | Path, num_clients: int) -> nx.Graph:
+def read_edge_list(path: str | Path, num_clients: int | None = None) -> nx.Graph:
     """Read a user graph: lines ``u v`` or ``u v weight``, ``#`` comments, blank lines.
 
-    Nodes are the client ids 0..N-1. Repeating an edge (either direction) is
-    allowed only with the same weight.
+    With ``num_clients`` N the nodes are the client ids 0..N-1 (a static run).
+    Without it any non-negative id may appear and the nodes are the ids the file
+    names, so an elastic run's file can already wire clients that join later.
+    Repeating an edge (either direction) is allowed only with the same weight.
     """
     path = Path(path)
     try:
@@ -142,7 +157,8 @@ def read_edge_list(path: str | Path, num_clients: int) -> nx.Graph:
         raise ConfigError(f"cannot read edge list {path}: {exc}") from None
 
     graph = nx.Graph()
-    graph.add_nodes_from(range(num_clients))
+    if num_clients is not None:
+        graph.add_nodes_from(range(num_clients))
     first_seen: dict[frozenset[int], int] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
         fields = raw.split("#", 1)[0].split()
@@ -164,10 +180,12 @@ def read_edge_list(path: str | Path, num_clients: int) -> nx.Graph:
             if not math.isfinite(weight):
                 raise ConfigError(f"{where}: weight must be finite, got {fields[2]!r}")
         for node in (u, v):
-            if not 0 <= node < num_clients:
+            if num_clients is not None and not 0 <= node < num_clients:
                 raise ConfigError(
                     f"{where}: node {node} out of range; clients are 0..{num_clients - 1}"
                 )
+            if node < 0:
+                raise ConfigError(f"{where}: node {node} out of range; client ids are >= 0")
         if u == v:
             raise ConfigError(f"{where}: self loop on node {u}")
         key = frozenset((u, v))
@@ -211,6 +229,11 @@ def _check_clients(num_clients: int) -> None:
         raise ConfigError(f"a topology needs at least 2 clients, got {num_clients}")
 
 
+def _check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"topology seed must be a non-negative int, got {seed!r}")
+
+
 def validate_topology(graph: nx.Graph, num_clients: int, kind: str = "graph") -> None:
     """Raise ConfigError unless ``graph`` has nodes 0..N-1, no self loops, and is connected."""
     if set(graph.nodes) != set(range(num_clients)):
@@ -234,8 +257,7 @@ def build_topology(cfg: TopologyConfig, num_clients: int, seed: int) -> nx.Graph
     of ``seed``; the result is validated connected and loop-free.
     """
     _check_clients(num_clients)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"topology seed must be a non-negative int, got {seed!r}")
+    _check_seed(seed)
     graph = _BUILDERS[cfg.topology](cfg, num_clients, seed)
     validate_topology(graph, num_clients, cfg.topology)
     graph.graph["kind"] = cfg.topology

@@ -13,6 +13,7 @@ from dfml.topology import (
     TOPOLOGIES,
     TopologyConfig,
     build_topology,
+    link_cost,
     link_cost_graph,
     minimum_spanning_tree,
     neighbors,
@@ -124,6 +125,17 @@ def test_mst_is_minimum(n: int) -> None:
             assert _tree_weight(g) <= _tree_weight(costs.edge_subgraph(other.edges())) + 1e-12
 
 
+def test_link_costs_are_a_stable_function_of_the_pair() -> None:
+    full = link_cost_graph(10, seed=3)
+    part = link_cost_graph([2, 5, 9], seed=3)  # other clients joining or leaving change nothing
+    for u, v, w in part.edges(data="weight"):
+        assert w == full[u][v]["weight"] == link_cost(3, v, u)
+    costs = [w for _, _, w in full.edges(data="weight")]
+    assert all(0.0 <= w < 1.0 for w in costs)
+    assert len(set(costs)) == len(costs)
+    assert link_cost(4, 2, 5) != link_cost(3, 2, 5)
+
+
 def test_minimum_spanning_tree_on_hand_graph() -> None:
     g = nx.Graph()
     g.add_weighted_edges_from([(0, 1, 4.0), (1, 2, 1.0), (0, 2, 2.0), (2, 3, 5.0), (1, 3, 3.0)])
@@ -207,6 +219,16 @@ def test_edge_list_missing_file(tmp_path) -> None:
     cfg = TopologyConfig(topology="edge-list", edge_list=str(tmp_path / "nope.txt"))
     with pytest.raises(ConfigError, match=r"edge list file not found: .*nope\.txt"):
         build_topology(cfg, 4, seed=0)
+
+
+def test_edge_list_without_client_count_allows_any_non_negative_id(tmp_path) -> None:
+    g = read_edge_list(_edge_file(tmp_path, "0 1\n1 70 0.5\n"))
+    assert sorted(g.nodes) == [0, 1, 70]
+    assert g[1][70]["weight"] == 0.5
+    with pytest.raises(
+        ConfigError, match=r"edges\.txt:2: node -4 out of range; client ids are >= 0"
+    ):
+        read_edge_list(_edge_file(tmp_path, "0 1\n-4 1\n"))
 
 
 def test_edge_list_directory_is_config_error(tmp_path) -> None:
