@@ -16,6 +16,14 @@ class DataConfig:
     ``data_root`` is the directory real loaders read; ``download`` lets torchvision /
     medmnist fetch missing files (off by default: runs never touch the network
     unless asked).
+
+    Attributes:
+        dataset: the dataset name; ``medmnist:<name>`` for a MedMNIST task.
+        data_root: directory the file-based datasets are read from (and downloaded to).
+        download: let torchvision / medmnist fetch missing files.
+        synthetic_samples: ``synthetic`` only: the number of samples.
+        synthetic_classes: ``synthetic`` only: the number of classes.
+        synthetic_shape: ``synthetic`` only: the shape of one sample (``1x28x28``).
     """
 
     dataset: str = "digits"
@@ -53,6 +61,12 @@ class PartitionConfig:
         zeta: AFML's ζ, the share of clients that keep the true labels; the other
             1 − ζ relabel their classes by a client-specific permutation
             (mutually exclusive tasks). 1 means no relabelling.
+        partition_file: a ``partition.parquet`` (as a run writes it) or a JSON
+            file to use instead of drawing a partition, so that runs can share
+            exact clients (:mod:`dfml.data.partition_file`). ``partition`` and
+            its knobs, ``test_fraction`` and ``min_samples`` are then unused;
+            ``query_fraction`` splits a JSON client's ``train`` when it gives
+            no ``query``; ``zeta`` still applies.
     """
 
     partition: str = "iid"
@@ -65,6 +79,7 @@ class PartitionConfig:
     test_fraction: float = 0.2
     min_samples: int = 10
     zeta: float = 1.0
+    partition_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.partition not in PARTITIONS:
@@ -91,3 +106,5 @@ class PartitionConfig:
             raise ConfigError(f"min_samples must be >= 3, got {self.min_samples}")
         if not 0.0 <= self.zeta <= 1.0:
             raise ConfigError(f"zeta must be in [0, 1], got {self.zeta}")
+        if self.partition_file is not None and not str(self.partition_file).strip():
+            raise ConfigError("partition_file must be a path, got an empty string")

@@ -3,11 +3,14 @@
 Every partitioner takes the label vector, the number of clients, the config
 and a seed, and returns one sorted index array per client. Same inputs, same
 output: the partition is part of an experiment's identity and is saved with
-its results.
+its results. :func:`make_partition` is the entry point an experiment uses: it
+draws (or, with ``partition_file``, imports) the partition, splits every
+client's share and applies ζ relabelling.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -15,6 +18,8 @@ import numpy as np
 
 from dfml.data.config import PartitionConfig
 from dfml.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 Partitioner = Callable[[np.ndarray, int, PartitionConfig, np.random.Generator], list[np.ndarray]]
 
@@ -60,10 +65,20 @@ def _iid(labels, n, cfg, rng):
     return [np.sort(c) for c in np.array_split(rng.permutation(len(labels)), n)]
 
 
+_DIRICHLET_DRAWS = 100
+
+
 def _dirichlet(labels, n, cfg, rng):
-    """Label skew: for each class, proportions p ~ Dir(α·1_N) over clients."""
+    """Label skew: for each class, proportions p ~ Dir(α·1_N) over clients.
+
+    Up to :data:`_DIRICHLET_DRAWS` draws are tried; the first that gives every
+    client ``min_samples`` is returned (so partitions that always worked stay
+    bit-identical). If none does, the draw with the smallest total shortfall
+    (the first of equals) is returned and :func:`partition` repairs it.
+    """
     classes = np.unique(labels)
-    for _ in range(100):
+    best, best_shortfall = None, None
+    for _ in range(_DIRICHLET_DRAWS):
         parts: list[list[np.ndarray]] = [[] for _ in range(n)]
         for c in classes:
             idx = rng.permutation(np.flatnonzero(labels == c))
@@ -71,12 +86,12 @@ def _dirichlet(labels, n, cfg, rng):
             for client, chunk in enumerate(np.split(idx, cuts)):
                 parts[client].append(chunk)
         out = [np.sort(np.concatenate(p)) for p in parts]
-        if min(len(p) for p in out) >= cfg.min_samples:
+        shortfall = sum(max(0, cfg.min_samples - len(p)) for p in out)
+        if shortfall == 0:
             return out
-    raise ConfigError(
-        f"dirichlet partition with alpha={cfg.alpha} could not give every one of {n} clients "
-        f"{cfg.min_samples} samples; use fewer clients or a larger --alpha"
-    )
+        if best_shortfall is None or shortfall < best_shortfall:
+            best, best_shortfall = out, shortfall
+    return best
 
 
 def _pathological(labels, n, cfg, rng):
@@ -137,10 +152,29 @@ PARTITIONERS: dict[str, Partitioner] = {
 }
 
 
+#: Partitions that :func:`partition` repairs when a client falls short of
+#: ``min_samples``. Only Dirichlet: iid and quantity never fall short, and
+#: pathological / label-group clients are defined by the classes they hold,
+#: which moving samples would break.
+REPAIRABLE = ("dirichlet",)
+
+
 def partition(
     labels: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: int
 ) -> list[np.ndarray]:
     """Split sample indices over ``num_clients`` clients with ``cfg.partition``."""
+    return partition_with_repairs(labels, num_clients, cfg, seed)[0]
+
+
+def partition_with_repairs(
+    labels: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: int
+) -> tuple[list[np.ndarray], int]:
+    """:func:`partition`, plus how many samples :func:`repair_min_samples` moved.
+
+    Raises:
+        ConfigError: fewer than 2 clients, fewer than ``num_clients × min_samples``
+            samples, or a partition outside :data:`REPAIRABLE` left a client short.
+    """
     if num_clients < 2:
         raise ConfigError(f"clients must be >= 2, got {num_clients}")
     if len(labels) < num_clients * cfg.min_samples:
@@ -149,14 +183,61 @@ def partition(
             f"of at least {cfg.min_samples} samples"
         )
     rng = np.random.default_rng([seed, 0x9A27])
-    parts = PARTITIONERS[cfg.partition](np.asarray(labels), num_clients, cfg, rng)
+    labels = np.asarray(labels)
+    parts = PARTITIONERS[cfg.partition](labels, num_clients, cfg, rng)
     small = [i for i, p in enumerate(parts) if len(p) < cfg.min_samples]
-    if small:
+    if not small:
+        return parts, 0
+    if cfg.partition not in REPAIRABLE:
         raise ConfigError(
             f"partition {cfg.partition!r} left client {small[0]} with {len(parts[small[0]])} samples "
             f"(< {cfg.min_samples}); use fewer clients or another partition"
         )
-    return parts
+    parts, moves = repair_min_samples(parts, labels, cfg.min_samples)
+    logger.warning(
+        "%s partition: no draw gave all %d clients %d samples; moved %d samples to repair it",
+        cfg.partition,
+        num_clients,
+        cfg.min_samples,
+        moves,
+    )
+    return parts, moves
+
+
+def repair_min_samples(
+    parts: list[np.ndarray], labels: np.ndarray, min_samples: int
+) -> tuple[list[np.ndarray], int]:
+    """Move single samples from the largest client to the smallest until every
+    client holds ``min_samples``; return the new parts and the number of moves.
+
+    Each move is deterministic: the donor is the largest client and the
+    receiver the smallest (lowest client id among equals); the sample moved is
+    the donor's highest index of its most frequent label (lowest label among
+    equals), so the donor's dominant class pays and its label skew, which the
+    partition is meant to create, changes least. The number of moves is the
+    clients' total shortfall. Needs ``sum(len(p)) >= len(parts) × min_samples``
+    (then the donor always has more than ``min_samples``).
+    """
+    if sum(len(p) for p in parts) < len(parts) * min_samples:
+        raise ConfigError(
+            f"{sum(len(p) for p in parts)} samples are too few for {len(parts)} clients "
+            f"of at least {min_samples} samples"
+        )
+    parts = list(parts)
+    sizes = np.array([len(p) for p in parts])
+    moves = 0
+    while sizes.min() < min_samples:
+        donor, receiver = int(np.argmax(sizes)), int(np.argmin(sizes))
+        donor_labels = labels[parts[donor]]
+        pos = np.flatnonzero(donor_labels == np.argmax(np.bincount(donor_labels)))[-1]
+        sample = parts[donor][pos]
+        parts[donor] = np.delete(parts[donor], pos)
+        at = np.searchsorted(parts[receiver], sample)
+        parts[receiver] = np.insert(parts[receiver], at, sample)
+        sizes[donor] -= 1
+        sizes[receiver] += 1
+        moves += 1
+    return parts, moves
 
 
 def split_client(
@@ -164,15 +245,37 @@ def split_client(
 ) -> ClientSplit:
     """Split one client's samples into D^M, a label-balanced D^Q and a test set.
 
-    The test set takes ``test_fraction`` of the samples at random. From the rest,
-    D^Q takes the same number ``k`` of samples from every label that has at
-    least two samples left (so D^M keeps every such label too), with
-    ``k = max(1, min(⌊query_fraction·n / L⌋, min_l count_l − 1))``.
+    The test set takes ``test_fraction`` of the samples at random; the rest is
+    split by :func:`_meta_and_query`.
     """
     rng = np.random.default_rng([seed, 0x5E1])
     idx = rng.permutation(np.asarray(indices))
     n_test = max(1, round(cfg.test_fraction * len(idx)))
-    test, rest = idx[:n_test], idx[n_test:]
+    return _meta_and_query(idx[n_test:], np.sort(idx[:n_test]), labels, cfg)
+
+
+def split_train(
+    train: np.ndarray, test: np.ndarray, labels: np.ndarray, cfg: PartitionConfig, seed: int
+) -> ClientSplit:
+    """A client whose test set is given: split ``train`` into D^M and D^Q.
+
+    Same random stream and rule as :func:`split_client`, for partitions
+    imported without a query set.
+    """
+    rng = np.random.default_rng([seed, 0x5E1])
+    return _meta_and_query(
+        rng.permutation(np.asarray(train)), np.sort(np.asarray(test)), labels, cfg
+    )
+
+
+def _meta_and_query(
+    rest: np.ndarray, test: np.ndarray, labels: np.ndarray, cfg: PartitionConfig
+) -> ClientSplit:
+    """D^Q takes the first ``k`` samples (in ``rest``'s shuffled order) of every
+    label that has at least two samples in ``rest`` (so D^M keeps every such
+    label too), with ``k = max(1, min(⌊query_fraction·n / L⌋, min_l count_l − 1))``;
+    D^M is the remainder.
+    """
     rest_labels = labels[rest]
     values, counts = np.unique(rest_labels, return_counts=True)
     eligible = values[counts >= 2]
@@ -183,7 +286,12 @@ def split_client(
         query = [rest[rest_labels == label][:k] for label in eligible]
     q = np.concatenate(query) if query else np.empty(0, np.int64)
     meta_train = np.setdiff1d(rest, q)
-    return ClientSplit(meta_train=meta_train, query=np.sort(q), test=np.sort(test))
+    return ClientSplit(meta_train=meta_train, query=np.sort(q), test=test)
+
+
+def client_seed(seed: int, client: int) -> int:
+    """The seed of client ``client``'s local split, derived from the run seed."""
+    return seed * 100_003 + client
 
 
 def label_permutations(
@@ -206,17 +314,56 @@ def label_permutations(
     return out
 
 
+@dataclass(frozen=True)
+class PartitionResult:
+    """Every client's split, plus how the partition came about.
+
+    Attributes:
+        splits: one :class:`ClientSplit` per client, in client order.
+        repair_moves: samples :func:`repair_min_samples` moved so that every
+            client got ``min_samples`` (0 when the draw needed no repair or the
+            partition was imported).
+    """
+
+    splits: list[ClientSplit]
+    repair_moves: int = 0
+
+
+def make_partition(
+    labels: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: int
+) -> PartitionResult:
+    """Partition (or import ``cfg.partition_file``), split each client's share,
+    then relabel; deterministic in ``seed``.
+
+    With ``cfg.zeta < 1`` some splits carry a label permutation
+    (:func:`label_permutations`), imported partitions included.
+
+    Raises:
+        ConfigError: an impossible partition, a bad partition file, or a file
+            whose client count differs from ``num_clients``.
+    """
+    labels = np.asarray(labels)
+    if cfg.partition_file is None:
+        parts, moves = partition_with_repairs(labels, num_clients, cfg, seed)
+        splits = [split_client(p, labels, cfg, client_seed(seed, i)) for i, p in enumerate(parts)]
+    else:
+        # Imported here: partition_file builds on this module's split functions.
+        from dfml.data.partition_file import load_partition_file
+
+        splits, moves = load_partition_file(cfg.partition_file, labels, cfg, seed), 0
+        if len(splits) != num_clients:
+            raise ConfigError(
+                f"partition file {cfg.partition_file} holds {len(splits)} clients, "
+                f"but the run needs {num_clients}"
+            )
+    if cfg.zeta < 1.0:
+        perms = label_permutations(num_clients, int(np.max(labels)) + 1, cfg.zeta, seed)
+        splits = [replace(s, label_permutation=p) for s, p in zip(splits, perms, strict=True)]
+    return PartitionResult(splits, moves)
+
+
 def make_splits(
     labels: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: int
 ) -> list[ClientSplit]:
-    """Partition, then split each client's share; deterministic in ``seed``.
-
-    With ``cfg.zeta < 1`` some splits carry a label permutation
-    (:func:`label_permutations`).
-    """
-    parts = partition(labels, num_clients, cfg, seed)
-    splits = [split_client(p, labels, cfg, seed * 100_003 + i) for i, p in enumerate(parts)]
-    if cfg.zeta >= 1.0:
-        return splits
-    perms = label_permutations(num_clients, int(np.max(labels)) + 1, cfg.zeta, seed)
-    return [replace(s, label_permutation=p) for s, p in zip(splits, perms, strict=True)]
+    """The splits of :func:`make_partition`, for callers that need nothing else."""
+    return make_partition(labels, num_clients, cfg, seed).splits

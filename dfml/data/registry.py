@@ -10,14 +10,20 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 
-from dfml.data.builtin import load_digits, make_synthetic
+from dfml.data.builtin import load_digits, load_mnist_5k, make_synthetic
 from dfml.data.config import DataConfig
 from dfml.data.dataset import ArrayDataset
 from dfml.errors import ConfigError
 
 TORCHVISION_NAMES = ("mnist", "fashion-mnist", "emnist", "cifar10", "cifar100")
 MEDMNIST_PREFIX = "medmnist:"
-DATASETS: tuple[str, ...] = ("digits", "synthetic", *TORCHVISION_NAMES, f"{MEDMNIST_PREFIX}<name>")
+DATASETS: tuple[str, ...] = (
+    "digits",
+    "mnist-5k",
+    "synthetic",
+    *TORCHVISION_NAMES,
+    f"{MEDMNIST_PREFIX}<name>",
+)
 
 
 def _root(cfg: DataConfig) -> Path:
@@ -44,6 +50,7 @@ def _synthetic(cfg: DataConfig) -> ArrayDataset:
 
 _LOADERS: dict[str, Callable[[DataConfig], ArrayDataset]] = {
     "digits": lambda cfg: load_digits(),
+    "mnist-5k": lambda cfg: load_mnist_5k(),
     "synthetic": _synthetic,
     **dict.fromkeys(TORCHVISION_NAMES, _torchvision),
 }

@@ -6,6 +6,7 @@ one in a :class:`~dfml.models.flat.FlatModel`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,10 +19,20 @@ from dfml.models.flat import FlatModel
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which architecture, and its width knobs."""
+    """Which architecture, and its width knobs.
+
+    Attributes:
+        model: a name in :data:`MODELS`, or ``auto`` (:func:`default_model_name`).
+        hidden: the MLP's hidden layer widths, one layer per entry: ``(128,)``
+            is one hidden layer, ``(64, 64)`` (the default, the MLP this
+            project always had) two. A plain int ``n`` means ``(n,)``, as
+            ``--hidden n`` does on the command line. The CNN has one fully
+            connected hidden layer of ``4 * hidden[0]`` units (256 by default).
+        dropout: CNN dropout before each fully connected layer.
+    """
 
     model: str = "auto"
-    hidden: int = 64
+    hidden: tuple[int, ...] = (64, 64)
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -29,23 +40,28 @@ class ModelConfig:
             raise ConfigError(
                 f"unknown model {self.model!r}; allowed: auto, {', '.join(sorted(MODELS))}"
             )
-        if self.hidden < 1:
-            raise ConfigError(f"model hidden width must be >= 1, got {self.hidden}")
+        object.__setattr__(self, "hidden", _widths(self.hidden))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
+def _widths(hidden: object) -> tuple[int, ...]:
+    """``hidden`` as a non-empty tuple of positive ints (a bare int is one layer)."""
+    items = [hidden] if isinstance(hidden, int) else hidden
+    if not isinstance(items, list | tuple) or not items:
+        raise ConfigError(f"model hidden widths must be one or more ints >= 1, got {hidden!r}")
+    if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in items):
+        raise ConfigError(f"model hidden widths must be ints >= 1, got {hidden!r}")
+    return tuple(items)
+
+
 def mlp(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
-    """Two hidden ReLU layers on the flattened input."""
-    d = math.prod(input_shape)
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(d, cfg.hidden),
-        nn.ReLU(),
-        nn.Linear(cfg.hidden, cfg.hidden),
-        nn.ReLU(),
-        nn.Linear(cfg.hidden, num_classes),
-    )
+    """ReLU hidden layers of widths ``cfg.hidden`` on the flattened input."""
+    widths = [math.prod(input_shape), *cfg.hidden]
+    layers: list[nn.Module] = [nn.Flatten()]
+    for d_in, d_out in itertools.pairwise(widths):
+        layers += [nn.Linear(d_in, d_out), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
 
 
 def cnn(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
@@ -67,10 +83,10 @@ def cnn(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.
     return nn.Sequential(
         body,
         nn.Dropout(cfg.dropout),
-        nn.Linear(64 * h * w, 4 * cfg.hidden),
+        nn.Linear(64 * h * w, 4 * cfg.hidden[0]),
         nn.ReLU(),
         nn.Dropout(cfg.dropout),
-        nn.Linear(4 * cfg.hidden, num_classes),
+        nn.Linear(4 * cfg.hidden[0], num_classes),
     )
 
 

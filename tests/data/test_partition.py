@@ -5,7 +5,14 @@ import pytest
 
 from dfml.data.builtin import load_digits, make_synthetic
 from dfml.data.config import DataConfig, PartitionConfig
-from dfml.data.partition import make_splits, partition, split_client
+from dfml.data.partition import (
+    make_partition,
+    make_splits,
+    partition,
+    partition_with_repairs,
+    repair_min_samples,
+    split_client,
+)
 from dfml.errors import ConfigError
 
 LABELS = load_digits().y
@@ -112,3 +119,47 @@ def test_synthetic_is_class_conditional_and_seeded():
     assert np.linalg.norm(means[0] - means[1]) > 0.5
     with pytest.raises(ConfigError):
         DataConfig(synthetic_classes=1)
+
+
+def test_dirichlet_that_no_draw_satisfies_is_repaired():
+    """100 clients at α=0.5 on 1,797 digits: no draw gives all 10 samples."""
+    cfg = PartitionConfig(partition="dirichlet", alpha=0.5)
+    result = make_partition(LABELS, 100, cfg, seed=0)
+    again = make_partition(LABELS, 100, cfg, seed=0)
+    assert result.repair_moves > 0 and result.repair_moves == again.repair_moves
+    for s, t in zip(result.splits, again.splits, strict=True):
+        assert np.array_equal(s.meta_train, t.meta_train) and np.array_equal(s.test, t.test)
+    parts, moves = partition_with_repairs(LABELS, 100, cfg, seed=0)
+    assert moves == result.repair_moves
+    assert min(len(p) for p in parts) >= cfg.min_samples
+    joined = np.concatenate(parts)
+    assert sorted(joined.tolist()) == list(range(len(LABELS))), "not a partition of all samples"
+    assert [len(s.train) + len(s.test) for s in result.splits] == [len(p) for p in parts]
+    assert make_splits(LABELS, 100, cfg, seed=0)[7].test.tolist() == result.splits[7].test.tolist()
+    other = [make_partition(LABELS, 100, cfg, seed=s).repair_moves for s in (1, 2)]
+    assert all(m >= 0 for m in other)
+
+
+def test_draws_that_succeed_need_no_repair():
+    assert make_partition(LABELS, 10, PartitionConfig(partition="dirichlet"), 0).repair_moves == 0
+
+
+def test_repair_moves_the_largest_clients_most_frequent_label_last_index():
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    parts = [np.array([0, 1, 2, 3, 4, 5]), np.array([6]), np.array([7])]
+    repaired, moves = repair_min_samples(parts, labels, 2)
+    # Move 1: client 0 (largest) gives its last label-0 sample, 2, to client 1 (smallest,
+    # lowest id). Move 2: labels 0 and 1 now tie at two each in client 0, so label 0
+    # (the lower) gives its last sample, 1, to client 2.
+    assert moves == 2
+    assert [p.tolist() for p in repaired] == [[0, 3, 4, 5], [2, 6], [1, 7]]
+    assert [p.tolist() for p in parts] == [[0, 1, 2, 3, 4, 5], [6], [7]], "input was modified"
+    with pytest.raises(ConfigError, match="too few"):
+        repair_min_samples(parts, labels, 3)
+
+
+def test_impossible_dirichlet_request_is_one_line():
+    # 180 × 10 = 1,800 > 1,797 samples: no repair can help.
+    with pytest.raises(ConfigError, match="1797 samples are too few for 180 clients") as err:
+        make_partition(LABELS, 180, PartitionConfig(partition="dirichlet"), 0)
+    assert "\n" not in str(err.value)

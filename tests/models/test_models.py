@@ -53,3 +53,59 @@ def test_buffers_are_rejected_and_bad_config_is_a_user_error():
         ModelConfig(model="vgg")
     with pytest.raises(ConfigError, match="image input"):
         build_model(ModelConfig(model="cnn"), (64,), 10)
+
+
+def _old_default_mlp(d: int, num_classes: int) -> nn.Module:
+    """The MLP exactly as it was built before ``hidden`` became a tuple."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(d, 64),
+        nn.ReLU(),
+        nn.Linear(64, 64),
+        nn.ReLU(),
+        nn.Linear(64, num_classes),
+    )
+
+
+def test_default_mlp_is_bit_identical_to_the_old_one():
+    assert ModelConfig().hidden == (64, 64)
+    new = build_model(ModelConfig(model="mlp"), (1, 8, 8), 10)
+    old = FlatModel(_old_default_mlp(64, 10))
+    assert new.size == old.size == 64 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10
+    assert new.names == old.names and new.shapes == old.shapes
+    for seed in (0, 7):
+        assert torch.equal(new.init_flat(seed), old.init_flat(seed))
+
+
+@pytest.mark.parametrize(
+    ("hidden", "expected"),
+    [
+        ((128,), 64 * 128 + 128 + 128 * 10 + 10),
+        (128, 64 * 128 + 128 + 128 * 10 + 10),  # a bare int is one layer, as --hidden 128
+        ((64, 32), 64 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10),
+        ([16, 16, 16], 64 * 16 + 16 + 2 * (16 * 16 + 16) + 16 * 10 + 10),
+    ],
+)
+def test_mlp_has_one_hidden_layer_per_width(hidden, expected):
+    cfg = ModelConfig(model="mlp", hidden=hidden)
+    assert isinstance(cfg.hidden, tuple)
+    model = build_model(cfg, (64,), 10)
+    assert model.size == expected
+    linears = [m for m in model.module.modules() if isinstance(m, nn.Linear)]
+    assert [m.out_features for m in linears] == [*cfg.hidden, 10]
+    assert model(model.init_flat(0), torch.randn(2, 64)).shape == (2, 10)
+
+
+def test_cnn_keeps_its_default_width():
+    fc = [
+        m
+        for m in build_model(ModelConfig(model="cnn"), (1, 28, 28), 10).module.modules()
+        if isinstance(m, nn.Linear)
+    ]
+    assert [m.out_features for m in fc] == [256, 10]
+
+
+@pytest.mark.parametrize("hidden", [(), (0,), (64, -1), (64, 1.5), True, "64", None])
+def test_bad_hidden_widths_are_a_user_error(hidden):
+    with pytest.raises(ConfigError, match="hidden widths"):
+        ModelConfig(hidden=hidden)
