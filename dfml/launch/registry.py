@@ -5,6 +5,7 @@ from __future__ import annotations
 from dfml.algorithms.afml import AFML
 from dfml.algorithms.base import Algorithm
 from dfml.algorithms.dfedavg import DFedAvg
+from dfml.algorithms.ditto import Ditto
 from dfml.algorithms.fedavg import FedAvg
 from dfml.algorithms.fedavg_ft import FedAvgFT
 from dfml.algorithms.fedmeta import FedMetaMAML, FedMetaSGD
@@ -20,7 +21,7 @@ from dfml.errors import ConfigError
 META_LEARNING = (FedMetaMAML, FedMetaSGD, Reptile, PerFedAvg, GFML, MEFL, AFML)
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (DFedAvg, FedAvg, FedAvgFT, FedProx, PFedMe, *META_LEARNING)
+    cls.name: cls for cls in (DFedAvg, FedAvg, FedAvgFT, FedProx, PFedMe, Ditto, *META_LEARNING)
 }
 
 
