@@ -1,8 +1,10 @@
-"""One experiment: data → partition → topology → actors → rounds.
+"""One experiment: data → partition → topology → schedule → actors → steps.
 
 :class:`ExperimentConfig` groups the typed config of each concern;
-:func:`run_experiment` wires them and runs the algorithm's round loop. The
-launch layer turns YAML and flags into the config and writes results.
+:func:`prepare` does everything that needs no actor (and so validates a
+schedule before any actor starts); :func:`run_experiment` wires the
+federation and runs the step loop. The launch layer turns YAML and flags
+into the config and writes results.
 """
 
 from __future__ import annotations
@@ -14,29 +16,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
-import numpy as np
 
 from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
-from dfml.algorithms.base import Algorithm, RoundRecord, SetupContext
+from dfml.algorithms.base import Algorithm, RoundRecord
 from dfml.algorithms.callbacks import Callback
-from dfml.algorithms.evaluation import EvalConfig
+from dfml.algorithms.evaluation import EvalConfig, PersonalizedEvaluation
 from dfml.data.config import DataConfig, PartitionConfig
-from dfml.data.partition import ClientSplit, make_splits
+from dfml.data.partition import ClientSplit, make_partition
 from dfml.data.registry import load_dataset
 from dfml.errors import ConfigError
 from dfml.fault.config import FaultConfig
 from dfml.models.zoo import ModelConfig, build_model
+from dfml.runtime.checkpoint import Checkpoint, Checkpointer
+from dfml.runtime.loop import Runtime
+from dfml.runtime.membership import Change, MembershipConfig, parse_schedule, plan_membership
 from dfml.topology.config import TopologyConfig
-from dfml.topology.graphs import build_topology
-from dfml.topology.mixing import mixing_matrix
+from dfml.topology.service import TopologyService
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Experiment-level knobs: which algorithm, how many clients and rounds."""
+    """Experiment-level knobs: which algorithm, how many clients and rounds.
+
+    Attributes:
+        algorithm: the algorithm to run (``dfml list --verbose`` describes each).
+        clients: N, the number of federated clients at start (>= 2).
+        rounds: communication rounds to run (>= 1).
+        seed: seeds the partition, the random topologies, model init and sampling.
+    """
 
     algorithm: str = "dfedavg"
     clients: int = 10
@@ -62,23 +72,35 @@ class ExperimentConfig:
     resources: ResourceConfig = field(default_factory=ResourceConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
     algorithm: Any = None
 
 
 @dataclass
 class Prepared:
-    """The driver-side facts of an experiment, before any actor exists."""
+    """The driver-side facts of an experiment, before any actor exists.
+
+    ``splits`` holds one data share per client id: the initial clients
+    0..N-1, then the reserve that joining clients take in order.
+    """
 
     splits: list[ClientSplit]
-    graph: nx.Graph
-    mixing: np.ndarray
+    initial: list[int]
+    topology: TopologyService
+    schedule: dict[int, Change]
     param_count: int
     num_classes: int
     input_shape: tuple[int, ...]
+    partition_repair_moves: int = 0
+
+    @property
+    def graph(self) -> nx.Graph:
+        """The communication graph at start (membership epoch 0)."""
+        return self.topology.graph
 
     @property
     def train_sizes(self) -> list[int]:
-        return [len(s.train) for s in self.splits]
+        return [len(self.splits[c].train) for c in self.initial]
 
 
 @dataclass
@@ -87,17 +109,74 @@ class ExperimentResult:
     prepared: Prepared
     wall_seconds: float
     actors: list[dict[str, Any]]
+    runtime: Runtime
+
+
+def check_schedule(
+    topology: TopologyService, schedule: dict[int, Change], splits: list[ClientSplit]
+) -> None:
+    """Apply every change to a copy of the topology: a rule that cannot hold fails now."""
+    probe = topology.copy()
+    for rnd in sorted(schedule):
+        change = schedule[rnd]
+        try:
+            if change.join:
+                probe.join({c: len(splits[c].train) for c in change.join})
+            if change.leave:
+                probe.leave(change.leave)
+        except ConfigError as err:
+            raise ConfigError(f"schedule before round {rnd}: {err}") from None
 
 
 def prepare(cfg: ExperimentConfig) -> Prepared:
-    """Load labels, partition, build the topology and mixing matrix."""
+    """Load labels, partition (initial clients + reserve), topology, schedule; validate."""
     dataset = load_dataset(cfg.data)
-    splits = make_splits(dataset.y, cfg.run.clients, cfg.partition, cfg.run.seed)
-    graph = build_topology(cfg.topology, cfg.run.clients, cfg.run.seed)
-    sizes = [len(s.train) for s in splits]
-    mixing = mixing_matrix(graph, cfg.topology.mixing, sizes)
+    n, reserve = cfg.run.clients, cfg.membership.reserve
+    part = make_partition(dataset.y, n + reserve, cfg.partition, cfg.run.seed)
+    splits = part.splits
+    initial = list(range(n))
+    schedule = plan_membership(
+        parse_schedule(cfg.membership.schedule),
+        initial,
+        list(range(n, n + reserve)),
+        cfg.run.rounds,
+        cfg.run.seed,
+    )
+    sizes = {c: len(splits[c].train) for c in initial}
+    topology = TopologyService(cfg.topology, sizes, cfg.run.seed)
+    check_schedule(topology, schedule, splits)
+    cfg.fault.check_rounds(cfg.run.rounds)
     model = build_model(cfg.model, dataset.input_shape, dataset.num_classes)
-    return Prepared(splits, graph, mixing, model.size, dataset.num_classes, dataset.input_shape)
+    return Prepared(
+        splits,
+        initial,
+        topology,
+        schedule,
+        model.size,
+        dataset.num_classes,
+        dataset.input_shape,
+        part.repair_moves,
+    )
+
+
+def make_federation(cfg: ExperimentConfig, prep: Prepared) -> Federation:
+    """The plain or the fault-tolerant federation (chaos or ``--recovery true``)."""
+    if cfg.fault.active:
+        from dfml.fault.federation import FaultTolerantFederation
+
+        return FaultTolerantFederation(
+            cfg.data,
+            cfg.model,
+            prep.splits,
+            cfg.run.seed,
+            cfg.resources,
+            cfg.fault,
+            cfg.run.rounds,
+            initial=prep.initial,
+        )
+    return Federation(
+        cfg.data, cfg.model, prep.splits, cfg.run.seed, cfg.resources, initial=prep.initial
+    )
 
 
 def run_experiment(
@@ -105,22 +184,36 @@ def run_experiment(
     algorithm: Algorithm,
     callbacks: Sequence[Callback] = (),
     prepared: Prepared | None = None,
+    checkpointer: Checkpointer | None = None,
+    resume: Checkpoint | None = None,
 ) -> ExperimentResult:
-    """Run ``algorithm`` on real Ray actors; Ray must already be initialised."""
+    """Run ``algorithm`` on real Ray actors; Ray must already be initialised.
+
+    With ``checkpointer``, whole-run checkpoints are written every
+    ``checkpoint_every`` rounds; with ``resume``, the run continues from that
+    checkpoint (same config) instead of starting afresh.
+    """
     t0 = time.perf_counter()
     prep = prepared or prepare(cfg)
-    algorithm.setup(SetupContext(prep.graph, prep.mixing, prep.train_sizes, prep.param_count * 4))
-    if cfg.fault.active:
-        from dfml.fault.federation import FaultTolerantFederation
-
-        federation: Federation = FaultTolerantFederation(
-            cfg.data, cfg.model, prep.splits, cfg.run.seed, cfg.resources, cfg.fault, cfg.run.rounds
-        )
-    else:
-        federation = Federation(cfg.data, cfg.model, prep.splits, cfg.run.seed, cfg.resources)
+    federation = make_federation(cfg, prep)
+    sources = [cb for cb in callbacks if isinstance(cb, PersonalizedEvaluation)]
+    runtime = Runtime(
+        algorithm,
+        federation,
+        prep.topology.copy(),
+        cfg.run.rounds,
+        callbacks=callbacks,
+        sources=sources,
+        schedule=prep.schedule,
+        clients_per_round=cfg.membership.clients_per_round,
+        participation=cfg.membership.participation,
+        checkpointer=checkpointer,
+        resume=resume,
+        seed=cfg.run.seed,
+    )
     try:
-        history = algorithm.run(federation, cfg.run.rounds, callbacks)
+        history = runtime.run()
         actors = federation.info()
     finally:
         federation.shutdown()
-    return ExperimentResult(history, prep, time.perf_counter() - t0, actors)
+    return ExperimentResult(history, prep, time.perf_counter() - t0, actors, runtime)

@@ -1,9 +1,10 @@
 """The generic client actor: hosts a cohort of logical clients.
 
 A plain class (testable without Ray) plus one ``ray.remote`` wrapper. The
-actor never knows which algorithm it runs: it is handed an
-:class:`~dfml.algorithms.base.Algorithm` once and then asked, each round, to
-run one of its client-side methods on the clients it hosts.
+actor never knows which algorithm it runs: it is handed the algorithm's
+client half (an :class:`~dfml.algorithms.base.Algorithm` holding only its
+config) once and then asked, each step, to run one typed entry point on the
+clients it hosts. Clients join and leave a running actor.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dfml.actors.state import ClientContext, ClientData, ClientState
 from dfml.data.config import DataConfig
 from dfml.data.partition import ClientSplit
 from dfml.models.zoo import ModelConfig, build_model
+from dfml.steps import Entry, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -68,52 +70,107 @@ class LocalStore:
         return list(refs)
 
 
+class ClientStepError(RuntimeError):
+    """A client's entry point raised: says which client, phase and round."""
+
+    def __init__(self, client_id: int, entry: str, round_index: int, error: BaseException) -> None:
+        self.client_id, self.entry, self.round_index = client_id, entry, round_index
+        super().__init__(
+            f"client {client_id} failed in {entry} (round {round_index}): "
+            f"{type(error).__name__}: {error}"
+        )
+
+
 class ClientActor:
-    """Holds client states and data; runs algorithm methods on them."""
+    """Holds client states and data; runs algorithm entry points on them."""
 
     def __init__(self, spec: CohortSpec, algorithm: Any, store: Any = RayStore) -> None:
-        from dfml.data.registry import load_dataset
-
         torch.set_num_threads(max(1, spec.num_threads))
+        self.spec = spec
         self.store = store
         self.device = pick_device()
-        dataset = load_dataset(spec.data)
         self.algorithm = algorithm
+        self.contexts: dict[int, ClientContext] = {}
+        self.states: dict[int, ClientState] = {}
+        dataset = self._dataset()
         self.model = build_model(spec.model, dataset.input_shape, dataset.num_classes).to(
             self.device
         )
         self.model.train(True)
-        init = self.model.init_flat(spec.seed).to(self.device)
-        self.contexts: dict[int, ClientContext] = {}
-        self.states: dict[int, ClientState] = {}
-        for cid, split in spec.splits.items():
+        self.init_params = self.model.init_flat(spec.seed).to(self.device)
+        self._build(dataset, spec.splits)
+
+    def _dataset(self) -> Any:
+        from dfml.data.registry import load_dataset
+
+        return load_dataset(self.spec.data)
+
+    def _build(self, dataset: Any, splits: Mapping[int, ClientSplit]) -> None:
+        for cid, split in sorted(splits.items()):
             ctx = ClientContext(
                 cid,
                 self.model,
                 ClientData.from_split(dataset, split, self.device),
                 self.device,
-                spec.seed,
+                self.spec.seed,
             )
             self.contexts[cid] = ctx
-            self.states[cid] = algorithm.init_state(ctx, init.clone())
+            self.states[cid] = self.algorithm.init_state(ctx, self.init_params.clone())
 
-    def _publish(self, state: ClientState) -> Any:
-        return self.store.put(state.params.detach().cpu().numpy())
+    # ----- membership ---------------------------------------------------
+    def add_clients(
+        self,
+        splits: Mapping[int, ClientSplit],
+        starts: Mapping[int, Any],
+    ) -> dict[int, Any]:
+        """Host joining clients; each starts from Σ_j w_j x_j of its new neighbours.
+
+        ``starts``: client → a message whose ``neighbors``/``weights`` name
+        those vectors (``self_weight`` 0), mixed by the algorithm's own
+        :meth:`mix`; a client with no entry starts from the common initial
+        model. Returns each new client's :class:`StepResult` (its channels).
+        """
+        self._build(self._dataset(), splits)
+        wanted = [ref for cid in sorted(starts) for ref in starts[cid].neighbors]
+        fetched = iter(self.store.get(wanted) if wanted else [])
+        for cid in sorted(starts):
+            msg = starts[cid]
+            vectors = [next(fetched) for _ in msg.neighbors]
+            state = self.states[cid]
+            self.states[cid] = state.evolve(params=self.algorithm.mix(state, vectors, msg))
+        return {cid: self._result(cid, {}) for cid in sorted(splits)}
+
+    def remove_clients(self, client_ids: list[int]) -> list[int]:
+        """Drop departed clients' states and data."""
+        for cid in client_ids:
+            self.states.pop(cid, None)
+            self.contexts.pop(cid, None)
+        return sorted(self.states)
+
+    # ----- steps --------------------------------------------------------
+    def _result(self, cid: int, metrics: Mapping[str, float], publish: bool = True) -> Any:
+
+        if not publish:
+            return StepResult({}, dict(metrics))
+        channels = self.algorithm.publish(self.contexts[cid], self.states[cid])
+        refs = {name: self.store.put(value) for name, value in channels.items()}
+        return StepResult(refs, dict(metrics), int(channels["params"].nbytes))
 
     def publish_all(self) -> dict[int, Any]:
-        return {cid: self._publish(s) for cid, s in self.states.items()}
+        """Every hosted client's :class:`StepResult` with freshly published channels."""
+        return {cid: self._result(cid, {}) for cid in sorted(self.states)}
 
     def step(
-        self, method: str, messages: Mapping[int, Any], publish: bool = True
+        self, entry: Entry, messages: Mapping[int, Any], publish: bool = True
     ) -> dict[int, Any]:
-        """Run ``algorithm.<method>`` for each messaged client, in client order.
+        """Run ``entry`` for each messaged client, in client order.
 
         All neighbour vectors of the cohort are fetched with one ``get``: one
-        round trip per actor and round instead of one per client.
+        round trip per actor and step instead of one per client. An error in
+        a client's code is re-raised as :class:`ClientStepError` naming the
+        client, the entry point and the round.
         """
-        from dfml.algorithms.base import StepResult
-
-        fn = getattr(self.algorithm, method)
+        fn = self.algorithm.entry_point(entry)
         order = sorted(messages)
         wanted = [ref for cid in order for ref in messages[cid].neighbors]
         fetched = iter(self.store.get(wanted) if wanted else [])
@@ -121,24 +178,31 @@ class ClientActor:
         for cid in order:
             msg = messages[cid]
             neighbors = [next(fetched) for _ in msg.neighbors]
-            state, metrics = fn(self.contexts[cid], self.states[cid], neighbors, msg)
+            try:
+                state, metrics = fn(self.contexts[cid], self.states[cid], neighbors, msg)
+            except Exception as err:
+                raise ClientStepError(cid, entry.value, msg.round, err) from err
             self.states[cid] = state
-            out[cid] = StepResult(self._publish(state) if publish else None, metrics)
+            out[cid] = self._result(cid, metrics, publish)
         return out
-
-    def call(self, method: str, client_ids: list[int], *args: Any) -> dict[int, Any]:
-        """Run a read-only ``algorithm.<method>(ctx, state, *args)`` per client."""
-        fn = getattr(self.algorithm, method)
-        return {cid: fn(self.contexts[cid], self.states[cid], *args) for cid in sorted(client_ids)}
 
     def get_state(self, client_id: int) -> ClientState:
         return self.states[client_id].to_host()
+
+    def get_states(self, client_ids: list[int]) -> dict[int, ClientState]:
+        return {cid: self.states[cid].to_host() for cid in client_ids}
 
     def set_state(self, state: ClientState) -> None:
         self.states[state.client_id] = state.evolve(
             params=state.params.to(self.device),
             extras={k: v.to(self.device) for k, v in state.extras.items()},
         )
+
+    def set_states(self, states: Mapping[int, ClientState]) -> dict[int, Any]:
+        """Load checkpointed states (resume) and publish them."""
+        for state in states.values():
+            self.set_state(state)
+        return {cid: self._result(cid, {}) for cid in sorted(states)}
 
     def info(self) -> dict[str, Any]:
         return {

@@ -37,27 +37,3 @@ class ResourceConfig:
             )
         if self.max_actors is not None and self.max_actors < 1:
             raise ConfigError(f"max_actors must be >= 1, got {self.max_actors}")
-
-
-def plan_cohorts(
-    num_clients: int, cfg: ResourceConfig, cluster_cpus: float, cluster_gpus: float
-) -> list[list[int]]:
-    """Assign clients 0..N-1 to actors as contiguous cohorts.
-
-    Contiguous ids keep ring neighbours in the same process where possible.
-    With ``clients_per_actor=None`` the number of actors is the number of
-    actor slots the cluster can run at once (CPU and GPU fractions), capped
-    by ``max_actors`` and N.
-    """
-    if cfg.clients_per_actor is not None:
-        per = cfg.clients_per_actor
-        num_actors = math.ceil(num_clients / per)
-    else:
-        slots = math.floor(cluster_cpus / cfg.num_cpus_per_actor + 1e-9)
-        if cfg.num_gpus_per_actor > 0:
-            slots = min(slots, math.floor(cluster_gpus / cfg.num_gpus_per_actor + 1e-9))
-        num_actors = max(1, min(num_clients, slots))
-    if cfg.max_actors is not None:
-        num_actors = min(num_actors, cfg.max_actors)
-    bounds = [round(k * num_clients / num_actors) for k in range(num_actors + 1)]
-    return [list(range(bounds[k], bounds[k + 1])) for k in range(num_actors)]

@@ -1,8 +1,10 @@
 """The set of client actors of one experiment, as the driver sees it.
 
 :class:`Federation` creates the actors (cohorts, CPU/GPU fractions), routes
-per-client messages to the actor hosting each client and gathers the small
-results. It hands out and receives object refs only.
+each step's per-client messages to the actor hosting each client (the
+:class:`~dfml.actors.roster.Roster` says which) and gathers the small
+results. Clients join (placed in an actor with room, or a new actor) and
+leave between steps. It hands out and receives object refs only.
 """
 
 from __future__ import annotations
@@ -14,38 +16,72 @@ from typing import Any
 import ray
 
 from dfml.actors.client_actor import CohortSpec, RemoteClientActor
-from dfml.actors.config import ResourceConfig, plan_cohorts
+from dfml.actors.config import ResourceConfig
+from dfml.actors.roster import Roster
+from dfml.actors.state import ClientState
 from dfml.data.config import DataConfig
 from dfml.data.partition import ClientSplit
 from dfml.errors import ConfigError
 from dfml.models.zoo import ModelConfig
+from dfml.steps import Entry, Step, StepResult
 
 log = logging.getLogger(__name__)
 
 
+def as_split_map(
+    splits: Sequence[ClientSplit] | Mapping[int, ClientSplit],
+) -> dict[int, ClientSplit]:
+    """Client id → share; a plain list means ids 0..N-1."""
+    return dict(splits) if isinstance(splits, Mapping) else dict(enumerate(splits))
+
+
 class Federation:
-    """Client actors plus the client → actor routing table."""
+    """Client actors plus the roster that routes client ids to them.
+
+    ``splits`` holds the data share of every client that is live at start,
+    or may join later (a reserve); ``initial`` names the clients live at
+    start (default: all of ``splits``).
+    """
 
     def __init__(
         self,
         data: DataConfig,
         model: ModelConfig,
-        splits: Sequence[ClientSplit],
+        splits: Sequence[ClientSplit] | Mapping[int, ClientSplit],
         seed: int,
         resources: ResourceConfig,
         start_timeout_s: float = 300.0,
+        initial: Sequence[int] | None = None,
     ) -> None:
-        self.data, self.model, self.splits, self.seed = data, model, list(splits), seed
+        self.data, self.model, self.seed = data, model, seed
+        self.splits = as_split_map(splits)
+        self.initial = sorted(self.splits if initial is None else initial)
         self.resources = resources
         self.start_timeout_s = start_timeout_s
         self.actors: list[Any] = []
-        self.cohorts: list[list[int]] = []
-        self.actor_of: dict[int, int] = {}
+        self.roster: Roster | None = None
 
+    # ----- roster views -------------------------------------------------
     @property
     def num_clients(self) -> int:
-        return len(self.splits)
+        return len(self.roster) if self.roster is not None else len(self.initial)
 
+    @property
+    def cohorts(self) -> list[list[int]]:
+        """Actor slot k → the client ids it hosts."""
+        assert self.roster is not None
+        return self.roster.slots
+
+    @property
+    def actor_of(self) -> dict[int, int]:
+        assert self.roster is not None
+        return self.roster.actor_of
+
+    def live(self) -> list[int]:
+        assert self.roster is not None
+        return self.roster.ids()
+
+    # ----- actors -------------------------------------------------------
     def _check_resources(self) -> tuple[float, float]:
         total = ray.cluster_resources()
         cpus, gpus = float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0))
@@ -69,28 +105,37 @@ class Federation:
             "max_restarts": 0,
         }
 
-    def make_actor(
-        self, index: int, algorithm: Any, options: Mapping[str, Any] | None = None
-    ) -> Any:
-        """Create the actor for cohort ``index`` (also used to replace a dead one)."""
-        spec = CohortSpec(
+    def spec(self, clients: Sequence[int]) -> CohortSpec:
+        return CohortSpec(
             data=self.data,
             model=self.model,
-            splits={cid: self.splits[cid] for cid in self.cohorts[index]},
+            splits={cid: self.splits[cid] for cid in clients},
             seed=self.seed,
             num_threads=max(1, int(self.resources.num_cpus_per_actor)),
         )
-        opts = {**self.actor_options(index), **(options or {})}
-        return RemoteClientActor.options(**opts).remote(spec, algorithm)
 
-    def start(self, algorithm: Any) -> dict[int, ray.ObjectRef]:
-        """Create actors, build every client, return the initial parameter refs."""
+    def make_actor(
+        self,
+        index: int,
+        algorithm: Any,
+        options: Mapping[str, Any] | None = None,
+        clients: Sequence[int] | None = None,
+    ) -> Any:
+        """Create the actor for slot ``index`` hosting ``clients`` (default: its cohort).
+
+        Also used to replace a dead actor, and (with no clients) to open a slot.
+        """
+        opts = {**self.actor_options(index), **(options or {})}
+        members = self.cohorts[index] if clients is None else clients
+        return RemoteClientActor.options(**opts).remote(self.spec(members), algorithm)
+
+    def plan(self, roster: Roster | None = None) -> None:
+        """Fix the roster: the given one (resume) or contiguous cohorts of the initial ids."""
         cpus, gpus = self._check_resources()
-        self.cohorts = plan_cohorts(self.num_clients, self.resources, cpus, gpus)
-        self.actor_of = {cid: k for k, cohort in enumerate(self.cohorts) for cid in cohort}
-        self.actors = [self.make_actor(k, algorithm) for k in range(len(self.cohorts))]
-        pending = [a.publish_all.remote() for a in self.actors]
-        ready, not_ready = ray.wait(pending, num_returns=len(pending), timeout=self.start_timeout_s)
+        self.roster = roster or Roster.plan(self.initial, self.resources, cpus, gpus)
+
+    def _wait_placed(self, pending: list[Any]) -> list[Any]:
+        _, not_ready = ray.wait(pending, num_returns=len(pending), timeout=self.start_timeout_s)
         if not_ready:
             self.shutdown()
             raise ConfigError(
@@ -98,48 +143,101 @@ class Federation:
                 f"{self.start_timeout_s:.0f} s (each asks for {self.resources.num_cpus_per_actor} CPU, "
                 f"{self.resources.num_gpus_per_actor} GPU; cluster has {ray.cluster_resources()})"
             )
-        refs: dict[int, ray.ObjectRef] = {}
-        for part in ray.get(ready):
-            refs.update(part)
-        log.info("started %d client actors for %d clients", len(self.actors), self.num_clients)
-        return dict(sorted(refs.items()))
+        return ray.get(pending)
 
-    def _by_actor(self, messages: Mapping[int, Any]) -> dict[int, dict[int, Any]]:
-        grouped: dict[int, dict[int, Any]] = {}
-        for cid, msg in messages.items():
-            grouped.setdefault(self.actor_of[cid], {})[cid] = msg
-        return grouped
+    def start(
+        self, algorithm: Any, states: Mapping[int, ClientState] | None = None
+    ) -> dict[int, StepResult]:
+        """Create actors, build every client (or load ``states``), publish.
+
+        Returns each client's :class:`StepResult` (its published channels).
+        """
+        if self.roster is None:
+            self.plan()
+        self.algorithm = algorithm
+        self.actors = [self.make_actor(k, algorithm) for k in range(len(self.cohorts))]
+        if states is None:
+            pending = [a.publish_all.remote() for a in self.actors]
+        else:
+            pending = [
+                a.set_states.remote({c: states[c] for c in self.cohorts[k]})
+                for k, a in enumerate(self.actors)
+            ]
+        out: dict[int, StepResult] = {}
+        for part in self._wait_placed(pending):
+            out.update(part)
+        log.info("started %d client actors for %d clients", len(self.actors), self.num_clients)
+        return dict(sorted(out.items()))
+
+    # ----- steps --------------------------------------------------------
+    def run_step(self, step: Step) -> dict[int, StepResult]:
+        """Run one step on the actors hosting its participants."""
+        return self.step(step.entry, step.messages, step.publish)
 
     def step(
-        self, method: str, messages: Mapping[int, Any], publish: bool = True
+        self, entry: Entry, messages: Mapping[int, Any], publish: bool = True
     ) -> dict[int, Any]:
-        """Run ``algorithm.<method>`` on every messaged client; gather results."""
+        """Run ``entry`` on every messaged client; gather results."""
+        assert self.roster is not None
         futures = [
-            self.actors[k].step.remote(method, msgs, publish)
-            for k, msgs in self._by_actor(messages).items()
+            self.actors[k].step.remote(entry, {c: messages[c] for c in ids}, publish)
+            for k, ids in self.roster.by_slot(messages).items()
         ]
         out: dict[int, Any] = {}
         for part in ray.get(futures):
             out.update(part)
         return dict(sorted(out.items()))
 
-    def call(
-        self, method: str, *args: Any, client_ids: Sequence[int] | None = None
-    ) -> dict[int, Any]:
-        """Run a read-only per-client ``algorithm.<method>(ctx, state, *args)``."""
-        ids = list(range(self.num_clients)) if client_ids is None else list(client_ids)
-        grouped = self._by_actor({cid: None for cid in ids})
-        futures = [self.actors[k].call.remote(method, sorted(c), *args) for k, c in grouped.items()]
-        out: dict[int, Any] = {}
-        for part in ray.get(futures):
+    # ----- membership ---------------------------------------------------
+    def add_clients(self, starts: Mapping[int, Any]) -> dict[int, StepResult]:
+        """Place the clients ``starts`` names (ids with a data share in ``splits``).
+
+        ``starts``: client → message naming the vectors it starts from (see
+        :meth:`ClientActor.add_clients`). New actors are created when the
+        roster opens a slot. Returns the new clients' published channels.
+        """
+        assert self.roster is not None
+        ids = sorted(starts)
+        missing = [c for c in ids if c not in self.splits]
+        if missing:
+            raise ConfigError(f"clients {missing} have no reserved data share")
+        placed, opened = self.roster.place(ids)
+        for k in opened:
+            self.open_slot(k)
+        calls = []
+        for k, members in placed.items():
+            calls.append(
+                self.actors[k].add_clients.remote(
+                    {c: self.splits[c] for c in members}, {c: starts[c] for c in members}
+                )
+            )
+        out: dict[int, StepResult] = {}
+        for part in self._wait_placed(calls):
             out.update(part)
+        log.info("clients %s joined (epoch %d)", ids, self.roster.epoch)
         return dict(sorted(out.items()))
 
+    def open_slot(self, k: int) -> None:
+        """Start the (empty) actor of a newly opened slot ``k``."""
+        self.actors.append(self.make_actor(k, self.algorithm, clients=[]))
+
+    def remove_clients(self, ids: Sequence[int]) -> None:
+        """Drop clients from the roster and their actors."""
+        assert self.roster is not None
+        grouped = self.roster.remove(ids)
+        ray.get([self.actors[k].remove_clients.remote(c) for k, c in grouped.items()])
+        log.info("clients %s left (epoch %d)", sorted(ids), self.roster.epoch)
+
+    # ----- inspection ---------------------------------------------------
     def get_states(self, client_ids: Sequence[int] | None = None) -> dict[int, Any]:
-        """Host copies of client states (for checkpoints, replicas and tests)."""
-        ids = list(range(self.num_clients)) if client_ids is None else list(client_ids)
-        futures = {cid: self.actors[self.actor_of[cid]].get_state.remote(cid) for cid in ids}
-        return dict(zip(futures, ray.get(list(futures.values())), strict=True))
+        """Host copies of client states (for checkpoints and tests)."""
+        assert self.roster is not None
+        ids = self.live() if client_ids is None else list(client_ids)
+        grouped = self.roster.by_slot(ids)
+        out: dict[int, Any] = {}
+        for part in ray.get([self.actors[k].get_states.remote(c) for k, c in grouped.items()]):
+            out.update(part)
+        return dict(sorted(out.items()))
 
     def info(self) -> list[dict[str, Any]]:
         return ray.get([a.info.remote() for a in self.actors])

@@ -11,35 +11,50 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dfml.actors.client_actor import ClientActor, CohortSpec, LocalStore
+from dfml.actors.client_actor import ClientActor, LocalStore
 from dfml.actors.federation import Federation
+from dfml.actors.roster import Roster
+from dfml.actors.state import ClientState
+from dfml.steps import Entry, StepResult
 
 
 class InProcessFederation(Federation):
     """All clients in this process; same routing API as :class:`Federation`."""
 
-    def start(self, algorithm: Any) -> dict[int, Any]:
-        self.cohorts = [list(range(self.num_clients))]
-        self.actor_of = dict.fromkeys(range(self.num_clients), 0)
-        spec = CohortSpec(
-            self.data, self.model, dict(enumerate(self.splits)), self.seed, num_threads=1
+    def plan(self, roster: Roster | None = None) -> None:
+        self.roster = roster or Roster(
+            [list(self.initial)], capacity=len(self.initial), max_slots=1
         )
+
+    def start(
+        self, algorithm: Any, states: Mapping[int, ClientState] | None = None
+    ) -> dict[int, StepResult]:
+        if self.roster is None:
+            self.plan()
+        self.algorithm = algorithm
+        spec = self.spec(self.live())
         self.local = ClientActor(spec, algorithm, store=LocalStore)
+        if states is not None:
+            return self.local.set_states(states)
         return self.local.publish_all()
 
     def step(
-        self, method: str, messages: Mapping[int, Any], publish: bool = True
+        self, entry: Entry, messages: Mapping[int, Any], publish: bool = True
     ) -> dict[int, Any]:
-        return self.local.step(method, messages, publish)
+        return self.local.step(entry, messages, publish)
 
-    def call(
-        self, method: str, *args: Any, client_ids: Sequence[int] | None = None
-    ) -> dict[int, Any]:
-        ids = list(range(self.num_clients)) if client_ids is None else list(client_ids)
-        return self.local.call(method, ids, *args)
+    def add_clients(self, starts: Mapping[int, Any]) -> dict[int, StepResult]:
+        assert self.roster is not None
+        self.roster.place(sorted(starts))
+        return self.local.add_clients({c: self.splits[c] for c in starts}, starts)
+
+    def remove_clients(self, ids: Sequence[int]) -> None:
+        assert self.roster is not None
+        self.roster.remove(ids)
+        self.local.remove_clients(list(ids))
 
     def get_states(self, client_ids: Sequence[int] | None = None) -> dict[int, Any]:
-        ids = list(range(self.num_clients)) if client_ids is None else list(client_ids)
+        ids = self.live() if client_ids is None else list(client_ids)
         return {cid: self.local.get_state(cid) for cid in ids}
 
     def info(self) -> list[dict[str, Any]]:

@@ -56,7 +56,15 @@ from dfml.errors import ConfigError
 
 @dataclass(frozen=True)
 class AFMLConfig(MetaConfig):
-    """MetaConfig plus AFML's α, β, η_2 and the initial log σ of weights and latents."""
+    """MetaConfig plus AFML's α, β, η_2 and the initial log σ of weights and latents.
+
+    Attributes:
+        encoder_lr: η_2, the step size of the Gaussian encoder (τ and log σ_z).
+        tradeoff_weight: α, the weight of the encoder and consistency terms L_ENC + L_CONS.
+        complexity_weight: β, the weight of the complexity term L_CMPX.
+        init_log_sigma: log θ_σ of the encoder weights at round 0, in [-20, 2].
+        init_latent_log_sigma: log σ_z of the latent code at round 0, in [-20, 2].
+    """
 
     inner_lr: float = 0.2
     local_steps: int = 10

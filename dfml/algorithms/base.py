@@ -1,28 +1,32 @@
-"""The round loop, written once, and the hooks an algorithm overrides.
+"""An algorithm: its driver half plans steps, its client half runs them.
 
 An :class:`Algorithm` holds both halves of itself (after pfl-research):
 
-* **driver half** — :meth:`setup` sees the topology and client sizes;
-  :meth:`round_messages` says what each client receives in a round (object
-  refs of neighbours' parameters and mixing weights); :meth:`after_round` may
-  add a server step (FedAvg) or a separate evaluation.
-* **client half** — :meth:`init_state` and :meth:`client_step` run inside the
-  actors, on one client's state. They are pure functions of (context, state,
-  neighbour vectors, message), so a single-process loop gives the same bits.
+* **driver half** — :meth:`next_step` says what runs next in the current
+  round (a typed :class:`~dfml.steps.Step`), or ``None`` when the
+  round is over; :meth:`absorb` folds a step's results into the explicit
+  :class:`~dfml.steps.DriverState`. The driver half keeps no
+  state of its own: everything it remembers is in the ``DriverState``, which
+  the loop checkpoints. It reads the topology, data sizes and sampled
+  clients from the :class:`RunEnv`.
+* **client half** — :meth:`init_state` and the entry points (:meth:`client_step`,
+  ...) run inside the actors, on one client's state. They are pure functions
+  of (context, state, neighbour vectors, message), so a single-process loop
+  gives the same bits.
 
-The driver only moves object refs and small metric dicts: model parameters
-travel actor → object store → actor.
+The algorithm object itself holds only its config, so shipping it to an
+actor (also a replacement made mid-run) ships no driver refs. The loop that
+drives steps is written once, in :mod:`dfml.runtime.loop`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import networkx as nx
 import numpy as np
 import torch
 
@@ -30,19 +34,33 @@ from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.aggregate import weighted_average
 from dfml.algorithms.sgd import Regularizer, evaluate, sgd_epochs
 from dfml.errors import ConfigError, TrainingDivergedError
+from dfml.steps import PARAMS, DriverState, Entry, Metrics, Phase, Step, StepResult
 
 if TYPE_CHECKING:
-    from dfml.actors.federation import Federation
-    from dfml.algorithms.callbacks import Callback
+    from dfml.topology.service import TopologyService
 
 log = logging.getLogger(__name__)
 
-Metrics = dict[str, float]
+__all__ = [
+    "Algorithm",
+    "LocalSGDConfig",
+    "Message",
+    "Metrics",
+    "RoundRecord",
+    "RunEnv",
+    "StepResult",
+    "check_finite",
+]
+
+#: A client entry point: (ctx, state, neighbour vectors, message) → (state, metrics).
+StepFn = Callable[
+    [ClientContext, ClientState, Sequence[np.ndarray], Any], tuple[ClientState, Metrics]
+]
 
 
 @dataclass(frozen=True)
 class Message:
-    """What one client receives for one round.
+    """What one client receives for one step.
 
     ``neighbors`` are object refs (or, in-process, arrays) of the vectors to mix
     with; the client's own vector enters with ``self_weight``:
@@ -57,16 +75,14 @@ class Message:
 
 
 @dataclass(frozen=True)
-class StepResult:
-    """A client's answer: the ref of its published vector and small metrics."""
-
-    ref: Any
-    metrics: Metrics
-
-
-@dataclass(frozen=True)
 class LocalSGDConfig:
-    """Knobs shared by every algorithm that trains locally with SGD."""
+    """Knobs shared by every algorithm that trains locally with SGD.
+
+    Attributes:
+        local_epochs: E, passes over the local training data per round.
+        lr: η, the SGD step size.
+        batch_size: mini-batch size of local SGD.
+    """
 
     local_epochs: int = 2
     lr: float = 0.1
@@ -81,27 +97,47 @@ class LocalSGDConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
-@dataclass(frozen=True)
-class SetupContext:
-    """What the driver half learns before round 0."""
+@dataclass
+class RunEnv:
+    """What the driver half reads (and does not own) while planning a step.
 
-    graph: nx.Graph
-    mixing: np.ndarray
-    train_sizes: Sequence[int]
-    param_bytes: int
+    Attributes:
+        topology: neighbours and sparse mixing rows of the live clients.
+        sizes: client id → |D_i| (training samples) of every live client.
+        rounds: the number of rounds of the run.
+        sampled: the clients that train in the current round.
+        seed: the experiment seed.
+    """
+
+    topology: TopologyService
+    sizes: dict[int, int]
+    rounds: int
+    sampled: list[int] = field(default_factory=list)
+    seed: int = 0
+
+    def live(self) -> list[int]:
+        return sorted(self.sizes)
 
 
 @dataclass
 class RoundRecord:
-    """One finished round as the callbacks see it."""
+    """One finished round as the callbacks see it.
+
+    ``metrics`` has one entry per live client; ``trained`` says which of them
+    ran the training step (partial participation); ``epoch`` is the
+    membership epoch the round ran in.
+    """
 
     round: int
     metrics: dict[int, Metrics]
     bytes_sent: int
     seconds: float
+    epoch: int = 0
+    trained: frozenset[int] = frozenset()
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
     def mean(self, key: str) -> float:
-        values = [m[key] for m in self.metrics.values() if key in m]
+        values = [m[key] for m in self.metrics.values() if key in m and not math.isnan(m[key])]
         return float(np.mean(values)) if values else float("nan")
 
 
@@ -113,47 +149,75 @@ class Algorithm:
 
     def __init__(self, config: Any) -> None:
         self.config = config
-        self.graph: nx.Graph | None = None
-        self.mixing: np.ndarray | None = None
-        self.param_bytes = 0
-        #: The latest published vector ref per client (driver side, set by :meth:`run`).
-        self.refs: dict[int, Any] = {}
 
     # ----- driver half -------------------------------------------------
-    def setup(self, ctx: SetupContext) -> None:
-        self.graph, self.mixing, self.param_bytes = ctx.graph, ctx.mixing, ctx.param_bytes
+    def next_step(self, state: DriverState, env: RunEnv) -> Step | None:
+        """The next step of the current round, or ``None`` when it is over.
 
-    def round_messages(self, round_index: int, refs: Mapping[int, Any]) -> dict[int, Message]:
-        """Gossip: client i mixes its neighbours' last vectors with row i of W."""
-        assert self.mixing is not None and self.graph is not None
+        Default: one training step of the sampled clients.
+        """
+        if Phase.TRAIN in state.phases:
+            return None
+        return self.train_step(state, env)
+
+    def train_step(self, state: DriverState, env: RunEnv) -> Step:
+        messages = self.round_messages(state, env)
+        return Step(
+            Phase.TRAIN,
+            Entry.CLIENT_STEP,
+            state.round,
+            messages,
+            bytes_sent=self.gossip_bytes(state, env, messages),
+        )
+
+    def round_messages(self, state: DriverState, env: RunEnv) -> dict[int, Message]:
+        """Gossip: client i mixes its neighbours' last vectors with its mixing row."""
+        refs = state.refs
         messages = {}
-        for i in refs:
-            nbrs = sorted(self.graph.neighbors(i))
+        for i in env.sampled:
+            self_weight, row = env.topology.mixing_row(i)
+            nbrs = sorted(row)
             messages[i] = Message(
-                round=round_index,
+                round=state.round,
                 neighbors=tuple(refs[j] for j in nbrs),
-                weights=tuple(float(self.mixing[i, j]) for j in nbrs),
-                self_weight=float(self.mixing[i, i]),
+                weights=tuple(float(row[j]) for j in nbrs),
+                self_weight=float(self_weight),
             )
         return messages
 
-    def message_bytes(self, messages: Mapping[int, Message]) -> int:
-        return sum(len(m.neighbors) for m in messages.values()) * self.param_bytes
+    def gossip_bytes(self, state: DriverState, env: RunEnv, messages: Mapping[int, Any]) -> int:
+        """Bytes of the neighbour vectors ``messages`` make clients fetch."""
+        return sum(state.nbytes.get(j, 0) for i in messages for j in env.topology.neighbors(i))
 
-    def after_round(
-        self,
-        round_index: int,
-        federation: Federation,
-        refs: dict[int, Any],
-        metrics: dict[int, Metrics],
-    ) -> tuple[dict[int, Any], dict[int, Metrics], int]:
-        """Hook after the client steps: returns (refs, metrics, extra bytes)."""
-        return refs, metrics, 0
+    def absorb(
+        self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: RunEnv
+    ) -> None:
+        """Fold ``results`` into ``state``: published refs, metrics, who trained."""
+        if step.publish:
+            state.publish(results)
+        state.merge_metrics(results)
+        if step.phase == Phase.TRAIN:
+            state.trained |= set(results)
 
     # ----- client half (runs in actors) --------------------------------
+    def entry_point(self, entry: Entry) -> StepFn:
+        """The bound method behind ``entry`` (a subclass's override if it has one)."""
+        fn = getattr(self, entry.value, None)
+        if fn is None:
+            raise ConfigError(f"algorithm {self.name!r} has no entry point {entry.name}")
+        return fn
+
     def init_state(self, ctx: ClientContext, init_params: torch.Tensor) -> ClientState:
         labels = tuple(int(v) for v in torch.unique(ctx.data.y_train).tolist())
         return ClientState(ctx.client_id, init_params, labels=labels)
+
+    def publish(self, ctx: ClientContext, state: ClientState) -> dict[str, np.ndarray]:
+        """The named channels this client publishes after a step (default: its vector).
+
+        Channels are functions of the state, so a restored client re-publishes
+        every one of them.
+        """
+        return {PARAMS: state.params.detach().cpu().numpy()}
 
     def mix(
         self, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
@@ -223,6 +287,12 @@ class Algorithm:
         )
         return {"test_loss": loss, "accuracy": acc}
 
+    def evaluate_only(
+        self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
+    ) -> tuple[ClientState, Metrics]:
+        """Entry point of a read-only evaluation step (clients that did not train)."""
+        return state, self.evaluate_client(ctx, state)
+
     def evaluate_personalized(
         self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
     ) -> tuple[ClientState, Metrics]:
@@ -242,33 +312,21 @@ class Algorithm:
 
     # ----- the loop ----------------------------------------------------
     def run(
-        self, federation: Federation, rounds: int, callbacks: Sequence[Callback] = ()
+        self,
+        federation: Any,
+        rounds: int,
+        callbacks: Sequence[Any] = (),
+        *,
+        topology: TopologyService,
     ) -> list[RoundRecord]:
-        """The round loop: messages → client steps → after_round → callbacks."""
-        import time
+        """Run ``rounds`` rounds on ``federation`` over ``topology`` (the step loop).
 
-        refs = federation.start(self)
-        history: list[RoundRecord] = []
-        for cb in callbacks:
-            cb.on_run_start(self, federation)
-        for r in range(rounds):
-            t0 = time.perf_counter()
-            messages = self.round_messages(r, refs)
-            results = federation.step("client_step", messages)
-            refs = {cid: res.ref for cid, res in results.items()}
-            metrics = {cid: res.metrics for cid, res in results.items()}
-            refs, metrics, extra = self.after_round(r, federation, refs, metrics)
-            self.refs = refs
-            record = RoundRecord(
-                r, metrics, self.message_bytes(messages) + extra, time.perf_counter() - t0
-            )
-            history.append(record)
-            for cb in callbacks:
-                cb.on_round_end(record)
-            check_finite(record)
-        for cb in callbacks:
-            cb.on_run_end(history)
-        return history
+        A convenience over :class:`dfml.runtime.loop.Runtime` for tests and
+        notebooks: fixed membership, every client every round.
+        """
+        from dfml.runtime.loop import Runtime
+
+        return Runtime.for_federation(self, federation, rounds, callbacks, topology).run()
 
 
 def check_finite(record: RoundRecord) -> None:

@@ -1,4 +1,10 @@
-"""Callbacks: what happens around the round loop (progress, results, early stop)."""
+"""Callbacks: what happens around the step loop (progress, results, reports).
+
+A callback sees the run start (:meth:`Callback.on_start` gets the
+:class:`~dfml.runtime.loop.Runtime`, whose ``add_clients``/``remove_clients``
+change membership between rounds), every step with its phase, every
+finished round, a resume (the rounds already done), and the end.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from dfml.algorithms.base import RoundRecord
+from dfml.steps import Step
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +23,17 @@ log = logging.getLogger(__name__)
 class Callback:
     """No-op hooks; subclasses override what they need."""
 
+    def on_start(self, runtime: Any) -> None:
+        return None
+
     def on_run_start(self, algorithm: Any, federation: Any) -> None:
+        return None
+
+    def on_step_end(self, step: Step, seconds: float) -> None:
+        return None
+
+    def on_resume(self, history: Sequence[RoundRecord]) -> None:
+        """The run resumed from a checkpoint after ``history`` (rounds already done)."""
         return None
 
     def on_round_end(self, record: RoundRecord) -> None:
@@ -36,9 +53,19 @@ class ProgressBar(Callback):
     def __init__(self, rounds: int, desc: str, enabled: bool = True) -> None:
         self.rounds, self.desc, self.enabled = rounds, desc, enabled
         self.bar: tqdm | None = None
+        self.done = 0
 
     def on_run_start(self, algorithm, federation) -> None:
-        self.bar = tqdm(total=self.rounds, desc=self.desc, unit="round", disable=not self.enabled)
+        self.bar = tqdm(
+            total=self.rounds,
+            initial=self.done,
+            desc=self.desc,
+            unit="round",
+            disable=not self.enabled,
+        )
+
+    def on_resume(self, history) -> None:
+        self.done = len(history)
 
     def on_round_end(self, record: RoundRecord) -> None:
         if self.bar is not None:

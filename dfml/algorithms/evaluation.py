@@ -1,8 +1,8 @@
 """The evaluation protocol for personalized FL, shared by every algorithm.
 
-Once, at the end of a run (inside the last round's callbacks, through the
-actors: a ``federation.step("evaluate_personalized", ..., publish=False)``),
-each client i measures on its own test set:
+Once, at the end of a run (a read-only step of phase ``final-evaluation``
+in the last round, after the algorithm's own steps, so its columns land in
+that round's metrics), each client i measures on its own test set:
 
 * ``global_accuracy`` — the global model x̄. In server mode x̄ is the server's
   model; in gossip mode it is the consensus x̄ = Σ_k (n_k / n) x_k of all
@@ -35,8 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,10 +43,11 @@ import numpy as np
 import torch
 
 from dfml.algorithms.aggregate import data_size_weights
-from dfml.algorithms.base import LocalSGDConfig, Message, Metrics, RoundRecord
+from dfml.algorithms.base import LocalSGDConfig, Message, Metrics, RoundRecord, RunEnv
 from dfml.algorithms.callbacks import Callback
 from dfml.algorithms.sgd import evaluate, sgd_epochs
 from dfml.errors import ConfigError
+from dfml.steps import DriverState, Entry, Phase, Step
 
 if TYPE_CHECKING:
     from dfml.actors.state import ClientContext, ClientState
@@ -155,52 +155,34 @@ def personalization_metrics(
 
 # ----- driver side -----------------------------------------------------------
 class PersonalizedEvaluation(Callback):
-    """Runs the protocol inside the last round's callbacks (before the results
-    writer, so its columns land in metrics.parquet) and summarizes it."""
+    """Plans the protocol's step in the last round and summarizes it.
+
+    It is a step source for the loop (:meth:`next_step`, :meth:`absorb`),
+    like an algorithm's driver half, and a callback for the summary.
+    """
 
     def __init__(self, cfg: EvalConfig, rounds: int) -> None:
         self.cfg, self.rounds = cfg, rounds
-        self.algorithm: Any = None
-        self.federation: Any = None
+        self.local_epochs = LocalSGDConfig.local_epochs
         self.mean_accuracy: list[float] = []
         self.final: dict[int, Metrics] = {}
         self.last_accuracy: list[float] = []
         self.seconds = 0.0
 
     def on_run_start(self, algorithm: Any, federation: Any) -> None:
-        self.algorithm, self.federation = algorithm, federation
+        self.local_epochs = int(getattr(algorithm.config, "local_epochs", self.local_epochs))
 
-    def on_round_end(self, record: RoundRecord) -> None:
-        self.mean_accuracy.append(record.mean("accuracy"))
-        self.last_accuracy = [
-            float(record.metrics[c].get("accuracy", np.nan)) for c in sorted(record.metrics)
-        ]
-        if self.cfg.personalized_eval and record.round == self.rounds - 1:
-            t0 = time.perf_counter()
-            self.final = self.evaluate(record.round + 1)
-            for cid, metrics in self.final.items():
-                record.metrics.setdefault(cid, {}).update(metrics)
-            self.seconds = time.perf_counter() - t0
-
-    def global_ref(self) -> Any:
-        """The server model, or the data-size weighted consensus of all clients."""
-        from dfml.algorithms.server import average
-
-        refs = self.algorithm.refs
-        ids = sorted(refs)
-        if all(refs[c] is refs[ids[0]] for c in ids):
-            return refs[ids[0]]
-        sizes = [len(self.federation.splits[c].train) for c in ids]
-        return average([float(w) for w in data_size_weights(sizes)], [refs[c] for c in ids])
-
-    def evaluate(self, rounds_done: int) -> dict[int, Metrics]:
+    def next_step(self, state: DriverState, env: RunEnv) -> Step | None:
+        """The evaluation step, once, in the last round."""
+        done = Phase.FINAL_EVALUATION in state.phases
+        if not self.cfg.personalized_eval or state.round != self.rounds - 1 or done:
+            return None
         epochs = self.cfg.local_only_epochs
         if epochs is None:
-            per_round = getattr(self.algorithm.config, "local_epochs", LocalSGDConfig.local_epochs)
-            epochs = rounds_done * int(per_round)
+            epochs = (state.round + 1) * self.local_epochs
         msg = Message(
-            round=rounds_done,
-            neighbors=(self.global_ref(),),
+            round=state.round + 1,
+            neighbors=(global_ref(state, env),),
             weights=(1.0,),
             self_weight=0.0,
             extra={
@@ -209,10 +191,28 @@ class PersonalizedEvaluation(Callback):
                 "local_lr": self.cfg.local_only_lr,
             },
         )
-        ids = sorted(self.algorithm.refs)
-        results = self.federation.step("evaluate_personalized", dict.fromkeys(ids, msg), False)
+        return Step(
+            Phase.FINAL_EVALUATION,
+            Entry.EVALUATE_PERSONALIZED,
+            state.round,
+            dict.fromkeys(env.live(), msg),
+            publish=False,
+            read_only=True,
+        )
+
+    def absorb(
+        self, state: DriverState, step: Step, results: Mapping[int, Any], env: RunEnv
+    ) -> None:
+        state.merge_metrics(results)
+        self.final = {cid: dict(res.metrics) for cid, res in results.items()}
         log.info("personalized evaluation of %d clients done", len(results))
-        return {cid: res.metrics for cid, res in results.items()}
+
+    def on_round_end(self, record: RoundRecord) -> None:
+        self.mean_accuracy.append(record.mean("accuracy"))
+        self.last_accuracy = [
+            float(record.metrics[c].get("accuracy", np.nan)) for c in sorted(record.metrics)
+        ]
+        self.seconds = record.phase_seconds.get(Phase.FINAL_EVALUATION, self.seconds)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -241,3 +241,15 @@ class PersonalizedEvaluation(Callback):
             out["qoi_positive_fraction"] = float(np.mean(np.asarray(q) > 0))
         out["personalized_eval_seconds"] = self.seconds
         return out
+
+
+def global_ref(state: DriverState, env: RunEnv) -> Any:
+    """The server model, or the data-size weighted consensus of all live clients."""
+    from dfml.algorithms.server import average
+
+    refs = state.refs
+    ids = env.live()
+    if all(refs[c] is refs[ids[0]] for c in ids):
+        return refs[ids[0]]
+    sizes = [env.sizes[c] for c in ids]
+    return average([float(w) for w in data_size_weights(sizes)], [refs[c] for c in ids])

@@ -28,7 +28,11 @@ FINETUNE_SALT = 0xF7
 
 @dataclass(frozen=True)
 class FedAvgFTConfig(FederatedSGDConfig):
-    """finetune_steps: S, the local fine-tune steps on D^M before use."""
+    """FedAvg's knobs plus the fine-tuning that makes the model a client uses.
+
+    Attributes:
+        finetune_steps: S, the local fine-tune SGD steps on D^M before use.
+    """
 
     aggregation: str = "server"
     finetune_steps: int = 5

@@ -25,7 +25,11 @@ from dfml.errors import ConfigError
 
 @dataclass(frozen=True)
 class FedProxConfig(FederatedSGDConfig):
-    """μ: weight of the proximal term (μ/2)‖w − w^t‖²."""
+    """FedAvg's knobs plus FedProx's proximal weight.
+
+    Attributes:
+        mu: μ, weight of the proximal term (μ/2)‖w − w^t‖².
+    """
 
     aggregation: str = "server"
     mu: float = 0.01

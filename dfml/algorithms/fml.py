@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -89,22 +88,7 @@ class MetaAlgorithm(ServerOrGossip):
 
     Config = MetaConfig
 
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self.vector_sized = False
-
-    # ----- driver half -------------------------------------------------
-    def after_round(self, round_index, federation, refs, metrics):
-        if not self.vector_sized:  # the published vector may be larger than the model
-            first = min(refs)
-            self.param_bytes = int(federation.call("vector_nbytes", client_ids=[first])[first])
-            self.vector_sized = True
-        return super().after_round(round_index, federation, refs, metrics)
-
     # ----- client half -------------------------------------------------
-    def vector_nbytes(self, ctx: ClientContext, state: ClientState) -> int:
-        return state.params.numel() * state.params.element_size()
-
     def init_state(self, ctx: ClientContext, init_params: torch.Tensor) -> ClientState:
         state = super().init_state(ctx, init_params)
         return state.evolve(params=self.init_vector(ctx, init_params))

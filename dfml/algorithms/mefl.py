@@ -46,16 +46,25 @@ import ray
 import torch
 
 from dfml.actors.state import ClientContext, ClientState
-from dfml.algorithms.base import Message, Metrics
+from dfml.algorithms.base import Message, Metrics, RunEnv
 from dfml.algorithms.fedmeta import FedMetaSGD
 from dfml.algorithms.fml import MetaConfig
 from dfml.algorithms.meta.eoa import EOAParams, EOAState, eoa_step
 from dfml.errors import ConfigError
+from dfml.steps import DriverState, Phase, Step, StepResult
 
 
 @dataclass(frozen=True)
 class MEFLConfig(MetaConfig):
-    """Meta-GDP knobs plus EOA's γ, β_v, ε, s_min and η_g."""
+    """Meta-GDP knobs plus EOA's γ, β_v, ε, s_min and η_g.
+
+    Attributes:
+        global_lr: η_g, EOA's global step x ← x + η_g Σ_k w_k Δ_k.
+        direction_decay: γ, EMA decay of the global update direction m, in [0, 1).
+        variance_decay: β_v, EMA decay of each client's update variance, in [0, 1).
+        variance_eps: ε, variance smoothing in w_k ∝ s_k / (v_k + ε v̄).
+        min_similarity: s_min, the floor of a client's cosine alignment with m, in (0, 1].
+    """
 
     inner_steps: int = 2
     global_lr: float = 1.5
@@ -122,42 +131,40 @@ class MEFL(FedMetaSGD):
     name = "mefl"
     Config = MEFLConfig
 
-    def __init__(self, config: MEFLConfig) -> None:
-        super().__init__(config)
-        self.eoa_state: Any = EOAState()
-        self.eoa_weights: Any = None
-
     # ----- server mode -------------------------------------------------
-    def server_step(self, round_index: int, refs: Mapping[int, Any]) -> Any:
+    def server_step(self, state: DriverState, env: RunEnv, refs: Mapping[int, Any]) -> Any:
+        """EOA at the server; its state lives in ``state.server["eoa"]`` (driver side)."""
         ids = sorted(refs)
         vectors = [refs[c] for c in ids]
-        if all(isinstance(v, np.ndarray) for v in [self.global_ref, *vectors]):  # in-process
-            out = eoa_step(self.global_ref, vectors, ids, self.eoa_state, self.config.eoa())
-            self.eoa_state, self.eoa_weights = out.state, out.weights
+        eoa = state.server.get("eoa", EOAState())
+        if all(isinstance(v, np.ndarray) for v in [state.global_ref, *vectors]):  # in-process
+            out = eoa_step(state.global_ref, vectors, ids, eoa, self.config.eoa())
+            state.server["eoa"], state.server["eoa_weights"] = out.state, out.weights
             return out.aggregate
-        new_global, self.eoa_state, self.eoa_weights = eoa_server_step.remote(
-            self.eoa_state, self.config.eoa(), ids, self.global_ref, *vectors
+        new_global, state.server["eoa"], state.server["eoa_weights"] = eoa_server_step.remote(
+            eoa, self.config.eoa(), ids, state.global_ref, *vectors
         )
+        state.server["eoa_ids"] = ids
         return new_global
 
-    def after_round(self, round_index, federation, refs, metrics):
-        refs, metrics, extra = super().after_round(round_index, federation, refs, metrics)
-        if self.centralized:
-            w = self.eoa_weights
+    def absorb(
+        self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: RunEnv
+    ) -> None:
+        super().absorb(state, step, results, env)
+        if self.centralized and step.phase == Phase.ADOPT:
+            w = state.server["eoa_weights"]
             weights = w if isinstance(w, np.ndarray) else ray.get(w)
-            for cid, weight in zip(sorted(metrics), weights, strict=True):
-                metrics[cid]["eoa_weight"] = float(weight)
-        return refs, metrics, extra
+            for cid, weight in zip(sorted(state.trained), weights, strict=True):
+                state.metrics[cid]["eoa_weight"] = float(weight)
 
     # ----- gossip mode -------------------------------------------------
-    def round_messages(self, round_index: int, refs: Mapping[int, Any]) -> dict[int, Message]:
-        messages = super().round_messages(round_index, refs)
+    def round_messages(self, state: DriverState, env: RunEnv) -> dict[int, Message]:
+        messages = super().round_messages(state, env)
         if self.centralized:
             return messages
-        assert self.graph is not None
         return {
             cid: dataclasses.replace(
-                m, extra={**m.extra, "neighbor_ids": tuple(sorted(self.graph.neighbors(cid)))}
+                m, extra={**m.extra, "neighbor_ids": tuple(env.topology.neighbors(cid))}
             )
             for cid, m in messages.items()
         }

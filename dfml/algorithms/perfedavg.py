@@ -41,7 +41,11 @@ from dfml.errors import ConfigError
 
 @dataclass(frozen=True)
 class PerFedAvgConfig(MetaConfig):
-    """MetaConfig with one inner step and the finite-difference δ of the HF variant."""
+    """MetaConfig with one inner step and the finite-difference δ of the HF variant.
+
+    Attributes:
+        hvp_delta: δ, the central-difference step of the HF Hessian-vector product.
+    """
 
     hvp_delta: float = 1e-3
 

@@ -38,7 +38,14 @@ from dfml.models.flat import FlatModel
 
 @dataclass(frozen=True)
 class PFedMeConfig(FederatedSGDConfig):
-    """λ (``lam``), K (``inner_steps``), p (``personal_lr``), β (``global_lr``); η is ``lr``."""
+    """pFedMe's knobs; η is ``lr``.
+
+    Attributes:
+        lam: λ, the Moreau-envelope weight tying θ_i to w_i (lr × λ and personal_lr × λ < 2).
+        inner_steps: K, gradient steps that approximate the personal model θ̂ per batch.
+        personal_lr: p, the step size of those K personal steps.
+        global_lr: β, the server's (or gossip's) relaxation w ← (1 − β) w + β Σ p_i w_i.
+    """
 
     aggregation: str = "server"
     lam: float = 15.0

@@ -38,8 +38,9 @@ import ray
 
 from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.aggregate import data_size_weights, weighted_average
-from dfml.algorithms.base import Algorithm, LocalSGDConfig, Message, Metrics, SetupContext
+from dfml.algorithms.base import Algorithm, LocalSGDConfig, Message, Metrics, RunEnv
 from dfml.errors import ConfigError
+from dfml.steps import DriverState, Entry, Phase, Step, StepResult
 
 AGGREGATIONS = ("gossip", "server")
 
@@ -52,7 +53,12 @@ def check_aggregation(value: str) -> None:
 
 @dataclass(frozen=True)
 class FederatedSGDConfig(LocalSGDConfig):
-    """Local SGD knobs plus where clients meet (``gossip`` or ``server``)."""
+    """Local SGD knobs plus where clients meet.
+
+    Attributes:
+        aggregation: ``gossip`` (neighbour mixing over the topology) or
+            ``server`` (FedAvg's star: a server step averages the clients).
+    """
 
     aggregation: str = "gossip"
 
@@ -83,12 +89,13 @@ def relaxed_weights(
 
 
 class ServerOrGossip(Algorithm):
-    """Driver half for both modes; subclasses write only the local update."""
+    """Driver half for both modes; subclasses write only the local update.
 
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self.server_weights: tuple[float, ...] = ()
-        self.global_ref: Any = None
+    In server mode a round is two steps: ``train`` (the sampled clients) and
+    ``adopt`` (every live client takes the new global model); the server
+    step between them averages the sampled clients' vectors with weights
+    p_k = n_k / Σ_{sampled} n.
+    """
 
     @property
     def centralized(self) -> bool:
@@ -100,15 +107,38 @@ class ServerOrGossip(Algorithm):
         return float(getattr(self.config, "global_lr", 1.0))
 
     # ----- driver half -------------------------------------------------
-    def setup(self, ctx: SetupContext) -> None:
-        super().setup(ctx)
-        self.server_weights = tuple(float(w) for w in data_size_weights(ctx.train_sizes))
+    def next_step(self, state: DriverState, env: RunEnv) -> Step | None:
+        if not self.centralized:
+            return super().next_step(state, env)
+        if Phase.TRAIN not in state.phases:
+            if state.global_ref is None:  # every client starts from the same init
+                state.global_ref = state.refs[min(state.refs)]
+            return Step(
+                Phase.TRAIN,
+                Entry.CLIENT_STEP,
+                state.round,
+                {cid: Message(round=state.round) for cid in env.sampled},
+                bytes_sent=sum(state.nbytes.get(c, 0) for c in env.sampled),
+            )
+        if Phase.ADOPT not in state.phases:
+            trained = sorted(state.trained)
+            state.global_ref = self.server_step(state, env, {c: state.refs[c] for c in trained})
+            adopt = Message(
+                round=state.round, neighbors=(state.global_ref,), weights=(1.0,), self_weight=0.0
+            )
+            live = env.live()
+            return Step(
+                Phase.ADOPT,
+                Entry.ADOPT_GLOBAL,
+                state.round,
+                dict.fromkeys(live, adopt),
+                publish=False,
+                bytes_sent=sum(state.nbytes.get(c, 0) for c in live),
+            )
+        return None
 
-    def round_messages(self, round_index: int, refs: Mapping[int, Any]) -> dict[int, Message]:
-        if self.centralized:
-            self.global_ref = refs[min(refs)]
-            return {cid: Message(round=round_index) for cid in refs}
-        messages = super().round_messages(round_index, refs)
+    def round_messages(self, state: DriverState, env: RunEnv) -> dict[int, Message]:
+        messages = super().round_messages(state, env)
         eta = self.server_lr()
         if eta == 1.0:
             return messages
@@ -118,26 +148,30 @@ class ServerOrGossip(Algorithm):
             out[cid] = Message(m.round, m.neighbors, weights, self_weight, m.extra)
         return out
 
-    def server_step(self, round_index: int, refs: Mapping[int, Any]) -> Any:
+    def server_weights(self, env: RunEnv, ids: Sequence[int]) -> list[float]:
+        """p_k = n_k / Σ n over the clients ``ids`` that trained this round."""
+        return [float(w) for w in data_size_weights([env.sizes[c] for c in ids])]
+
+    def server_step(self, state: DriverState, env: RunEnv, refs: Mapping[int, Any]) -> Any:
         """x ← (1 − η_g) x + η_g Σ_k p_k x_k next to the data; returns (the ref of) x."""
         ids = sorted(refs)
-        weights = [self.server_weights[c] for c in ids]
+        weights = self.server_weights(env, ids)
         vectors = [refs[c] for c in ids]
         eta = self.server_lr()
         if eta != 1.0:
-            weights, vectors = [1.0 - eta, *(eta * w for w in weights)], [self.global_ref, *vectors]
+            weights, vectors = (
+                [1.0 - eta, *(eta * w for w in weights)],
+                [state.global_ref, *vectors],
+            )
         return average(weights, vectors)
 
-    def after_round(self, round_index, federation, refs, metrics):
-        if not self.centralized:
-            return refs, metrics, 0
-        ids = sorted(refs)
-        global_ref = self.server_step(round_index, refs)
-        adopt = Message(round=round_index, neighbors=(global_ref,), weights=(1.0,), self_weight=0.0)
-        results = federation.step("adopt_global", dict.fromkeys(ids, adopt), publish=False)
-        merged = {cid: {**metrics[cid], **results[cid].metrics} for cid in ids}
-        upload_and_download = 2 * len(ids) * self.param_bytes
-        return dict.fromkeys(ids, global_ref), merged, upload_and_download
+    def absorb(
+        self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: RunEnv
+    ) -> None:
+        super().absorb(state, step, results, env)
+        if step.phase == Phase.ADOPT:
+            for cid in results:  # every client now holds (and would send) the global model
+                state.refs[cid] = state.global_ref
 
     # ----- client half -------------------------------------------------
     def client_step(

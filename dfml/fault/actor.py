@@ -68,7 +68,6 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
     def __init__(self, spec: CohortSpec, algorithm: Any, keep_versions: int = 2) -> None:
         super().__init__(replace(spec, splits={}), algorithm)
         self.spec = spec
-        self.init_params = self.model.init_flat(spec.seed).to(self.device)
         self._init_holder(keep_versions)
         self._done: dict[int, tuple[int, Any]] = {}
         self._before: dict[int, tuple[int, Any]] = {}
@@ -76,19 +75,7 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
 
     def adopt(self, splits: Mapping[int, ClientSplit]) -> dict[str, Any]:
         """Build contexts and initial states for ``splits`` (a spare taking over)."""
-        from dfml.data.registry import load_dataset
-
-        dataset = load_dataset(self.spec.data)
-        for cid, split in sorted(splits.items()):
-            ctx = ClientContext(
-                cid,
-                self.model,
-                ClientData.from_split(dataset, split, self.device),
-                self.device,
-                self.spec.seed,
-            )
-            self.contexts[cid] = ctx
-            self.states[cid] = self.algorithm.init_state(ctx, self.init_params.clone())
+        self._build(self._dataset(), splits)
         return self.ping()
 
     def warm_up(self, split: ClientSplit) -> float:
@@ -116,13 +103,25 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
     def _digest(self, cid: int) -> str:
         return digest(self.states[cid].params.detach().cpu().numpy())
 
-    def start_info(self) -> dict[str, Any]:
-        """Published refs and digests of every hosted client, plus where this runs."""
-        refs = self.publish_all()
-        return {"refs": refs, "digests": {c: self._digest(c) for c in refs}, **self.ping()}
+    def start_info(self, states: Mapping[int, Any] | None = None) -> dict[str, Any]:
+        """Load ``states`` (a resume) if given; publish; digests; where this runs."""
+        for state in (states or {}).values():
+            self.set_state(state)
+        results = self.publish_all()
+        return {"results": results, "digests": self.digests(list(results)), **self.ping()}
+
+    def digests(self, client_ids: list[int]) -> dict[int, str]:
+        """Digests of the clients' published vectors."""
+        return {c: self._digest(c) for c in client_ids}
+
+    def remove_clients(self, client_ids: list[int]) -> list[int]:
+        for cid in client_ids:
+            self._done.pop(cid, None)
+            self._before.pop(cid, None)
+        return super().remove_clients(client_ids)
 
     def step_once(
-        self, method: str, messages: Mapping[int, Any], publish: bool, seq: int
+        self, method: Any, messages: Mapping[int, Any], publish: bool, seq: int
     ) -> tuple[dict[int, Any], dict[int, str]]:
         """``step`` for call ``seq``: atomic, and clients done in ``seq`` are not redone."""
         done = {c: res for c, (s, res) in self._done.items() if s == seq and c in messages}
@@ -279,12 +278,12 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
                 row.update(self._reinitialise(cid, plan, row["failures"]))
             row["seconds"] = time.perf_counter() - t0
             report[cid] = row
-        refs = {cid: self._publish(self.states[cid]) for cid in plans}
+        results = {cid: self._result(cid, {}) for cid in plans}
         return {
             "clients": report,
             "fetch_seconds": t_fetched - t_start,
             "restore_seconds": time.perf_counter() - t_start,
-            "refs": refs,
+            "results": results,
             "digests": {c: self._digest(c) for c in plans},
             **self.ping(),
         }

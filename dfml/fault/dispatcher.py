@@ -1,8 +1,8 @@
 """FMRec's Dispatcher, driver half: who keeps whose replica, and what is where.
 
 FMRec stores each agent's meta-knowledge in its *leaf set*: the agents whose
-ids are numerically closest on the DHT ring. Here the ring is the client ids
-0..N-1 and a replica is kept by the **process** hosting a leaf-set
+ids are numerically closest on the DHT ring. Here the ring is the sorted live
+client ids and a replica is kept by the **process** hosting a leaf-set
 neighbour. A copy in the client's own process would die with it, so the
 leaf set skips clients of the same actor and takes each holder process at
 most once; when every holder so chosen shares the client's node, the last
@@ -16,7 +16,7 @@ travel actor → object store → holder, and the holder keeps its own copy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 #: Retrieval preference among replicas of the same version.
@@ -40,19 +40,28 @@ class ReplicaRecord:
     nbytes: int
 
 
-def ring_order(client: int, num_clients: int) -> list[int]:
-    """Other client ids by ring distance: i+1, i−1, i+2, i−2, ..."""
+def ring_order(client: int, ids: Sequence[int]) -> list[int]:
+    """Other live ids by distance on the ring of sorted ``ids``: next, previous, 2nd next, ...
+
+    Ids need not be contiguous (clients join and leave); ``range(n)`` gives
+    the ring 0..n-1.
+    """
+    ring = sorted(ids)
+    n = len(ring)
+    pos = ring.index(client)
     out: list[int] = []
-    for d in range(1, num_clients // 2 + 1):
-        for j in ((client + d) % num_clients, (client - d) % num_clients):
-            if j != client and j not in out:
+    seen = {client}
+    for d in range(1, n // 2 + 1):
+        for j in (ring[(pos + d) % n], ring[(pos - d) % n]):
+            if j not in seen:
+                seen.add(j)
                 out.append(j)
     return out
 
 
 def leaf_set(
     client: int,
-    num_clients: int,
+    ids: Sequence[int],
     host_of: Mapping[int, str],
     replicas: int,
     node_of: Mapping[str, str] | None = None,
@@ -66,7 +75,7 @@ def leaf_set(
     own = host_of[client]
     chosen: list[tuple[int, str]] = []
     spare: list[tuple[int, str]] = []
-    for j in ring_order(client, num_clients):
+    for j in ring_order(client, ids):
         host = host_of[j]
         if host == own or any(host == h for _, h in chosen + spare):
             continue
@@ -86,15 +95,13 @@ def leaf_set(
 
 def replication_plan(
     clients: Iterable[int],
-    num_clients: int,
+    ids: Sequence[int],
     host_of: Mapping[int, str],
     replicas: int,
     node_of: Mapping[str, str] | None = None,
 ) -> dict[int, list[str]]:
     """Holder processes of each client's replicas (leaf-set hosts, nearest first)."""
-    return {
-        c: [h for _, h in leaf_set(c, num_clients, host_of, replicas, node_of)] for c in clients
-    }
+    return {c: [h for _, h in leaf_set(c, ids, host_of, replicas, node_of)] for c in clients}
 
 
 class ReplicaIndex:
@@ -119,6 +126,11 @@ class ReplicaIndex:
 
     def records(self, client: int) -> list[ReplicaRecord]:
         return list(self._records.get(client, []))
+
+    def forget_clients(self, clients: Iterable[int]) -> None:
+        """Clients left: their replicas are released."""
+        for client in clients:
+            self._records.pop(client, None)
 
     def forget_holder(self, holder: str) -> None:
         """A holder died: its copies are gone."""

@@ -48,10 +48,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from dfml.actors.client_actor import CohortSpec
-from dfml.actors.config import ResourceConfig, plan_cohorts
+from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
 from dfml.algorithms.base import Message
 from dfml.data.config import DataConfig
@@ -66,6 +66,7 @@ from dfml.fault.holder import RemoteReplicaStore
 from dfml.fault.manager import Manager
 from dfml.fault.retriever import order_candidates
 from dfml.models.zoo import ModelConfig
+from dfml.steps import Entry, Step, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,9 @@ class _Unsettled:
     """A call whose results are out but whose replicas may still be in flight."""
 
     seq: int
-    method: str
+    rnd: int | None
+    read_only: bool
+    method: Entry
     messages: dict[int, Any]
     publish: bool
     before: dict[int, tuple[ray.ObjectRef, str]]
@@ -85,13 +88,6 @@ class _Unsettled:
 
 class FaultToleranceError(RuntimeError):
     """A call could not be completed despite recovery (or the failure was no crash)."""
-
-
-def _round_of(messages: Mapping[int, Any]) -> int | None:
-    for msg in messages.values():
-        value = getattr(msg, "round", None)
-        return int(value) if value is not None else None
-    return None
 
 
 def _refs_in(msg: Any) -> set[ray.ObjectRef]:
@@ -129,8 +125,9 @@ class FaultTolerantFederation(Federation):
         fault: FaultConfig,
         rounds: int | None = None,
         start_timeout_s: float = 300.0,
+        initial: Sequence[int] | None = None,
     ) -> None:
-        super().__init__(data, model, splits, seed, resources, start_timeout_s)
+        super().__init__(data, model, splits, seed, resources, start_timeout_s, initial)
         if rounds is not None:
             fault.check_rounds(rounds)
         self.fault = fault
@@ -155,6 +152,8 @@ class FaultTolerantFederation(Federation):
         self._unsettled: _Unsettled | None = None
         self._replicated_seq = -1
         self._struck: set[int] = set()
+        self._step_round: int | None = None
+        self._step_read_only = False
         self._t0 = time.perf_counter()
 
     # ----- bookkeeping --------------------------------------------------
@@ -178,21 +177,17 @@ class FaultTolerantFederation(Federation):
         # parameters and answer as if nothing happened.
         return {**super().actor_options(index), "max_restarts": 0, "max_task_retries": 0}
 
-    def _spec(self, clients: Sequence[int]) -> CohortSpec:
-        return CohortSpec(
-            data=self.data,
-            model=self.model,
-            splits={cid: self.splits[cid] for cid in clients},
-            seed=self.seed,
-            num_threads=max(1, int(self.resources.num_cpus_per_actor)),
-        )
-
     def make_actor(
-        self, index: int, algorithm: Any, options: Mapping[str, Any] | None = None
+        self,
+        index: int,
+        algorithm: Any,
+        options: Mapping[str, Any] | None = None,
+        clients: Sequence[int] | None = None,
     ) -> Any:
         opts = {**self.actor_options(index), **(options or {})}
+        members = self.cohorts[index] if clients is None else clients
         return RemoteFaultClientActor.options(**opts).remote(
-            self._spec(self.cohorts[index]), algorithm, self.fault.keep_versions
+            self.spec(members), algorithm, self.fault.keep_versions
         )
 
     def make_spare(self) -> Any:
@@ -202,7 +197,7 @@ class FaultTolerantFederation(Federation):
         """
         opts = {**self.actor_options(0), "num_cpus": 0, "scheduling_strategy": "SPREAD"}
         return RemoteFaultClientActor.options(**opts).remote(
-            self._spec([]), self.algorithm, self.fault.keep_versions
+            self.spec([]), self.algorithm, self.fault.keep_versions
         )
 
     def start_store(self) -> None:
@@ -221,23 +216,27 @@ class FaultTolerantFederation(Federation):
         self.holders[inc] = handle
         self.holder_kind[inc] = "store"
 
-    def start(self, algorithm: Any) -> dict[int, ray.ObjectRef]:
+    def start(
+        self, algorithm: Any, states: Mapping[int, Any] | None = None
+    ) -> dict[int, StepResult]:
         self.algorithm = algorithm
-        cpus, gpus = self._check_resources()
+        if self.roster is None:
+            self.plan()
         if self.fault.chaos and self.fault.chaos_mode == "node":
             alive = [n for n in ray.nodes() if n.get("Alive")]
             if len(alive) < 2:
                 raise ConfigError(
                     f"chaos_mode 'node' needs a multi-node Ray cluster; this one has {len(alive)} node"
                 )
-        self.cohorts = plan_cohorts(self.num_clients, self.resources, cpus, gpus)
-        self.actor_of = {cid: k for k, cohort in enumerate(self.cohorts) for cid in cohort}
         self.actors = [self.make_actor(k, algorithm) for k in range(len(self.cohorts))]
         for k, handle in enumerate(self.actors):
             self.manager.register_actor(k, handle)
         self.start_store()
         self.manager.replenish()
-        pending = [a.start_info.remote() for a in self.actors]
+        pending = [
+            a.start_info.remote(None if states is None else {c: states[c] for c in self.cohorts[k]})
+            for k, a in enumerate(self.actors)
+        ]
         _, not_ready = ray.wait(pending, num_returns=len(pending), timeout=self.start_timeout_s)
         if not_ready:
             self.shutdown()
@@ -246,11 +245,13 @@ class FaultTolerantFederation(Federation):
                 f"{self.start_timeout_s:.0f} s (each asks for {self.resources.num_cpus_per_actor} CPU, "
                 f"{self.resources.num_gpus_per_actor} GPU; cluster has {ray.cluster_resources()})"
             )
+        started: dict[int, StepResult] = {}
         for k, info in enumerate(ray.get(pending)):
             inc = self.manager.incarnation[k]
             self._placed(inc, k, info)
-            for cid, ref in info["refs"].items():
-                self.published[cid] = (ref, info["digests"][cid])
+            for cid, res in info["results"].items():
+                self.published[cid] = (res.ref, info["digests"][cid])
+            started.update(info["results"])
         if self.restores:
             everyone = set(range(len(self.cohorts)))
             self._retry(lambda: self._replicate(0) == everyone)
@@ -262,7 +263,56 @@ class FaultTolerantFederation(Federation):
             self.fault.replicas,
             self.manager.store is not None,
         )
-        return {cid: ref for cid, (ref, _) in sorted(self.published.items())}
+        return dict(sorted(started.items()))
+
+    def _by_actor(self, messages: Mapping[int, Any]) -> dict[int, dict[int, Any]]:
+        """Messages grouped by the actor slot hosting each client."""
+        return {
+            k: {c: messages[c] for c in ids} for k, ids in self.roster.by_slot(messages).items()
+        }
+
+    # ----- membership -------------------------------------------------
+    def open_slot(self, k: int) -> None:
+        handle = self.make_actor(k, self.algorithm, clients=[])
+        self.actors.append(handle)
+        inc = self.manager.register_actor(k, handle)
+        self._placed(inc, k, ray.get(handle.ping.remote()))
+
+    def add_clients(self, starts: Mapping[int, Any]) -> dict[int, StepResult]:
+        """Join, then replicate the joined clients at once, so that a death in
+        the very next step restores them too (instead of losing them)."""
+        self._settle()
+        self.recover()
+        results = super().add_clients(starts)
+        slots = self.roster.by_slot(results)
+        digests: dict[int, str] = {}
+        for part in ray.get([self.actors[k].digests.remote(ids) for k, ids in slots.items()]):
+            digests.update(part)
+        for cid, res in results.items():
+            self.published[cid] = (res.ref, digests[cid])
+        if self.restores:
+            todo = set(slots)
+            self._retry(lambda: self._replicate(self.seq, sorted(todo)) >= todo)
+        return results
+
+    def remove_clients(self, ids: Sequence[int]) -> None:
+        """Leave: drop the clients and release their replicas."""
+        self._settle()
+        self.recover()
+        super().remove_clients(ids)
+        for cid in ids:
+            self.published.pop(cid, None)
+        self.index.forget_clients(ids)
+        release = {
+            inc: h.release_replicas.remote(list(ids))
+            for inc, h in self.holders.items()
+            if inc not in self.manager.dead_incarnations
+        }
+        for inc, ref in release.items():
+            try:
+                ray.get(ref, timeout=self.fault.unavailable_timeout)
+            except RayError as err:  # a dead holder: the manager sees it through its sentinel
+                log.warning("holder %s did not release replicas of %s: %s", inc, list(ids), err)
 
     def _placed(self, inc: str, k: int, info: Mapping[str, Any]) -> None:
         self.placement[inc] = {"pid": info["pid"], "node_id": info["node_id"]}
@@ -279,27 +329,44 @@ class FaultTolerantFederation(Federation):
         raise FaultToleranceError(f"could not complete after {self.max_attempts} recoveries")
 
     # ----- the calls ----------------------------------------------------
+    def run_step(self, step: Step) -> dict[int, StepResult]:
+        """Run ``step``; its round decides chaos strikes and checkpoint replication."""
+        self._step_round, self._step_read_only = step.round, step.read_only
+        try:
+            return self.step(step.entry, step.messages, step.publish)
+        finally:
+            self._step_round, self._step_read_only = None, False
+
     def step(
-        self, method: str, messages: Mapping[int, Any], publish: bool = True
+        self, method: Entry, messages: Mapping[int, Any], publish: bool = True
     ) -> dict[int, Any]:
         self._settle()
         self.seq += 1
         self._call_seq = self.seq
         try:
-            return self._step(self.seq, method, dict(messages), publish, defer=True)
+            return self._step(
+                self.seq,
+                method,
+                dict(messages),
+                publish,
+                defer=True,
+                rnd=self._step_round,
+                read_only=self._step_read_only,
+            )
         finally:
             self._call_seq = None
 
     def _step(
         self,
         seq: int,
-        method: str,
+        method: Entry,
         messages: dict[int, Any],
         publish: bool,
         defer: bool = False,
         before: dict[int, tuple[ray.ObjectRef, str]] | None = None,
+        rnd: int | None = None,
+        read_only: bool = False,
     ) -> dict[int, Any]:
-        rnd = _round_of(messages)
         if rnd is not None:
             self.round_index = rnd
         if before is None:
@@ -309,7 +376,12 @@ class FaultTolerantFederation(Federation):
         pending = set(messages)
         in_run = rnd is not None and (self.rounds is None or rnd < self.rounds)
         strike = self.fault.chaos and in_run and rnd not in self._struck
-        checkpoint = in_run and self.restores and (rnd + 1) % self.fault.checkpoint_every == 0
+        checkpoint = (
+            in_run
+            and not read_only
+            and self.restores
+            and (rnd + 1) % self.fault.checkpoint_every == 0
+        )
         everyone = set(range(len(self.cohorts)))
         replicated: set[int] = set() if checkpoint else everyone
         for _ in range(self.max_attempts):
@@ -359,7 +431,7 @@ class FaultTolerantFederation(Federation):
                 ):
                     # Acks are collected when the next call starts (:meth:`_settle`).
                     self._unsettled = _Unsettled(
-                        seq, method, messages, publish, before, copies, copied_by
+                        seq, rnd, read_only, method, messages, publish, before, copies, copied_by
                     )
                     replicated = set(everyone)
                 elif copies:
@@ -417,37 +489,21 @@ class FaultTolerantFederation(Federation):
                 if c in call.before:
                     self.renamed[call.before[c][0]] = (c, self.published[c][0])
             self.redone_steps += len(redo)
-            self._step(call.seq, call.method, redo, call.publish, before=call.before)
+            self._step(
+                call.seq,
+                call.method,
+                redo,
+                call.publish,
+                before=call.before,
+                rnd=call.rnd,
+                read_only=call.read_only,
+            )
             if call.publish:
                 for c in redo:
                     if c in held:
                         self.renamed[held[c]] = (c, self.published[c][0])
         finally:
             self._call_seq = None
-
-    def call(
-        self, method: str, *args: Any, client_ids: Sequence[int] | None = None
-    ) -> dict[int, Any]:
-        self._settle()
-        ids = list(range(self.num_clients)) if client_ids is None else list(client_ids)
-        results: dict[int, Any] = {}
-        pending = set(ids)
-        for _ in range(self.max_attempts):
-            self._recover(self.round_index)
-            if not pending:
-                return dict(sorted(results.items()))
-            grouped = self._by_actor(dict.fromkeys(pending))
-            futures = {
-                k: self.actors[k].call.remote(method, sorted(c), *args) for k, c in grouped.items()
-            }
-            out = self.manager.gather(futures)
-            for res in out.results.values():
-                results.update(res)
-                pending -= set(res)
-            self._after_failures(out)
-        raise FaultToleranceError(
-            f"call {method!r} did not complete after {self.max_attempts} tries"
-        )
 
     def _after_failures(self, out: Any) -> None:
         for k in out.unavailable:
@@ -500,14 +556,15 @@ class FaultTolerantFederation(Federation):
         self, version: int, actors: Iterable[int], expect: int | None = None
     ) -> dict[int, ray.ObjectRef]:
         """Ask ``actors`` to replicate their clients as ``version`` (leaf set + store)."""
-        n = self.num_clients
-        host_of = {c: self.manager.incarnation[self.actor_of[c]] for c in range(n)}
+        ids = self.live()
+        actor_of = self.actor_of
+        host_of = {c: self.manager.incarnation[actor_of[c]] for c in ids}
         node_of = {inc: p["node_id"] for inc, p in self.placement.items()}
         store = self.manager.store[0] if self.manager.store is not None else None
         futures = {}
         for k in actors:
             cohort = self.cohorts[k]
-            plan = replication_plan(cohort, n, host_of, self.fault.replicas, node_of)
+            plan = replication_plan(cohort, ids, host_of, self.fault.replicas, node_of)
             assign = {c: [*plan[c], *([store] if store else [])] for c in cohort}
             holders = {h: self.holders[h] for hs in assign.values() for h in hs}
             futures[k] = self.actors[k].replicate.remote(
@@ -569,7 +626,7 @@ class FaultTolerantFederation(Federation):
         candidates = order_candidates(records, self.holders)
         neighbors = tuple(
             (j, [self.published[j][0]])
-            for j in ring_order(cid, self.num_clients)
+            for j in ring_order(cid, self.live())
             if self.actor_of[j] not in dead and j in self.published
         )[:4]
         return RestorePlan(
@@ -645,7 +702,7 @@ class FaultTolerantFederation(Federation):
             if kind == "lost":
                 log.warning("client %d lost its meta-knowledge: restarted from %s", cid, source)
             old = self.published.get(cid)
-            new = (res["refs"][cid], res["digests"][cid])
+            new = (res["results"][cid].ref, res["digests"][cid])
             if old is not None:
                 for key, (c, _) in list(self.renamed.items()):
                     if c == cid:

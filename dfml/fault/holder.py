@@ -82,6 +82,12 @@ class ReplicaHolder:
             return [self._held.get(c, {}).get(v) for c, v in wanted]
 
     @ray.method(concurrency_group="replica")
+    def release_replicas(self, client_ids: Sequence[int]) -> int:
+        """Drop every replica of departed clients; returns how many were dropped."""
+        with self._held_lock:
+            return sum(len(self._held.pop(c, {})) for c in client_ids)
+
+    @ray.method(concurrency_group="replica")
     def held_versions(self) -> dict[int, list[int]]:
         with self._held_lock:
             return {c: sorted(v, reverse=True) for c, v in self._held.items()}

@@ -283,7 +283,7 @@ class Manager:
             inc = self.new_incarnation("spare")
             handle = self.fed.make_spare()
             self.watch("spare", inc, handle)
-            ready = handle.warm_up.remote(self.fed.splits[0])
+            ready = handle.warm_up.remote(self.fed.splits[min(self.fed.splits)])
             self.spares.append(Spare(inc, handle, ready, self.fed.clock()))
 
     def replacement(self, k: int) -> tuple[Any, str, str]:

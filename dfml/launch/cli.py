@@ -15,6 +15,10 @@ from typing import Any, NoReturn
 from dfml.errors import UserError
 
 EXIT_USAGE = 2
+OPTIONS_NOTE = (
+    "Every option is also a YAML key (--local-epochs 2 is local_epochs: 2); "
+    "flags override the file. A bool flag alone means true."
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,15 +29,27 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_option_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per config field (typed later, when configs are built)."""
-    from dfml.launch.options import all_option_types, flag
+    """One ``--flag`` per config field, grouped by concern, help from the config docstrings.
 
-    group = parser.add_argument_group("options (also valid as YAML keys; flags override the file)")
-    for name, hint in sorted(all_option_types().items()):
-        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "metavar": "V"}
-        if hint is bool:
-            kwargs.update(nargs="?", const="true")
-        group.add_argument(f"--{flag(name)}", **kwargs)
+    Values stay strings here and are typed when the configs are built, so a
+    YAML file and flags go through the same coercion and the same errors.
+    """
+    from dfml.launch.help import option_groups
+    from dfml.launch.options import flag
+
+    parser.epilog = OPTIONS_NOTE
+    for group in option_groups():
+        arguments = parser.add_argument_group(group.title, group.description)
+        for option in group.options:
+            kwargs: dict[str, Any] = {
+                "dest": option.name,
+                "default": argparse.SUPPRESS,
+                "metavar": "V",
+                "help": option.help.replace("%", "%%"),  # argparse %-formats help
+            }
+            if option.hint is bool:
+                kwargs.update(nargs="?", const="true")
+            arguments.add_argument(f"--{flag(option.name)}", **kwargs)
 
 
 def options_from(args: argparse.Namespace, skip: set[str]) -> dict[str, Any]:
@@ -57,16 +73,46 @@ def _run(args: argparse.Namespace) -> int:
     from dfml.launch.options import build_config
     from dfml.launch.runner import execute
 
-    cfg, launch = build_config(options_from(args, set()))
+    options = options_from(args, set())
+    if options.get("resume"):
+        return _resume(options)
+    cfg, launch = build_config(options)
     summary = execute(cfg, launch)
     print(f"final_accuracy={summary['final_accuracy']:.4f}  results in {launch.out}")
     return 0
 
 
-def _list_parser(sub: Any) -> None:
-    sub.add_parser("list", help="list algorithms, datasets, topologies, ...").set_defaults(
-        handler=_list
+def _resume(options: dict[str, Any]) -> int:
+    """``dfml run --resume OUT|URI [launch flags]``: continue from the last checkpoint."""
+    import dataclasses
+
+    from dfml.launch.options import LaunchConfig, build_config, check_resume_options
+    from dfml.launch.runner import execute, load_resume
+
+    record, checkpointer = load_resume(str(options.pop("resume")))
+    cfg, _ = build_config(record["options"])
+    check_resume_options(cfg, options)
+    launch_fields = {f.name for f in dataclasses.fields(LaunchConfig)}
+    given = {k: v for k, v in options.items() if k in launch_fields}
+    _, launch = build_config({**record["options"], **given, "out": record["out"]})
+    checkpoint = checkpointer.latest()
+    summary = execute(cfg, launch, resume=checkpoint)
+    print(
+        f"resumed at round {checkpoint.round}: final_accuracy={summary['final_accuracy']:.4f}  "
+        f"results in {launch.out}"
     )
+    return 0
+
+
+def _list_parser(sub: Any) -> None:
+    p = sub.add_parser("list", help="list algorithms, datasets, topologies, ...")
+    p.add_argument(
+        "--verbose",
+        dest="details",
+        action="store_true",
+        help="one line per algorithm: what it is, its paper and its Config class",
+    )
+    p.set_defaults(handler=_list)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -76,14 +122,22 @@ def _list(args: argparse.Namespace) -> int:
     from dfml.models.zoo import MODELS
     from dfml.topology.config import MIXINGS, TOPOLOGIES
 
-    for title, names in (
-        ("algorithms", sorted(ALGORITHMS)),
+    rows = [
         ("datasets", DATASETS),
         ("partitions", PARTITIONS),
         ("topologies", TOPOLOGIES),
         ("mixing", MIXINGS),
         ("models", ["auto", *sorted(MODELS)]),
-    ):
+    ]
+    if args.details:
+        from dfml.launch.help import algorithm_lines
+
+        print("algorithms:")
+        for line in algorithm_lines():
+            print(f"  {line}")
+    else:
+        rows.insert(0, ("algorithms", sorted(ALGORITHMS)))
+    for title, names in rows:
         print(f"{title}: {', '.join(names)}")
     return 0
 
@@ -100,8 +154,20 @@ def _chaos_parser(sub: Any) -> None:
     add_parser(sub)
 
 
+def _report_parser(sub: Any) -> None:
+    from dfml.launch.report import add_parser
+
+    add_parser(sub)
+
+
 #: Subcommands: each adds its parser and sets ``handler``.
-COMMANDS: list[Callable[[Any], None]] = [_run_parser, _list_parser, _compare_parser, _chaos_parser]
+COMMANDS: list[Callable[[Any], None]] = [
+    _run_parser,
+    _list_parser,
+    _compare_parser,
+    _chaos_parser,
+    _report_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,8 +8,9 @@ does. Every configuration is built and validated before Ray starts.
 
 Results: ``OUT/<algorithm>/seed<s>/`` per run (the usual summary.json,
 metrics.parquet, accuracy.png), then ``OUT/table.md`` and ``OUT/table.csv``
-(mean ± sample std over seeds) and ``OUT/accuracy.png`` (mean client accuracy
-per round over all seeds' clients, band min–max).
+(mean ± sample std over seeds), ``OUT/accuracy.png`` (mean client accuracy
+per round over all seeds' clients, band min–max) and ``OUT/report.html``
+(:mod:`dfml.launch.report` over every run folder).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from dfml.launch.options import (
     flag,
 )
 from dfml.launch.registry import algorithm_class
+from dfml.launch.report import write_report
 from dfml.launch.results import plot_accuracy
 from dfml.launch.runner import execute, init_ray
 
@@ -221,7 +223,7 @@ def run_compare(
     seeds: Sequence[int],
     report: Callable[[str], None] = log.info,
 ) -> tuple[Path, str]:
-    """Run every algorithm × seed; write the table, CSV and plot; return (OUT, table)."""
+    """Run every algorithm × seed; write the table, CSV, plot and report; return (OUT, table)."""
     jobs, launch, root = plan(options, algorithms, seeds)
     root.mkdir(parents=True, exist_ok=True)
     summaries: dict[str, list[dict[str, Any]]] = {a: [] for a in algorithms}
@@ -249,6 +251,7 @@ def run_compare(
     write_csv(rows, root / "table.csv")
     pooled = {a: pooled_history(h) for a, h in histories.items() if any(h)}
     plot_accuracy(pooled, root / "accuracy.png")
+    write_report([job.out for job in jobs], root / "report.html")
     return root, table
 
 
@@ -273,5 +276,5 @@ def handle(args: argparse.Namespace) -> int:
     options = options_from(args, {"algorithms", "seeds"})
     root, table = run_compare(options, algorithms, seeds, lambda line: print(line, flush=True))
     print(table, end="")
-    print(f"results in {root} (table.md, table.csv, accuracy.png)")
+    print(f"results in {root} (table.md, table.csv, accuracy.png, report.html)")
     return 0

@@ -27,17 +27,30 @@ from dfml.experiment import ExperimentConfig, RunConfig
 from dfml.fault.config import FaultConfig
 from dfml.launch.registry import ALGORITHMS, algorithm_class
 from dfml.models.zoo import ModelConfig
+from dfml.runtime.membership import MembershipConfig
 from dfml.topology.config import TopologyConfig
 
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    """How to run, not what: output directory, Ray address, progress bar."""
+    """How to run, not what: output directory, Ray address, progress bar.
+
+    Attributes:
+        out: results folder (summary.json, metrics.parquet, plots); created if missing.
+        ray_address: Ray cluster to join (``auto``, ``ray://host:10001``); ``None``
+            starts a local Ray.
+        progress: show a progress bar with the mean client accuracy per round.
+        dashboard: start the Ray dashboard (local Ray only) and print its address.
+        resume: continue the run whose results folder (or checkpoint URI) this
+            names, from its last complete checkpoint; launch flags may be given
+            again, experiment flags must equal the checkpoint's.
+    """
 
     out: str = "runs/latest"
     ray_address: str | None = None
     progress: bool = True
     dashboard: bool = True
+    resume: str | None = None
 
 
 SECTIONS: dict[str, type] = {
@@ -49,6 +62,7 @@ SECTIONS: dict[str, type] = {
     "resources": ResourceConfig,
     "evaluation": EvalConfig,
     "fault": FaultConfig,
+    "membership": MembershipConfig,
     "launch": LaunchConfig,
 }
 
@@ -74,7 +88,12 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return coerce(name, value, inner[0])
     if origin is tuple:
-        items = value.replace("x", ",").split(",") if isinstance(value, str) else list(value)
+        if isinstance(value, str):
+            items = value.replace("x", ",").split(",")
+        elif isinstance(value, list | tuple):
+            items = list(value)
+        else:
+            items = [value]  # a YAML scalar (hidden: 128, pers_steps: 3) is one item
         return tuple(coerce(name, v, args[0]) for v in items if str(v).strip() != "")
     try:
         if hint is bool:
@@ -147,6 +166,12 @@ def build_config(options: Mapping[str, Any]) -> tuple[ExperimentConfig, LaunchCo
         if key in others:
             raise ConfigError(f"option --{flag(key)} does not apply to algorithm {algo_name!r}")
         raise ConfigError(f"unknown option --{flag(key)}; see 'dfml run --help'")
+    if opts.get("partition_file") and "clients" not in opts:
+        from dfml.data.partition_file import num_clients_in
+
+        # The file fixes the clients (initial + reserve); an explicit --clients is checked later.
+        membership = _build(MembershipConfig, opts)
+        opts["clients"] = num_clients_in(str(opts["partition_file"])) - membership.reserve
     built = {name: _build(cls, opts) for name, cls in SECTIONS.items()}
     launch = built.pop("launch")
     experiment = ExperimentConfig(**built, algorithm=_build(algo_cls.Config, opts))
@@ -166,6 +191,32 @@ def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
             "resources",
             "evaluation",
             "fault",
+            "membership",
             "algorithm",
         )
     }
+
+
+def config_to_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The flat option mapping that :func:`build_config` turns back into ``cfg``."""
+    out: dict[str, Any] = {}
+    for section in config_to_dict(cfg).values():
+        out.update(section)
+    return out
+
+
+def check_resume_options(stored: ExperimentConfig, given: Mapping[str, Any]) -> None:
+    """With ``--resume``, an experiment option may be repeated only with the same value."""
+    effective = config_to_options(stored)
+    launch = set(field_types(LaunchConfig))
+    types = all_option_types()
+    for key, value in sorted(given.items()):
+        if key in launch:
+            continue
+        if key not in effective:
+            raise ConfigError(f"option --{flag(key)} does not apply to the resumed run")
+        if coerce(key, value, types[key]) != coerce(key, effective[key], types[key]):
+            raise ConfigError(
+                f"--{flag(key)} {value} differs from the resumed run's {effective[key]!r}; "
+                "a resumed run keeps its experiment settings"
+            )

@@ -1,7 +1,12 @@
 """Results on disk: metrics.parquet (round × client), summary.json, accuracy.png.
 
-The metrics file is rewritten after every round, so a run stopped by an
-error (a diverged client, a crash) keeps everything it had measured.
+Metrics stream: each finished round is written once, as its own small
+parquet file under ``metrics.parts/`` (atomic: temp file, then rename), so
+a 1,000-round run never rewrites its table and a killed run keeps every
+round it finished. When the run ends (completed, failed, interrupted) the
+parts are merged into ``metrics.parquet`` with pyarrow's ``ParquetWriter``,
+one row group per round; :func:`read_metrics` reads either form. A resumed
+run first drops the parts of rounds after its checkpoint (they are redone).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,19 +37,71 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def records_to_table(history: Sequence[RoundRecord]) -> pa.Table:
-    """One row per (round, client); metric columns are the union of keys."""
+    """One row per (round, live client): membership epoch, whether it trained, metrics."""
     keys = sorted({k for rec in history for m in rec.metrics.values() for k in m})
-    cols: dict[str, list[Any]] = {"round": [], "client": [], **{k: [] for k in keys}}
+    cols: dict[str, list[Any]] = {
+        "round": [],
+        "client": [],
+        "epoch": [],
+        "trained": [],
+        **{k: [] for k in keys},
+    }
     for rec in history:
         for cid in sorted(rec.metrics):
             cols["round"].append(rec.round)
             cols["client"].append(cid)
+            cols["epoch"].append(rec.epoch)
+            cols["trained"].append(cid in rec.trained)
             for k in keys:
                 cols[k].append(float(rec.metrics[cid].get(k, np.nan)))
     schema = pa.schema(
-        [("round", pa.int32()), ("client", pa.int32()), *[(k, pa.float64()) for k in keys]]
+        [
+            ("round", pa.int32()),
+            ("client", pa.int32()),
+            ("epoch", pa.int32()),
+            ("trained", pa.bool_()),
+            *[(k, pa.float64()) for k in keys],
+        ]
     )
     return pa.table(cols, schema=schema)
+
+
+PARTS = "metrics.parts"
+_PART = re.compile(r"^round-(\d{6})\.parquet$")
+
+
+def _parts(out: Path) -> dict[int, Path]:
+    folder = out / PARTS
+    if not folder.is_dir():
+        return {}
+    found = {}
+    for path in folder.iterdir():
+        match = _PART.match(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+def merge_tables(tables: Sequence[pa.Table]) -> tuple[pa.Schema, list[pa.Table]]:
+    """One schema over ``tables`` (a metric missing in a round is NaN there)."""
+    schema = pa.unify_schemas([t.schema for t in tables])
+    fixed = []
+    for t in tables:
+        for name in schema.names:
+            if name not in t.column_names:
+                t = t.append_column(name, pa.array([np.nan] * len(t), schema.field(name).type))
+        fixed.append(t.select(schema.names).cast(schema))
+    return schema, fixed
+
+
+def read_metrics(out: Path) -> pa.Table:
+    """The metrics of a results folder: merged file, or the parts a killed run left."""
+    out = Path(out)
+    parts = _parts(out)
+    if parts:
+        _, tables = merge_tables([pq.read_table(p) for p in parts.values()])
+        return pa.concat_tables(tables)
+    return pq.read_table(out / "metrics.parquet")
 
 
 def partition_table(splits: Sequence[ClientSplit]) -> pa.Table:
@@ -63,17 +121,45 @@ def partition_table(splits: Sequence[ClientSplit]) -> pa.Table:
 
 
 class ResultsWriter(Callback):
-    """Writes metrics.parquet as rounds finish, then summary.json and plots."""
+    """Streams metrics round by round, then writes summary.json and plots."""
 
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.history: list[RoundRecord] = []
 
+    def on_resume(self, history: Sequence[RoundRecord]) -> None:
+        """Keep the rounds before the checkpoint; drop parts of rounds to be redone."""
+        self.history = list(history)
+        for rnd, path in _parts(self.out).items():
+            if rnd >= len(history):
+                path.unlink()
+
     def on_round_end(self, record: RoundRecord) -> None:
         self.history.append(record)
-        table = records_to_table(self.history)
-        _atomic_write(self.out / "metrics.parquet", lambda p: pq.write_table(table, p))
+        folder = self.out / PARTS
+        folder.mkdir(exist_ok=True)
+        table = records_to_table([record])
+        _atomic_write(
+            folder / f"round-{record.round:06d}.parquet", lambda p: pq.write_table(table, p)
+        )
+
+    def finalize(self) -> None:
+        """Merge the streamed parts into metrics.parquet (one row group per round)."""
+        parts = _parts(self.out)
+        if not parts:
+            return
+        schema, tables = merge_tables([pq.read_table(p) for p in parts.values()])
+
+        def write(path: Path) -> None:
+            with pq.ParquetWriter(path, schema) as writer:
+                for table in tables:
+                    writer.write_table(table)
+
+        _atomic_write(self.out / "metrics.parquet", write)
+        for path in parts.values():
+            path.unlink()
+        (self.out / PARTS).rmdir()
 
     def write_partition(self, splits: Sequence[ClientSplit]) -> None:
         table = partition_table(splits)
@@ -88,20 +174,52 @@ class ResultsWriter(Callback):
             plot_accuracy({title: self.history}, self.out / "accuracy.png")
 
 
-def summarize(history: Sequence[RoundRecord], key: str = "accuracy") -> dict[str, Any]:
-    """Final per-client metric, totals and timings of a (possibly partial) run."""
+def membership_summary(history: Sequence[RoundRecord]) -> dict[str, Any]:
+    """Live clients at the end and per round (round → count)."""
+    if not history:
+        return {"final_clients": None, "membership": {}}
+    return {
+        "final_clients": len(history[-1].metrics),
+        "membership": {r.round: len(r.metrics) for r in history},
+    }
+
+
+def summarize(
+    history: Sequence[RoundRecord],
+    key: str = "accuracy",
+    test_sizes: Mapping[int, int] | None = None,
+) -> dict[str, Any]:
+    """Final per-client metric, totals and timings of a (possibly partial) run.
+
+    ``seconds_per_round`` is the median after round 0 (round 0 pays lazy
+    imports and warm-up; ``first_round_seconds`` reports it).
+    ``weighted_accuracy`` = Σ_i acc_i n_i / Σ_i n_i with n_i the client's
+    test samples (what PFLlib and Flower report), given ``test_sizes``.
+    """
     if not history:
         return {"rounds_completed": 0, "final_accuracy": None, "per_client_accuracy": []}
     last = history[-1]
-    per_client = [float(last.metrics[c].get(key, np.nan)) for c in sorted(last.metrics)]
-    return {
+    ids = sorted(last.metrics)
+    per_client = [float(last.metrics[c].get(key, np.nan)) for c in ids]
+    seconds = [r.seconds for r in history]
+    phases: dict[str, float] = {}
+    for r in history:
+        for phase, t in r.phase_seconds.items():
+            phases[phase] = phases.get(phase, 0.0) + t
+    out = {
         "rounds_completed": len(history),
         "final_accuracy": float(np.mean(per_client)),
         "per_client_accuracy": per_client,
         "accuracy_std": float(np.std(per_client)),
-        "seconds_per_round": float(np.mean([r.seconds for r in history])),
+        "seconds_per_round": float(np.median(seconds[1:] if len(seconds) > 1 else seconds)),
+        "first_round_seconds": float(seconds[0]),
+        "phase_seconds": phases,
         "bytes_sent": int(sum(r.bytes_sent for r in history)),
     }
+    if test_sizes is not None:
+        n = np.array([test_sizes[c] for c in ids], dtype=np.float64)
+        out["weighted_accuracy"] = float(np.dot(per_client, n) / n.sum())
+    return out
 
 
 def plot_accuracy(

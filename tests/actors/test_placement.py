@@ -13,8 +13,9 @@ import pytest
 import ray
 import torch
 
-from dfml.actors.config import ResourceConfig, plan_cohorts
+from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
+from dfml.actors.roster import Roster
 from dfml.algorithms.base import LocalSGDConfig
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.data.config import DataConfig, PartitionConfig
@@ -63,6 +64,10 @@ def test_unplaceable_actors_time_out_with_a_clear_error(ray_session):
     fed.start_timeout_s = 3.0
     with pytest.raises(ConfigError, match="could not be placed"):
         fed.start(DFedAvg(LocalSGDConfig()))
+
+
+def plan_cohorts(n, cfg, cluster_cpus, cluster_gpus):
+    return Roster.plan(range(n), cfg, cluster_cpus, cluster_gpus).slots
 
 
 def test_plan_cohorts():

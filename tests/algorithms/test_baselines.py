@@ -11,7 +11,6 @@ from torch import nn
 
 from dfml.actors.config import ResourceConfig
 from dfml.actors.inprocess import InProcessFederation
-from dfml.algorithms.base import SetupContext
 from dfml.algorithms.fedavg_ft import FedAvgFT, FedAvgFTConfig
 from dfml.algorithms.fedprox import FedProx, FedProxConfig, proximal_term
 from dfml.algorithms.pfedme import PFedMe, PFedMeConfig, moreau_inner, pfedme_local
@@ -182,10 +181,9 @@ def run_in_process(algorithm, topology: str = "complete", rounds: int = 3):
         topology=TopologyConfig(topology=topology, mixing="data-size"),
     )
     prep = prepare(cfg)
-    algorithm.setup(SetupContext(prep.graph, prep.mixing, prep.train_sizes, prep.param_count * 4))
     fed = InProcessFederation(cfg.data, cfg.model, prep.splits, cfg.run.seed, ResourceConfig())
     try:
-        return algorithm.run(fed, rounds)
+        return algorithm.run(fed, rounds, topology=prep.topology)
     finally:
         fed.shutdown()
 

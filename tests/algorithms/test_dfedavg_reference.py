@@ -17,7 +17,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from dfml.actors.config import ResourceConfig
 from dfml.actors.inprocess import InProcessFederation
-from dfml.algorithms.base import LocalSGDConfig, SetupContext
+from dfml.algorithms.base import LocalSGDConfig
 from dfml.algorithms.callbacks import Callback
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.data.config import DataConfig, PartitionConfig
@@ -25,6 +25,7 @@ from dfml.data.registry import load_dataset
 from dfml.experiment import ExperimentConfig, RunConfig, prepare, run_experiment
 from dfml.models.zoo import ModelConfig, build_model
 from dfml.topology.config import TopologyConfig
+from dfml.topology.mixing import mixing_matrix
 
 
 class CaptureStates(Callback):
@@ -49,7 +50,9 @@ def reference_dfedavg(cfg: ExperimentConfig, prepared) -> tuple[np.ndarray, list
     for s in prepared.splits:
         idx = np.concatenate([s.meta_train, s.query])
         data.append((torch.from_numpy(dataset.features(idx)), torch.from_numpy(dataset.y[idx])))
-    w = torch.from_numpy(prepared.mixing)  # float64
+    # The dense W of the same graph, built independently of the sparse rows dfml uses.
+    dense = mixing_matrix(prepared.graph, cfg.topology.mixing, prepared.train_sizes)
+    w = torch.from_numpy(dense)  # float64
     alg = cfg.algorithm
     for r in range(cfg.run.rounds):
         stacked = torch.stack(
@@ -113,14 +116,9 @@ def test_in_process_federation_runs_the_same_client_code():
     )
     prepared = prepare(cfg)
     algorithm = DFedAvg(cfg.algorithm)
-    algorithm.setup(
-        SetupContext(
-            prepared.graph, prepared.mixing, prepared.train_sizes, 4 * prepared.param_count
-        )
-    )
     fed = InProcessFederation(cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources)
     capture = CaptureStates()
-    algorithm.run(fed, cfg.run.rounds, [capture])
+    algorithm.run(fed, cfg.run.rounds, [capture], topology=prepared.topology)
     expected, _ = reference_dfedavg(cfg, prepared)
     got = np.stack([capture.states[i].params.numpy() for i in range(4)])
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)

@@ -1,5 +1,5 @@
 """The personalized-FL evaluation protocol: formulas on hand examples, the
-client-side metrics in-process, and the driver callback with a fake federation."""
+client-side metrics in-process, and the driver side (step + summary) in-process."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from client_contexts import make_contexts
 
-from dfml.algorithms.base import LocalSGDConfig, RoundRecord, StepResult
+from dfml.algorithms.base import LocalSGDConfig, RoundRecord, RunEnv, StepResult
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.algorithms.evaluation import (
     EvalConfig,
@@ -20,6 +20,9 @@ from dfml.algorithms.evaluation import (
 )
 from dfml.algorithms.sgd import evaluate, sgd_epochs
 from dfml.errors import ConfigError
+from dfml.steps import DriverState, Entry, Phase
+from dfml.topology.config import TopologyConfig
+from dfml.topology.service import TopologyService
 
 
 def test_qoi_hand_example():
@@ -99,58 +102,62 @@ def test_personalization_metrics_match_direct_computation():
     }
 
 
-class InProcessFederation:
-    """Runs client methods in this process (the callback's view of a federation)."""
-
-    def __init__(self, algo, ctxs, states, splits):
-        self.algo, self.ctxs, self.states, self.splits = algo, ctxs, states, splits
-        self.calls: list[str] = []
-
-    def step(self, method, messages, publish=True):
-        self.calls.append(method)
-        out = {}
-        for cid, msg in sorted(messages.items()):
-            neighbors = [np.asarray(v) for v in msg.neighbors]
-            state, metrics = getattr(self.algo, method)(
-                self.ctxs[cid], self.states[cid], neighbors, msg
-            )
-            self.states[cid] = state
-            out[cid] = StepResult(None, metrics)
-        return out
+def run_in_process(algo, ctxs, states, step):
+    """Run ``step``'s entry point on in-process clients (arrays instead of refs)."""
+    fn = algo.entry_point(step.entry)
+    out = {}
+    for cid, msg in sorted(step.messages.items()):
+        neighbors = [np.asarray(v) for v in msg.neighbors]
+        states[cid], metrics = fn(ctxs[cid], states[cid], neighbors, msg)
+        out[cid] = StepResult({}, metrics)
+    return out
 
 
-def test_callback_runs_once_after_the_last_round_and_summarizes():
+def env_of(sizes):
+    topology = TopologyService(TopologyConfig(topology="complete"), sizes, 0)
+    return RunEnv(topology, dict(sizes), rounds=2, sampled=sorted(sizes))
+
+
+def test_evaluation_step_runs_once_in_the_last_round_and_summarizes():
     ctxs, inits = make_contexts(n=3)
     algo = DFedAvg(LocalSGDConfig(local_epochs=1))
     states = {c.client_id: algo.init_state(c, inits[c.client_id]) for c in ctxs}
     glob = inits[0].numpy()
-    algo.refs = dict.fromkeys(states, glob)  # server mode: one shared global object
-    fed = InProcessFederation(algo, ctxs, states, [None] * 3)
+    ds = DriverState()
+    ds.refs.update(dict.fromkeys(states, glob))  # server mode: one shared global object
+    env = env_of({c: 10 for c in states})
     cb = PersonalizedEvaluation(EvalConfig(target_accuracy=0.5, local_only_epochs=1), rounds=2)
-    cb.on_run_start(algo, fed)
+    cb.on_run_start(algo, None)
     acc = [{0: {"accuracy": 0.2}, 1: {"accuracy": 0.4}, 2: {"accuracy": 0.3}}]
     acc.append({0: {"accuracy": 0.6}, 1: {"accuracy": 0.5}, 2: {"accuracy": 0.7}})
-    records = [RoundRecord(r, m, 0, 0.0) for r, m in enumerate(acc)]
-    cb.on_round_end(records[0])
-    assert fed.calls == []
-    cb.on_round_end(records[1])
-    assert fed.calls == ["evaluate_personalized"]
-    assert set(records[1].metrics[0]) >= {"accuracy", "pers5_accuracy", "qoi", "global_accuracy"}
+    assert cb.next_step(ds, env) is None  # round 0 is not the last
+    cb.on_round_end(RoundRecord(0, acc[0], 0, 0.0))
+    ds.next_round()
+    ds.metrics = acc[1]
+    step = cb.next_step(ds, env)
+    assert step.phase == Phase.FINAL_EVALUATION and step.entry == Entry.EVALUATE_PERSONALIZED
+    assert step.read_only and not step.publish and step.participants == [0, 1, 2]
+    cb.absorb(ds, step, run_in_process(algo, ctxs, states, step), env)
+    ds.phases.append(step.phase)
+    assert cb.next_step(ds, env) is None  # once
+    record = RoundRecord(1, ds.metrics, 0, 0.0)
+    cb.on_round_end(record)
+    assert set(record.metrics[0]) >= {"accuracy", "pers5_accuracy", "qoi", "global_accuracy"}
     s = cb.summary()
     assert s["rounds_to_target"] == 2
     assert s["accuracy_worst10"] == pytest.approx(0.5)
-    per_client = [records[1].metrics[c]["pers5_accuracy"] for c in range(3)]
+    per_client = [record.metrics[c]["pers5_accuracy"] for c in range(3)]
     assert s["pers5_accuracy"] == pytest.approx(np.mean(per_client))
     assert s["pers5_accuracy_std"] == pytest.approx(np.std(per_client))
     assert s["pers5_accuracy_worst10"] == min(per_client)
-    assert s["per_client_qoi"] == [records[1].metrics[c]["qoi"] for c in range(3)]
+    assert s["per_client_qoi"] == [record.metrics[c]["qoi"] for c in range(3)]
     # All clients hold the same global vector: global accuracy = Pers.0 here.
     assert s["global_accuracy"] == pytest.approx(s["pers0_accuracy"])
 
 
 def test_callback_can_be_turned_off():
     cb = PersonalizedEvaluation(EvalConfig(personalized_eval=False), rounds=1)
-    cb.on_run_start(None, None)  # would fail if it tried to evaluate
+    assert cb.next_step(DriverState(), env_of({0: 1, 1: 1})) is None
     cb.on_round_end(RoundRecord(0, {0: {"accuracy": 0.5}}, 0, 0.0))
     s = cb.summary()
     assert "pers5_accuracy" not in s and s["rounds_to_target"] is None

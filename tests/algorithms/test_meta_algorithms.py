@@ -9,7 +9,6 @@ import pytest
 
 from dfml.actors.config import ResourceConfig
 from dfml.actors.inprocess import InProcessFederation
-from dfml.algorithms.base import SetupContext
 from dfml.algorithms.callbacks import Callback
 from dfml.algorithms.evaluation import EvalConfig, PersonalizedEvaluation
 from dfml.data.config import DataConfig, PartitionConfig
@@ -118,17 +117,15 @@ def test_server_and_gossip_agree_on_a_complete_graph_with_uniform_weights():
         cfg = equal_sizes_experiment(name, aggregation)
         prepared = prepare(cfg)
         assert len(set(prepared.train_sizes)) == 1
-        assert np.allclose(prepared.mixing, 0.25)
-        algorithm = algorithm_class(name)(cfg.algorithm)
-        algorithm.setup(
-            SetupContext(
-                prepared.graph, prepared.mixing, prepared.train_sizes, 4 * prepared.param_count
-            )
+        assert all(
+            np.allclose([w_ii, *row.values()], 0.25)
+            for w_ii, row in map(prepared.topology.mixing_row, range(4))
         )
+        algorithm = algorithm_class(name)(cfg.algorithm)
         federation = InProcessFederation(
             cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources
         )
-        runs[aggregation] = algorithm.run(federation, cfg.run.rounds)
+        runs[aggregation] = algorithm.run(federation, cfg.run.rounds, topology=prepared.topology)
     for server, gossip in zip(runs["server"], runs["gossip"], strict=True):
         for cid in range(4):
             s, g = server.metrics[cid], gossip.metrics[cid]

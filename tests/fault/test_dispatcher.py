@@ -20,36 +20,36 @@ from dfml.fault.retriever import order_candidates, retrieve
 
 
 def test_ring_order_alternates_outwards():
-    assert ring_order(0, 5) == [1, 4, 2, 3]
-    assert ring_order(2, 4) == [3, 1, 0]
-    assert ring_order(1, 2) == [0]
+    assert ring_order(0, range(5)) == [1, 4, 2, 3]
+    assert ring_order(2, range(4)) == [3, 1, 0]
+    assert ring_order(1, range(2)) == [0]
 
 
 def test_leaf_set_is_the_nearest_ids_when_every_client_has_its_own_process():
     hosts = {i: f"h{i}" for i in range(6)}
-    assert leaf_set(0, 6, hosts, 2) == [(1, "h1"), (5, "h5")]
-    assert leaf_set(3, 6, hosts, 3) == [(4, "h4"), (2, "h2"), (5, "h5")]
-    assert leaf_set(3, 6, hosts, 0) == []
+    assert leaf_set(0, range(6), hosts, 2) == [(1, "h1"), (5, "h5")]
+    assert leaf_set(3, range(6), hosts, 3) == [(4, "h4"), (2, "h2"), (5, "h5")]
+    assert leaf_set(3, range(6), hosts, 0) == []
 
 
 def test_leaf_set_skips_the_own_process_and_repeats_of_a_process():
     hosts = {0: "A", 1: "A", 2: "A", 3: "B", 4: "B", 5: "B"}
     # ring from 0: 1(A, own) 5(B) 2(A, own) 4(B, taken) 3(B, taken)
-    assert leaf_set(0, 6, hosts, 2) == [(5, "B")]
+    assert leaf_set(0, range(6), hosts, 2) == [(5, "B")]
     hosts = {0: "A", 1: "A", 2: "B", 3: "C"}
-    assert leaf_set(1, 4, hosts, 2) == [(2, "B"), (3, "C")]
+    assert leaf_set(1, range(4), hosts, 2) == [(2, "B"), (3, "C")]
 
 
 def test_leaf_set_puts_one_copy_on_another_node_when_it_can():
     hosts = {i: f"h{i}" for i in range(6)}
     nodes = {"h0": "n1", "h1": "n1", "h5": "n1", "h2": "n2", "h3": "n2", "h4": "n2"}
     # nearest are 1 and 5, both on client 0's node n1: the second becomes 2 (n2)
-    assert leaf_set(0, 6, hosts, 2, nodes) == [(1, "h1"), (2, "h2")]
+    assert leaf_set(0, range(6), hosts, 2, nodes) == [(1, "h1"), (2, "h2")]
     # already diverse: unchanged
-    assert leaf_set(2, 6, hosts, 2, nodes) == [(3, "h3"), (1, "h1")]
+    assert leaf_set(2, range(6), hosts, 2, nodes) == [(3, "h3"), (1, "h1")]
     # nothing on another node: unchanged
     same = dict.fromkeys(nodes.keys(), "n1")
-    assert leaf_set(0, 6, hosts, 2, same) == [(1, "h1"), (5, "h5")]
+    assert leaf_set(0, range(6), hosts, 2, same) == [(1, "h1"), (5, "h5")]
 
 
 def test_replication_plan_never_uses_the_clients_own_process():
@@ -58,7 +58,7 @@ def test_replication_plan_never_uses_the_clients_own_process():
         n = rng.randint(2, 12)
         hosts = {c: f"h{rng.randint(0, 3)}" for c in range(n)}
         replicas = rng.randint(0, 4)
-        plan = replication_plan(range(n), n, hosts, replicas)
+        plan = replication_plan(range(n), range(n), hosts, replicas)
         for c, holders in plan.items():
             assert hosts[c] not in holders
             assert len(holders) == len(set(holders)) <= replicas

@@ -111,7 +111,7 @@ def test_entry_point_prints_no_traceback():
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "dfml: error: unknown dataset 'nosuch'; allowed: digits, synthetic, mnist, fashion-mnist, "
+        "dfml: error: unknown dataset 'nosuch'; allowed: digits, mnist-5k, synthetic, mnist, fashion-mnist, "
         "emnist, cifar10, cifar100, medmnist:<name>"
     ]
 

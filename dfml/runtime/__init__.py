@@ -1,0 +1,1 @@
+"""The run itself: the step loop, membership over time, whole-run checkpoints."""

@@ -1,0 +1,354 @@
+"""The step loop, written once.
+
+Each round, the :class:`Runtime`
+
+1. applies the membership changes due before it (the schedule's, and those
+   asked for through :meth:`Runtime.add_clients` / :meth:`Runtime.remove_clients`):
+   the roster places or drops clients, the topology rewires by its rule, a
+   joining client starts from the data-size weighted average of its nearest
+   clients that hold a model (its new neighbours when they do), or from the
+   global model in server mode;
+2. samples the round's training cohort (partial participation);
+3. asks the algorithm's driver half for steps until it says the round is
+   over, then the step sources (the personalized evaluation of the last
+   round), then evaluates live clients that have no accuracy yet this round
+   (clients that did not train), so every live client has a row;
+4. hands the round to the callbacks, stops on a diverged client, and writes
+   a whole-run checkpoint when one is due.
+
+Everything the driver remembers is in :class:`~dfml.steps.DriverState`,
+the :class:`~dfml.actors.roster.Roster` and the
+:class:`~dfml.topology.service.TopologyService`; a checkpoint saves those
+(plus every client state) and :meth:`Runtime.run` resumes from one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import networkx as nx
+import numpy as np
+import ray
+
+from dfml.algorithms.base import Algorithm, Message, RoundRecord, RunEnv, check_finite
+from dfml.errors import ConfigError
+from dfml.runtime.checkpoint import Checkpoint, Checkpointer
+from dfml.runtime.membership import Change, sample_clients
+from dfml.steps import PARAMS, DriverState, Entry, Phase, Step, StepResult
+from dfml.topology.service import TopologyService
+
+log = logging.getLogger(__name__)
+
+
+class StepSource(Protocol):
+    """Anything that plans steps: an algorithm's driver half, the evaluation protocol."""
+
+    def next_step(self, state: DriverState, env: RunEnv) -> Step | None: ...
+
+    def absorb(
+        self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: RunEnv
+    ) -> None: ...
+
+
+class _EvaluateMissing:
+    """Evaluates the live clients that have no accuracy yet in this round."""
+
+    def next_step(self, state: DriverState, env: RunEnv) -> Step | None:
+        missing = [c for c in env.live() if "accuracy" not in state.metrics.get(c, {})]
+        if not missing or Phase.EVALUATE in state.phases:
+            return None
+        msg = Message(round=state.round)
+        return Step(
+            Phase.EVALUATE,
+            Entry.EVALUATE,
+            state.round,
+            dict.fromkeys(missing, msg),
+            publish=False,
+            read_only=True,
+        )
+
+    def absorb(self, state, step, results, env) -> None:
+        state.merge_metrics(results)
+
+
+def _materialize(value: Any) -> Any:
+    """``value`` with every object ref replaced by the object (for a checkpoint)."""
+    if isinstance(value, ray.ObjectRef):
+        return ray.get(value)
+    if isinstance(value, dict):
+        return {k: _materialize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_materialize(v) for v in value)
+    return value
+
+
+class Runtime:
+    """Drives one algorithm over a federation, round by round, step by step."""
+
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        federation: Any,
+        topology: TopologyService,
+        rounds: int,
+        *,
+        callbacks: Sequence[Any] = (),
+        sources: Sequence[StepSource] = (),
+        schedule: Mapping[int, Change] | None = None,
+        clients_per_round: int | None = None,
+        participation: float = 1.0,
+        checkpointer: Checkpointer | None = None,
+        resume: Checkpoint | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.algorithm, self.federation, self.topology = algorithm, federation, topology
+        self.rounds = rounds
+        self.callbacks = list(callbacks)
+        self.sources: list[StepSource] = [*sources, _EvaluateMissing()]
+        self.schedule = dict(schedule or {})
+        self.clients_per_round, self.participation = clients_per_round, participation
+        self.checkpointer, self.resume, self.seed = checkpointer, resume, seed
+        self.state = DriverState()
+        self.history: list[RoundRecord] = []
+        self.joins: dict[int, list[int]] = {}
+        self.leaves: dict[int, list[int]] = {}
+        self._pending: list[Change] = []
+        self._lock = threading.Lock()
+        self.env = RunEnv(topology, {}, rounds, seed=seed)
+
+    @classmethod
+    def for_federation(
+        cls,
+        algorithm: Algorithm,
+        federation: Any,
+        rounds: int,
+        callbacks: Sequence[Any] = (),
+        topology: TopologyService | None = None,
+    ) -> Runtime:
+        """Fixed membership, every client every round (``Algorithm.run``)."""
+        if topology is None:
+            raise ConfigError("Algorithm.run needs topology=TopologyService(...)")
+        from dfml.algorithms.evaluation import PersonalizedEvaluation
+
+        sources = [cb for cb in callbacks if isinstance(cb, PersonalizedEvaluation)]
+        return cls(algorithm, federation, topology, rounds, callbacks=callbacks, sources=sources)
+
+    # ----- the Python API on a running experiment ---------------------------
+    def add_clients(self, count: int) -> None:
+        """Ask for ``count`` clients (the next reserved data shares) to join before the next round."""
+        if count < 1:
+            raise ConfigError(f"add_clients needs a count >= 1, got {count}")
+        with self._lock:
+            free = self._free_reserve()
+            taken = {c for ch in self._pending for c in ch.join}
+            free = [c for c in free if c not in taken]
+            if count > len(free):
+                raise ConfigError(
+                    f"cannot add {count} clients: only {len(free)} reserved data shares are left"
+                )
+            self._pending.append(Change(join=free[:count]))
+
+    def remove_clients(self, ids: Sequence[int]) -> None:
+        """Ask for clients ``ids`` to leave before the next round."""
+        with self._lock:
+            unknown = [c for c in ids if c not in self.federation.roster]
+            if unknown:
+                raise ConfigError(f"cannot remove clients {unknown}: not live")
+            self._pending.append(Change(leave=sorted(ids)))
+
+    def _free_reserve(self) -> list[int]:
+        planned = {c for ch in self.schedule.values() for c in ch.join}
+        roster = self.federation.roster
+        used = set(roster.ids()) | roster.departed | planned
+        return [c for c in sorted(self.federation.splits) if c not in used and c >= roster.next_id]
+
+    # ----- start / resume --------------------------------------------------
+    def _sizes(self) -> dict[int, int]:
+        splits = self.federation.splits
+        return {c: len(splits[c].train) for c in self.federation.live()}
+
+    def _start(self) -> None:
+        ckpt = self.resume
+        if ckpt is None:
+            if self.federation.roster is None:
+                self.federation.plan()
+            results = self.federation.start(self.algorithm)
+        else:
+            from dfml.actors.roster import Roster
+
+            driver = ckpt.driver
+            self.federation.plan(Roster.from_dict(driver["roster"]))
+            self.topology = TopologyService.from_state(self.topology.cfg, driver["topology"])
+            self.env.topology = self.topology
+            results = self.federation.start(self.algorithm, ckpt.states)
+        self.state.publish(results)
+        self.env.sizes = self._sizes()
+        if ckpt is not None:
+            self._restore_driver(ckpt)
+
+    def _restore_driver(self, ckpt: Checkpoint) -> None:
+        driver = ckpt.driver
+        saved = driver["state"]
+        self.state.round = ckpt.round
+        self.state.server = saved["server"]
+        if saved["global"] is not None:
+            self.state.global_ref = ray.put(saved["global"])
+            for cid in saved["global_holders"]:
+                self.state.refs[cid] = self.state.global_ref
+        self.history = [RoundRecord(**r) for r in driver["history"]]
+        self.joins, self.leaves = driver["joins"], driver["leaves"]
+        for cb in self.callbacks:
+            cb.on_resume(self.history)
+        log.warning(
+            "resumed at round %d from %s",
+            ckpt.round,
+            self.checkpointer.uri if self.checkpointer else "?",
+        )
+
+    def _checkpoint(self) -> None:
+        assert self.checkpointer is not None
+        t0 = time.perf_counter()
+        state = self.state
+        holders = [
+            c
+            for c, ref in state.refs.items()
+            if state.global_ref is not None and ref is state.global_ref
+        ]
+        driver = {
+            "state": {
+                "server": _materialize(state.server),
+                "global": _materialize(state.global_ref),
+                "global_holders": holders,
+            },
+            "roster": self.federation.roster.to_dict(),
+            "topology": self.topology.state_dict(),
+            "history": [vars(r) | {"trained": frozenset(r.trained)} for r in self.history],
+            "joins": self.joins,
+            "leaves": self.leaves,
+        }
+        states = self.federation.get_states()
+        self.checkpointer.save(state.round, driver, states)
+        self.checkpointer.seconds += time.perf_counter() - t0
+
+    # ----- membership -------------------------------------------------------
+    def _apply_changes(self, round_index: int) -> None:
+        with self._lock:
+            changes = [
+                *([self.schedule[round_index]] if round_index in self.schedule else []),
+                *self._pending,
+            ]
+            self._pending = []
+        for change in changes:
+            if change.join:
+                self._join(round_index, change.join)
+            if change.leave:
+                self._leave(round_index, change.leave)
+
+    def _join(self, round_index: int, ids: list[int]) -> None:
+        splits = self.federation.splits
+        self.topology.join({c: len(splits[c].train) for c in ids})
+        starts = {c: self._start_message(c, set(ids)) for c in ids}
+        results = self.federation.add_clients(starts)
+        self.state.publish(results)
+        self.env.sizes = self._sizes()
+        self.joins.setdefault(round_index, []).extend(ids)
+
+    def _start_message(self, cid: int, joining: set[int]) -> Message:
+        """Where a joining client starts: the global model, or its nearest models."""
+        state = self.state
+        if state.global_ref is not None:
+            return Message(state.round, (state.global_ref,), (1.0,), 0.0)
+        graph = self.topology.graph
+        nearest: list[int] = []
+        for layer in nx.bfs_layers(graph, cid):
+            nearest = sorted(c for c in layer if c not in joining and c in state.refs)
+            if nearest:
+                break
+        sizes = np.array([self.env.sizes[c] for c in nearest], dtype=np.float64)
+        weights = tuple(float(w) for w in sizes / sizes.sum())
+        return Message(state.round, tuple(state.refs[c] for c in nearest), weights, 0.0)
+
+    def _leave(self, round_index: int, ids: list[int]) -> None:
+        self.topology.leave(ids)
+        self.federation.remove_clients(ids)
+        self.state.forget(ids)
+        self.env.sizes = self._sizes()
+        self.leaves.setdefault(round_index, []).extend(ids)
+
+    # ----- the loop ---------------------------------------------------------
+    def _steps(self) -> tuple[dict[str, float], int]:
+        """Run the round's steps; (seconds per phase, model bytes moved)."""
+        phase_seconds: dict[str, float] = {}
+        state, env = self.state, self.env
+        while True:
+            owner: Any = self.algorithm
+            step = self.algorithm.next_step(state, env)
+            if step is None:
+                for source in self.sources:
+                    step = source.next_step(state, env)
+                    if step is not None:
+                        owner = source
+                        break
+            if step is None:
+                return phase_seconds, state.bytes_sent
+            t0 = time.perf_counter()
+            results = self.federation.run_step(step)
+            owner.absorb(state, step, results, env)
+            state.phases.append(step.phase)
+            state.bytes_sent += step.bytes_sent
+            seconds = time.perf_counter() - t0
+            phase_seconds[step.phase] = phase_seconds.get(step.phase, 0.0) + seconds
+            for cb in self.callbacks:
+                cb.on_step_end(step, seconds)
+
+    def run(self) -> list[RoundRecord]:
+        self._start()
+        for cb in self.callbacks:
+            cb.on_start(self)
+            cb.on_run_start(self.algorithm, self.federation)
+        while self.state.round < self.rounds:
+            t0 = time.perf_counter()
+            r = self.state.round
+            self._apply_changes(r)
+            self.env.sampled = sample_clients(
+                self.env.live(), r, self.seed, self.clients_per_round, self.participation
+            )
+            phase_seconds, sent = self._steps()
+            live = self.env.live()
+            record = RoundRecord(
+                r,
+                {c: self.state.metrics.get(c, {}) for c in live},
+                sent,
+                time.perf_counter() - t0,
+                self.federation.roster.epoch,
+                frozenset(self.state.trained),
+                phase_seconds,
+            )
+            self.history.append(record)
+            for cb in self.callbacks:
+                cb.on_round_end(record)
+            check_finite(record)
+            self.state.next_round()
+            if self.checkpointer is not None and (
+                self.checkpointer.due(self.state.round) or self.state.round == self.rounds
+            ):
+                self._checkpoint()
+        for cb in self.callbacks:
+            cb.on_run_end(self.history)
+        return self.history
+
+    # ----- what callbacks and tests may read --------------------------------
+    @property
+    def splits(self) -> Mapping[int, Any]:
+        return self.federation.splits
+
+    def live(self) -> list[int]:
+        return self.federation.live()
+
+    def published(self, channel: str = PARAMS) -> dict[int, Any]:
+        """Client id → ref of its latest published object on ``channel``."""
+        return dict(self.state.channels.get(channel, {}))

@@ -1,0 +1,160 @@
+"""What the driver asks of the clients: typed steps, and the driver's own state.
+
+The loop (:mod:`dfml.runtime.loop`) is written once; the algorithm's driver
+half says what runs next by returning a :class:`Step` — a phase name, a typed
+entry point, the participating client ids with one message each, and
+whether the round ends with it — or ``None`` when the round is over.
+Training rounds, FedAvg's server adopt and the final personalized
+evaluation are all steps, so checkpoints, chaos, progress and metrics cover
+every one.
+
+:class:`DriverState` is everything the driver half remembers between steps
+(after fedjax's explicit server state): the latest object refs per named
+channel, the global model, the algorithm's server state (e.g. MEFL's EOA),
+the round and what the round has measured so far. It lives in the driver
+only — the algorithm object shipped to the actors holds its config and
+nothing else — and its array parts are what a whole-run checkpoint saves.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Metrics = dict[str, float]
+
+#: The channel every client publishes: its flat parameter vector.
+PARAMS = "params"
+
+
+class Entry(enum.Enum):
+    """Client-side entry points a step may run (each a method of the algorithm).
+
+    Each takes ``(ctx, state, neighbor_vectors, message)`` and returns
+    ``(new_state, metrics)``; the actor resolves the member to the algorithm's
+    bound method with :meth:`Algorithm.entry_point`, never by a free string.
+    """
+
+    CLIENT_STEP = "client_step"
+    ADOPT_GLOBAL = "adopt_global"
+    EVALUATE = "evaluate_only"
+    EVALUATE_PERSONALIZED = "evaluate_personalized"
+
+
+class Phase(enum.StrEnum):
+    """Phase names the built-in algorithms use (CL-FML adds its own)."""
+
+    TRAIN = "train"
+    ADOPT = "adopt"
+    EVALUATE = "evaluate"
+    FINAL_EVALUATION = "final-evaluation"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the run: ``entry`` on every client in ``messages``.
+
+    Attributes:
+        phase: the phase name callbacks and the fault layer see.
+        entry: the client entry point.
+        round: the round the step belongs to.
+        messages: participating client id → its :class:`~dfml.algorithms.base.Message`.
+        publish: whether clients publish their channels afterwards (a
+            read-only step, e.g. evaluation, does not).
+        bytes_sent: model bytes this step moves between clients.
+        read_only: the step changes no client state (evaluation): the fault
+            layer makes no replica after it.
+    """
+
+    phase: str
+    entry: Entry
+    round: int
+    messages: Mapping[int, Any]
+    publish: bool = True
+    bytes_sent: int = 0
+    read_only: bool = False
+
+    @property
+    def participants(self) -> list[int]:
+        return sorted(self.messages)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A client's answer: refs of its published channels and small metrics.
+
+    ``nbytes`` is the size of its published parameter vector (what a
+    neighbour fetching it receives).
+    """
+
+    refs: Mapping[str, Any]
+    metrics: Metrics
+    nbytes: int = 0
+
+    @property
+    def ref(self) -> Any:
+        """The ref of the ``params`` channel (``None`` if nothing was published)."""
+        return self.refs.get(PARAMS)
+
+
+@dataclass
+class DriverState:
+    """The driver half's memory between steps (checkpointable).
+
+    Attributes:
+        round: the round in progress (completed rounds before it).
+        phases: phases already run in this round, in order.
+        channels: channel name → client id → latest published ref.
+        nbytes: client id → size of its published parameter vector.
+        global_ref: the server's model (server mode), else ``None``.
+        server: the algorithm's own server state (e.g. ``{"eoa": EOAState}``).
+        metrics: client id → metrics measured so far in this round.
+        trained: clients that ran the training step this round.
+        bytes_sent: model bytes moved so far in this round.
+    """
+
+    round: int = 0
+    phases: list[str] = field(default_factory=list)
+    channels: dict[str, dict[int, Any]] = field(default_factory=lambda: {PARAMS: {}})
+    nbytes: dict[int, int] = field(default_factory=dict)
+    global_ref: Any = None
+    server: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[int, Metrics] = field(default_factory=dict)
+    trained: set[int] = field(default_factory=set)
+    bytes_sent: int = 0
+
+    @property
+    def refs(self) -> dict[int, Any]:
+        """The ``params`` channel: client id → ref of its latest vector."""
+        return self.channels[PARAMS]
+
+    def publish(self, results: Mapping[int, StepResult]) -> None:
+        """Record every published channel of ``results``."""
+        for cid, res in results.items():
+            for name, ref in res.refs.items():
+                self.channels.setdefault(name, {})[cid] = ref
+            if res.nbytes:
+                self.nbytes[cid] = res.nbytes
+
+    def merge_metrics(self, results: Mapping[int, Any]) -> None:
+        for cid, res in results.items():
+            self.metrics.setdefault(cid, {}).update(res.metrics)
+
+    def forget(self, ids: list[int]) -> None:
+        """Drop departed clients from every channel."""
+        for refs in self.channels.values():
+            for cid in ids:
+                refs.pop(cid, None)
+        for cid in ids:
+            self.nbytes.pop(cid, None)
+            self.metrics.pop(cid, None)
+        self.trained -= set(ids)
+
+    def next_round(self) -> None:
+        self.round += 1
+        self.phases = []
+        self.metrics = {}
+        self.trained = set()
+        self.bytes_sent = 0

@@ -1,0 +1,110 @@
+"""Elastic membership and partial participation through real Ray actors."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from fault_helpers import faults, metrics, run
+
+from dfml.algorithms.callbacks import Callback
+
+ELASTIC = {"rounds": 6, "clients_per_actor": 2, "topology": "ring"}
+
+
+def live_per_round(table) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for row in table.select(["round", "client"]).to_pylist():
+        out.setdefault(row["round"], []).append(row["client"])
+    return {r: sorted(c) for r, c in sorted(out.items())}
+
+
+def test_schedule_joins_and_leaves_and_rows_follow_membership(ray_session, tmp_path):
+    summary = run(tmp_path, schedule="2:+3,4:-2", **ELASTIC)
+    table = metrics(tmp_path)
+    live = live_per_round(table)
+    assert [len(live[r]) for r in range(6)] == [4, 4, 7, 7, 5, 5]
+    assert summary["final_clients"] == 5
+    assert summary["membership"] == {"0": 4, "1": 4, "2": 7, "3": 7, "4": 5, "5": 5}
+    assert summary["joins"] == {"2": [4, 5, 6]}
+    left = summary["leaves"]["4"]
+    assert len(left) == 2
+    for r in (4, 5):  # removed clients stop appearing
+        assert not set(left) & set(live[r])
+    # Epochs: one per change (the join, then the leave).
+    epochs = {row["round"]: row["epoch"] for row in table.select(["round", "epoch"]).to_pylist()}
+    assert epochs[0] == epochs[1] == 0 and epochs[2] == epochs[3] == 1 and epochs[4] == 2
+    # Joined clients train, and their accuracy rises from their first round.
+    joined = [c for c in (4, 5, 6) if c not in left]
+    by_round = {}
+    for row in table.select(["round", "client", "accuracy", "trained"]).to_pylist():
+        if row["client"] not in joined:
+            continue
+        assert row["trained"]
+        by_round.setdefault(row["round"], []).append(row["accuracy"])
+    assert np.mean(by_round[5]) > np.mean(by_round[2])
+    assert summary["status"] == "completed"
+
+
+class Grow(Callback):
+    """Uses the Python API of the running experiment."""
+
+    def on_start(self, runtime):
+        self.runtime = runtime
+
+    def on_round_end(self, record):
+        if record.round == 0:
+            self.runtime.add_clients(2)
+        if record.round == 1:
+            self.runtime.remove_clients([0, 4])
+
+
+def test_python_api_adds_and_removes_clients_between_rounds(ray_session, tmp_path):
+    grow = Grow()
+    summary = run(tmp_path, [grow], reserve_clients=2, rounds=3, clients_per_actor=2)
+    live = live_per_round(metrics(tmp_path))
+    assert live == {0: [0, 1, 2, 3], 1: [0, 1, 2, 3, 4, 5], 2: [1, 2, 3, 5]}
+    assert summary["joins"] == {"1": [4, 5]} and summary["leaves"] == {"2": [0, 4]}
+    with pytest.raises(Exception, match="only 0 reserved data shares"):
+        grow.runtime.add_clients(1)
+    # The algorithm shipped to actors holds its config and nothing else.
+    assert set(vars(pickle.loads(pickle.dumps(grow.runtime.algorithm)))) == {"config"}
+
+
+@pytest.mark.parametrize("aggregation", ["gossip", "server"])
+def test_partial_participation_trains_a_seeded_cohort(ray_session, tmp_path, aggregation):
+    summary = run(
+        tmp_path,
+        algorithm="fedprox",
+        aggregation=aggregation,
+        clients=6,
+        clients_per_round=3,
+        rounds=3,
+    )
+    table = metrics(tmp_path)
+    for r in range(3):
+        rows = [x for x in table.to_pylist() if x["round"] == r]
+        assert len(rows) == 6  # one row per live client
+        trained = [x for x in rows if x["trained"]]
+        assert len(trained) == 3
+        assert all(np.isfinite(x["train_loss"]) for x in trained)
+        assert all(np.isnan(x["train_loss"]) for x in rows if not x["trained"])
+        assert all(np.isfinite(x["accuracy"]) for x in rows)  # everyone is evaluated
+    cohorts = {
+        tuple(sorted(x["client"] for x in table.to_pylist() if x["round"] == r and x["trained"]))
+        for r in range(3)
+    }
+    assert len(cohorts) > 1
+    mean = [np.mean([x["accuracy"] for x in table.to_pylist() if x["round"] == r]) for r in (0, 2)]
+    assert mean[1] > mean[0] and summary["final_accuracy"] == pytest.approx(mean[1])
+
+
+def test_a_chaos_kill_right_after_a_join_restores_the_new_clients(ray_session, tmp_path):
+    options = {"schedule": "2:+2", "rounds": 4, "clients_per_actor": 2, "recovery": True}
+    clean = run(tmp_path / "clean", **options)
+    chaos = run(tmp_path / "chaos", chaos_rounds=(2,), chaos_fraction=1.0, **options)
+    restored = {e["client"] for e in faults(tmp_path / "chaos") if e["kind"] == "restored"}
+    assert {4, 5} <= restored
+    assert chaos["clients_lost"] == 0
+    assert chaos["per_client_accuracy"] == clean["per_client_accuracy"]

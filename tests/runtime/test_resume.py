@@ -1,0 +1,126 @@
+"""Whole-run checkpoints and resume: a SIGKILLed driver continues exactly."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+from fault_helpers import BASE, metrics, run
+
+from dfml.actors.state import ClientState
+from dfml.errors import ConfigError
+from dfml.launch.cli import main
+from dfml.runtime.checkpoint import Checkpointer
+
+RESUMABLE = {**BASE, "rounds": 8, "personalized_eval": True, "checkpoint_every": 1}
+
+
+def cli_args(options: dict) -> list[str]:
+    args = []
+    for key, value in options.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args
+
+
+def test_a_killed_driver_resumes_to_the_uninterrupted_result(ray_session, tmp_path):
+    reference = run(tmp_path / "ref", **RESUMABLE, checkpoint_uri=str(tmp_path / "ref-ckpt"))
+    out, uri = tmp_path / "run", tmp_path / "ckpt"
+    address = ray.get_runtime_context().gcs_address
+    argv = [
+        sys.executable,
+        "-m",
+        "dfml.launch.cli",
+        "run",
+        *cli_args({**RESUMABLE, "checkpoint_uri": uri, "out": out}),
+        "--ray-address",
+        address,
+        "--progress",
+        "false",
+        "--dashboard",
+        "false",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    part = out / "metrics.parts" / "round-000003.parquet"
+    deadline = time.monotonic() + 240
+    while not part.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)  # the driver dies mid-run
+    proc.wait()
+    assert not (out / "summary.json").exists()
+    assert Checkpointer(str(uri), 1).rounds(), "no checkpoint was written before the kill"
+
+    code = main(["run", "--resume", str(out), "--progress", "false", "--dashboard", "false"])
+    assert code == 0
+    resumed = json.loads((out / "summary.json").read_text())
+    assert resumed["status"] == "completed"
+    assert 1 <= resumed["resumed_from_round"] <= 8
+    assert resumed["per_client_accuracy"] == reference["per_client_accuracy"]
+    assert resumed["final_accuracy"] == reference["final_accuracy"]
+    assert resumed["pers5_accuracy"] == reference["pers5_accuracy"]
+    rounds = metrics(out).column("round").to_pylist()
+    assert sorted(set(rounds)) == list(range(8)) and len(rounds) == 8 * 4  # appended, no repeats
+
+
+def test_resume_rejects_a_changed_experiment_flag(ray_session, tmp_path, capsys):
+    out = tmp_path / "run"
+    run(out, **{**RESUMABLE, "rounds": 2}, checkpoint_uri=str(tmp_path / "ckpt"))
+    code = main(["run", "--resume", str(out), "--lr", "0.5", "--progress", "false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--lr 0.5 differs" in err[0]
+
+
+def test_a_run_without_checkpoints_cannot_be_resumed(ray_session, tmp_path, capsys):
+    out = tmp_path / "run"
+    run(out, **{**BASE, "rounds": 1})
+    assert main(["run", "--resume", str(out)]) == 2
+    assert "wrote no checkpoints" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path / "nothing")]) == 2
+
+
+def state(cid: int, value: float) -> ClientState:
+    return ClientState(cid, torch.full((3,), value), round=2, labels=(0, 1))
+
+
+def test_a_damaged_or_partial_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
+    ckpt = Checkpointer(str(tmp_path), every=1, keep=3)
+    for r in (1, 2, 3):
+        ckpt.save(r, {"round": r}, {0: state(0, r), 5: state(5, -r)})
+    assert ckpt.latest().round == 3
+    newest = tmp_path / "run" / "round-000003"
+    data = (newest / "clients.npz").read_bytes()
+    (newest / "clients.npz").write_bytes(data[: len(data) // 2])  # truncated
+    (tmp_path / "run" / "round-000002" / "MANIFEST.json").unlink()  # never finished
+    with caplog.at_level(logging.WARNING):
+        got = ckpt.latest()
+    assert got.round == 1 and got.driver == {"round": 1}
+    assert torch.equal(got.states[5].params, state(5, -1).params)
+    assert "round-000003" in caplog.text and "round-000002" in caplog.text
+    for r in (1,):
+        (tmp_path / "run" / f"round-{r:06d}" / "driver.pkl").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="no complete checkpoint"):
+        ckpt.latest()
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path):
+    ckpt = Checkpointer(str(tmp_path), every=2, keep=2)
+    for r in (2, 4, 6):
+        ckpt.save(r, {}, {0: state(0, r)})
+    assert ckpt.rounds() == [6, 4]
+    assert ckpt.due(4) and not ckpt.due(5)
+
+
+def test_a_checkpoint_uri_naming_a_file_is_refused(tmp_path):
+    target = Path(tmp_path / "file")
+    target.write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        Checkpointer(str(target), 1).check_writable()
