@@ -26,7 +26,7 @@ import torch
 from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
 from dfml.actors.inprocess import InProcessFederation
-from dfml.algorithms.base import LocalSGDConfig, SetupContext
+from dfml.algorithms.base import LocalSGDConfig
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.experiment import ExperimentConfig, RunConfig, prepare
@@ -72,7 +72,7 @@ class PeakMemory:
 def workload(name: str, clients: int, rounds: int) -> ExperimentConfig:
     if name == "digits-mlp":
         data = DataConfig(dataset="digits")
-        model = ModelConfig(model="mlp", hidden=64)
+        model = ModelConfig(model="mlp", hidden=(64, 64))
     else:
         data = DataConfig(
             dataset="synthetic", synthetic_samples=500 * clients, synthetic_shape=(1, 28, 28)
@@ -93,14 +93,9 @@ def seconds_per_round(cfg: ExperimentConfig, federation_cls: type[Federation]) -
     """Median round time (round 0 excluded when there are more) and actor count."""
     prepared = prepare(cfg)
     algorithm = DFedAvg(cfg.algorithm)
-    algorithm.setup(
-        SetupContext(
-            prepared.graph, prepared.mixing, prepared.train_sizes, 4 * prepared.param_count
-        )
-    )
     federation = federation_cls(cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources)
     try:
-        history = algorithm.run(federation, cfg.run.rounds)
+        history = algorithm.run(federation, cfg.run.rounds, topology=prepared.topology)
         actors = len(federation.info())
     finally:
         federation.shutdown()

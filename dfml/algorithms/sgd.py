@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.func import grad_and_value
 
 from dfml.models.flat import FlatModel
 
@@ -50,20 +49,22 @@ def sgd_epochs(
     (NaN propagates, so callers can detect divergence).
     """
 
-    def loss_fn(theta: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        loss = cross_entropy(model, theta, xb, yb)
-        return loss + regularizer(theta) if regularizer is not None else loss
-
-    step = grad_and_value(loss_fn)
     rng = np.random.default_rng(seed)
     theta = flat.detach()
     total, count = 0.0, 0
+    # Plain reverse-mode autograd per batch: the same gradient as
+    # torch.func.grad, at a fraction of its per-call cost for small models.
     for _ in range(epochs):
         for idx in minibatches(len(y), batch_size, rng):
             ib = torch.from_numpy(idx).to(x.device)
-            g, loss = step(theta, x[ib], y[ib])
-            theta = theta - lr * g
-            total += float(loss)
+            with torch.enable_grad():
+                leaf = theta.requires_grad_(True)
+                loss = cross_entropy(model, leaf, x[ib], y[ib])
+                if regularizer is not None:
+                    loss = loss + regularizer(leaf)
+                (g,) = torch.autograd.grad(loss, leaf)
+            theta = (leaf.detach() - lr * g).detach()
+            total += float(loss.detach())
             count += 1
     return theta, (total / count if count else float("nan"))
 
@@ -76,7 +77,8 @@ def evaluate(
     if len(y) == 0:
         return float("nan"), float("nan")
     was_training = model.module.training
-    model.train(False)
+    if model.mode_dependent:
+        model.train(False)
     try:
         loss_sum, correct = 0.0, 0
         for start in range(0, len(y), batch_size):
@@ -86,4 +88,5 @@ def evaluate(
             correct += int((logits.argmax(1) == yb).sum())
         return loss_sum / len(y), correct / len(y)
     finally:
-        model.train(was_training)
+        if model.mode_dependent:
+            model.train(was_training)

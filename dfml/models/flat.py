@@ -32,6 +32,11 @@ class FlatModel:
             self.shapes.append(p.shape)
             self.numels.append(p.numel())
         self.size = sum(self.numels)
+        #: Whether train/eval mode changes the output (dropout); if not,
+        #: evaluation skips switching modes, a recursive walk per call.
+        self.mode_dependent = any(
+            isinstance(m, nn.modules.dropout._DropoutNd) for m in module.modules()
+        )
 
     def init_flat(self, seed: int) -> torch.Tensor:
         """The module's own initialisation, reproducible from ``seed``."""
