@@ -24,14 +24,18 @@ import logging
 import math
 import os
 import signal
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from dfml.fault.events import FaultEvent
+
+if TYPE_CHECKING:
+    from dfml.fault.config import FaultConfig
+    from dfml.fault.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -90,65 +94,100 @@ def kill_node(node_id: str) -> None:
     _signal_pid.options(**_on_node(node_id)).remote(0, True)
 
 
-def strike_round(fed: Any, rnd: int) -> None:
-    """Kill what :func:`plan_kills` says for round ``rnd``; count only confirmed deaths.
+class Targets(Protocol):
+    """What chaos sees of the federation's client actors (an :class:`~dfml.fault.view.ActorView`)."""
 
-    Called by the federation right after it sent the round's first call, so
-    the victims die while that call runs. Targets are the client actors
-    (``ray.kill``, ``sigkill``) or the non-driver nodes hosting them (``node``).
+    def slots(self) -> int: ...
+
+    def handle(self, k: int) -> Any: ...
+
+    def clients_of(self, k: int) -> list[int]: ...
+
+    def placement_of(self, k: int) -> dict[str, Any]: ...
+
+    def confirm_dead(self, ks: Iterable[int], timeout: float) -> list[int]: ...
+
+    def note_kill(self, k: int, t: float, mode: str) -> None: ...
+
+
+class Chaos:
+    """Seeded kills, as an observer of steps.
+
+    The federation tells it each time a step of round r was sent
+    (:meth:`step_sent`); the first time in each round of the run it kills
+    what :func:`plan_kills` says, so the victims die while that step runs.
+    Targets are the client actors (``ray.kill``, ``sigkill``) or the
+    non-driver nodes hosting them (``node``). Only confirmed deaths count.
     """
-    cfg = fed.fault
-    mode = cfg.chaos_mode
-    inc_of = fed.manager.incarnation
-    if mode == "node":
-        here = ray.get_runtime_context().get_node_id()
-        node_of_k = {k: fed.placement[inc_of[k]]["node_id"] for k in range(len(fed.actors))}
-        nodes = sorted(set(node_of_k.values()) - {here})
-        hit = plan_kills(
-            fed.seed,
-            rnd,
-            len(nodes),
-            cfg.chaos_kill_rate,
-            cfg.chaos_rounds,
-            cfg.chaos_fraction,
-        )
-        victims = [nodes[i] for i in hit]
-        t = fed.clock()
-        for node in victims:
-            kill_node(node)
-        affected = [k for k, node in node_of_k.items() if node in victims]
-    else:
-        victims = plan_kills(
-            fed.seed,
-            rnd,
-            len(fed.actors),
-            cfg.chaos_kill_rate,
-            cfg.chaos_rounds,
-            cfg.chaos_fraction,
-        )
-        t = fed.clock()
-        for k in victims:
-            p = fed.placement[inc_of[k]]
-            kill_actor(fed.actors[k], mode, p["pid"], p["node_id"])
-        affected = list(victims)
-    if not affected:
-        return
-    for k in affected:
-        fed.manager.kill_time[inc_of[k]] = (t, mode)
-    sentinels = {fed.manager.sentinel(k): k for k in affected}
-    ready, _ = ray.wait(
-        list(sentinels), num_returns=len(sentinels), timeout=CONFIRM_TIMEOUT_S[mode]
-    )
-    confirmed = sorted(sentinels[r] for r in ready)
-    for k in sorted(set(affected) - set(confirmed)):
-        log.warning("chaos: the kill of actor %d was not confirmed; not counted", k)
-        fed.record(FaultEvent(fed.clock(), rnd, "unconfirmed_kill", actor=k, mode=mode))
-    if mode == "node":
-        for node in victims:
-            fed.record(FaultEvent(t, rnd, "kill", node=node, mode=mode))
-    for k in confirmed:
-        node = fed.placement[inc_of[k]]["node_id"]
-        if mode != "node":
-            fed.record(FaultEvent(t, rnd, "kill", actor=k, node=node, mode=mode))
-        for cid in fed.cohorts[k]:
-            fed.record(FaultEvent(t, rnd, "injected", client=cid, actor=k, node=node, mode=mode))
+
+    def __init__(
+        self,
+        cfg: FaultConfig,
+        seed: int,
+        rounds: int | None,
+        targets: Targets,
+        timeline: Timeline,
+    ) -> None:
+        self.cfg, self.seed, self.rounds = cfg, seed, rounds
+        self.targets = targets
+        self.timeline = timeline
+        self.struck: set[int] = set()
+
+    def step_sent(self, rnd: int | None) -> None:
+        """A step of round ``rnd`` (``None``: outside the round loop) was sent."""
+        in_run = rnd is not None and (self.rounds is None or rnd < self.rounds)
+        if not (self.cfg.chaos and in_run) or rnd in self.struck:
+            return
+        self.struck.add(rnd)
+        self.strike(rnd)
+
+    def strike(self, rnd: int) -> None:
+        """Kill what :func:`plan_kills` says for round ``rnd``; count only confirmed deaths."""
+        cfg, targets, timeline = self.cfg, self.targets, self.timeline
+        mode = cfg.chaos_mode
+        n = targets.slots()
+        if mode == "node":
+            here = ray.get_runtime_context().get_node_id()
+            node_of_k = {k: targets.placement_of(k)["node_id"] for k in range(n)}
+            nodes = sorted(set(node_of_k.values()) - {here})
+            hit = plan_kills(
+                self.seed,
+                rnd,
+                len(nodes),
+                cfg.chaos_kill_rate,
+                cfg.chaos_rounds,
+                cfg.chaos_fraction,
+            )
+            victims = [nodes[i] for i in hit]
+            t = timeline.now()
+            for node in victims:
+                kill_node(node)
+            affected = [k for k, node in node_of_k.items() if node in victims]
+        else:
+            victims = plan_kills(
+                self.seed, rnd, n, cfg.chaos_kill_rate, cfg.chaos_rounds, cfg.chaos_fraction
+            )
+            t = timeline.now()
+            for k in victims:
+                p = targets.placement_of(k)
+                kill_actor(targets.handle(k), mode, p["pid"], p["node_id"])
+            affected = list(victims)
+        if not affected:
+            return
+        for k in affected:
+            targets.note_kill(k, t, mode)
+        confirmed = targets.confirm_dead(affected, CONFIRM_TIMEOUT_S[mode])
+        for k in sorted(set(affected) - set(confirmed)):
+            log.warning("chaos: the kill of actor %d was not confirmed; not counted", k)
+            timeline.record(FaultEvent(timeline.now(), rnd, "unconfirmed_kill", actor=k, mode=mode))
+        if mode == "node":
+            for node in victims:
+                timeline.record(FaultEvent(t, rnd, "kill", node=node, mode=mode))
+        for k in confirmed:
+            node = targets.placement_of(k)["node_id"]
+            if mode != "node":
+                timeline.record(FaultEvent(t, rnd, "kill", actor=k, node=node, mode=mode))
+            for cid in targets.clients_of(k):
+                timeline.record(
+                    FaultEvent(t, rnd, "injected", client=cid, actor=k, node=node, mode=mode)
+                )

@@ -9,7 +9,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import ray
 
 from dfml.algorithms.callbacks import Callback
 from dfml.fault.chaos import kill_actor
@@ -64,15 +63,13 @@ class AtRoundEnd(Callback):
 
 def kill_clients(fed: Any, clients: list[int], mode: str = "ray.kill") -> list[int]:
     """Kill the actors hosting ``clients``; return once Ray confirms they are dead."""
-    ks = sorted({fed.actor_of[c] for c in clients})
+    ks = sorted({fed.actor_of_client(c) for c in clients})
     for k in ks:
-        p = fed.placement[fed.manager.incarnation[k]]
+        p = fed.placement_of(k)
         kill_actor(fed.actors[k], mode, p["pid"], p["node_id"])
-    sentinels = [fed.manager.sentinel(k) for k in ks]
-    ready, _ = ray.wait(sentinels, num_returns=len(sentinels), timeout=30)
-    assert len(ready) == len(ks), "kill not confirmed"
+    assert fed.confirm_dead(ks, timeout=30) == ks, "kill not confirmed"
     return ks
 
 
 def incarnation_of(fed: Any, client: int) -> str:
-    return fed.manager.incarnation[fed.actor_of[client]]
+    return fed.placement_of(fed.actor_of_client(client))["incarnation"]

@@ -28,7 +28,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 import numpy as np
 import ray
-from fault_helpers import AtRoundEnd, incarnation_of, run
+from fault_helpers import AtRoundEnd, run
 from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -69,7 +69,7 @@ def naive_client_near(node: str, allowed: set[str]):
 
 
 def client_nodes(fed) -> dict[int, str]:
-    return {c: fed.placement[incarnation_of(fed, c)]["node_id"] for c in range(fed.num_clients)}
+    return {c: fed.placement_of(fed.actor_of_client(c))["node_id"] for c in range(fed.num_clients)}
 
 
 def main(out: Path) -> dict:

@@ -98,3 +98,52 @@ def test_fields_are_flags_and_yaml_keys():
         chaos_mode="sigkill",
     )
     assert build_config({})[0].fault == FaultConfig()
+
+
+class _FakeTargets:
+    """Two actors of two clients each; every kill is confirmed except actor 1's."""
+
+    def __init__(self, confirmed: set[int]) -> None:
+        self.confirmed = confirmed
+        self.kills: list[tuple[int, float, str]] = []
+
+    def slots(self) -> int:
+        return 2
+
+    def handle(self, k: int) -> str:
+        return f"handle{k}"
+
+    def clients_of(self, k: int) -> list[int]:
+        return [2 * k, 2 * k + 1]
+
+    def placement_of(self, k: int) -> dict:
+        return {"pid": 100 + k, "node_id": f"node{k}", "incarnation": f"actor{k + 1}"}
+
+    def confirm_dead(self, ks, timeout: float) -> list[int]:
+        return sorted(k for k in ks if k in self.confirmed)
+
+    def note_kill(self, k: int, t: float, mode: str) -> None:
+        self.kills.append((k, t, mode))
+
+
+def test_chaos_strikes_once_per_round_of_the_run_and_counts_confirmed_kills(monkeypatch):
+    from dfml.fault import chaos
+    from dfml.fault.timeline import Timeline
+
+    sent: list[tuple[str, str, int, str]] = []
+    monkeypatch.setattr(chaos, "kill_actor", lambda *args: sent.append(args))
+    targets, timeline = _FakeTargets(confirmed={0}), Timeline()
+    cfg = FaultConfig(chaos_rounds=(1, 2), chaos_fraction=1.0)
+    observer = chaos.Chaos(cfg, seed=0, rounds=2, targets=targets, timeline=timeline)
+    for rnd in (None, 0, 1, 1, 2, 5):  # round 2 is outside a 2-round run
+        observer.step_sent(rnd)
+    assert sent == [("handle0", "ray.kill", 100, "node0"), ("handle1", "ray.kill", 101, "node1")]
+    assert [(k, mode) for k, _, mode in targets.kills] == [(0, "ray.kill"), (1, "ray.kill")]
+    rows = [(e.kind, e.round, e.actor, e.client) for e in timeline.events]
+    assert rows == [
+        ("unconfirmed_kill", 1, 1, -1),
+        ("kill", 1, 0, -1),
+        ("injected", 1, 0, 0),
+        ("injected", 1, 0, 1),
+    ]
+    assert observer.struck == {0, 1}  # round 0 was planned too (nothing to kill)

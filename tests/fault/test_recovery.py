@@ -169,7 +169,7 @@ def test_death_before_the_replicas_are_acknowledged_redoes_the_call(reference, t
 
 
 def _pid(fed, client: int) -> int:
-    return fed.placement[incarnation_of(fed, client)]["pid"]
+    return fed.placement_of(fed.actor_of_client(client))["pid"]
 
 
 def test_unavailable_is_not_dead_and_a_silent_actor_is_fenced(reference, tmp_path):
