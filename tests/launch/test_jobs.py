@@ -1,0 +1,381 @@
+"""``dfml submit/status/logs/stop/fetch`` (Ray Jobs API).
+
+The cluster tests start their own Ray head (``ray start --head --block`` in a
+process group of its own, its own temp dir and ports) and tear it down by
+process id, never with ``ray stop``. The commands run in this process through
+their handlers, wrapped as ``dfml.launch.cli.main`` wraps them; nothing here
+calls ``ray.init``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dfml.errors import UserError
+from dfml.launch import jobs
+from dfml.launch.cli import Parser
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = {
+    "dataset": "digits",
+    "clients": 4,
+    "rounds": 2,
+    "model": "mlp",
+    "hidden": 8,
+    "local_epochs": 1,
+    "personalized_eval": False,
+    "num_cpus_per_actor": 0.5,
+}
+
+
+@functools.cache
+def parser() -> Parser:
+    p = Parser(prog="dfml")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    jobs.add_parser(sub)
+    return p
+
+
+def dfml(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run one command as ``dfml.launch.cli.main`` does: UserError → one line, exit 2."""
+    try:
+        args = parser().parse_args(list(argv))
+        code = args.handler(args)
+    except UserError as err:
+        print(f"dfml: error: {err}", file=sys.stderr)
+        code = 2
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_config(folder: Path, **changes) -> Path:
+    path = folder / "tiny.yaml"
+    path.write_text(json.dumps({**TINY, **changes}))  # JSON is YAML
+    return path
+
+
+# ----- without a cluster -----------------------------------------------------
+def test_unreachable_address_is_one_line_exit_2_fast(capsys):
+    parser()  # built once (it imports every config class); time the command itself
+    t0 = time.monotonic()
+    code, _, err = dfml(capsys, "status", "some-job", "--address", "http://127.0.0.1:1")
+    elapsed = time.monotonic() - t0
+    assert code == 2
+    assert err.count("\n") == 1
+    assert err.startswith("dfml: error: cannot reach the Ray dashboard at http://127.0.0.1:1")
+    assert elapsed < 10
+
+
+def test_silent_address_is_bounded(capsys):
+    # A non-routable address: either refused at once or cut off by the deadline.
+    parser()
+    t0 = time.monotonic()
+    code, _, err = dfml(capsys, "logs", "j", "--address", "http://10.255.255.1:8265")
+    assert code == 2 and err.count("\n") == 1 and "10.255.255.1" in err
+    assert time.monotonic() - t0 < jobs.CONNECT_TIMEOUT_S + 3
+
+
+def test_missing_address_names_the_flag(capsys, monkeypatch):
+    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    code, _, err = dfml(capsys, "stop", "j")
+    assert code == 2 and err.count("\n") == 1
+    assert "no Ray cluster address: pass --address http://HEAD:8265" in err
+
+
+def test_address_from_environment(monkeypatch):
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:8265")
+    assert jobs.resolve_address(None) == "http://10.0.0.5:8265"
+    assert jobs.resolve_address("https://head.example:443/") == "https://head.example:443"
+
+
+@pytest.mark.parametrize("address", ["ray://head:10001", "auto", "http://", "http://h:99999"])
+def test_malformed_address(capsys, address):
+    code, _, err = dfml(capsys, "status", "j", "--address", address)
+    assert code == 2 and err.count("\n") == 1 and "Ray address" in err
+
+
+def test_submit_checks_the_config_before_contacting(capsys, tmp_path):
+    config = write_config(tmp_path, clients=1)
+    code, _, err = dfml(capsys, "submit", str(config), "--address", "http://127.0.0.1:1")
+    assert code == 2 and err.count("\n") == 1 and "clients must be >= 2" in err
+    code, _, err = dfml(capsys, "submit", str(config), "--clients", "3", "--no-such", "1")
+    assert code == 2 and "unrecognized arguments: --no-such" in err
+
+
+def test_submit_refuses_a_folder_without_dfml(capsys, tmp_path):
+    config = write_config(tmp_path)
+    code, _, err = dfml(
+        capsys, "submit", str(config), "--working-dir", str(tmp_path), "--address", "h:1"
+    )
+    assert code == 2 and "has no dfml package" in err
+
+
+def test_job_options_leave_progress_and_address_to_the_job(tmp_path):
+    config = write_config(tmp_path, dashboard=True)
+    args = parser().parse_args(
+        ["submit", str(config), "--progress", "true", "--ray-address", "auto", "--lr", "0.2"]
+    )
+    options = jobs.job_options(args)
+    assert options == {**TINY, "lr": "0.2"}
+
+
+def test_results_folder_keeps_absolute_out(tmp_path):
+    assert jobs.results_folder(str(tmp_path / "r"), "job1") == tmp_path / "r"
+    relative = jobs.results_folder("runs/x", "job1")
+    assert relative.parts[-4:] == ("dfml-jobs", "job1", "runs", "x")
+    assert jobs.results_folder(None, "job1").parts[-2:] == ("dfml-jobs", "job1")
+
+
+def test_results_line_is_found_in_a_log():
+    log = (
+        "Running entrypoint for job j: python -m dfml.launch.jobs ...\n"
+        f"{jobs.RESULTS_PREFIX}/tmp/a b/dfml-jobs/j on node 0123abcd\n"
+        "round 1/2  acc=0.5\n"
+    )
+    assert jobs.results_location(log) == ("/tmp/a b/dfml-jobs/j", "0123abcd")
+    assert jobs.results_location("nothing here\n") is None
+
+
+def packed(folder: Path) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(folder, arcname=".")
+    return buffer.getvalue()
+
+
+def test_packed_results_round_trip_and_damage_is_caught(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "summary.json").write_text('{"rounds_completed": 2}')
+    (src / "sub" / "x.bin").write_bytes(bytes(range(256)) * 50)
+    data = packed(src)
+    log = (
+        "noise\n\n"
+        f"{jobs._BEGIN} {hashlib.sha256(data).hexdigest()} {len(data)}\n"
+        f"{base64.encodebytes(data).decode()}{jobs._END}\n"
+    )
+    assert jobs.decode_packed(log, "F") == data
+    assert jobs.unpack(data, tmp_path / "out") == 2
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == {"rounds_completed": 2}
+    assert (tmp_path / "out" / "sub" / "x.bin").read_bytes() == (src / "sub" / "x.bin").read_bytes()
+    damaged = log.replace(f" {len(data)}\n", f" {len(data) + 1}\n")
+    with pytest.raises(UserError, match="arrived damaged"):
+        jobs.decode_packed(damaged, "F")
+    with pytest.raises(UserError, match="no folder /x on node n"):
+        jobs.decode_packed(f"{jobs._ERROR} no folder /x on node n\n", "/x")
+    with pytest.raises(UserError, match="retrieval job for F failed: Traceback"):
+        jobs.decode_packed("Traceback\n", "F")
+
+
+def test_packer_script_is_standalone_python():
+    script = jobs.packer_script("/tmp/it's here", "abc", 60.0)
+    compile(script, "dfml_fetch.py", "exec")
+    assert "dfml" not in script.replace("dfml_fetch", "").replace("DFML-FETCH", "").lower()
+
+
+def test_fetch_from_shared_storage(capsys, tmp_path):
+    src = tmp_path / "shared" / "run1"
+    src.mkdir(parents=True)
+    (src / "summary.json").write_text('{"rounds_completed": 2}')
+    (src / "metrics.parquet").write_bytes(b"PAR1")
+    out = tmp_path / "here"
+    code, stdout, _ = dfml(capsys, "fetch", "j", str(out), "--from", str(src))
+    assert code == 0 and "2 files" in stdout
+    assert json.loads((out / "summary.json").read_text())["rounds_completed"] == 2
+    code, _, err = dfml(capsys, "fetch", "j", str(out), "--from", str(tmp_path / "nope"))
+    assert code == 2 and "is not a folder" in err
+
+
+# ----- against a local Ray head ----------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes_under(folder: str) -> list[int]:
+    """Live processes whose working directory or command line lies in ``folder``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cwd = os.readlink(proc / "cwd")
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state != "Z" and (cwd.startswith(folder) or folder in cmdline):
+                found.append(int(proc.name))
+    return found
+
+
+def stop_head(head: subprocess.Popen, folder: str) -> list[int]:
+    """End the head's process group, then any straggler of this cluster, by pid."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)
+    head.wait(10)
+    deadline = time.monotonic() + 20
+    while (left := processes_under(folder)) and time.monotonic() < deadline:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+    return processes_under(folder)
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[str]:
+    """A local Ray head with the dashboard (Jobs API) on a free port; its URL."""
+    folder = tempfile.mkdtemp(prefix="dfj", dir="/tmp")  # short: Ray's socket paths
+    bin_dir = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+    env.update(RAY_AUTH_MODE="disabled", PATH=f"{bin_dir}:{env.get('PATH', '')}")
+    dashboard = free_port()
+    ports = {
+        "port": free_port(),
+        "dashboard-port": dashboard,
+        "ray-client-server-port": free_port(),
+        "dashboard-agent-listen-port": free_port(),
+        "dashboard-agent-grpc-port": free_port(),
+        "runtime-env-agent-port": free_port(),
+        "metrics-export-port": free_port(),
+        "node-manager-port": free_port(),
+        "object-manager-port": free_port(),
+    }
+    command = [
+        f"{bin_dir}/ray",
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus=2",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        "--node-ip-address=127.0.0.1",
+        "--disable-usage-stats",
+        f"--temp-dir={folder}",
+        *(f"--{name}={port}" for name, port in ports.items()),
+    ]
+    log = open(Path(folder) / "head.log", "w")  # noqa: SIM115
+    head = subprocess.Popen(
+        command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if head.poll() is not None:
+                pytest.fail(f"ray start exited: {(Path(folder) / 'head.log').read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{address}/api/jobs/", timeout=2).read()
+                break
+            if time.monotonic() > deadline:
+                pytest.fail("the Ray head's Jobs API did not come up within 120 s")
+            time.sleep(0.5)
+        yield address
+    finally:
+        left = stop_head(head, folder)
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        assert not left, f"processes of the test cluster still running: {left}"
+
+
+def wait_state(address: str, job: str, states: set[str], timeout: float) -> str:
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    state = jobs.wait_terminal(client, job, timeout)
+    if state not in states:
+        pytest.fail(f"job {job} is {state}, wanted {states}:\n{client.get_job_logs(job)[-3000:]}")
+    return state
+
+
+def wait_log(address: str, job: str, text: str, timeout: float) -> str:
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = client.get_job_logs(job)
+        if text in log:
+            return log
+        if jobs._status(client, job) in jobs.TERMINAL:
+            break
+        time.sleep(1)
+    pytest.fail(f"{text!r} not in the log of {job}:\n{client.get_job_logs(job)[-3000:]}")
+
+
+@pytest.mark.slow
+def test_submit_status_logs_fetch(capsys, ray_head, tmp_path):
+    config = write_config(tmp_path)
+    code, out, err = dfml(
+        capsys, "submit", str(config), "--address", ray_head, "--working-dir", str(REPO)
+    )
+    assert code == 0, err
+    job = out.strip()
+    assert job.startswith("dfml-tiny-") and "\n" not in job
+    wait_state(ray_head, job, {"SUCCEEDED"}, 300)
+
+    code, out, _ = dfml(capsys, "status", job, "--address", ray_head)
+    assert code == 0 and out.startswith(f"{job}: SUCCEEDED")
+
+    code, out, _ = dfml(capsys, "logs", job, "--address", ray_head)
+    assert code == 0
+    assert "round 1/2  acc=" in out and "round 2/2  acc=" in out and "final_accuracy=" in out
+    code, followed, _ = dfml(capsys, "logs", job, "--follow", "--address", ray_head)
+    assert code == 0 and followed == out
+
+    code, out, err = dfml(capsys, "fetch", job, str(tmp_path / "got"), "--address", ray_head)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "got" / "summary.json").read_text())
+    assert summary["rounds_completed"] == 2 and summary["status"] == "completed"
+    assert {"metrics.parquet", "run.json", "partition.parquet"} <= {
+        p.name for p in (tmp_path / "got").iterdir()
+    }
+
+    code, _, err = dfml(capsys, "status", "no-such-job", "--address", ray_head)
+    assert code == 2 and err.count("\n") == 1 and "no job 'no-such-job'" in err
+
+
+@pytest.mark.slow
+def test_stop_ends_a_long_job(capsys, ray_head, tmp_path):
+    config = write_config(tmp_path, rounds=5000)
+    code, out, err = dfml(
+        capsys, "submit", str(config), "--address", ray_head, "--working-dir", str(REPO)
+    )
+    assert code == 0, err
+    job = out.strip()
+    wait_log(ray_head, job, "round 1/5000", 300)
+    code, out, err = dfml(capsys, "stop", job, "--address", ray_head)
+    assert code == 0, err
+    assert out.strip() == f"{job}: STOPPED"
+    code, out, _ = dfml(capsys, "status", job, "--address", ray_head)
+    assert out.startswith(f"{job}: STOPPED")
+    code, out, _ = dfml(capsys, "stop", job, "--address", ray_head)
+    assert code == 0 and out.strip() == f"{job}: already STOPPED"
