@@ -137,7 +137,9 @@ def main() -> None:
             if name not in wanted:
                 continue
             cfg, _ = build_config(options)
-            launch = LaunchConfig(out=str(root / name), progress=False, dashboard=False)
+            launch = LaunchConfig(
+                out=str(root / name), progress=False, dashboard=False, overwrite=True
+            )
             results[name] = execute(cfg, launch)
             keys = ("wall_seconds", "final_accuracy", "failures_injected", "clients_lost")
             print(name, json.dumps({k: results[name].get(k) for k in keys}), flush=True)

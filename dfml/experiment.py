@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
+import numpy as np
 
 from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
 from dfml.algorithms.base import Algorithm, RoundRecord
 from dfml.algorithms.callbacks import Callback
-from dfml.algorithms.evaluation import EvalConfig, PersonalizedEvaluation
+from dfml.algorithms.clfml.service import TaskConfig
+from dfml.algorithms.evaluation import EvalConfig
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.data.partition import ClientSplit, make_partition
 from dfml.data.registry import load_dataset
@@ -73,6 +75,7 @@ class ExperimentConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
     algorithm: Any = None
 
 
@@ -92,6 +95,8 @@ class Prepared:
     num_classes: int
     input_shape: tuple[int, ...]
     partition_repair_moves: int = 0
+    #: Client id → the labels its training data holds (ℒ_i), initial clients only.
+    client_labels: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def graph(self) -> nx.Graph:
@@ -156,6 +161,10 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
         dataset.num_classes,
         dataset.input_shape,
         part.repair_moves,
+        {
+            c: tuple(int(v) for v in np.unique(splits[c].relabel(dataset.y[splits[c].train])))
+            for c in initial
+        },
     )
 
 
@@ -196,7 +205,7 @@ def run_experiment(
     t0 = time.perf_counter()
     prep = prepared or prepare(cfg)
     federation = make_federation(cfg, prep)
-    sources = [cb for cb in callbacks if isinstance(cb, PersonalizedEvaluation)]
+    sources = [cb for cb in callbacks if hasattr(cb, "next_step")]
     runtime = Runtime(
         algorithm,
         federation,

@@ -41,6 +41,13 @@ class Entry(enum.Enum):
     ADOPT_GLOBAL = "adopt_global"
     EVALUATE = "evaluate_only"
     EVALUATE_PERSONALIZED = "evaluate_personalized"
+    DISSEMINATE_LABELS = "disseminate_labels"
+    CONVERGECAST = "convergecast_labels"
+    CLUSTER_AT_LEADER = "cluster_at_leader"
+    RECEIVE_CLUSTERS = "receive_clusters"
+    TASK_EVALUATE = "task_evaluate"
+    TRAIN_GENERATOR = "train_generator"
+    TASK_FINETUNE = "task_finetune"
 
 
 class Phase(enum.StrEnum):
@@ -50,6 +57,11 @@ class Phase(enum.StrEnum):
     ADOPT = "adopt"
     EVALUATE = "evaluate"
     FINAL_EVALUATION = "final-evaluation"
+    DISSEMINATE = "disseminate"
+    CONVERGECAST = "convergecast"
+    CLUSTER = "cluster"
+    BROADCAST = "broadcast"
+    TASK = "task"
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,13 @@ class ResourceConfig:
     def __post_init__(self) -> None:
         if self.clients_per_actor is not None and self.clients_per_actor < 1:
             raise ConfigError(f"clients_per_actor must be >= 1, got {self.clients_per_actor}")
-        if not (self.num_cpus_per_actor > 0 and math.isfinite(self.num_cpus_per_actor)):
-            raise ConfigError(f"num_cpus_per_actor must be > 0, got {self.num_cpus_per_actor}")
-        if not (0 <= self.num_gpus_per_actor <= 1 or float(self.num_gpus_per_actor).is_integer()):
+        cpus, gpus = self.num_cpus_per_actor, self.num_gpus_per_actor
+        if not (math.isfinite(cpus) and cpus > 0):
+            raise ConfigError(f"num_cpus_per_actor must be a positive finite number, got {cpus}")
+        if not (math.isfinite(gpus) and gpus >= 0 and (gpus <= 1 or float(gpus).is_integer())):
             raise ConfigError(
-                f"num_gpus_per_actor must be in [0, 1] or a whole number, got {self.num_gpus_per_actor}"
+                f"num_gpus_per_actor must be a fraction in [0, 1] or a whole number of GPUs, "
+                f"got {gpus}"
             )
         if self.max_actors is not None and self.max_actors < 1:
             raise ConfigError(f"max_actors must be >= 1, got {self.max_actors}")

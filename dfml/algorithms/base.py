@@ -52,6 +52,9 @@ __all__ = [
     "check_finite",
 ]
 
+#: Extras a client publishes as channels of their own (the task service's models).
+TASK_CHANNELS = ("task", "generator")
+
 #: A client entry point: (ctx, state, neighbour vectors, message) → (state, metrics).
 StepFn = Callable[
     [ClientContext, ClientState, Sequence[np.ndarray], Any], tuple[ClientState, Metrics]
@@ -92,7 +95,7 @@ class LocalSGDConfig:
         if self.local_epochs < 1:
             raise ConfigError(f"local_epochs must be >= 1, got {self.local_epochs}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+            raise ConfigError(f"lr must be a positive finite number, got {self.lr}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -146,6 +149,8 @@ class Algorithm:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = LocalSGDConfig
+    #: Whether clients may join and leave while it runs (``--schedule``).
+    elastic: ClassVar[bool] = True
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -199,6 +204,17 @@ class Algorithm:
         if step.phase == Phase.TRAIN:
             state.trained |= set(results)
 
+    def check_setup(self, client_labels: Mapping[int, Sequence[int]]) -> None:
+        """Refuse, before any actor starts, a config this partition cannot serve.
+
+        ``client_labels``: client id → the labels of its training data (ℒ_i).
+        """
+        return None
+
+    def summary(self, state: DriverState) -> dict[str, Any]:
+        """Keys this algorithm adds to summary.json (from its driver state)."""
+        return {}
+
     # ----- client half (runs in actors) --------------------------------
     def entry_point(self, entry: Entry) -> StepFn:
         """The bound method behind ``entry`` (a subclass's override if it has one)."""
@@ -212,12 +228,21 @@ class Algorithm:
         return ClientState(ctx.client_id, init_params, labels=labels)
 
     def publish(self, ctx: ClientContext, state: ClientState) -> dict[str, np.ndarray]:
-        """The named channels this client publishes after a step (default: its vector).
+        """The named channels this client publishes after a step.
 
-        Channels are functions of the state, so a restored client re-publishes
-        every one of them.
+        Its vector (``params``), plus a task model or a generator when the
+        task service made one (parameter vectors too). Channels are functions
+        of the state, so a restored client re-publishes every one of them.
         """
-        return {PARAMS: state.params.detach().cpu().numpy()}
+        out = {PARAMS: state.params.detach().cpu().numpy()}
+        for name in TASK_CHANNELS:
+            if name in state.extras:
+                out[name] = state.extras[name].detach().cpu().numpy()
+        return out
+
+    def model_vector(self, ctx: ClientContext, vector: torch.Tensor) -> torch.Tensor:
+        """The model parameters inside a published vector (Meta-SGD's θ of θ‖α)."""
+        return vector
 
     def mix(
         self, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
@@ -301,6 +326,30 @@ class Algorithm:
         from dfml.algorithms.evaluation import personalization_metrics
 
         return state, personalization_metrics(self, ctx, state, neighbors[0], **msg.extra)
+
+    def task_evaluate(
+        self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
+    ) -> tuple[ClientState, Metrics]:
+        """Task service: score the meta-model or the task model on 𝒯's test samples."""
+        from dfml.algorithms.clfml.service import task_evaluate
+
+        return task_evaluate(self, ctx, state, msg)
+
+    def train_generator(
+        self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
+    ) -> tuple[ClientState, Metrics]:
+        """Task service: one gossip round of a label-conditional generator g_ℓ."""
+        from dfml.algorithms.clfml.service import train_generator
+
+        return train_generator(self, ctx, state, neighbors, msg)
+
+    def task_finetune(
+        self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
+    ) -> tuple[ClientState, Metrics]:
+        """Task service: one fine-tuning round of the task model."""
+        from dfml.algorithms.clfml.service import task_finetune
+
+        return task_finetune(self, ctx, state, neighbors, msg)
 
     def client_step(
         self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message

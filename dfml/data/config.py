@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from dfml.errors import ConfigError
@@ -86,10 +87,10 @@ class PartitionConfig:
             raise ConfigError(
                 f"unknown partition {self.partition!r}; allowed: {', '.join(PARTITIONS)}"
             )
-        if not self.alpha > 0:
-            raise ConfigError(f"alpha must be > 0, got {self.alpha}")
-        if not self.quantity_alpha > 0:
-            raise ConfigError(f"quantity_alpha must be > 0, got {self.quantity_alpha}")
+        for name in ("alpha", "quantity_alpha"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive finite number, got {value}")
         if self.classes_per_client < 1:
             raise ConfigError(f"classes_per_client must be >= 1, got {self.classes_per_client}")
         if self.groups < 1:

@@ -10,6 +10,7 @@ that the file exists; ``download=True`` fetches it md5-checked.
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from medmnist import dataset as medmnist_dataset
 from medmnist.info import INFO
 
 from dfml.data.dataset import ArrayDataset
+from dfml.data.files import DOWNLOAD_ERRORS, download_failed
 from dfml.errors import ConfigError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,8 @@ def load_medmnist(flag: str, root: str | Path, download: bool, size: int = 28) -
     Raises:
         ConfigError: unknown flag, unsupported size, or a multi-label task (not
             single-label classification).
-        DataNotFoundError: the npz file is missing and ``download`` is False.
+        DataNotFoundError: the npz file is missing and ``download`` is False, its
+            download failed, or it cannot be read (each one line naming it).
     """
     if flag not in INFO:
         allowed = ", ".join(MEDMNIST_FLAGS)
@@ -58,18 +61,38 @@ def load_medmnist(flag: str, root: str | Path, download: bool, size: int = 28) -
     root = Path(root).expanduser()
     path = root / medmnist_filename(flag, size)
     if download:
-        root.mkdir(parents=True, exist_ok=True)  # medmnist refuses a missing root
+        try:
+            root.mkdir(parents=True, exist_ok=True)  # medmnist refuses a missing root
+        except OSError as err:
+            raise DataNotFoundError(
+                f"--data-root {str(root)!r} cannot be created ({err})"
+            ) from None
     elif not path.is_file():
         raise DataNotFoundError(
             f"dataset 'medmnist:{flag}' not found: expected {path}; pass --download to fetch it"
         )
 
+    if download and not path.is_file():
+        url = info[f"url{'' if size == 28 else f'_{size}'}"]
+        try:
+            # medmnist wraps any failure in its own many-line RuntimeError.
+            cls(split="train", root=str(root), download=True, size=size)
+        except (*DOWNLOAD_ERRORS, ValueError, KeyError) as err:
+            if isinstance(err.__context__, KeyboardInterrupt):
+                raise KeyboardInterrupt from None  # medmnist's bare except wraps Ctrl-C too
+            cause = err.__context__ if isinstance(err.__context__, DOWNLOAD_ERRORS) else err
+            raise download_failed(f"medmnist:{flag}", [url], cause, root) from None
     xs, ys = [], []
     for split in _SPLITS:
-        # Download failures raise medmnist's own RuntimeError and propagate as is.
-        ds = cls(split=split, root=str(root), download=download and split == "train", size=size)
-        xs.append(np.asarray(ds.imgs))
-        ys.append(np.asarray(ds.labels))
+        try:
+            ds = cls(split=split, root=str(root), download=False, size=size)
+            xs.append(np.asarray(ds.imgs))
+            ys.append(np.asarray(ds.labels))
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            raise DataNotFoundError(
+                f"dataset 'medmnist:{flag}': {path} cannot be read ({type(err).__name__}: "
+                f"{err}); replace it, or delete it and pass --download"
+            ) from None
     x, y = np.concatenate(xs), np.concatenate(ys)
 
     num_classes = len(info["label"])

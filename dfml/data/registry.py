@@ -13,6 +13,7 @@ from pathlib import Path
 from dfml.data.builtin import load_digits, load_mnist_5k, make_synthetic
 from dfml.data.config import DataConfig
 from dfml.data.dataset import ArrayDataset
+from dfml.data.files import check_root
 from dfml.errors import ConfigError
 
 TORCHVISION_NAMES = ("mnist", "fashion-mnist", "emnist", "cifar10", "cifar100")
@@ -29,7 +30,9 @@ DATASETS: tuple[str, ...] = (
 def _root(cfg: DataConfig) -> Path:
     if cfg.data_root is None:
         raise ConfigError(f"dataset {cfg.dataset!r} reads files: give --data-root DIR")
-    return Path(cfg.data_root).expanduser()
+    root = Path(cfg.data_root).expanduser()
+    check_root(root)
+    return root
 
 
 def _torchvision(cfg: DataConfig) -> ArrayDataset:

@@ -28,6 +28,7 @@ from torchvision.datasets import CIFAR10, CIFAR100, EMNIST, MNIST, FashionMNIST
 from torchvision.datasets.utils import download_and_extract_archive
 
 from dfml.data.dataset import ArrayDataset
+from dfml.data.files import DOWNLOAD_ERRORS, check_idx_file, download_failed
 from dfml.errors import DataNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ def load_torchvision(name: str, root: str | Path, download: bool) -> ArrayDatase
     (CIFAR) with ``scale=255``; training samples come first.
 
     Raises:
-        DataNotFoundError: files missing under ``root`` and ``download`` is False.
+        DataNotFoundError: files missing under ``root`` and ``download`` is False,
+            a download that failed, or a damaged file (each one line naming it).
         KeyError: ``name`` is not a torchvision dataset (the registry checks names).
     """
     root = Path(root).expanduser()
@@ -103,16 +105,30 @@ def load_torchvision(name: str, root: str | Path, download: bool) -> ArrayDatase
 
 def _load_idx_set(name: str, root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, int]:
     spec = _IDX_SETS[name]
+    raw = root / spec.cls.__name__ / "raw"
+    if download and not all((raw / f).is_file() for f in spec.files):
+        try:
+            spec.cls(str(root), train=True, download=True, **spec.kwargs)
+        except DOWNLOAD_ERRORS as err:
+            raise download_failed(name, _idx_urls(spec), err, raw) from None
+        except (AssertionError, ValueError, TypeError):
+            pass  # the files arrived but do not read: _check_idx_files names the bad one
+    _check_idx_files(name, raw, spec.files)
     xs, ys = [], []
     for train in (True, False):
         try:
-            ds = spec.cls(str(root), train=train, download=download, **spec.kwargs)
+            ds = spec.cls(str(root), train=train, download=False, **spec.kwargs)
         except RuntimeError as err:
             # Only torchvision's "Dataset not found. You can use download=True ..."
-            # is a missing-files error; download failures etc. propagate untouched.
+            # is a missing-files error; anything else propagates untouched.
             if not str(err).startswith("Dataset not found"):
                 raise
-            raise _not_found(name, root / spec.cls.__name__ / "raw", spec.files) from err
+            raise _not_found(name, raw, spec.files) from err
+        except (AssertionError, ValueError, TypeError, OSError) as err:
+            raise DataNotFoundError(
+                f"dataset {name!r}: the files in {raw}/ cannot be read ({type(err).__name__}: "
+                f"{err}); replace them, or delete them and pass --download"
+            ) from None
         xs.append(ds.data.numpy())
         ys.append(ds.targets.numpy())
     x = np.concatenate(xs)
@@ -121,6 +137,33 @@ def _load_idx_set(name: str, root: Path, download: bool) -> tuple[np.ndarray, np
         # that characters are upright (the usual fix, equal to flip + rotate).
         x = np.ascontiguousarray(x.transpose(0, 2, 1))
     return x[:, None, :, :], np.concatenate(ys).astype(np.int64), spec.num_classes
+
+
+def _idx_urls(spec: _IdxSet) -> list[str]:
+    """Where torchvision downloads ``spec`` from (MNIST's mirrors, EMNIST's one URL)."""
+    url = getattr(spec.cls, "url", None)  # EMNIST: one zip (it inherits MNIST's mirrors)
+    if url:
+        return [url]
+    return [f"{m}{f}" for m in spec.cls.mirrors for f, _ in spec.cls.resources]
+
+
+def _check_idx_files(name: str, raw: Path, files: tuple[str, ...]) -> None:
+    """Each idx file present: a sound header and size; images and labels agree in number.
+
+    torchvision reads these files with bare ``assert``s (an AssertionError
+    naming no file); this names the file and what is wrong.
+    """
+    for images in (f for f in files if "images-idx3" in f):
+        labels = images.replace("images-idx3", "labels-idx1")
+        if not ((raw / images).is_file() and (raw / labels).is_file()):
+            continue  # missing files: _not_found lists them
+        n_images = check_idx_file(name, raw / images, 3, (28, 28))
+        n_labels = check_idx_file(name, raw / labels, 1)
+        if n_images != n_labels:
+            raise DataNotFoundError(
+                f"dataset {name!r}: {raw / images} holds {n_images} images but "
+                f"{raw / labels} {n_labels} labels; replace them, or delete them and pass --download"
+            )
 
 
 def _load_cifar(name: str, root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, int]:
@@ -137,7 +180,10 @@ def _load_cifar(name: str, root: Path, download: bool) -> tuple[np.ndarray, np.n
     files = tuple(filename for filename, _ in cls.train_list + cls.test_list)
     if download and not all((folder / f).is_file() for f in files):
         # What CIFAR10.download() does: fetch (md5-checked) and extract the tarball.
-        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+        try:
+            download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+        except DOWNLOAD_ERRORS as err:
+            raise download_failed(name, [cls.url], err, folder) from None
     if not all((folder / f).is_file() for f in files):
         raise _not_found(name, folder, files)
     batches = [_read_cifar_batch(folder / f) for f in files]
@@ -151,8 +197,10 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with path.open("rb") as fh:
             entry = pickle.load(fh, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError) as err:
-        raise DataNotFoundError(f"{path} is not a CIFAR python batch ({err})") from err
+    except Exception as err:  # a damaged pickle can raise almost anything
+        raise DataNotFoundError(
+            f"{path} is not a CIFAR python batch ({type(err).__name__}: {err})"
+        ) from None
     # Same keys as CIFAR10.__init__: CIFAR-10 has "labels", CIFAR-100 "fine_labels".
     label_key = "labels" if isinstance(entry, dict) and "labels" in entry else "fine_labels"
     if not isinstance(entry, dict) or "data" not in entry or label_key not in entry:

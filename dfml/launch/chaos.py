@@ -9,6 +9,13 @@
 Every other option is shared (a YAML file overlaid with flags; chaos comes
 from ``--chaos-kill-rate`` / ``--chaos-rounds``). Results: ``OUT/<mode>/``
 per run, then ``OUT/table.md`` and ``OUT/table.csv``.
+
+As with ``dfml compare``, every run is prepared and every folder checked
+before Ray starts; folders that hold results are refused unless
+``--overwrite``, which replaces exactly the files this command writes. The
+chaos knobs (``--chaos-fraction``, ``--chaos-mode``) are dropped from the
+``none`` run, which has no failures for them to shape. ``--resume`` is
+``dfml run``'s.
 """
 
 from __future__ import annotations
@@ -23,13 +30,21 @@ from typing import Any
 import ray
 
 from dfml.errors import ConfigError
+from dfml.experiment import prepare
 from dfml.launch.options import build_config
+from dfml.launch.results import RUN_OUTPUTS, check_results_folder, clear_results
 from dfml.launch.runner import execute, init_ray
 
 log = logging.getLogger(__name__)
 
 MODES = ("none", "no-recovery", "recovery")
 DEFAULT_OUT = "runs/chaos"
+
+#: What the command itself writes into OUT (each mode writes its own folder).
+CHAOS_OUTPUTS = ("table.md", "table.csv")
+
+#: Options that shape the failures: meaningless, so dropped, in the ``none`` mode.
+CHAOS_KNOBS = ("chaos_fraction", "chaos_mode")
 
 #: (summary key, column title) of the table, after the mode.
 COLUMNS = (
@@ -57,7 +72,8 @@ def mode_options(mode: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """The shared options, set for one failure regime."""
     opts = {k.replace("-", "_"): v for k, v in options.items()}
     if mode == "none":
-        return {**opts, "chaos_kill_rate": 0.0, "chaos_rounds": (), "recovery": None}
+        shared = {k: v for k, v in opts.items() if k not in CHAOS_KNOBS}
+        return {**shared, "chaos_kill_rate": 0.0, "chaos_rounds": (), "recovery": None}
     return {**opts, "recovery": mode == "recovery"}
 
 
@@ -101,6 +117,8 @@ def run_chaos(
     report: Callable[[str], None] = log.info,
 ) -> tuple[Path, str, list[dict[str, Any]]]:
     """Run each mode; write table.md and table.csv; return (OUT, table, rows)."""
+    if "resume" in options:
+        raise ConfigError("--resume applies to dfml run, not dfml chaos")
     jobs = [(mode, *build_config(mode_options(mode, options))) for mode in modes]
     failing = [cfg for mode, cfg, _ in jobs if mode != "none"]
     if failing and not failing[0].fault.chaos:
@@ -109,11 +127,18 @@ def run_chaos(
             "give --chaos-kill-rate or --chaos-rounds"
         )
     root = Path(options.get("out", DEFAULT_OUT))
-    root.mkdir(parents=True, exist_ok=True)
     launch = jobs[0][2]
+    for _, cfg, _ in jobs:
+        prepare(cfg)
+    check_results_folder(root, launch.overwrite, CHAOS_OUTPUTS)
+    for mode, _, _ in jobs:
+        check_results_folder(root / mode, launch.overwrite, RUN_OUTPUTS)
     rows = []
     started = init_ray(launch.ray_address, launch.dashboard)
     try:
+        if launch.overwrite:
+            clear_results(root, CHAOS_OUTPUTS)
+        root.mkdir(parents=True, exist_ok=True)
         for k, (mode, cfg, run_launch) in enumerate(jobs):
             report(f"[{k + 1}/{len(jobs)}] {mode} -> {root / mode}")
             summary = execute(cfg, run_launch, root / mode)

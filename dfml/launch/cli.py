@@ -1,7 +1,8 @@
 """``dfml`` command line: one subcommand per module, found through a table.
 
-Bad input (a flag, a config value, a dataset path, a topology) ends with one
-line on stderr and exit code 2; no traceback.
+Bad input (a flag, a config value, a dataset path, a topology, a Ray
+address, a results folder) ends with one line on stderr and exit code 2; no
+traceback. The rules are spelled out in :mod:`dfml.launch.options`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from dfml.errors import UserError
 EXIT_USAGE = 2
 OPTIONS_NOTE = (
     "Every option is also a YAML key (--local-epochs 2 is local_epochs: 2); "
-    "flags override the file. A bool flag alone means true."
+    "flags override the file. A bool flag alone means true. "
+    "An option given that the chosen topology, partition, dataset or run does not read "
+    "is an error, as is a key or flag given twice. "
+    "A results folder that already holds results is refused unless --overwrite is given."
 )
 
 
@@ -26,6 +30,24 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class StoreOnce(argparse.Action):
+    """Store a flag's value; the same flag twice is a usage error, not 'the last wins'."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if hasattr(namespace, self.dest):
+            parser.error(
+                f"{option_string} given twice ({getattr(namespace, self.dest)} and {values}); "
+                "give it once"
+            )
+        setattr(namespace, self.dest, values)
 
 
 def add_option_flags(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +65,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
         for option in group.options:
             kwargs: dict[str, Any] = {
                 "dest": option.name,
+                "action": StoreOnce,
                 "default": argparse.SUPPRESS,
                 "metavar": "V",
                 "help": option.help.replace("%", "%%"),  # argparse %-formats help
@@ -86,15 +109,21 @@ def _resume(options: dict[str, Any]) -> int:
     """``dfml run --resume OUT|URI [launch flags]``: continue from the last checkpoint."""
     import dataclasses
 
-    from dfml.launch.options import LaunchConfig, build_config, check_resume_options
+    from dfml.launch.options import LaunchConfig, build_config, check_resume_options, coerce
     from dfml.launch.runner import execute, load_resume
 
-    record, checkpointer = load_resume(str(options.pop("resume")))
-    cfg, _ = build_config(record["options"])
+    target = str(options.pop("resume"))
+    if coerce("overwrite", options.get("overwrite", False), bool):
+        LaunchConfig(resume=target, overwrite=True)  # refused: one line saying why
+    record, checkpointer = load_resume(target)
+    recorded = record["options"]  # every effective option, read or not: exempt
+    cfg, _ = build_config(recorded, allow_unused=recorded)
     check_resume_options(cfg, options)
     launch_fields = {f.name for f in dataclasses.fields(LaunchConfig)}
     given = {k: v for k, v in options.items() if k in launch_fields}
-    _, launch = build_config({**record["options"], **given, "out": record["out"]})
+    _, launch = build_config(
+        {**recorded, **given, "out": record["out"]}, allow_unused=set(recorded) - set(given)
+    )
     checkpoint = checkpointer.latest()
     summary = execute(cfg, launch, resume=checkpoint)
     print(
@@ -160,6 +189,18 @@ def _report_parser(sub: Any) -> None:
     add_parser(sub)
 
 
+def _recipes_parser(sub: Any) -> None:
+    from dfml.launch.recipes import add_parser
+
+    add_parser(sub)
+
+
+def _jobs_parser(sub: Any) -> None:
+    from dfml.launch.jobs import add_parser
+
+    add_parser(sub)
+
+
 #: Subcommands: each adds its parser and sets ``handler``.
 COMMANDS: list[Callable[[Any], None]] = [
     _run_parser,
@@ -167,6 +208,8 @@ COMMANDS: list[Callable[[Any], None]] = [
     _compare_parser,
     _chaos_parser,
     _report_parser,
+    _recipes_parser,
+    _jobs_parser,
 ]
 
 

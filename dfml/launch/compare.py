@@ -11,6 +11,12 @@ metrics.parquet, accuracy.png), then ``OUT/table.md`` and ``OUT/table.csv``
 (mean ± sample std over seeds), ``OUT/accuracy.png`` (mean client accuracy
 per round over all seeds' clients, band min–max) and ``OUT/report.html``
 (:mod:`dfml.launch.report` over every run folder).
+
+Before Ray starts, every run is also prepared (data, partition, topology,
+schedule) and every folder it would write is checked: if ``OUT`` or any run
+folder already holds results the command refuses to start, unless
+``--overwrite``, which then replaces exactly the files this comparison writes
+(other folders under ``OUT`` are left alone). ``--resume`` is ``dfml run``'s.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import ray
 from dfml.algorithms.base import RoundRecord
 from dfml.algorithms.callbacks import Callback
 from dfml.errors import ConfigError, TrainingDivergedError
-from dfml.experiment import ExperimentConfig
+from dfml.experiment import ExperimentConfig, prepare
 from dfml.launch.options import (
     SECTIONS,
     LaunchConfig,
@@ -42,12 +48,20 @@ from dfml.launch.options import (
 )
 from dfml.launch.registry import algorithm_class
 from dfml.launch.report import write_report
-from dfml.launch.results import plot_accuracy
+from dfml.launch.results import (
+    RUN_OUTPUTS,
+    check_results_folder,
+    clear_results,
+    plot_accuracy,
+)
 from dfml.launch.runner import execute, init_ray
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = "runs/compare"
+
+#: What the comparison itself writes into OUT (each run writes its own folder).
+COMPARE_OUTPUTS = ("table.md", "table.csv", "accuracy.png", "report.html")
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,8 @@ def split_options(options: Mapping[str, Any], algorithms: Sequence[str]) -> dict
             raise ConfigError(
                 f"--{key} cannot be used with dfml compare; use --{key}s (comma-separated)"
             )
+    if "resume" in options:
+        raise ConfigError("--resume applies to dfml run, not dfml compare")
     specific = algorithm_only_options()
     per: dict[str, dict] = {a: {} for a in algorithms}
     for key, value in options.items():
@@ -134,6 +150,15 @@ def plan(
             jobs.append(Job(name, seed, cfg, launch, out))
     assert launch is not None
     return jobs, replace(launch, out=str(root)), root
+
+
+def check_folders(jobs: Sequence[Job], launch: LaunchConfig, root: Path) -> None:
+    """Prepare every run and check every folder before anything runs or is written."""
+    for job in jobs:
+        prepare(job.cfg)
+    check_results_folder(root, launch.overwrite, COMPARE_OUTPUTS)
+    for job in jobs:
+        check_results_folder(job.out, launch.overwrite, RUN_OUTPUTS)
 
 
 # ----- aggregation -------------------------------------------------------------
@@ -225,11 +250,14 @@ def run_compare(
 ) -> tuple[Path, str]:
     """Run every algorithm × seed; write the table, CSV, plot and report; return (OUT, table)."""
     jobs, launch, root = plan(options, algorithms, seeds)
-    root.mkdir(parents=True, exist_ok=True)
+    check_folders(jobs, launch, root)
     summaries: dict[str, list[dict[str, Any]]] = {a: [] for a in algorithms}
     histories: dict[str, list[list[RoundRecord]]] = {a: [] for a in algorithms}
     started = init_ray(launch.ray_address, launch.dashboard)
     try:
+        if launch.overwrite:
+            clear_results(root, COMPARE_OUTPUTS)
+        root.mkdir(parents=True, exist_ok=True)
         for k, job in enumerate(jobs):
             report(f"[{k + 1}/{len(jobs)}] {job.algorithm} seed {job.seed} -> {job.out}")
             collector = HistoryCollector()

@@ -4,6 +4,31 @@ Options are one flat namespace (``--clients 10`` on the command line is
 ``clients: 10`` in YAML); each name belongs to exactly one config dataclass
 field, so routing needs no table of special cases: a key goes to the
 dataclass that declares it. Flags override the file.
+
+Bad input (the rules every command follows):
+
+* Every bad value — a config value, a flag, a dataset path, a topology, a
+  schedule, a Ray address, a results folder — ends the command before it
+  runs anything, with one line on stderr that names the value and what is
+  allowed, and exit code 2; never a traceback. Numbers must be finite
+  (``inf`` and ``nan`` are refused). A YAML file may give a key only once
+  (``local-epochs`` and ``local_epochs`` are the same key), and a flag may
+  be given only once.
+* An option given explicitly (a flag or a YAML key) that the chosen setup
+  does not read is an error naming the option and what it applies to
+  (``--degree applies to topology k-regular or small-world, not ring``):
+  see :data:`UNUSED_RULES`. Options not given (left at their defaults) never
+  trigger it, and a switch set to false (``--download false``) asks for
+  nothing, so it is never an error. ``dfml run --resume`` re-reads the run's full recorded
+  config, which is exempt.
+* Results are never lost: a run refuses a results folder (``--out``) that
+  already holds results, and a checkpoint URI that already holds
+  checkpoints, unless ``--overwrite`` is given (every old result file is
+  then removed first, so no file of the old run survives to be mixed with
+  the new one) or the run is continued with ``--resume OUT``. All checks
+  run before anything is written; a run that fails or is interrupted after
+  it started keeps what it wrote and says why in ``summary.json``
+  (``status``: completed, diverged, interrupted or failed).
 """
 
 from __future__ import annotations
@@ -12,7 +37,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +45,10 @@ from typing import Any
 import yaml
 
 from dfml.actors.config import ResourceConfig
+from dfml.algorithms.clfml.service import TaskConfig
 from dfml.algorithms.evaluation import EvalConfig
 from dfml.data.config import DataConfig, PartitionConfig
+from dfml.data.registry import MEDMNIST_PREFIX, TORCHVISION_NAMES
 from dfml.errors import ConfigError
 from dfml.experiment import ExperimentConfig, RunConfig
 from dfml.fault.config import FaultConfig
@@ -30,6 +57,9 @@ from dfml.models.zoo import ModelConfig
 from dfml.runtime.membership import MembershipConfig
 from dfml.topology.config import TopologyConfig
 
+#: Ray addresses ``--ray-address`` accepts besides ``HOST:PORT`` and ``ray://HOST:PORT``.
+RAY_ADDRESS_KEYWORDS = ("auto", "local")
+
 
 @dataclass(frozen=True)
 class LaunchConfig:
@@ -37,13 +67,22 @@ class LaunchConfig:
 
     Attributes:
         out: results folder (summary.json, metrics.parquet, plots); created if missing.
-        ray_address: Ray cluster to join (``auto``, ``ray://host:10001``); ``None``
-            starts a local Ray.
+            A folder that already holds results is refused unless ``overwrite``
+            (or ``--resume``) is given.
+        ray_address: Ray cluster to join: ``auto`` (the cluster running on this
+            machine), ``HOST:PORT`` (its GCS, port 6379 by default) or
+            ``ray://HOST:10001`` (Ray Client); ``local`` starts a local Ray even
+            where ``ray start`` runs one; ``None`` joins the cluster ``ray start``
+            last started here, else starts a local Ray.
         progress: show a progress bar with the mean client accuracy per round.
         dashboard: start the Ray dashboard (local Ray only) and print its address.
         resume: continue the run whose results folder (or checkpoint URI) this
             names, from its last complete checkpoint; launch flags may be given
             again, experiment flags must equal the checkpoint's.
+        overwrite: replace the results already in ``out`` (and the checkpoints
+            under ``checkpoint_uri``): every old result file is removed once
+            Ray has started, before the run writes anything. Without it, a run
+            refuses a folder that holds results.
     """
 
     out: str = "runs/latest"
@@ -51,6 +90,38 @@ class LaunchConfig:
     progress: bool = True
     dashboard: bool = True
     resume: str | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if not str(self.out).strip():
+            raise ConfigError("--out must be a folder path, got an empty string")
+        check_ray_address(self.ray_address)
+        if self.overwrite and self.resume:
+            raise ConfigError(
+                "--overwrite and --resume exclude each other: --resume continues the results "
+                "in the folder, --overwrite replaces them"
+            )
+
+
+def split_host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``HOST:PORT``, ``[v6]:PORT`` or ``ray://HOST:PORT``; None if malformed."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+def check_ray_address(address: str | None) -> None:
+    """The forms ``--ray-address`` takes; reachability is checked when Ray starts."""
+    if address is None or address in RAY_ADDRESS_KEYWORDS:
+        return
+    scheme = address.split("://", 1)[0] if "://" in address else None
+    if scheme not in (None, "ray") or split_host_port(address) is None:
+        raise ConfigError(
+            f"--ray-address must be auto, HOST:PORT or ray://HOST:PORT, got {address!r}"
+        )
 
 
 SECTIONS: dict[str, type] = {
@@ -63,6 +134,7 @@ SECTIONS: dict[str, type] = {
     "evaluation": EvalConfig,
     "fault": FaultConfig,
     "membership": MembershipConfig,
+    "tasks": TaskConfig,
     "launch": LaunchConfig,
 }
 
@@ -111,8 +183,8 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
             return int(str(value).strip()) if isinstance(value, str) else int(value)
         if hint is float:
             out = float(value)
-            if math.isnan(out):
-                raise ValueError(value)
+            if not math.isfinite(out):
+                raise ConfigError(f"--{flag(name)} must be a finite number, got {value!r}")
             return out
         if hint is str:
             if not isinstance(value, str | int | float):
@@ -128,12 +200,54 @@ def flag(name: str) -> str:
     return name.replace("_", "-")
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, first: int, second: int) -> None:
+        super().__init__(key)
+        self.key, self.first, self.second = key, first, second
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a mapping may name a key only once.
+
+    PyYAML keeps the last of two equal keys without a word. Keys are compared
+    as options are (``local-epochs`` is ``local_epochs``); keys merged in
+    with ``<<`` may be overridden, as YAML intends.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str):
+                key = key.replace("-", "_")
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise _DuplicateKey(str(key), first, line)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
-        loaded = yaml.safe_load(p.read_text())
+        loaded = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
+    except _DuplicateKey as dup:
+        raise ConfigError(
+            f"config file {str(p)!r} gives key {dup.key!r} twice "
+            f"(lines {dup.first} and {dup.second}); keep one"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text") from None
+    except OSError as err:
+        raise ConfigError(f"config file {str(p)!r} cannot be read ({err.strerror})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -151,9 +265,168 @@ def _build(cls: type, options: Mapping[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def build_config(options: Mapping[str, Any]) -> tuple[ExperimentConfig, LaunchConfig]:
-    """Route each option to the dataclass that declares it; reject the rest."""
+@dataclass(frozen=True)
+class UnusedRule:
+    """Options that only some setups read, and a test of whether this one does.
+
+    An option in ``options`` that was given explicitly while ``reads`` is
+    false is an error: ``{flag} applies to {where}, not {actual}``.
+    ``when_true``: only a true value counts (a switch set to false asks for
+    nothing).
+    """
+
+    options: tuple[str, ...]
+    where: str
+    reads: Callable[[ExperimentConfig, LaunchConfig], bool]
+    actual: Callable[[ExperimentConfig, LaunchConfig], str]
+    when_true: bool = False
+
+
+def _topology(cfg: ExperimentConfig, _: LaunchConfig) -> str:
+    return cfg.topology.topology
+
+
+def _partition(cfg: ExperimentConfig, _: LaunchConfig) -> str:
+    if cfg.partition.partition_file is not None:
+        return "--partition-file (the file fixes the clients)"
+    return cfg.partition.partition
+
+
+def _drawn(name: str) -> Callable[[ExperimentConfig, LaunchConfig], bool]:
+    return lambda cfg, _: cfg.partition.partition_file is None and cfg.partition.partition == name
+
+
+def _file_dataset(name: str) -> bool:
+    return name in TORCHVISION_NAMES or name.startswith(MEDMNIST_PREFIX)
+
+
+_FILE_DATASETS = (
+    "the datasets read from files (mnist, fashion-mnist, emnist, cifar10, cifar100, "
+    "medmnist:<name>)"
+)
+
+
+def _dataset(cfg: ExperimentConfig, _: LaunchConfig) -> str:
+    return cfg.data.dataset
+
+
+#: Which options each setup reads. build_config refuses an explicitly given
+#: option whose rule says the chosen setup does not read it.
+UNUSED_RULES: tuple[UnusedRule, ...] = (
+    UnusedRule(
+        ("degree",),
+        "topology k-regular or small-world",
+        lambda cfg, _: cfg.topology.topology in ("k-regular", "small-world"),
+        _topology,
+    ),
+    UnusedRule(
+        ("edge_probability",),
+        "topology erdos-renyi",
+        lambda cfg, _: cfg.topology.topology == "erdos-renyi",
+        _topology,
+    ),
+    UnusedRule(
+        ("rewire_probability",),
+        "topology small-world",
+        lambda cfg, _: cfg.topology.topology == "small-world",
+        _topology,
+    ),
+    UnusedRule(
+        ("edge_list",),
+        "topology edge-list",
+        lambda cfg, _: cfg.topology.topology == "edge-list",
+        _topology,
+    ),
+    UnusedRule(("alpha",), "partition dirichlet", _drawn("dirichlet"), _partition),
+    UnusedRule(
+        ("classes_per_client",), "partition pathological", _drawn("pathological"), _partition
+    ),
+    UnusedRule(
+        ("groups", "group_overlap"), "partition label-group", _drawn("label-group"), _partition
+    ),
+    UnusedRule(("quantity_alpha",), "partition quantity", _drawn("quantity"), _partition),
+    UnusedRule(
+        ("partition", "test_fraction", "min_samples"),
+        "drawn partitions",
+        lambda cfg, _: cfg.partition.partition_file is None,
+        _partition,
+    ),
+    UnusedRule(
+        ("synthetic_samples", "synthetic_classes", "synthetic_shape"),
+        "dataset synthetic",
+        lambda cfg, _: cfg.data.dataset == "synthetic",
+        _dataset,
+    ),
+    UnusedRule(
+        ("data_root",),
+        _FILE_DATASETS,
+        lambda cfg, _: _file_dataset(cfg.data.dataset),
+        _dataset,
+    ),
+    UnusedRule(
+        ("download",),
+        _FILE_DATASETS,
+        lambda cfg, _: _file_dataset(cfg.data.dataset),
+        _dataset,
+        when_true=True,
+    ),
+    UnusedRule(
+        ("chaos_fraction",),
+        "runs with --chaos-rounds",
+        lambda cfg, _: bool(cfg.fault.chaos_rounds),
+        lambda cfg, _: "a run without them",
+    ),
+    UnusedRule(
+        ("chaos_mode",),
+        "runs with chaos (--chaos-kill-rate or --chaos-rounds)",
+        lambda cfg, _: cfg.fault.chaos,
+        lambda cfg, _: "a run without chaos",
+    ),
+    UnusedRule(
+        ("pers_steps", "local_only_epochs", "local_only_lr"),
+        "runs with --personalized-eval true",
+        lambda cfg, _: cfg.evaluation.personalized_eval,
+        lambda cfg, _: "--personalized-eval false",
+    ),
+    UnusedRule(
+        ("dashboard",),
+        "a local Ray (without --ray-address)",
+        lambda _, launch: launch.ray_address in (None, "local"),
+        lambda _, launch: f"--ray-address {launch.ray_address}",
+        when_true=True,
+    ),
+)
+
+
+def check_unused(
+    given: Mapping[str, Any],
+    cfg: ExperimentConfig,
+    launch: LaunchConfig,
+    allow: Collection[str] = (),
+) -> None:
+    """Refuse an explicitly given option that ``cfg`` / ``launch`` does not read."""
+    for rule in UNUSED_RULES:
+        for name in rule.options:
+            if name not in given or name in allow or rule.reads(cfg, launch):
+                continue
+            if rule.when_true and not coerce(name, given[name], bool):
+                continue
+            raise ConfigError(
+                f"--{flag(name)} applies to {rule.where}, not {rule.actual(cfg, launch)}"
+            )
+
+
+def build_config(
+    options: Mapping[str, Any], allow_unused: Collection[str] = ()
+) -> tuple[ExperimentConfig, LaunchConfig]:
+    """Route each option to the dataclass that declares it; reject the rest.
+
+    Every key of ``options`` counts as given explicitly: one that the built
+    setup does not read is refused (:data:`UNUSED_RULES`) unless it is in
+    ``allow_unused``.
+    """
     opts = {k.replace("-", "_"): v for k, v in options.items()}
+    given = dict(opts)
     algo_name = str(opts.get("algorithm", RunConfig.algorithm))
     algo_cls = algorithm_class(algo_name)
     known = set(field_types(algo_cls.Config))
@@ -175,6 +448,7 @@ def build_config(options: Mapping[str, Any]) -> tuple[ExperimentConfig, LaunchCo
     built = {name: _build(cls, opts) for name, cls in SECTIONS.items()}
     launch = built.pop("launch")
     experiment = ExperimentConfig(**built, algorithm=_build(algo_cls.Config, opts))
+    check_unused(given, experiment, launch, set(allow_unused))
     return experiment, launch
 
 
@@ -192,6 +466,7 @@ def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
             "evaluation",
             "fault",
             "membership",
+            "tasks",
             "algorithm",
         )
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dfml.algorithms.afml import AFML
 from dfml.algorithms.base import Algorithm
+from dfml.algorithms.clfml.algorithm import CLFML, CDFedAvg
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.algorithms.ditto import Ditto
 from dfml.algorithms.fedavg import FedAvg
@@ -21,7 +22,8 @@ from dfml.errors import ConfigError
 META_LEARNING = (FedMetaMAML, FedMetaSGD, Reptile, PerFedAvg, GFML, MEFL, AFML)
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (DFedAvg, FedAvg, FedAvgFT, FedProx, PFedMe, Ditto, *META_LEARNING)
+    cls.name: cls
+    for cls in (DFedAvg, FedAvg, FedAvgFT, FedProx, PFedMe, Ditto, *META_LEARNING, CLFML, CDFedAvg)
 }
 
 

@@ -7,6 +7,11 @@ round it finished. When the run ends (completed, failed, interrupted) the
 parts are merged into ``metrics.parquet`` with pyarrow's ``ParquetWriter``,
 one row group per round; :func:`read_metrics` reads either form. A resumed
 run first drops the parts of rounds after its checkpoint (they are redone).
+
+A results folder holds one run: :func:`check_results_folder` refuses one
+that already holds results (unless ``--overwrite``), before anything runs;
+:func:`clear_results` removes every file a run writes (:data:`RUN_OUTPUTS`),
+so an overwritten folder keeps nothing of the old run.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,7 @@ import pyarrow.parquet as pq
 from dfml.algorithms.base import RoundRecord
 from dfml.algorithms.callbacks import Callback
 from dfml.data.partition import ClientSplit
+from dfml.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +75,74 @@ def records_to_table(history: Sequence[RoundRecord]) -> pa.Table:
 
 PARTS = "metrics.parts"
 _PART = re.compile(r"^round-(\d{6})\.parquet$")
+
+#: Every file (or folder) a run writes into its results folder.
+RUN_OUTPUTS = (
+    "summary.json",
+    "metrics.parquet",
+    PARTS,
+    "run.json",
+    "partition.parquet",
+    "faults.parquet",
+    "accuracy.png",
+)
+
+
+def existing_results(out: Path, outputs: Sequence[str] = RUN_OUTPUTS) -> list[str]:
+    """The names in ``outputs`` (or their temp files) that ``out`` holds."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    return [
+        name for name in outputs if any(os.path.lexists(out / n) for n in (name, f"{name}.tmp"))
+    ]
+
+
+def check_results_folder(
+    out: Path,
+    overwrite: bool,
+    outputs: Sequence[str] = RUN_OUTPUTS,
+    hint: str = "",
+) -> None:
+    """Fail now, with one line, if ``out`` cannot take this run's results.
+
+    Refused: a path that is a file (or lies under one), a folder that cannot
+    be written, and a folder that already holds results (one of ``outputs``)
+    unless ``overwrite``. Nothing is written.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"results folder {str(out)!r} is a file; give a folder for --out")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"results folder {str(out)!r} cannot be created: {str(existing)!r} is a file"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"results folder {str(out)!r} cannot be written: {existing} is read-only")
+    found = existing_results(out, outputs)
+    if found and not overwrite:
+        raise ConfigError(
+            f"results folder {str(out)!r} already holds results ({', '.join(found)}); "
+            f"give another --out, or --overwrite to replace them{hint}"
+        )
+
+
+def clear_results(out: Path, outputs: Sequence[str] = RUN_OUTPUTS) -> list[str]:
+    """Remove every one of ``outputs`` (and their temp files) from ``out``; return the names."""
+    removed = []
+    for name in existing_results(out, outputs):
+        for path in (Path(out) / name, Path(out) / f"{name}.tmp"):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                path.unlink()
+        removed.append(name)
+    if removed:
+        log.info("--overwrite: removed %s from %s", ", ".join(removed), out)
+    return removed
 
 
 def _parts(out: Path) -> dict[int, Path]:

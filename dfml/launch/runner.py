@@ -14,30 +14,60 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from pyarrow import fs as pafs
 
+from dfml.algorithms.base import Algorithm
 from dfml.algorithms.callbacks import Callback, ProgressBar
+from dfml.algorithms.clfml.service import TASK_ALGORITHMS, TaskService
 from dfml.algorithms.evaluation import PersonalizedEvaluation
 from dfml.errors import ConfigError, TrainingDivergedError
-from dfml.experiment import ExperimentConfig, prepare, run_experiment
+from dfml.experiment import ExperimentConfig, Prepared, prepare, run_experiment
 from dfml.fault.report import FaultReport
+from dfml.launch.cluster import probe, resolve
 from dfml.launch.options import LaunchConfig, config_to_dict, config_to_options
 from dfml.launch.registry import algorithm_class
-from dfml.launch.results import ResultsWriter, membership_summary, summarize
+from dfml.launch.results import (
+    ResultsWriter,
+    check_results_folder,
+    clear_results,
+    membership_summary,
+    summarize,
+)
 from dfml.runtime.checkpoint import RUN_FILE, Checkpoint, Checkpointer
 
 log = logging.getLogger(__name__)
 
 
 def init_ray(address: str | None, dashboard: bool) -> bool:
-    """Start (or join) Ray unless this process already did; True if started here."""
+    """Start (or join) Ray unless this process already did; True if started here.
+
+    The address is resolved and probed first (:mod:`dfml.launch.cluster`), so
+    an unreachable one is one line within seconds, not minutes of retries.
+    If ``ray.init`` fails or is interrupted (Ctrl-C), whatever it started is
+    shut down before the error propagates.
+    """
     if ray.is_initialized():
         return False
-    ctx = ray.init(
-        address=address,
-        include_dashboard=dashboard,
-        dashboard_host="127.0.0.1",
-        logging_level=logging.WARNING,
-    )
+    target = resolve(address)
+    if target is not None:
+        probe(*target)
+    try:
+        ctx = ray.init(
+            address=address,
+            include_dashboard=dashboard,
+            dashboard_host="127.0.0.1",
+            logging_level=logging.WARNING,
+        )
+    except (ConnectionError, RuntimeError) as err:
+        ray.shutdown()
+        if isinstance(err, RuntimeError) and target is None:
+            raise  # starting a local Ray failed: a bug or the machine, not the input
+        what = target[0] if target is not None else "a local Ray"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{what}: Ray could not connect ({reason})") from None
+    except BaseException:
+        ray.shutdown()  # the processes this ray.init started (Ctrl-C during start-up)
+        raise
     if dashboard and ctx.dashboard_url:
         log.warning("Ray dashboard: http://%s", ctx.dashboard_url)
     return True
@@ -48,6 +78,64 @@ def run_record(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
     return {"options": config_to_options(cfg), "out": str(out.resolve())}
 
 
+def check_checkpoints(checkpointer: Checkpointer, overwrite: bool) -> None:
+    """A fresh run refuses a checkpoint URI that holds another run's checkpoints.
+
+    Mixing them would let checkpoint pruning delete the new run's rounds and a
+    later ``--resume`` continue the old run.
+    """
+    rounds = checkpointer.rounds()
+    has_run = checkpointer.fs.get_file_info(f"{checkpointer.base}/{RUN_FILE}").type
+    if (rounds or has_run == pafs.FileType.File) and not overwrite:
+        held = f"checkpoints of rounds {sorted(rounds)}" if rounds else RUN_FILE
+        raise ConfigError(
+            f"checkpoint_uri {checkpointer.uri!r} already holds a run ({held}); give another "
+            "--checkpoint-uri, --overwrite to replace it, or --resume OUT to continue it"
+        )
+
+
+def check_results(out: Path, launch: LaunchConfig, resume: Checkpoint | None = None) -> None:
+    """Fail now (nothing written) if ``out`` cannot take the run's results."""
+    if resume is not None:
+        check_results_folder(out, overwrite=True)  # it holds the run's own results
+        return
+    record = out / RUN_FILE
+    hint = ""
+    if record.is_file():
+        try:
+            if json.loads(record.read_text())["options"].get("checkpoint_uri"):
+                hint = f", or --resume {out} to continue that run"
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+    check_results_folder(out, launch.overwrite, hint=hint)
+
+
+def _set_up(
+    cfg: ExperimentConfig,
+    launch: LaunchConfig,
+    out: Path,
+    prepared: Prepared,
+    checkpointer: Checkpointer | None,
+    resume: Checkpoint | None,
+) -> ResultsWriter:
+    """Clear old results (``--overwrite``), create the folder, write run.json and the partition."""
+    try:
+        if resume is None and launch.overwrite:
+            clear_results(out)
+            if checkpointer is not None:
+                checkpointer.fs.delete_dir_contents(checkpointer.base, missing_dir_ok=True)
+        writer = ResultsWriter(out)
+        if resume is None:
+            record = run_record(cfg, out)
+            (out / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+            if checkpointer is not None:
+                checkpointer.write_run_file(record)
+            writer.write_partition(prepared.splits)
+    except OSError as err:
+        raise ConfigError(f"results folder {str(out)!r} cannot be written ({err})") from None
+    return writer
+
+
 def execute(
     cfg: ExperimentConfig,
     launch: LaunchConfig,
@@ -56,6 +144,12 @@ def execute(
     resume: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Run ``cfg`` (or resume it from ``resume``); write the results folder ``out``.
+
+    Everything that can be checked is checked before anything is written:
+    the data, partition, topology and schedule (:func:`prepare`), the results
+    folder (refused if it holds results, unless ``launch.overwrite``), the
+    checkpoint URI, and Ray's start. Only then are old results removed
+    (``--overwrite``) and new ones written.
 
     Results are written also when the run stops early: the summary's
     ``status`` says ``completed``, ``diverged`` (a client's loss became
@@ -68,23 +162,50 @@ def execute(
     out = Path(launch.out) if out is None else out
     algorithm = algorithm_class(cfg.run.algorithm)(cfg.algorithm)
     prepared = prepare(cfg)
+    algorithm.check_setup(prepared.client_labels)
+    if cfg.tasks.active:
+        if cfg.run.algorithm not in TASK_ALGORITHMS:
+            raise ConfigError(
+                f"tasks are served by {', '.join(TASK_ALGORITHMS)}, not {cfg.run.algorithm!r}"
+            )
+        TaskService(cfg.tasks, 1, cfg.run.seed, prepared.client_labels, cfg.algorithm)  # validates
+    if prepared.schedule and not algorithm.elastic:
+        raise ConfigError(
+            f"algorithm {cfg.run.algorithm!r} does not support clients joining or leaving "
+            "(--schedule)"
+        )
+    check_results(out, launch, resume)
     checkpointer = None
     if cfg.fault.checkpoint_uri is not None:
         checkpointer = Checkpointer(cfg.fault.checkpoint_uri, cfg.fault.checkpoint_every)
         checkpointer.check_writable()
-    writer = ResultsWriter(out)
-    if resume is None:
-        record = run_record(cfg, out)
-        (out / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        if checkpointer is not None:
-            checkpointer.write_run_file(record)
-        writer.write_partition(prepared.splits)
+        if resume is None:
+            check_checkpoints(checkpointer, launch.overwrite)
     started = init_ray(launch.ray_address, launch.dashboard)
+    try:
+        writer = _set_up(cfg, launch, out, prepared, checkpointer, resume)
+        return _run(cfg, launch, out, algorithm, prepared, writer, callbacks, checkpointer, resume)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run(
+    cfg: ExperimentConfig,
+    launch: LaunchConfig,
+    out: Path,
+    algorithm: Algorithm,
+    prepared: Prepared,
+    writer: ResultsWriter,
+    callbacks: Sequence[Callback],
+    checkpointer: Checkpointer | None,
+    resume: Checkpoint | None,
+) -> dict[str, Any]:
+    """Run on the started Ray; summary.json is written however the run ends."""
+    t0 = time.perf_counter()
+    status, error, runtime = "completed", None, None
     bar = ProgressBar(cfg.run.rounds, f"{cfg.run.algorithm}/{cfg.data.dataset}", launch.progress)
-    evaluation = PersonalizedEvaluation(cfg.evaluation, cfg.run.rounds)
-    all_callbacks = [bar, evaluation, writer, *callbacks]
-    if cfg.fault.active:
-        all_callbacks.append(FaultReport(out))
+    all_callbacks: list[Callback] = [bar, writer]
     summary: dict[str, Any] = {
         "algorithm": cfg.run.algorithm,
         "dataset": cfg.data.dataset,
@@ -96,9 +217,22 @@ def execute(
         "partition_repair_moves": prepared.partition_repair_moves,
         "config": config_to_dict(cfg),
     }
-    t0 = time.perf_counter()
-    status, error, runtime = "completed", None, None
     try:
+        evaluation = PersonalizedEvaluation(cfg.evaluation, cfg.run.rounds)
+        all_callbacks = [bar, evaluation, writer, *callbacks]
+        if cfg.fault.active:
+            all_callbacks.append(FaultReport(out))
+        if cfg.tasks.active:
+            all_callbacks.append(
+                TaskService(
+                    cfg.tasks,
+                    cfg.run.rounds,
+                    cfg.run.seed,
+                    prepared.client_labels,
+                    cfg.algorithm,
+                    out,
+                )
+            )
         result = run_experiment(cfg, algorithm, all_callbacks, prepared, checkpointer, resume)
         runtime = result.runtime
         summary["actors"] = len(result.actors)
@@ -119,6 +253,7 @@ def execute(
         summary.update(summarize(writer.history, test_sizes=test_sizes))
         summary.update(membership_summary(writer.history))
         if runtime is not None:
+            summary.update(runtime.algorithm.summary(runtime.state))
             summary["joins"] = {r: ids for r, ids in sorted(runtime.joins.items())}
             summary["leaves"] = {r: ids for r, ids in sorted(runtime.leaves.items())}
         if resume is not None:
@@ -131,8 +266,6 @@ def execute(
         summary.update(status=status, error=error, wall_seconds=time.perf_counter() - t0)
         writer.write_summary(summary)
         writer.plot(f"{cfg.run.algorithm} on {cfg.data.dataset}")
-        if started:
-            ray.shutdown()
     return summary
 
 

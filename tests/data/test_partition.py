@@ -92,7 +92,7 @@ def test_split_query_size_follows_fraction():
     ("kwargs", "match"),
     [
         ({"partition": "weird"}, "unknown partition 'weird'"),
-        ({"alpha": 0.0}, "alpha must be > 0"),
+        ({"alpha": 0.0}, "alpha must be a positive finite number"),
         ({"query_fraction": 0.6, "test_fraction": 0.5}, "must be < 1"),
         ({"group_overlap": 1.0}, "group_overlap"),
     ],
