@@ -164,7 +164,11 @@ def check_folders(jobs: Sequence[Job], launch: LaunchConfig, root: Path) -> None
 # ----- aggregation -------------------------------------------------------------
 def table_columns(pers_steps: Sequence[int], target: float | None) -> list[tuple[str, str]]:
     """(summary key, column title) of the table."""
-    cols = [("final_accuracy", "accuracy"), ("global_accuracy", "global")]
+    cols = [
+        ("final_accuracy", "accuracy"),
+        ("weighted_accuracy", "weighted"),
+        ("global_accuracy", "global"),
+    ]
     cols += [(f"pers{k}_accuracy", f"Pers.{k}") for k in pers_steps if k > 0]
     cols += [
         ("qoi", "QoI"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -43,8 +44,14 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def records_to_table(history: Sequence[RoundRecord]) -> pa.Table:
-    """One row per (round, live client): membership epoch, whether it trained, metrics."""
+def records_to_table(
+    history: Sequence[RoundRecord], test_sizes: Mapping[int, int] | None = None
+) -> pa.Table:
+    """One row per (round, live client): membership epoch, whether it trained, metrics.
+
+    With ``test_sizes``, a ``test_samples`` column: a round's weighted
+    accuracy is Σ accuracy · test_samples / Σ test_samples over its rows.
+    """
     keys = sorted({k for rec in history for m in rec.metrics.values() for k in m})
     cols: dict[str, list[Any]] = {
         "round": [],
@@ -53,8 +60,12 @@ def records_to_table(history: Sequence[RoundRecord]) -> pa.Table:
         "trained": [],
         **{k: [] for k in keys},
     }
+    if test_sizes is not None:
+        cols["test_samples"] = []
     for rec in history:
         for cid in sorted(rec.metrics):
+            if test_sizes is not None:
+                cols["test_samples"].append(int(test_sizes[cid]))
             cols["round"].append(rec.round)
             cols["client"].append(cid)
             cols["epoch"].append(rec.epoch)
@@ -67,6 +78,7 @@ def records_to_table(history: Sequence[RoundRecord]) -> pa.Table:
             ("client", pa.int32()),
             ("epoch", pa.int32()),
             ("trained", pa.bool_()),
+            *([("test_samples", pa.int32())] if test_sizes is not None else []),
             *[(k, pa.float64()) for k in keys],
         ]
     )
@@ -198,10 +210,11 @@ def partition_table(splits: Sequence[ClientSplit]) -> pa.Table:
 class ResultsWriter(Callback):
     """Streams metrics round by round, then writes summary.json and plots."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, test_sizes: Mapping[int, int] | None = None) -> None:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.history: list[RoundRecord] = []
+        self.test_sizes = test_sizes
 
     def on_resume(self, history: Sequence[RoundRecord]) -> None:
         """Keep the rounds before the checkpoint; drop parts of rounds to be redone."""
@@ -214,7 +227,7 @@ class ResultsWriter(Callback):
         self.history.append(record)
         folder = self.out / PARTS
         folder.mkdir(exist_ok=True)
-        table = records_to_table([record])
+        table = records_to_table([record], self.test_sizes)
         _atomic_write(
             folder / f"round-{record.round:06d}.parquet", lambda p: pq.write_table(table, p)
         )
@@ -259,6 +272,19 @@ def membership_summary(history: Sequence[RoundRecord]) -> dict[str, Any]:
     }
 
 
+def weighted(record: RoundRecord, test_sizes: Mapping[int, int], key: str = "accuracy") -> float:
+    """Σ_i acc_i n_i / Σ_i n_i over the round's clients with a value (n_i: test samples)."""
+    pairs = [
+        (m[key], test_sizes[c])
+        for c, m in record.metrics.items()
+        if key in m and not math.isnan(m[key])
+    ]
+    if not pairs:
+        return float("nan")
+    acc, n = np.array(pairs, dtype=np.float64).T
+    return float(np.dot(acc, n) / n.sum())
+
+
 def summarize(
     history: Sequence[RoundRecord],
     key: str = "accuracy",
@@ -292,8 +318,8 @@ def summarize(
         "bytes_sent": int(sum(r.bytes_sent for r in history)),
     }
     if test_sizes is not None:
-        n = np.array([test_sizes[c] for c in ids], dtype=np.float64)
-        out["weighted_accuracy"] = float(np.dot(per_client, n) / n.sum())
+        out["weighted_accuracy_per_round"] = [weighted(r, test_sizes, key) for r in history]
+        out["weighted_accuracy"] = out["weighted_accuracy_per_round"][-1]
     return out
 
 

@@ -124,7 +124,7 @@ def _set_up(
             clear_results(out)
             if checkpointer is not None:
                 checkpointer.fs.delete_dir_contents(checkpointer.base, missing_dir_ok=True)
-        writer = ResultsWriter(out)
+        writer = ResultsWriter(out, {c: len(sp.test) for c, sp in enumerate(prepared.splits)})
         if resume is None:
             record = run_record(cfg, out)
             (out / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")

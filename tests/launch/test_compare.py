@@ -100,7 +100,7 @@ def test_mean_std_and_table():
     assert md[2] == "| a | 2 | 0.600 ± 0.141 | 3.00 ± 1.41 | – |"
     assert md[3] == "| b | 1 (1 diverged) | 0.900 ± 0.000 | 1.00 ± 0.00 | – |"
     titles = [t for _, t in table_columns((0, 1, 5), 0.8)]
-    assert titles[:4] == ["accuracy", "global", "Pers.1", "Pers.5"]
+    assert titles[:5] == ["accuracy", "weighted", "global", "Pers.1", "Pers.5"]
     assert titles[-1] == "rounds to 0.8"
 
 
@@ -145,7 +145,9 @@ def test_compare_end_to_end(ray_session, tmp_path, capsys):
             assert (run / "summary.json").is_file() and (run / "metrics.parquet").is_file()
     assert (out / "accuracy.png").stat().st_size > 1000
     md = (out / "table.md").read_text().splitlines()
-    assert md[0].startswith("| algorithm | runs | accuracy | global | Pers.1 | Pers.5 | QoI |")
+    assert md[0].startswith(
+        "| algorithm | runs | accuracy | weighted | global | Pers.1 | Pers.5 | QoI |"
+    )
     assert [line.split(" | ")[0] for line in md[2:]] == ["| fedavg", "| fedprox"]
     rows = list(csv.DictReader((out / "table.csv").open()))
     for row in rows:
