@@ -43,22 +43,24 @@ COMMON = {
     "dataset": "digits",
     "hidden": "128",
     "model": "mlp",
-    "lr": 0.05,
     "batch_size": 10,
-    "local_epochs": 1,
     "pers_steps": "0,1,5",
     "local_only_lr": 0.05,
 }
+#: SGD lr 0.05, one local epoch; Per-FedAvg has no epochs: α = β = 0.05 and
+#: τ = 6 meta-updates of two batches of 10 (≈ one pass over a client's ~120 samples).
+SGD = {"lr": 0.05, "local_epochs": 1}
+META = {"inner_lr": 0.05, "meta_lr": 0.05, "local_steps": 6}
 
 #: (row name, algorithm, extra options, metric column of the model a client uses)
 RUNS = [
-    ("FedAvg", "fedavg", {}, "accuracy"),
-    ("FedAvg-FT (1 step)", "fedavg-ft", {"finetune_steps": 1}, "accuracy"),
-    ("FedAvg-FT (5 steps)", "fedavg-ft", {"finetune_steps": 5}, "accuracy"),
-    ("FedProx (μ 0.01)", "fedprox", {"mu": 0.01, "aggregation": "server"}, "accuracy"),
-    ("Per-FedAvg (Pers.1)", "perfedavg", {"aggregation": "server"}, "pers1_accuracy"),
-    ("pFedMe (personalized)", "pfedme", {"aggregation": "server"}, "accuracy"),
-    ("Ditto (v_i)", "ditto", {"aggregation": "server"}, "accuracy"),
+    ("FedAvg", "fedavg", SGD, "accuracy"),
+    ("FedAvg-FT (1 step)", "fedavg-ft", {**SGD, "finetune_steps": 1}, "accuracy"),
+    ("FedAvg-FT (5 steps)", "fedavg-ft", {**SGD, "finetune_steps": 5}, "accuracy"),
+    ("FedProx (μ 0.01)", "fedprox", {**SGD, "mu": 0.01, "aggregation": "server"}, "accuracy"),
+    ("Per-FedAvg (Pers.1)", "perfedavg", {**META, "aggregation": "server"}, "pers1_accuracy"),
+    ("pFedMe (personalized)", "pfedme", {**SGD, "aggregation": "server"}, "accuracy"),
+    ("Ditto (v_i)", "ditto", {**SGD, "aggregation": "server"}, "accuracy"),
 ]
 
 
@@ -101,7 +103,8 @@ def main() -> None:
     local: list[float] = []
     for name, algorithm, extra, column in RUNS:
         for seed in seeds:
-            out = Path(args.out) / name.split()[0].lower() / f"{algorithm}-{seed}-{len(results)}"
+            tag = "".join(ch for ch in name.lower() if ch.isalnum())
+            out = Path(args.out) / tag / f"seed{seed}"
             options = {
                 **COMMON,
                 **extra,
@@ -110,13 +113,20 @@ def main() -> None:
                 "rounds": args.rounds,
                 "partition_file": str(PARTITION),
             }
-            cfg, _ = build_config(options)
-            launch = LaunchConfig(out=str(out), progress=False, dashboard=False, overwrite=True)
-            summary = execute(cfg, launch)
+            done = out / "summary.json"
+            if done.exists() and json.loads(done.read_text()).get("status") == "completed":
+                summary = json.loads(done.read_text())  # finished before: reuse
+            else:
+                cfg, _ = build_config(options)
+                launch = LaunchConfig(out=str(out), progress=False, dashboard=False, overwrite=True)
+                summary = execute(cfg, launch)
             results.setdefault(name, []).append(weighted(out, column))
             if name == "FedAvg":
                 local.append(weighted(out, "local_accuracy"))
-            print(f"{name} seed {seed}: {results[name][-1]:.4f} ({summary['wall_seconds']:.0f} s)")
+            print(
+                f"{name} seed {seed}: {results[name][-1]:.4f} ({summary['wall_seconds']:.0f} s)",
+                flush=True,
+            )
     results["Local-only"] = local
     print(f"\n{args.rounds} rounds, seeds {seeds}; weighted accuracy, mean ± std over seeds\n")
     print("| method | weighted accuracy |")

@@ -162,8 +162,10 @@ def check_folders(jobs: Sequence[Job], launch: LaunchConfig, root: Path) -> None
 
 
 # ----- aggregation -------------------------------------------------------------
-def table_columns(pers_steps: Sequence[int], target: float | None) -> list[tuple[str, str]]:
-    """(summary key, column title) of the table."""
+def table_columns(
+    pers_steps: Sequence[int], target: float | None, tasks: bool = False
+) -> list[tuple[str, str]]:
+    """(summary key, column title) of the table (task accuracies when tasks were served)."""
     cols = [
         ("final_accuracy", "accuracy"),
         ("weighted_accuracy", "weighted"),
@@ -179,6 +181,15 @@ def table_columns(pers_steps: Sequence[int], target: float | None) -> list[tuple
     ]
     if target is not None:
         cols.append(("rounds_to_target", f"rounds to {target:g}"))
+    if tasks:
+        cols[1:1] = [
+            ("task_accuracy", "task"),
+            ("task_accuracy_before", "task, before fine-tuning"),
+            ("task_accuracy_case1", "Case I"),
+            ("task_accuracy_case2", "Case II"),
+            ("task_accuracy_case2_no_augmentation", "Case II, no augmentation"),
+            ("dissemination_hops", "hops"),
+        ]
     return cols
 
 
@@ -276,7 +287,9 @@ def run_compare(
         if started:
             ray.shutdown()
     evaluation = jobs[0].cfg.evaluation
-    columns = table_columns(evaluation.pers_steps, evaluation.target_accuracy)
+    columns = table_columns(
+        evaluation.pers_steps, evaluation.target_accuracy, jobs[0].cfg.tasks.active
+    )
     rows = aggregate(summaries, [k for k, _ in columns])
     table = markdown_table(rows, columns)
     (root / "table.md").write_text(table)

@@ -102,6 +102,8 @@ def test_mean_std_and_table():
     titles = [t for _, t in table_columns((0, 1, 5), 0.8)]
     assert titles[:5] == ["accuracy", "weighted", "global", "Pers.1", "Pers.5"]
     assert titles[-1] == "rounds to 0.8"
+    with_tasks = [k for k, _ in table_columns((0, 1, 5), None, tasks=True)]
+    assert with_tasks[1:4] == ["task_accuracy", "task_accuracy_before", "task_accuracy_case1"]
 
 
 def test_compare_end_to_end(ray_session, tmp_path, capsys):
