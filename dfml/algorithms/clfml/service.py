@@ -396,8 +396,9 @@ def task_evaluate(
 
 def _vae(ctx: ClientContext, universe: Sequence[int]) -> ConditionalVAE:
     dim = int(np.prod(ctx.data.x_test.shape[1:]))
-    torch.manual_seed(TASK_SALT)
-    return ConditionalVAE(dim, len(universe)).to(ctx.device)
+    with torch.random.fork_rng(devices=[]):  # the same init everywhere; global RNG untouched
+        torch.manual_seed(TASK_SALT)
+        return ConditionalVAE(dim, len(universe)).to(ctx.device)
 
 
 def train_generator(
