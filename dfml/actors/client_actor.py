@@ -71,14 +71,42 @@ class LocalStore:
 
 
 class ClientStepError(RuntimeError):
-    """A client's entry point raised: says which client, phase and round."""
+    """A client's entry point raised: says which client, entry point, round and phase.
 
-    def __init__(self, client_id: int, entry: str, round_index: int, error: BaseException) -> None:
-        self.client_id, self.entry, self.round_index = client_id, entry, round_index
-        super().__init__(
-            f"client {client_id} failed in {entry} (round {round_index}): "
-            f"{type(error).__name__}: {error}"
+    The actor knows the entry point and round; the driver adds the step's
+    phase (:meth:`in_phase`) when the error reaches it.
+    """
+
+    def __init__(
+        self,
+        client_id: int,
+        entry: str,
+        round_index: int,
+        error: BaseException | str,
+        phase: str | None = None,
+    ) -> None:
+        self.client_id, self.entry, self.round_index, self.phase = (
+            client_id,
+            entry,
+            round_index,
+            phase,
         )
+        self.detail = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        where = f"phase {phase}, {entry}" if phase else entry
+        super().__init__(
+            f"client {client_id} failed in {where} (round {round_index}): {self.detail}"
+        )
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Rebuilt from its fields, so it crosses process boundaries (Ray pickles it)."""
+        return (
+            type(self),
+            (self.client_id, self.entry, self.round_index, self.detail, self.phase),
+        )
+
+    def in_phase(self, phase: str) -> ClientStepError:
+        """The same error, naming the step's phase."""
+        return ClientStepError(self.client_id, self.entry, self.round_index, self.detail, phase)
 
 
 class ClientActor:

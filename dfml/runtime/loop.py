@@ -33,7 +33,9 @@ from typing import Any, Protocol
 import networkx as nx
 import numpy as np
 import ray
+from ray.exceptions import RayTaskError
 
+from dfml.actors.client_actor import ClientStepError
 from dfml.algorithms.base import Algorithm, Message, RoundRecord, RunEnv, check_finite
 from dfml.errors import ConfigError
 from dfml.runtime.checkpoint import Checkpoint, Checkpointer
@@ -296,7 +298,14 @@ class Runtime:
             if step is None:
                 return phase_seconds, state.bytes_sent
             t0 = time.perf_counter()
-            results = self.federation.run_step(step)
+            try:
+                results = self.federation.run_step(step)
+            except ClientStepError as err:  # in-process federation
+                raise err.in_phase(step.phase) from err
+            except RayTaskError as err:  # an actor's error, with the client's as its cause
+                if isinstance(err.cause, ClientStepError):
+                    raise err.cause.in_phase(step.phase) from err
+                raise
             owner.absorb(state, step, results, env)
             state.phases.append(step.phase)
             state.bytes_sent += step.bytes_sent

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from dfml.errors import ConfigError
@@ -85,3 +87,36 @@ def test_sampling_is_seeded_and_sized():
     assert len(rounds) > 1  # a new cohort each round
     assert len(sample_clients(live, 0, 0, None, 0.5)) == 3
     assert sample_clients(live, 0, 0, 100, 1.0) == live
+
+
+def test_a_client_error_names_the_client_phase_and_round():
+    from dfml.actors.client_actor import ClientStepError
+    from dfml.actors.inprocess import InProcessFederation
+    from dfml.algorithms.base import LocalSGDConfig
+    from dfml.algorithms.dfedavg import DFedAvg
+    from dfml.data.config import DataConfig
+    from dfml.experiment import ExperimentConfig, RunConfig, prepare
+    from dfml.models.zoo import ModelConfig
+
+    class Fails(DFedAvg):
+        def client_step(self, ctx, state, neighbors, msg):
+            if ctx.client_id == 2 and msg.round == 1:
+                raise ValueError("boom")
+            return super().client_step(ctx, state, neighbors, msg)
+
+    cfg = ExperimentConfig(
+        run=RunConfig(clients=3, rounds=3),
+        data=DataConfig(dataset="digits"),
+        model=ModelConfig(model="mlp", hidden=8),
+        algorithm=LocalSGDConfig(local_epochs=1),
+    )
+    prep = prepare(cfg)
+    fed = InProcessFederation(cfg.data, cfg.model, prep.splits, 0, cfg.resources)
+    with pytest.raises(ClientStepError) as info:
+        Fails(cfg.algorithm).run(fed, 3, topology=prep.topology)
+    err = info.value
+    assert (err.client_id, err.phase, err.round_index) == (2, "train", 1)
+    assert "client 2 failed in phase train, client_step (round 1): ValueError: boom" in str(err)
+    # Ray pickles it from the actor to the driver: it must survive the trip.
+    back = pickle.loads(pickle.dumps(err))
+    assert str(back) == str(err) and back.phase == "train"
