@@ -173,14 +173,16 @@ def _pid(fed, client: int) -> int:
 
 
 def test_unavailable_is_not_dead_and_a_silent_actor_is_fenced(reference, tmp_path):
-    """SIGSTOP: an actor frozen for 1 s comes back (no restore); one frozen for
-    good is fenced after ``unavailable_timeout`` and restored."""
+    """SIGSTOP: an actor frozen for 2.5 s (< ``unavailable_timeout``, long enough
+    for a heartbeat to find it silent on a loaded machine) comes back (no
+    restore); one frozen for good is fenced after ``unavailable_timeout`` and
+    restored."""
     timers: list[threading.Timer] = []
 
     def freeze_briefly(fed) -> None:
         pid = _pid(fed, 0)
         os.kill(pid, signal.SIGSTOP)
-        timers.append(threading.Timer(1.0, os.kill, (pid, signal.SIGCONT)))
+        timers.append(threading.Timer(2.5, os.kill, (pid, signal.SIGCONT)))
         timers[-1].start()
 
     def freeze_for_good(fed) -> None:
