@@ -36,7 +36,6 @@ of the same clustering computed centrally (same MST arrival order, K =
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ import torch
 from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.base import Message, Metrics, RunEnv
 from dfml.algorithms.callbacks import Callback
+from dfml.algorithms.clfml.algorithm import reconnect
 from dfml.algorithms.clfml.augment import ConditionalVAE, generate_missing
 from dfml.algorithms.clfml.clustering import (
     arrival_order,
@@ -123,9 +123,8 @@ def closed_rows(graph: nx.Graph, ids: Sequence[int]) -> dict[int, list[int]]:
     """Each client's neighbours in ``graph`` restricted to ``ids``, components linked."""
     sub = graph.subgraph(ids).copy()
     sub.add_nodes_from(ids)
-    parts = sorted(min(c) for c in nx.connected_components(sub))
-    sub.add_edges_from(itertools.pairwise(parts))
-    return {c: sorted(sub.neighbors(c)) for c in ids}
+    linked = reconnect(sub)  # the same rule as CL-FML's cluster sub-graphs
+    return {c: sorted(linked.neighbors(c)) for c in ids}
 
 
 def uniform_message(rnd: int, refs: Sequence[Any], extra: dict[str, Any]) -> Message:
