@@ -7,6 +7,7 @@ to it (metrics.parquet equal to the last bit).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -172,32 +173,57 @@ def _pid(fed, client: int) -> int:
     return fed.placement_of(fed.actor_of_client(client))["pid"]
 
 
+class _ThawWhenSuspected(logging.Handler):
+    """SIGCONT a frozen actor shortly after the detector first finds it silent.
+
+    A fixed-length freeze raced the driver: on a loaded box the driver could
+    be busy elsewhere for the whole freeze, so no heartbeat ever saw it. The
+    thaw is tied to the detector's own observation instead.
+    """
+
+    def __init__(self, actor: int, pid: int, after: float) -> None:
+        super().__init__()
+        self.actor, self.pid, self.after = actor, pid, after
+        self.timer: threading.Timer | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.timer is None and record.getMessage().startswith(
+            f"client actor {self.actor} does not answer"
+        ):
+            self.timer = threading.Timer(self.after, os.kill, (self.pid, signal.SIGCONT))
+            self.timer.start()
+
+
 def test_unavailable_is_not_dead_and_a_silent_actor_is_fenced(reference, tmp_path):
-    """SIGSTOP: an actor frozen for 2.5 s (< ``unavailable_timeout``, long enough
-    for a heartbeat to find it silent on a loaded machine) comes back (no
-    restore); one frozen for good is fenced after ``unavailable_timeout`` and
-    restored."""
-    timers: list[threading.Timer] = []
+    """SIGSTOP: an actor frozen until a heartbeat has found it silent, then
+    for 1 s more (< ``unavailable_timeout``), comes back (no restore); one
+    frozen for good is fenced after ``unavailable_timeout`` and restored."""
+    detector_log = logging.getLogger("dfml.fault.detector")
+    thaws: list[_ThawWhenSuspected] = []
 
     def freeze_briefly(fed) -> None:
         pid = _pid(fed, 0)
+        thaws.append(_ThawWhenSuspected(fed.actor_of_client(0), pid, after=1.0))
+        detector_log.addHandler(thaws[-1])
         os.kill(pid, signal.SIGSTOP)
-        timers.append(threading.Timer(2.5, os.kill, (pid, signal.SIGCONT)))
-        timers[-1].start()
 
     def freeze_for_good(fed) -> None:
         os.kill(_pid(fed, 2), signal.SIGSTOP)
 
-    summary = run(
-        tmp_path,
-        [AtRoundEnd({0: freeze_briefly, 1: freeze_for_good})],
-        clients_per_actor=2,
-        recovery=True,
-        heartbeat_seconds=0.25,
-        unavailable_timeout=4.0,
-    )
-    for t in timers:
-        t.join()
+    try:
+        summary = run(
+            tmp_path,
+            [AtRoundEnd({0: freeze_briefly, 1: freeze_for_good})],
+            clients_per_actor=2,
+            recovery=True,
+            heartbeat_seconds=0.25,
+            unavailable_timeout=4.0,
+        )
+    finally:
+        for thaw in thaws:
+            detector_log.removeHandler(thaw)
+            if thaw.timer is not None:
+                thaw.timer.join()
     rows = faults(tmp_path)
     kinds = {(r["kind"], r["actor"]) for r in rows if r["client"] == -1}
     assert ("unavailable", 0) in kinds and ("fenced", 0) not in kinds
