@@ -27,21 +27,23 @@ numbers):
 3. ``train`` (every round) — decentralized meta-training within each cluster
    C_k over the cluster's sub-graph of the topology: client i aggregates
    θ̃_i = Σ_{j ∈ N_k(i) ∪ {i}} w_ij θ_j with w_ij = |D^M_j| / Σ |D^M| over
-   its cluster neighbourhood, then takes E_M epochs of SGD on D^M,
-   θ_i ← θ̃_i − η ∇ℛ_i(θ̃_i) (the slides' update; G-FML's client code). A
-   cluster whose sub-graph is disconnected is reconnected by linking its
-   components in the order of their lowest ids, lowest id to lowest id.
+   its cluster neighbourhood, then takes E_M epochs of meta-updates on D^M
+   with ``--meta-learner`` (:func:`meta_update`): FOMAML by default, MAML,
+   Reptile, or the slides' plain step θ_i ← θ̃_i − η ∇ℛ_i(θ̃_i) (``sgd``,
+   G-FML's client code). A cluster whose sub-graph is disconnected is
+   reconnected by linking its components in the order of their lowest ids,
+   lowest id to lowest id.
 
 The cluster meta-model θ̃_k stays on every client of cluster k (its
 ``params``); Pers.k fine-tunes it on D^Q as G-FML does. The on-demand task
-service (Case I/II, augmentation, fine-tuning) is not wired to the actors
-yet: its math is in :mod:`~dfml.algorithms.clfml.tasks` and
-:mod:`~dfml.algorithms.clfml.augment`.
+service (Case I/II, augmentation, fine-tuning) runs after training:
+:mod:`~dfml.algorithms.clfml.service`.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +65,8 @@ from dfml.algorithms.clfml.clustering import (
 )
 from dfml.algorithms.clfml.labels import LABEL_BYTES, label_vector, merge_labels
 from dfml.algorithms.gfml import GFML
+from dfml.algorithms.meta.maml import LossFn, maml_gradient, model_loss, sample_batch
+from dfml.algorithms.meta.reptile import reptile_step
 from dfml.algorithms.server import FederatedSGDConfig
 from dfml.errors import ConfigError
 from dfml.steps import DriverState, Entry, Phase, Step, StepResult
@@ -70,11 +74,12 @@ from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
 
 KNOWN = "known_labels"
 LABEL_VECTORS = ("multi-hot", "histogram")
+META_LEARNERS = ("fomaml", "maml", "reptile", "sgd")
 
 
 @dataclass(frozen=True)
-class CLFMLConfig(FederatedSGDConfig):
-    """CL-FML's knobs: clustering and per-cluster meta-training.
+class ClusterConfig(FederatedSGDConfig):
+    """The label-aware clustering knobs CL-FML and C-DFedAvg share.
 
     Attributes:
         clusters: K, the number of clusters (an integer), or ``auto`` for
@@ -93,7 +98,10 @@ class CLFMLConfig(FederatedSGDConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.aggregation != "gossip":
-            raise ConfigError("clfml is decentralized: aggregation must be gossip")
+            raise ConfigError(
+                "clfml and cdfedavg are decentralized: aggregation must be gossip, "
+                f"got {self.aggregation!r}"
+            )
         if self.clusters != "auto":
             try:
                 k = int(self.clusters)
@@ -111,12 +119,77 @@ class CLFMLConfig(FederatedSGDConfig):
             )
 
 
+@dataclass(frozen=True)
+class CLFMLConfig(ClusterConfig):
+    """CL-FML's knobs: clustering plus the meta-learner inside each cluster.
+
+    Attributes:
+        meta_learner: how a client meta-trains on D^M each round:
+            ``fomaml`` (first-order MAML), ``maml`` (second order),
+            ``reptile``, or ``sgd`` (the slides' plain step
+            θ ← θ̃ − η ∇ℛ(θ̃)). The outer step size is ``lr``.
+        inner_lr: α, the inner (adaptation) step size of fomaml, maml and
+            reptile.
+        inner_steps: K, inner steps per meta-update (fomaml, maml, reptile).
+    """
+
+    meta_learner: str = "fomaml"
+    inner_lr: float = 0.1
+    inner_steps: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.meta_learner not in META_LEARNERS:
+            raise ConfigError(
+                f"meta_learner must be one of {', '.join(META_LEARNERS)}, got {self.meta_learner!r}"
+            )
+        if not (self.inner_lr > 0 and math.isfinite(self.inner_lr)):
+            raise ConfigError(f"inner_lr must be a positive number, got {self.inner_lr}")
+        if self.inner_steps < 1:
+            raise ConfigError(f"inner_steps must be >= 1, got {self.inner_steps}")
+        if self.meta_learner == "reptile" and self.lr > 1:
+            raise ConfigError(
+                f"meta_learner reptile interpolates θ + lr (φ − θ): lr must be <= 1, got {self.lr}"
+            )
+
+
 def reconnect(graph: nx.Graph) -> nx.Graph:
     """Link the components of ``graph`` in order of their lowest ids (lowest to lowest)."""
     out = graph.copy()
     parts = sorted(min(c) for c in nx.connected_components(graph))
     out.add_edges_from(itertools.pairwise(parts))
     return out
+
+
+def meta_update(
+    cfg: CLFMLConfig,
+    loss_fn: LossFn,
+    theta: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, float]:
+    """One meta-update of ``cfg.meta_learner`` on batches of (x, y); also its loss.
+
+    fomaml / maml: S, Q ~ D^M;  φ = θ − α ∇L_S (K steps);  θ ← θ − η ∇_θ L_Q(φ)
+    (first order: ∇L_Q(φ)).  reptile: K SGD steps of α on fresh batches,
+    θ ← θ + η (φ_K − θ).  η = ``lr``, α = ``inner_lr``, K = ``inner_steps``.
+    """
+    b = cfg.batch_size
+    if cfg.meta_learner == "reptile":
+        batches = [sample_batch(x, y, b, rng) for _ in range(cfg.inner_steps)]
+        return reptile_step(loss_fn, theta, batches, cfg.inner_lr, cfg.lr)
+    support, query = sample_batch(x, y, b, rng), sample_batch(x, y, b, rng)
+    g, loss = maml_gradient(
+        loss_fn,
+        theta,
+        support,
+        query,
+        cfg.inner_lr,
+        cfg.inner_steps,
+        first_order=cfg.meta_learner == "fomaml",
+    )
+    return theta - cfg.lr * g, float(loss)
 
 
 def cluster_graph(topology: nx.Graph, assignment: Mapping[int, int]) -> nx.Graph:
@@ -308,6 +381,32 @@ class CLFML(GFML):
         }
 
     # ----- client half -------------------------------------------------
+    def local_update(
+        self, ctx: ClientContext, state: ClientState, params: torch.Tensor
+    ) -> tuple[ClientState, Metrics]:
+        """E_M epochs of ``meta_learner`` meta-updates on D^M from the cluster mix θ̃_i.
+
+        An epoch is ⌈|D^M| / B⌉ meta-updates, so every learner sees as many
+        batches as plain SGD would. Support S and query Q are independent
+        batches of D^M: D^Q stays untouched for the task service's
+        fine-tuning (:mod:`~dfml.algorithms.clfml.service`).
+        """
+        cfg = self.config
+        if cfg.meta_learner == "sgd":
+            return super().local_update(ctx, state, params)
+        x, y = self.local_data(ctx)
+        if len(y) == 0:
+            return state.evolve(params=params.detach()), {}
+        rng = np.random.default_rng(ctx.round_seed(state.round))
+        loss_fn = model_loss(ctx.model)
+        updates = cfg.local_epochs * math.ceil(len(y) / cfg.batch_size)
+        theta, total = params.detach(), 0.0
+        for _ in range(updates):
+            theta, loss = meta_update(cfg, loss_fn, theta, x, y, rng)
+            total += loss
+        loss = total / updates
+        return state.evolve(params=theta.detach(), last_loss=loss), {"train_loss": loss}
+
     def init_state(self, ctx: ClientContext, init_params: torch.Tensor) -> ClientState:
         state = super().init_state(ctx, init_params)
         known = torch.tensor(sorted(state.labels), dtype=torch.int64)
@@ -393,6 +492,13 @@ class CDFedAvg(CLFML):
     """C-DFedAvg: CL-FML's clusters, DFedAvg inside each (all local data, no meta-learning)."""
 
     name = "cdfedavg"
+    Config = ClusterConfig
+
+    def local_update(
+        self, ctx: ClientContext, state: ClientState, params: torch.Tensor
+    ) -> tuple[ClientState, Metrics]:
+        """DFedAvg's E epochs of plain SGD on all local data."""
+        return Algorithm.local_update(self, ctx, state, params)
 
     def local_data(self, ctx: ClientContext) -> tuple[torch.Tensor, torch.Tensor]:
         return ctx.data.x_train, ctx.data.y_train

@@ -1,4 +1,6 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fault"))
+_TESTS = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(_TESTS / "fault"))  # fault_helpers
+sys.path.insert(0, str(_TESTS / "algorithms"))  # client_contexts
