@@ -2,8 +2,9 @@
 
 :class:`ExperimentConfig` groups the typed config of each concern;
 :func:`prepare` does everything that needs no actor (and so validates a
-schedule before any actor starts); :func:`run_experiment` wires the
-federation and runs the step loop. The launch layer turns YAML and flags
+schedule before any actor starts); :class:`Experiment` wires the
+federation, runs the step loop and keeps the trained system up for
+services (:func:`run_experiment`: run, then stop). The launch layer turns YAML and flags
 into the config and writes results.
 """
 
@@ -22,7 +23,7 @@ from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
 from dfml.algorithms.base import Algorithm, RoundRecord
 from dfml.algorithms.callbacks import Callback
-from dfml.algorithms.clfml.service import TaskConfig
+from dfml.algorithms.clfml.service import TASK_ALGORITHMS, TaskConfig, TaskService
 from dfml.algorithms.evaluation import EvalConfig
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.data.partition import ClientSplit, make_partition
@@ -188,6 +189,92 @@ def make_federation(cfg: ExperimentConfig, prep: Prepared) -> Federation:
     )
 
 
+class Experiment:
+    """One experiment's live system: start and train, serve tasks, close.
+
+    A context manager, so the actors stay up after training for services on
+    the trained system (Ray must already be initialised)::
+
+        with Experiment(cfg, algorithm) as exp:
+            result = exp.run()
+            service = exp.tasks()
+            print(service.submit([1, 4, 7]).accuracy)
+
+    With ``checkpointer``, whole-run checkpoints are written every
+    ``checkpoint_every`` rounds; with ``resume``, the run continues from that
+    checkpoint (same config) instead of starting afresh.
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        algorithm: Algorithm,
+        callbacks: Sequence[Callback] = (),
+        prepared: Prepared | None = None,
+        checkpointer: Checkpointer | None = None,
+        resume: Checkpoint | None = None,
+    ) -> None:
+        self.cfg, self.algorithm, self.callbacks = cfg, algorithm, list(callbacks)
+        self.t0 = time.perf_counter()
+        self.prepared = prepared or prepare(cfg)
+        self.federation = make_federation(cfg, self.prepared)
+        sources = [cb for cb in self.callbacks if hasattr(cb, "next_step")]
+        self.runtime = Runtime(
+            algorithm,
+            self.federation,
+            self.prepared.topology.copy(),
+            cfg.run.rounds,
+            callbacks=self.callbacks,
+            sources=sources,
+            schedule=self.prepared.schedule,
+            clients_per_round=cfg.membership.clients_per_round,
+            participation=cfg.membership.participation,
+            checkpointer=checkpointer,
+            resume=resume,
+            seed=cfg.run.seed,
+        )
+        self.result: ExperimentResult | None = None
+
+    def __enter__(self) -> Experiment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self) -> ExperimentResult:
+        """Train (and serve the config's tasks); the actors stay up until :meth:`close`."""
+        history = self.runtime.run()
+        self.result = ExperimentResult(
+            history,
+            self.prepared,
+            time.perf_counter() - self.t0,
+            self.federation.info(),
+            self.runtime,
+        )
+        return self.result
+
+    def tasks(self) -> TaskService:
+        """The on-demand task service on the trained system (``submit(labels)``)."""
+        name = getattr(self.algorithm, "name", "?")
+        if name not in TASK_ALGORITHMS:
+            raise ConfigError(
+                f"tasks are served by {', '.join(TASK_ALGORITHMS)}, not algorithm {name}"
+            )
+        if self.result is None:
+            raise ConfigError("tasks are served on a trained system: call run() first")
+        service = next((cb for cb in self.callbacks if isinstance(cb, TaskService)), None)
+        if service is None:
+            cfg = self.cfg
+            service = TaskService(
+                cfg.tasks, cfg.run.rounds, cfg.run.seed, self.prepared.client_labels, cfg.algorithm
+            )
+        return service.bind(self.runtime)
+
+    def close(self) -> None:
+        """Stop the client actors."""
+        self.federation.shutdown()
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     algorithm: Algorithm,
@@ -196,33 +283,6 @@ def run_experiment(
     checkpointer: Checkpointer | None = None,
     resume: Checkpoint | None = None,
 ) -> ExperimentResult:
-    """Run ``algorithm`` on real Ray actors; Ray must already be initialised.
-
-    With ``checkpointer``, whole-run checkpoints are written every
-    ``checkpoint_every`` rounds; with ``resume``, the run continues from that
-    checkpoint (same config) instead of starting afresh.
-    """
-    t0 = time.perf_counter()
-    prep = prepared or prepare(cfg)
-    federation = make_federation(cfg, prep)
-    sources = [cb for cb in callbacks if hasattr(cb, "next_step")]
-    runtime = Runtime(
-        algorithm,
-        federation,
-        prep.topology.copy(),
-        cfg.run.rounds,
-        callbacks=callbacks,
-        sources=sources,
-        schedule=prep.schedule,
-        clients_per_round=cfg.membership.clients_per_round,
-        participation=cfg.membership.participation,
-        checkpointer=checkpointer,
-        resume=resume,
-        seed=cfg.run.seed,
-    )
-    try:
-        history = runtime.run()
-        actors = federation.info()
-    finally:
-        federation.shutdown()
-    return ExperimentResult(history, prep, time.perf_counter() - t0, actors, runtime)
+    """Run ``algorithm`` on real Ray actors and stop them; Ray must already be initialised."""
+    with Experiment(cfg, algorithm, callbacks, prepared, checkpointer, resume) as exp:
+        return exp.run()

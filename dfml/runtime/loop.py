@@ -297,22 +297,41 @@ class Runtime:
                         break
             if step is None:
                 return phase_seconds, state.bytes_sent
-            t0 = time.perf_counter()
-            try:
-                results = self.federation.run_step(step)
-            except ClientStepError as err:  # in-process federation
-                raise err.in_phase(step.phase) from err
-            except RayTaskError as err:  # an actor's error, with the client's as its cause
-                if isinstance(err.cause, ClientStepError):
-                    raise err.cause.in_phase(step.phase) from err
-                raise
-            owner.absorb(state, step, results, env)
-            state.phases.append(step.phase)
-            state.bytes_sent += step.bytes_sent
-            seconds = time.perf_counter() - t0
+            seconds = self._run_step(owner, step)
             phase_seconds[step.phase] = phase_seconds.get(step.phase, 0.0) + seconds
-            for cb in self.callbacks:
-                cb.on_step_end(step, seconds)
+
+    def _run_step(self, owner: StepSource, step: Step) -> float:
+        """Run one step on the clients, hand the results to its planner; its seconds."""
+        t0 = time.perf_counter()
+        try:
+            results = self.federation.run_step(step)
+        except ClientStepError as err:  # in-process federation
+            raise err.in_phase(step.phase) from err
+        except RayTaskError as err:  # an actor's error, with the client's as its cause
+            if isinstance(err.cause, ClientStepError):
+                raise err.cause.in_phase(step.phase) from err
+            raise
+        owner.absorb(self.state, step, results, self.env)
+        self.state.phases.append(step.phase)
+        self.state.bytes_sent += step.bytes_sent
+        seconds = time.perf_counter() - t0
+        for cb in self.callbacks:
+            cb.on_step_end(step, seconds)
+        return seconds
+
+    def serve(self, source: StepSource) -> float:
+        """Run ``source``'s steps now, on the live clients, outside the round loop.
+
+        For services on a trained system (the task service's ``submit``):
+        the algorithm plans nothing, no round is counted; returns the seconds.
+        """
+        if self.federation.roster is None:
+            raise ConfigError("the runtime has no clients yet: run it first")
+        total = 0.0
+        while (step := source.next_step(self.state, self.env)) is not None:
+            total += self._run_step(source, step)
+        return total
+
 
     def run(self) -> list[RoundRecord]:
         self._start()

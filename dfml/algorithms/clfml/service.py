@@ -37,6 +37,7 @@ of the same clustering computed centrally (same MST arrival order, K =
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,7 @@ from dfml.algorithms.clfml.clustering import (
 )
 from dfml.algorithms.clfml.labels import label_vector
 from dfml.algorithms.clfml.tasks import (
+    Task,
     load_tasks,
     missing_labels,
     primary_cluster,
@@ -119,6 +121,34 @@ class TaskConfig:
         return bool(self.tasks or self.tasks_file)
 
 
+@dataclass(frozen=True)
+class TaskResult:
+    """What serving one task produced (one row of ``tasks.parquet``).
+
+    Attributes:
+        labels: 𝒯, the task's labels.
+        case: 1 (the primary cluster holds 𝒯) or 2 (further clusters engaged).
+        primary_cluster: k* = argmin_k ℋ(w_k, q).
+        clusters: the engaged clusters, primary first.
+        clients: the engaged clients (every client of an engaged cluster).
+        accuracy_before: the cluster meta-models' accuracy on 𝒯's test samples.
+        accuracy: the fine-tuned task models' accuracy on the same samples.
+        accuracy_no_augmentation: Case II: the same fine-tuning without the
+            generated samples (``None`` for Case I tasks).
+        seconds: wall time of serving the task.
+    """
+
+    labels: list[int]
+    case: int
+    primary_cluster: int
+    clusters: list[int]
+    clients: list[int]
+    accuracy_before: float | None
+    accuracy: float | None
+    accuracy_no_augmentation: float | None
+    seconds: float
+
+
 def closed_rows(graph: nx.Graph, ids: Sequence[int]) -> dict[int, list[int]]:
     """Each client's neighbours in ``graph`` restricted to ``ids``, components linked."""
     sub = graph.subgraph(ids).copy()
@@ -157,6 +187,36 @@ class TaskService(Callback):
         self.records: list[dict[str, Any]] = []
         self._stage: dict[str, Any] | None = None
         self._queue = list(range(len(self.tasks)))
+        self._runtime: Any = None
+        self._live = False
+
+    # ----- the Python API on a trained system -------------------------------
+    def bind(self, runtime: Any) -> TaskService:
+        """Serve :meth:`submit`'s tasks on ``runtime``'s live clients."""
+        self._runtime = runtime
+        return self
+
+    def submit(self, labels: Sequence[int], q: Sequence[float] | None = None) -> TaskResult:
+        """Serve one task now on the trained system; the meta-models stay as they are.
+
+        ``labels`` is 𝒯; ``q`` optional weights over it (uniform otherwise).
+        A bad task (empty, a duplicate, a label no client holds) raises a
+        one-line :class:`~dfml.errors.ConfigError` before any step runs.
+        """
+        if self._runtime is None:
+            raise ConfigError("submit needs a trained system: TaskService.bind(runtime) first")
+        if self._stage is not None or self._queue:
+            raise ConfigError("submit: the service is still serving the run's own tasks")
+        task = Task(tuple(labels), None if q is None else tuple(q))
+        task.check(self.universe)
+        self.tasks.append(task)
+        self._queue.append(len(self.tasks) - 1)
+        self._live = True
+        try:
+            self._runtime.serve(self)
+        finally:
+            self._live = False
+        return TaskResult(**self.records[-1])
 
     # ----- clustering ---------------------------------------------------
     def clustering(self, state: DriverState, env: RunEnv) -> tuple[dict, dict, np.ndarray]:
@@ -174,13 +234,14 @@ class TaskService(Callback):
 
     # ----- planning -----------------------------------------------------
     def next_step(self, state: DriverState, env: RunEnv) -> Step | None:
-        if state.round != self.rounds - 1:
+        if state.round != self.rounds - 1 and not self._live:
             return None
         while True:
             if self._stage is None:
                 if not self._queue:
                     return None
                 self._stage = self._begin(self._queue.pop(0), state, env)
+                self._stage["t0"] = time.perf_counter()
             step = self._advance(state, env)
             if step is not None:
                 return step
@@ -337,6 +398,7 @@ class TaskService(Callback):
                 "accuracy_no_augmentation": acc.get(
                     "after-plain", acc.get("after") if st["case"] == 2 else None
                 ),
+                "seconds": time.perf_counter() - st["t0"],
             }
         )
 

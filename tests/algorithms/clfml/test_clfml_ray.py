@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import ray
+import torch
 from fault_helpers import BASE, run
 
+from dfml.actors.state import ClientData
 from dfml.algorithms.callbacks import Callback
 from dfml.algorithms.clfml.augment import ConditionalVAE
 from dfml.algorithms.clfml.clustering import (
@@ -14,9 +18,14 @@ from dfml.algorithms.clfml.clustering import (
     centralized_online_kmeans,
 )
 from dfml.algorithms.clfml.labels import label_vector, ring_dissemination
-from dfml.experiment import prepare
+from dfml.algorithms.clfml.tasks import Task, primary_cluster, select_clusters
+from dfml.data.registry import load_dataset
+from dfml.errors import ConfigError
+from dfml.experiment import Experiment, prepare
 from dfml.launch.cli import main
 from dfml.launch.options import build_config
+from dfml.launch.registry import algorithm_class
+from dfml.models.zoo import build_model
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
 
 SCENARIO = {
@@ -152,3 +161,77 @@ def test_bad_clfml_input_is_one_line(capsys, argv, message):
     code = main(["run", *base, "--out", "/nonexistent/never"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def _meta_accuracy(prep, cfg, params, clients, labels) -> float:
+    """accuracy_before recomputed on the driver: each client's meta-model on its
+    own test samples of 𝒯, prediction restricted to 𝒯 (pooled over clients)."""
+    dataset = load_dataset(cfg.data)
+    model = build_model(cfg.model, dataset.input_shape, dataset.num_classes)
+    correct = total = 0
+    for c in clients:
+        data = ClientData.from_split(dataset, prep.splits[c], torch.device("cpu"))
+        keep = torch.isin(data.y_test, torch.tensor(labels))
+        x, y = data.x_test[keep], data.y_test[keep]
+        with torch.no_grad():
+            logits = model(torch.from_numpy(np.array(params[c])), x)
+        masked = torch.full_like(logits, float("-inf"))
+        masked[:, labels] = logits[:, labels]
+        correct += int((masked.argmax(1) == y).sum())
+        total += len(y)
+    return correct / total
+
+
+def test_submit_serves_tasks_on_the_live_trained_system(ray_session):
+    cfg, _ = build_config({**BASE, **{**SCENARIO, "tasks": 0}})
+    prep = prepare(cfg)
+    algorithm = algorithm_class("clfml")(cfg.algorithm)
+    with Experiment(cfg, algorithm, prepared=prep) as exp:
+        with pytest.raises(ConfigError, match="call run"):
+            exp.tasks()
+        exp.run()
+        service = exp.tasks()
+        meta = {c: ray.get(r) for c, r in exp.runtime.published().items()}
+        info = exp.runtime.state.server["clfml"]
+        universe = info["universe"]
+        for bad, message in [
+            ([], "task has no labels"),
+            ([universe[0], universe[0]], "twice"),
+            ([universe[0], 99], "99"),
+        ]:
+            with pytest.raises(ConfigError, match=message):
+                service.submit(bad)
+        held = {k: set(v) for k, v in info["cluster_labels"].items()}
+        one = sorted(held[0])[:2]  # inside cluster 0: Case I
+        spread = next(  # two labels no single cluster holds: Case II
+            [a, b]
+            for a, b in itertools.combinations(universe, 2)
+            if not any({a, b} <= h for h in held.values())
+        )
+        results = [service.submit(one), service.submit(spread, q=[3.0, 1.0])]
+        for labels, q, result in zip([one, spread], [None, [3.0, 1.0]], results, strict=True):
+            task = Task(tuple(labels), None if q is None else tuple(q))
+            w = np.asarray(info["w"])
+            dist = task.distribution(universe)
+            k_star = primary_cluster(dist, w)
+            case, engaged = select_clusters(task.labels, k_star, info["cluster_labels"], w, dist)
+            assert (result.case, result.primary_cluster, result.clusters) == (case, k_star, engaged)
+            members = sorted(c for c, k in info["assignment"].items() if k in engaged)
+            assert result.clients == members
+            assert result.accuracy_before == pytest.approx(
+                _meta_accuracy(prep, cfg, meta, members, labels)
+            )
+            assert 0.0 <= result.accuracy <= 1.0 and result.seconds > 0
+        assert results[1].case == 2 and results[1].accuracy_no_augmentation is not None
+        # Serving does not retrain: every meta-model is the same vector as before.
+        after = {c: ray.get(r) for c, r in exp.runtime.published().items()}
+        assert all(np.array_equal(meta[c], after[c]) for c in meta)
+        assert [r["labels"] for r in service.records] == [one, spread]
+
+
+def test_tasks_belong_to_the_task_algorithms(ray_session):
+    cfg, _ = build_config({**BASE, "algorithm": "fedavg", "rounds": 1})
+    with Experiment(cfg, algorithm_class("fedavg")(cfg.algorithm)) as exp:
+        exp.run()
+        with pytest.raises(ConfigError, match="tasks are served by"):
+            exp.tasks()
