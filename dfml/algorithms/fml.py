@@ -83,6 +83,21 @@ class MetaConfig:
         check_aggregation(self.aggregation)
 
 
+def adapt_on_meta(
+    ctx: ClientContext, params: torch.Tensor, steps: int, seed: int, lr: float, batch_size: int
+) -> torch.Tensor:
+    """A meta-model's fast adaptation: ``steps`` steps φ ← φ − α ∇L(φ; B), B ~ D^M."""
+    if steps == 0 or len(ctx.data.y_meta) == 0:
+        return params
+    rng = np.random.default_rng(seed)
+    loss = model_loss(ctx.model)
+    phi = params.detach()
+    for _ in range(steps):
+        batch = sample_batch(ctx.data.x_meta, ctx.data.y_meta, batch_size, rng)
+        phi = inner_loop(loss, phi, batch, lr, 1).detach()
+    return phi
+
+
 class MetaAlgorithm(ServerOrGossip):
     """τ meta-updates per round; subclasses write :meth:`meta_update`."""
 
@@ -135,15 +150,7 @@ class MetaAlgorithm(ServerOrGossip):
         self, ctx: ClientContext, state: ClientState, params: torch.Tensor, steps: int, seed: int
     ) -> torch.Tensor:
         """``steps`` inner-loop steps φ ← φ − α ∇L(φ) on fresh D^M batches."""
-        if steps == 0 or len(ctx.data.y_meta) == 0:
-            return params
-        rng = np.random.default_rng(seed)
-        loss = model_loss(ctx.model)
-        phi = params.detach()
-        for _ in range(steps):
-            batch = sample_batch(ctx.data.x_meta, ctx.data.y_meta, self.config.batch_size, rng)
-            phi = inner_loop(loss, phi, batch, self.config.inner_lr, 1).detach()
-        return phi
+        return adapt_on_meta(ctx, params, steps, seed, self.config.inner_lr, self.config.batch_size)
 
     def score(self, ctx: ClientContext, vector: torch.Tensor) -> tuple[float, float]:
         return evaluate(ctx.model, self.model_vector(ctx, vector), ctx.data.x_test, ctx.data.y_test)

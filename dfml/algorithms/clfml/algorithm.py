@@ -35,7 +35,11 @@ numbers):
    lowest id to lowest id.
 
 The cluster meta-model θ̃_k stays on every client of cluster k (its
-``params``); Pers.k fine-tunes it on D^Q as G-FML does. The on-demand task
+``params``). A meta-learned θ̃_k is an initialisation: it is scored as the
+meta-learning family scores (``accuracy`` after K = ``inner_steps`` steps
+of α on D^M, ``init_accuracy`` its own) and Pers.k adapts it the same way;
+with ``sgd`` it is scored as it is and Pers.k fine-tunes it on D^Q as G-FML
+does. The on-demand task
 service (Case I/II, augmentation, fine-tuning) runs after training:
 :mod:`~dfml.algorithms.clfml.service`.
 """
@@ -64,10 +68,12 @@ from dfml.algorithms.clfml.clustering import (
     tree_parents,
 )
 from dfml.algorithms.clfml.labels import LABEL_BYTES, label_vector, merge_labels
+from dfml.algorithms.fml import EVAL_SALT, adapt_on_meta
 from dfml.algorithms.gfml import GFML
 from dfml.algorithms.meta.maml import LossFn, maml_gradient, model_loss, sample_batch
 from dfml.algorithms.meta.reptile import reptile_step
 from dfml.algorithms.server import FederatedSGDConfig
+from dfml.algorithms.sgd import evaluate
 from dfml.errors import ConfigError
 from dfml.steps import DriverState, Entry, Phase, Step, StepResult
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
@@ -392,7 +398,7 @@ class CLFML(GFML):
         fine-tuning (:mod:`~dfml.algorithms.clfml.service`).
         """
         cfg = self.config
-        if cfg.meta_learner == "sgd":
+        if self.learner == "sgd":
             return super().local_update(ctx, state, params)
         x, y = self.local_data(ctx)
         if len(y) == 0:
@@ -406,6 +412,37 @@ class CLFML(GFML):
             total += loss
         loss = total / updates
         return state.evolve(params=theta.detach(), last_loss=loss), {"train_loss": loss}
+
+    @property
+    def learner(self) -> str:
+        """The meta-learner (``sgd`` for configs without one: C-DFedAvg)."""
+        return getattr(self.config, "meta_learner", "sgd")
+
+    def adapt(
+        self, ctx: ClientContext, state: ClientState, params: torch.Tensor, steps: int, seed: int
+    ) -> torch.Tensor:
+        """A meta-learned θ̃_k adapts as the family does (α steps on D^M); ``sgd``: G-FML's."""
+        if self.learner == "sgd":
+            return super().adapt(ctx, state, params, steps, seed)
+        cfg = self.config
+        return adapt_on_meta(ctx, params, steps, seed, cfg.inner_lr, cfg.batch_size)
+
+    def evaluate_client(
+        self, ctx: ClientContext, state: ClientState, params: torch.Tensor | None = None
+    ) -> Metrics:
+        """A meta-learned θ̃_k is scored as the family scores: after K adaptation steps.
+
+        ``accuracy`` is then the adapted model's, ``init_accuracy`` θ̃_k's own
+        (a MAML-style initialisation is not meant to be used unadapted).
+        """
+        if params is not None or self.learner == "sgd":
+            return super().evaluate_client(ctx, state, params)
+        seed = ctx.round_seed(state.round, EVAL_SALT)
+        adapted = self.adapt(ctx, state, state.params, self.config.inner_steps, seed)
+        d = ctx.data
+        loss, acc = evaluate(ctx.model, adapted, d.x_test, d.y_test)
+        _, init_acc = evaluate(ctx.model, state.params, d.x_test, d.y_test)
+        return {"test_loss": loss, "accuracy": acc, "init_accuracy": init_acc}
 
     def init_state(self, ctx: ClientContext, init_params: torch.Tensor) -> ClientState:
         state = super().init_state(ctx, init_params)
@@ -492,13 +529,7 @@ class CDFedAvg(CLFML):
     """C-DFedAvg: CL-FML's clusters, DFedAvg inside each (all local data, no meta-learning)."""
 
     name = "cdfedavg"
-    Config = ClusterConfig
-
-    def local_update(
-        self, ctx: ClientContext, state: ClientState, params: torch.Tensor
-    ) -> tuple[ClientState, Metrics]:
-        """DFedAvg's E epochs of plain SGD on all local data."""
-        return Algorithm.local_update(self, ctx, state, params)
+    Config = ClusterConfig  # no meta-learner: plain SGD (:attr:`CLFML.learner`)
 
     def local_data(self, ctx: ClientContext) -> tuple[torch.Tensor, torch.Tensor]:
         return ctx.data.x_train, ctx.data.y_train

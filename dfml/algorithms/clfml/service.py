@@ -21,8 +21,9 @@ without retraining the cluster meta-models:
    mixed up within each label (:func:`~dfml.algorithms.clfml.augment.generate_missing`).
    Raw samples never leave a client.
 4. ``task-finetune``: ``finetune_rounds`` T′ rounds of decentralized SGD among
-   the engaged clients (uniform weights over their reconnected sub-graph of
-   the topology), starting from each client's cluster meta-model, on its
+   the engaged clients (uniform weights over the reconnected sub-graph of
+   the topology of each engaged cluster, or of all engaged clients with
+   ``--finetune-mixing engaged``), starting from each client's cluster meta-model, on its
    label-balanced query set D^Q restricted to 𝒯 plus the generated samples;
    the task model is its own channel (``task``), the meta-model is untouched.
 5. ``task-after``: the task model's accuracy on the same test samples;
@@ -76,6 +77,7 @@ from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
 #: Algorithms that serve tasks (their final models are meta-models or models).
 TASK_ALGORITHMS = ("clfml", "cdfedavg", "dfedavg", "gfml")
 TASK_SALT = 0x7A5C
+FINETUNE_MIXING = ("cluster", "engaged")
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ class TaskConfig:
         generated_per_label: samples a client generates per missing label.
         task_clusters: K of the central clustering that picks the engaged
             clients for algorithms that do not cluster (dfedavg, gfml).
+        finetune_mixing: who averages models while fine-tuning: ``cluster``
+            (engaged clients of the same cluster only) or ``engaged`` (all
+            engaged clients, across clusters).
     """
 
     tasks: int = 0
@@ -102,8 +107,14 @@ class TaskConfig:
     generator_rounds: int = 10
     generated_per_label: int = 4
     task_clusters: int = 3
+    finetune_mixing: str = "cluster"
 
     def __post_init__(self) -> None:
+        if self.finetune_mixing not in FINETUNE_MIXING:
+            raise ConfigError(
+                f"finetune_mixing must be one of {', '.join(FINETUNE_MIXING)}, "
+                f"got {self.finetune_mixing!r}"
+            )
         if self.tasks < 0:
             raise ConfigError(f"tasks must be >= 0, got {self.tasks}")
         if self.tasks and self.tasks_file:
@@ -284,11 +295,29 @@ class TaskService(Callback):
             "needs": needs,
             "plan": plan,
             "pos": 0,
-            "rows": closed_rows(env.topology.graph, clients),
+            "rows": self._finetune_rows(env, clients, assignment),
             "counts": {},
             "generators": {},
             "first": True,
         }
+
+    def _finetune_rows(
+        self, env: RunEnv, clients: Sequence[int], assignment: Mapping[int, int]
+    ) -> dict[int, list[int]]:
+        """Who mixes with whom while fine-tuning (``finetune_mixing``).
+
+        ``engaged``: one reconnected sub-graph over every engaged client.
+        ``cluster``: one per engaged cluster, so models trained apart (on
+        other label sets) are never averaged; knowledge of missing labels
+        reaches a cluster only through the generated samples.
+        """
+        if self.cfg.finetune_mixing == "engaged":
+            return closed_rows(env.topology.graph, clients)
+        rows: dict[int, list[int]] = {}
+        for k in sorted({assignment[c] for c in clients}):
+            members = [c for c in clients if assignment[c] == k]
+            rows.update(closed_rows(env.topology.graph, members))
+        return rows
 
     def _advance(self, state: DriverState, env: RunEnv) -> Step | None:
         st = self._stage

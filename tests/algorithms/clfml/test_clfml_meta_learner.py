@@ -18,6 +18,8 @@ from client_contexts import make_contexts
 from dfml.algorithms.base import LocalSGDConfig
 from dfml.algorithms.clfml.algorithm import CLFML, CDFedAvg, CLFMLConfig, ClusterConfig
 from dfml.algorithms.dfedavg import DFedAvg
+from dfml.algorithms.fedmeta import FedMetaMAML
+from dfml.algorithms.fml import MetaConfig
 from dfml.algorithms.gfml import GFML
 from dfml.algorithms.server import FederatedSGDConfig
 from dfml.errors import ConfigError
@@ -134,3 +136,19 @@ def test_meta_learner_flag_belongs_to_clfml_only():
     assert build_config(base)[0].algorithm.meta_learner == "maml"
     with pytest.raises(ConfigError, match="meta-learner"):
         build_config({**base, "algorithm": "cdfedavg"})
+
+
+def test_a_meta_learned_cluster_model_is_scored_like_the_family(client):
+    """accuracy after K α-steps on D^M, init_accuracy the meta-model's own (FedMeta's rule)."""
+    ctx, init = client
+    cfg = CLFMLConfig(inner_lr=0.2, inner_steps=3, batch_size=16)
+    ours = CLFML(cfg)
+    family = FedMetaMAML(MetaConfig(inner_lr=0.2, inner_steps=3, batch_size=16))
+    trained = ours.local_update(ctx, ours.init_state(ctx, init), init)[0].params
+    state = ours.init_state(ctx, init).evolve(params=trained, round=4)
+    got = ours.evaluate_client(ctx, state)
+    theirs = family.init_state(ctx, init).evolve(params=trained, round=4)
+    assert got == family.evaluate_client(ctx, theirs)
+    assert got["accuracy"] != got["init_accuracy"]
+    plain = CLFML(CLFMLConfig(meta_learner="sgd")).evaluate_client(ctx, state)
+    assert "init_accuracy" not in plain and plain["accuracy"] == got["init_accuracy"]
