@@ -9,7 +9,8 @@ does. Every configuration is built and validated before Ray starts.
 Results: ``OUT/<algorithm>/seed<s>/`` per run (the usual summary.json,
 metrics.parquet, accuracy.png), then ``OUT/table.md`` and ``OUT/table.csv``
 (mean ± sample std over seeds), ``OUT/accuracy.png`` (mean client accuracy
-per round over all seeds' clients, band min–max) and ``OUT/report.html``
+per round over all seeds' clients, band min–max), with tasks
+``OUT/task_accuracy.png`` (task accuracy per algorithm and case) and ``OUT/report.html``
 (:mod:`dfml.launch.report` over every run folder).
 
 Before Ray starts, every run is also prepared (data, partition, topology,
@@ -61,7 +62,7 @@ log = logging.getLogger(__name__)
 DEFAULT_OUT = "runs/compare"
 
 #: What the comparison itself writes into OUT (each run writes its own folder).
-COMPARE_OUTPUTS = ("table.md", "table.csv", "accuracy.png", "report.html")
+COMPARE_OUTPUTS = ("table.md", "table.csv", "accuracy.png", "task_accuracy.png", "report.html")
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,41 @@ def pooled_history(histories: Sequence[Sequence[RoundRecord]]) -> list[RoundReco
     return out
 
 
+#: The task-accuracy bars of ``task_accuracy.png``: summary key → legend.
+TASK_BARS = (
+    ("task_accuracy_before", "before fine-tuning"),
+    ("task_accuracy", "all tasks"),
+    ("task_accuracy_case1", "Case I"),
+    ("task_accuracy_case2", "Case II"),
+    ("task_accuracy_case2_no_augmentation", "Case II, no augmentation"),
+)
+
+
+def plot_task_accuracy(rows: Sequence[Mapping[str, Any]], path: Path) -> Any:
+    """Grouped bars: per algorithm, mean task accuracy (± std over seeds) per case.
+
+    Returns the matplotlib Figure (written to ``path`` as PNG).
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.2, 4.0), dpi=120)
+    ax = fig.subplots()
+    width = 0.8 / len(TASK_BARS)
+    x = np.arange(len(rows))
+    for i, (key, label) in enumerate(TASK_BARS):
+        means = [row[f"{key}_mean"] for row in rows]
+        stds = [row[f"{key}_std"] for row in rows]
+        ax.bar(x + (i - (len(TASK_BARS) - 1) / 2) * width, means, width, yerr=stds, label=label)
+    ax.set_xticks(x, [row["algorithm"] for row in rows])
+    ax.set_ylabel("task accuracy (mean over tasks; ± std over seeds)")
+    ax.set_ylim(0, 1.05)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return fig
+
+
 # ----- the command --------------------------------------------------------------
 def run_compare(
     options: Mapping[str, Any],
@@ -296,6 +332,8 @@ def run_compare(
     write_csv(rows, root / "table.csv")
     pooled = {a: pooled_history(h) for a, h in histories.items() if any(h)}
     plot_accuracy(pooled, root / "accuracy.png")
+    if jobs[0].cfg.tasks.active:
+        plot_task_accuracy(rows, root / "task_accuracy.png")
     write_report([job.out for job in jobs], root / "report.html")
     return root, table
 

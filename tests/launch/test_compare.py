@@ -164,3 +164,23 @@ def test_compare_end_to_end(ray_session, tmp_path, capsys):
             assert float(row[f"{key}_std"]) == pytest.approx(s)
         assert float(row["rounds_to_target_mean"]) == 1.0  # 5 % is reached in round 1
     assert summaries[0]["config"]["algorithm"]["mu"] == 0.1
+
+
+def test_task_accuracy_plot_draws_one_bar_per_algorithm_and_case(tmp_path):
+    from dfml.launch.compare import TASK_BARS, plot_task_accuracy
+
+    rows = []
+    for a, name in enumerate(("clfml", "dfedavg")):
+        row = {"algorithm": name}
+        for i, (key, _) in enumerate(TASK_BARS):
+            row[f"{key}_mean"], row[f"{key}_std"] = 0.1 * (i + 1) + 0.05 * a, 0.01
+        rows.append(row)
+    rows[1]["task_accuracy_case1_mean"] = float("nan")  # no Case I task for this one
+    fig = plot_task_accuracy(rows, tmp_path / "task_accuracy.png")
+    assert (tmp_path / "task_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if hasattr(c, "patches")]
+    heights = [[p.get_height() for p in c.patches] for c in bars]
+    assert len(heights) == len(TASK_BARS)
+    assert heights[0] == pytest.approx([0.1, 0.15]) and heights[4] == pytest.approx([0.5, 0.55])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["clfml", "dfedavg"]
