@@ -16,13 +16,18 @@ and is evaluated — the same math as the reference in
 step loop (``Runtime``) on Ray actors (one per core by default) with the
 evaluation dfml does every round.
 
+``--vectorize true,false`` runs dfml once per setting (``RunConfig.vectorize``:
+a cohort's local SGD as one ``torch.func.vmap`` computation, or client by
+client); the floor is measured once per (algorithm, N).
+
 Reported: median seconds per round after round 0 for both, their ratio,
-the driver's peak RSS while dfml runs (VmRSS sampled every 0.1 s; the
-plain loop runs afterwards, so its arrays do not count), and the machine's peak memory use (largest drop of
+dfml's round 0 (lazy imports, warm-up), the driver's peak RSS while dfml
+runs (VmRSS sampled every 0.1 s; the plain loop runs afterwards, so its
+arrays do not count), and the machine's peak memory use (largest drop of
 MemAvailable, every process plus the object store).
 
     .venv/bin/python benchmarks/workload_w.py [--clients 20,100,1000,10000] [--rounds 4]
-        [--algorithms dfedavg,fedavg] [--profile]
+        [--algorithms dfedavg,fedavg] [--vectorize true,false] [--profile]
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from dfml.topology.config import TopologyConfig
 from dfml.topology.mixing import mixing_matrix
 
 
-def workload(algorithm: str, clients: int, rounds: int) -> ExperimentConfig:
+def workload(algorithm: str, clients: int, rounds: int, vectorize: bool = True) -> ExperimentConfig:
     if clients < 1000:
         data = DataConfig(dataset="digits")
         partition = PartitionConfig(
@@ -78,7 +83,9 @@ def workload(algorithm: str, clients: int, rounds: int) -> ExperimentConfig:
         else FederatedSGDConfig(**knobs, aggregation="server")
     )
     return ExperimentConfig(
-        run=RunConfig(algorithm=algorithm, clients=clients, rounds=rounds, seed=0),
+        run=RunConfig(
+            algorithm=algorithm, clients=clients, rounds=rounds, seed=0, vectorize=vectorize
+        ),
         data=data,
         partition=partition,
         model=ModelConfig(model="mlp"),
@@ -153,7 +160,7 @@ def plain_loop(cfg: ExperimentConfig, prepared, rounds: int) -> list[float]:
 
 
 def dfml_rounds(cfg: ExperimentConfig, prepared, profile: bool) -> tuple[list[float], int, str]:
-    algorithm = algorithm_class(cfg.run.algorithm)(cfg.algorithm)
+    algorithm = algorithm_class(cfg.run.algorithm)(cfg.algorithm, vectorize=cfg.run.vectorize)
     federation = Federation(cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources)
     runtime = Runtime(algorithm, federation, prepared.topology.copy(), cfg.run.rounds, seed=0)
     profiler = cProfile.Profile() if profile else None
@@ -216,34 +223,64 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--algorithms", default="dfedavg,fedavg")
     parser.add_argument("--profile", action="store_true", help="print the driver's profile")
+    parser.add_argument(
+        "--vectorize",
+        default="true",
+        help="dfml's --vectorize settings to run: true, false or both",
+    )
     args = parser.parse_args()
+    settings = [{"true": True, "false": False}[v.strip()] for v in args.vectorize.split(",")]
     torch.set_num_threads(1)
     rows = []
     for name in args.algorithms.split(","):
         for n in [int(c) for c in args.clients.split(",")]:
-            cfg = workload(name, n, args.rounds)
-            prepared = prepare(cfg)
-            with PeakMemory() as mem, PeakRSS() as driver:
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
-                try:
-                    times, actors, prof = dfml_rounds(cfg, prepared, args.profile)
-                finally:
-                    ray.shutdown()
-            rss = driver.peak / 1e9
-            ours = median_after_first(times)
-            floor = median_after_first(plain_loop(cfg, prepared, args.rounds))
-            rows.append((name, n, actors, ours, floor, ours / floor, rss, mem.peak_gb))
-            print(f"{name} N={n}: dfml {ours:.3f}s floor {floor:.3f}s", flush=True)
-            if prof:
-                print(prof, flush=True)
+            floor = None
+            for vectorize in settings:
+                cfg = workload(name, n, args.rounds, vectorize)
+                prepared = prepare(cfg)
+                with PeakMemory() as mem, PeakRSS() as driver:
+                    ray.init(
+                        num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR"
+                    )
+                    try:
+                        times, actors, prof = dfml_rounds(cfg, prepared, args.profile)
+                    finally:
+                        ray.shutdown()
+                rss = driver.peak / 1e9
+                ours = median_after_first(times)
+                if floor is None:
+                    floor = median_after_first(plain_loop(cfg, prepared, args.rounds))
+                rows.append(
+                    (
+                        name,
+                        n,
+                        vectorize,
+                        actors,
+                        ours,
+                        times[0],
+                        floor,
+                        ours / floor,
+                        rss,
+                        mem.peak_gb,
+                    )
+                )
+                print(
+                    f"{name} N={n} vectorize={vectorize}: dfml {ours:.3f}s "
+                    f"(round 0 {times[0]:.3f}s) floor {floor:.3f}s",
+                    flush=True,
+                )
+                if prof:
+                    print(prof, flush=True)
     print(f"\n{os.cpu_count()} CPUs, {args.rounds} rounds, median s/round after round 0\n")
     print(
-        "| algorithm | N | actors | dfml s/round | plain loop s/round | ratio | driver peak RSS GB | peak memory GB |"
+        "| algorithm | N | vectorize | actors | dfml s/round | dfml round 0 s "
+        "| plain loop s/round | ratio | driver peak RSS GB | peak memory GB |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for name, n, actors, ours, floor, ratio, rss, gb in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, n, vec, actors, ours, first, floor, ratio, rss, gb in rows:
         print(
-            f"| {name} | {n} | {actors} | {ours:.3f} | {floor:.3f} | {ratio:.2f}× | {rss:.2f} | {gb:.2f} |"
+            f"| {name} | {n} | {str(vec).lower()} | {actors} | {ours:.3f} | {first:.3f} "
+            f"| {floor:.3f} | {ratio:.2f}× | {rss:.2f} | {gb:.2f} |"
         )
 
 

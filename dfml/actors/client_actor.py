@@ -18,6 +18,13 @@ from typing import Any
 import ray
 import torch
 
+from dfml.actors.device import (
+    apply_memory_share,
+    memory_report,
+    out_of_memory_message,
+    pick_device,
+    release_cached,
+)
 from dfml.actors.state import ClientContext, ClientData, ClientState
 from dfml.data.config import DataConfig
 from dfml.data.partition import ClientSplit
@@ -29,23 +36,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CohortSpec:
-    """Everything an actor needs to build its clients (indices, not data)."""
+    """Everything an actor needs to build its clients (indices, not data).
+
+    Attributes:
+        data: the dataset the clients' splits index into.
+        model: the model every hosted client trains.
+        splits: client id → its data share (indices).
+        seed: the run's seed (initial model, mini-batch order).
+        num_threads: torch CPU threads of the actor.
+        gpu_share: the GPU fraction Ray reserved for the actor
+            (``--num-gpus-per-actor``); on CUDA, a fraction below 1 caps the
+            actor's GPU memory at that share of the device.
+    """
 
     data: DataConfig
     model: ModelConfig
     splits: Mapping[int, ClientSplit]
     seed: int
     num_threads: int = 1
-
-
-def pick_device() -> torch.device:
-    """CUDA when Ray gave this worker a GPU and CUDA works, CPU otherwise."""
-    gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
-    if gpu_ids and torch.cuda.is_available():
-        return torch.device("cuda")
-    if gpu_ids:
-        log.warning("Ray assigned GPU %s but CUDA is unavailable here; using CPU", gpu_ids)
-    return torch.device("cpu")
+    gpu_share: float = 0.0
 
 
 class RayStore:
@@ -117,6 +126,7 @@ class ClientActor:
         self.spec = spec
         self.store = store
         self.device = pick_device()
+        apply_memory_share(spec.gpu_share, self.device)  # before anything lands on the GPU
         self.algorithm = algorithm
         self.contexts: dict[int, ClientContext] = {}
         self.states: dict[int, ClientState] = {}
@@ -194,25 +204,74 @@ class ClientActor:
         """Run ``entry`` for each messaged client, in client order.
 
         All neighbour vectors of the cohort are fetched with one ``get``: one
-        round trip per actor and step instead of one per client. An error in
-        a client's code is re-raised as :class:`ClientStepError` naming the
-        client, the entry point and the round.
+        round trip per actor and step instead of one per client. Where the
+        algorithm offers a batched form of ``entry``
+        (:meth:`~dfml.algorithms.base.Algorithm.batched_entry`, ``--vectorize``),
+        the cohort runs as one vectorised computation — also a cohort of one,
+        so a client's bits never depend on how many share its actor (a redo
+        after a failure may run fewer); if that raises, the clients run one
+        by one, so an error names its client. An error in a client's code is re-raised as
+        :class:`ClientStepError` naming the client, the entry point and the
+        round (and, for a CUDA out-of-memory error, the client's GPU share
+        and what it tried to use). Cached CUDA blocks are released after the
+        step, however it ends.
         """
         fn = self.algorithm.entry_point(entry)
         order = sorted(messages)
         wanted = [ref for cid in order for ref in messages[cid].neighbors]
         fetched = iter(self.store.get(wanted) if wanted else [])
+        neighbors = {cid: [next(fetched) for _ in messages[cid].neighbors] for cid in order}
         out = {}
-        for cid in order:
-            msg = messages[cid]
-            neighbors = [next(fetched) for _ in msg.neighbors]
-            try:
-                state, metrics = fn(self.contexts[cid], self.states[cid], neighbors, msg)
-            except Exception as err:
-                raise ClientStepError(cid, entry.value, msg.round, err) from err
-            self.states[cid] = state
-            out[cid] = self._result(cid, metrics, publish)
+        try:
+            done = self._step_batched(entry, order, messages, neighbors)
+            for cid in order:
+                msg = messages[cid]
+                if cid in done:
+                    state, metrics = done[cid]
+                else:
+                    try:
+                        state, metrics = fn(
+                            self.contexts[cid], self.states[cid], neighbors[cid], msg
+                        )
+                    except Exception as err:
+                        oom = out_of_memory_message(err, cid, self.spec.gpu_share, self.device)
+                        raise ClientStepError(cid, entry.value, msg.round, oom or err) from err
+                self.states[cid] = state
+                out[cid] = self._result(cid, metrics, publish)
+        finally:
+            release_cached(self.device)
         return out
+
+    def _step_batched(
+        self,
+        entry: Entry,
+        order: list[int],
+        messages: Mapping[int, Any],
+        neighbors: Mapping[int, list[Any]],
+    ) -> dict[int, tuple[ClientState, Any]]:
+        """The clients' (state, metrics) from the batched ``entry``; empty
+        when there is none or it raised (the caller then runs every client
+        on its own)."""
+        batched = self.algorithm.batched_entry(entry, self.model)
+        if batched is None or not order:
+            return {}
+        try:
+            results = batched(
+                [self.contexts[c] for c in order],
+                [self.states[c] for c in order],
+                [neighbors[c] for c in order],
+                [messages[c] for c in order],
+            )
+        except Exception as err:
+            log.warning(
+                "batched %s of %d clients failed (%s: %s); running them one by one",
+                entry.value,
+                len(order),
+                type(err).__name__,
+                err,
+            )
+            return {}
+        return dict(zip(order, results, strict=True))
 
     def get_state(self, client_id: int) -> ClientState:
         return self.states[client_id].to_host()
@@ -233,12 +292,12 @@ class ClientActor:
         return {cid: self._result(cid, {}) for cid in sorted(states)}
 
     def info(self) -> dict[str, Any]:
+        """Where this actor runs and what it hosts; on CUDA, its GPU share, limit and peak memory."""
         return {
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
-            "gpu_ids": [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else [],
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "device": str(self.device),
+            **memory_report(self.device, self.spec.gpu_share),
             "clients": sorted(self.states),
             "train_sizes": {cid: c.data.num_train for cid, c in self.contexts.items()},
         }

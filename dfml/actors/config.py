@@ -1,4 +1,4 @@
-"""Placement of clients on Ray actors: cohorts, CPU and GPU fractions."""
+"""Placement of clients on Ray actors: cohorts, CPU and GPU fractions, nodes."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import math
 from dataclasses import dataclass
 
 from dfml.errors import ConfigError
+
+#: How actors are laid over the nodes (see :mod:`dfml.actors.placement`).
+PLACEMENTS = ("default", "spread", "pack")
 
 
 @dataclass(frozen=True)
@@ -19,12 +22,23 @@ class ResourceConfig:
         num_cpus_per_actor: fractional CPUs Ray reserves for each actor.
         num_gpus_per_actor: fractional GPUs (0.25 → four actors per GPU).
         max_actors: an upper bound on the number of actors (``None``: no bound).
+        placement: how actors are laid over the nodes: ``default`` (Ray's
+            scheduler), ``spread`` (a placement group with the SPREAD strategy:
+            over as many nodes as it can) or ``pack`` (PACK: on as few nodes as
+            it can). With spread or pack, consecutive cohorts (neighbours on a
+            ring) take the bundles of one node before the next node's; actors
+            opened by joins get a placement group of their own.
+        scale_timeout: seconds to wait for the autoscaler when joining clients
+            need more actors than the cluster has room for (or a run starts on
+            a cluster with no CPUs yet); then the run fails with one line.
     """
 
     clients_per_actor: int | None = None
     num_cpus_per_actor: float = 1.0
     num_gpus_per_actor: float = 0.0
     max_actors: int | None = None
+    placement: str = "default"
+    scale_timeout: float = 600.0
 
     def __post_init__(self) -> None:
         if self.clients_per_actor is not None and self.clients_per_actor < 1:
@@ -39,3 +53,11 @@ class ResourceConfig:
             )
         if self.max_actors is not None and self.max_actors < 1:
             raise ConfigError(f"max_actors must be >= 1, got {self.max_actors}")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(
+                f"placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}"
+            )
+        if not (math.isfinite(self.scale_timeout) and self.scale_timeout > 0):
+            raise ConfigError(
+                f"scale_timeout must be a positive number of seconds, got {self.scale_timeout}"
+            )

@@ -5,19 +5,33 @@ each step's per-client messages to the actor hosting each client (the
 :class:`~dfml.actors.roster.Roster` says which) and gathers the small
 results. Clients join (placed in an actor with room, or a new actor) and
 leave between steps. It hands out and receives object refs only.
+
+Where actors run is the :class:`~dfml.actors.placement.Placement`'s job
+(``--placement``); when joins need room the cluster lacks, the federation
+asks the autoscaler and waits (:mod:`dfml.actors.scaling`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ray
+from ray.autoscaler.sdk import request_resources
 
 from dfml.actors.client_actor import CohortSpec, RemoteClientActor
 from dfml.actors.config import ResourceConfig
+from dfml.actors.placement import Placement, actor_bundle, describe_cluster
 from dfml.actors.roster import Roster
+from dfml.actors.scaling import (
+    describe_need,
+    ready_check,
+    room_check,
+    scale_request,
+    wait_for,
+)
 from dfml.actors.state import ClientState
 from dfml.data.config import DataConfig
 from dfml.data.partition import ClientSplit
@@ -60,6 +74,8 @@ class Federation:
         self.start_timeout_s = start_timeout_s
         self.actors: list[Any] = []
         self.roster: Roster | None = None
+        self.placement = Placement(resources)
+        self._nodes: dict[int, str] = {}
 
     # ----- roster views -------------------------------------------------
     @property
@@ -81,9 +97,26 @@ class Federation:
         assert self.roster is not None
         return self.roster.ids()
 
+    def slot_nodes(self) -> dict[int, str]:
+        """Actor slot → the node its actor runs on (asked once per actor: here
+        an actor never moves)."""
+        missing = [k for k in range(len(self.actors)) if k not in self._nodes]
+        for k, info in zip(
+            missing, ray.get([self.actors[k].info.remote() for k in missing]), strict=True
+        ):
+            self._nodes[k] = info["node_id"]
+        return dict(self._nodes)
+
+    def client_nodes(self) -> dict[int, str]:
+        """Live client → the node hosting it (for the cross-node byte count)."""
+        nodes = self.slot_nodes()
+        return {c: nodes[k] for c, k in self.actor_of.items() if k in nodes}
+
     # ----- actors -------------------------------------------------------
     def _check_resources(self) -> tuple[float, float]:
         total = ray.cluster_resources()
+        if total.get("CPU", 0.0) == 0:
+            total = self._await_first_nodes()
         cpus, gpus = float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0))
         r = self.resources
         if r.num_gpus_per_actor > 0 and gpus == 0:
@@ -97,12 +130,41 @@ class Federation:
             )
         return cpus, gpus
 
+    def _await_first_nodes(self) -> dict[str, float]:
+        """A cluster without CPUs is one whose workers have not come yet (a head
+        started with ``CPU: 0``, as the shipped recipes do): ask the autoscaler
+        for the actors the config fixes and wait for them.
+
+        With ``clients_per_actor`` or ``max_actors`` the count is known;
+        otherwise room for one actor is awaited and the cohorts are sized from
+        the nodes present then, as on a fixed cluster.
+        """
+        r, n = self.resources, len(self.initial)
+        if r.clients_per_actor is not None:
+            count = math.ceil(n / r.clients_per_actor)
+        else:
+            count = n if r.max_actors is not None else 1
+        if r.max_actors is not None:
+            count = min(count, r.max_actors)
+        bundle = actor_bundle(r)
+        request_resources(bundles=[bundle] * count)
+        try:
+            wait_for(
+                room_check(ray.cluster_resources, bundle, count),
+                describe_need(bundle, count, ray.available_resources()),
+                r.scale_timeout,
+            )
+        finally:
+            request_resources(bundles=[])  # the new nodes run actors from now on
+        return ray.cluster_resources()
+
     def actor_options(self, index: int) -> dict[str, Any]:
         r = self.resources
         return {
             "num_cpus": r.num_cpus_per_actor,
             "num_gpus": r.num_gpus_per_actor,
             "max_restarts": 0,
+            **self.placement.options(index),
         }
 
     def spec(self, clients: Sequence[int]) -> CohortSpec:
@@ -112,6 +174,7 @@ class Federation:
             splits={cid: self.splits[cid] for cid in clients},
             seed=self.seed,
             num_threads=max(1, int(self.resources.num_cpus_per_actor)),
+            gpu_share=self.resources.num_gpus_per_actor,
         )
 
     def make_actor(
@@ -155,6 +218,7 @@ class Federation:
         if self.roster is None:
             self.plan()
         self.algorithm = algorithm
+        self.placement.reserve(range(len(self.cohorts)), self._start_wait(len(self.cohorts)))
         self.actors = [self.make_actor(k, algorithm) for k in range(len(self.cohorts))]
         if states is None:
             pending = [a.publish_all.remote() for a in self.actors]
@@ -202,6 +266,7 @@ class Federation:
         if missing:
             raise ConfigError(f"clients {missing} have no reserved data share")
         placed, opened = self.roster.place(ids)
+        self.make_room(opened)
         for k in opened:
             self.open_slot(k)
         calls = []
@@ -216,6 +281,50 @@ class Federation:
             out.update(part)
         log.info("clients %s joined (epoch %d)", ids, self.roster.epoch)
         return dict(sorted(out.items()))
+
+    def make_room(self, slots: Sequence[int]) -> None:
+        """Room for the actors of the newly opened ``slots``, before they start.
+
+        If the cluster's free resources do not hold them, the autoscaler is
+        asked for room for every actor of the run and the join waits (status
+        lines, ``--scale-timeout``); the request is cleared once they fit.
+        With ``--placement spread|pack`` they get a placement group of their own.
+        """
+        if not slots:
+            return
+        bundle = actor_bundle(self.resources)
+        free = ray.available_resources()
+        asked = scale_request(free, bundle, len(slots), len(self.actors))
+        need = describe_need(bundle, len(slots), free)
+        if not asked:
+            self.placement.reserve(slots, self._start_wait(len(slots)))
+            return
+        request_resources(bundles=asked)
+        timeout = self.resources.scale_timeout
+        try:
+            if self.placement.active:
+                self.placement.reserve(
+                    slots, lambda ready: wait_for(ready_check(ready), need, timeout)
+                )
+            else:
+                wait_for(room_check(ray.available_resources, bundle, len(slots)), need, timeout)
+        finally:
+            request_resources(bundles=[])
+
+    def _start_wait(self, count: int) -> Callable[[Any], None]:
+        """Waits for a placement group within the start timeout, or fails with one line."""
+
+        def wait(ready: Any) -> None:
+            done, _ = ray.wait([ready], timeout=self.start_timeout_s)
+            if not done:
+                bundle = actor_bundle(self.resources)
+                raise ConfigError(
+                    f"--placement {self.resources.placement}: a placement group for "
+                    f"{count} actors of {bundle} could not be placed within "
+                    f"{self.start_timeout_s:.0f} s ({describe_cluster()})"
+                )
+
+        return wait
 
     def open_slot(self, k: int) -> None:
         """Start the (empty) actor of a newly opened slot ``k``."""
@@ -246,3 +355,4 @@ class Federation:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
         self.actors = []
+        self.placement.release()

@@ -93,8 +93,8 @@ class AFML(MetaAlgorithm):
     name = "afml"
     Config = AFMLConfig
 
-    def __init__(self, config: AFMLConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: AFMLConfig, *, vectorize: bool = True) -> None:
+        super().__init__(config, vectorize=vectorize)
         self._layouts: dict[int, tuple[AFMLLayout, torch.Tensor]] = {}
 
     def layout(self, ctx: ClientContext) -> tuple[AFMLLayout, torch.Tensor]:

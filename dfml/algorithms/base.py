@@ -14,9 +14,10 @@ An :class:`Algorithm` holds both halves of itself (after pfl-research):
   of (context, state, neighbour vectors, message), so a single-process loop
   gives the same bits.
 
-The algorithm object itself holds only its config, so shipping it to an
-actor (also a replacement made mid-run) ships no driver refs. The loop that
-drives steps is written once, in :mod:`dfml.runtime.loop`.
+The algorithm object itself holds only its config (and the ``vectorize``
+switch), so shipping it to an actor (also a replacement made mid-run) ships
+no driver refs. The loop that drives steps is written once, in
+:mod:`dfml.runtime.loop`.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ import torch
 
 from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.aggregate import weighted_average
+from dfml.algorithms.batched import batched_evaluate, batched_sgd_epochs, vectorizable
 from dfml.algorithms.sgd import Regularizer, evaluate, sgd_epochs
 from dfml.errors import ConfigError, TrainingDivergedError
+from dfml.models.flat import FlatModel
 from dfml.steps import PARAMS, DriverState, Entry, Metrics, Phase, Step, StepResult
 
 if TYPE_CHECKING:
@@ -60,6 +63,22 @@ StepFn = Callable[
     [ClientContext, ClientState, Sequence[np.ndarray], Any], tuple[ClientState, Metrics]
 ]
 
+#: An entry point over a cohort at once: (contexts, states, each client's
+#: neighbour vectors, messages) → one (state, metrics) per client, in order.
+BatchedStepFn = Callable[
+    [
+        Sequence[ClientContext],
+        Sequence[ClientState],
+        Sequence[Sequence[np.ndarray]],
+        Sequence[Any],
+    ],
+    list[tuple[ClientState, Metrics]],
+]
+
+#: The hooks of plain local SGD that the batched client step stands in for:
+#: an algorithm overriding one of them trains its clients one by one.
+PLAIN_SGD_HOOKS = ("local_update", "local_data")
+
 
 @dataclass(frozen=True)
 class Message:
@@ -67,7 +86,8 @@ class Message:
 
     ``neighbors`` are object refs (or, in-process, arrays) of the vectors to mix
     with; the client's own vector enters with ``self_weight``:
-    x_i ← self_weight·x_i + Σ_j weights[j]·neighbors[j].
+    x_i ← self_weight·x_i + Σ_j weights[j]·neighbors[j]. ``evaluate``: whether
+    a training or adopt step also scores the client (``--eval-every``).
     """
 
     round: int
@@ -75,6 +95,7 @@ class Message:
     weights: tuple[float, ...] = ()
     self_weight: float = 1.0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    evaluate: bool = True
 
 
 @dataclass(frozen=True)
@@ -110,6 +131,7 @@ class RunEnv:
         rounds: the number of rounds of the run.
         sampled: the clients that train in the current round.
         seed: the experiment seed.
+        evaluate: whether the current round scores the clients (``--eval-every``).
     """
 
     topology: TopologyService
@@ -117,6 +139,7 @@ class RunEnv:
     rounds: int
     sampled: list[int] = field(default_factory=list)
     seed: int = 0
+    evaluate: bool = True
 
     def live(self) -> list[int]:
         return sorted(self.sizes)
@@ -128,7 +151,9 @@ class RoundRecord:
 
     ``metrics`` has one entry per live client; ``trained`` says which of them
     ran the training step (partial participation); ``epoch`` is the
-    membership epoch the round ran in.
+    membership epoch the round ran in; ``cross_node_bytes`` is the part of
+    the neighbour vectors fetched that crossed nodes (see
+    :func:`dfml.actors.placement.cross_node_bytes`; 0 on one node).
     """
 
     round: int
@@ -138,6 +163,7 @@ class RoundRecord:
     epoch: int = 0
     trained: frozenset[int] = frozenset()
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    cross_node_bytes: int = 0
 
     def mean(self, key: str) -> float:
         values = [m[key] for m in self.metrics.values() if key in m and not math.isnan(m[key])]
@@ -152,8 +178,11 @@ class Algorithm:
     #: Whether clients may join and leave while it runs (``--schedule``).
     elastic: ClassVar[bool] = True
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, *, vectorize: bool = True) -> None:
+        """``vectorize``: let an actor run a cohort's plain local SGD as one
+        vectorised computation (:meth:`batched_entry`; ``--vectorize``)."""
         self.config = config
+        self.vectorize = vectorize
 
     # ----- driver half -------------------------------------------------
     def next_step(self, state: DriverState, env: RunEnv) -> Step | None:
@@ -223,6 +252,46 @@ class Algorithm:
             raise ConfigError(f"algorithm {self.name!r} has no entry point {entry.name}")
         return fn
 
+    def batched_entry(self, entry: Entry, model: FlatModel) -> BatchedStepFn | None:
+        """The vectorised form of ``entry`` for a cohort sharing ``model``, or
+        ``None``: then the actor runs ``entry`` client by client.
+
+        Offered for :attr:`Entry.CLIENT_STEP` when the client step is this
+        class's own around plain SGD (:meth:`batchable`): at 10,000 clients
+        the per-call cost of ~2 tiny SGD steps per client is most of a round.
+        The batched step equals the per-client one up to float rounding.
+        """
+        if entry is Entry.CLIENT_STEP and self.batchable(
+            model, entry, Algorithm, trains=True, evaluates=True
+        ):
+            return self.batched_client_step
+        return None
+
+    def batchable(
+        self, model: FlatModel, entry: Entry, owner: type, *, trains: bool, evaluates: bool
+    ) -> bool:
+        """Whether the batched ``entry`` computes what the per-client one does.
+
+        True when ``vectorize`` is on; the model is one the batched functions
+        run bit-stably (:func:`~dfml.algorithms.batched.vectorizable`: the
+        MLPs; no dropout, no convolutions); ``entry``'s method is
+        ``owner``'s (the class that wrote its batched form); if the step
+        ``trains``, the local update is the base :meth:`local_update` on the
+        base :meth:`local_data` and :meth:`regularizer` gives none (FedProx
+        with μ = 0 qualifies); and if it ``evaluates``, the score is the base
+        :meth:`evaluate_client`. Mixing always runs per client, so an
+        overridden :meth:`mix` is fine.
+        """
+        cls = type(self)
+        hooks = [*(PLAIN_SGD_HOOKS if trains else ()), *(("evaluate_client",) if evaluates else ())]
+        return (
+            self.vectorize
+            and vectorizable(model)
+            and getattr(cls, entry.value) is getattr(owner, entry.value)
+            and all(getattr(cls, name) is getattr(Algorithm, name) for name in hooks)
+            and not (trains and self.regularizer(torch.zeros(model.size)) is not None)
+        )
+
     def init_state(self, ctx: ClientContext, init_params: torch.Tensor) -> ClientState:
         labels = tuple(int(v) for v in torch.unique(ctx.data.y_train).tolist())
         return ClientState(ctx.client_id, init_params, labels=labels)
@@ -280,6 +349,61 @@ class Algorithm:
             regularizer=self.regularizer(params),
         )
         return state.evolve(params=new, last_loss=loss), {"train_loss": loss}
+
+    def batched_local_update(
+        self,
+        ctxs: Sequence[ClientContext],
+        states: Sequence[ClientState],
+        params: Sequence[torch.Tensor],
+    ) -> tuple[list[ClientState], list[Metrics]]:
+        """:meth:`local_update` of a cohort as one vectorised computation
+        (:func:`~dfml.algorithms.batched.batched_sgd_epochs`); only valid
+        where :meth:`batchable` holds."""
+        cfg = self.config
+        data = [self.local_data(ctx) for ctx in ctxs]
+        new, losses = batched_sgd_epochs(
+            ctxs[0].model,
+            torch.stack(list(params)),
+            [x for x, _ in data],
+            [y for _, y in data],
+            lr=cfg.lr,
+            epochs=cfg.local_epochs,
+            batch_size=cfg.batch_size,
+            seeds=[ctx.round_seed(state.round) for ctx, state in zip(ctxs, states, strict=True)],
+        )
+        # One copy per client: a row view would keep the whole cohort's
+        # matrix alive as long as any client holds it (partial participation).
+        out = [
+            state.evolve(params=row.clone(), last_loss=loss)
+            for state, row, loss in zip(states, new, losses.tolist(), strict=True)
+        ]
+        return out, [{"train_loss": s.last_loss} for s in out]
+
+    def batched_scores(
+        self,
+        ctxs: Sequence[ClientContext],
+        states: Sequence[ClientState],
+        msgs: Sequence[Message],
+        metrics: Sequence[Metrics],
+    ) -> list[tuple[ClientState, Metrics]]:
+        """Each client's ``metrics`` plus, where its message asks, its test
+        metrics (:func:`scores`), from one vectorised evaluation."""
+        scored = [i for i, msg in enumerate(msgs) if msg.evaluate]
+        extra: dict[int, Metrics] = {}
+        if scored:
+            test = [ctxs[i].data for i in scored]
+            loss, acc = batched_evaluate(
+                ctxs[0].model,
+                torch.stack([states[i].params for i in scored]),
+                [d.x_test for d in test],
+                [d.y_test for d in test],
+            )
+            for i, lo, ac in zip(scored, loss.tolist(), acc.tolist(), strict=True):
+                extra[i] = {"test_loss": lo, "accuracy": ac}
+        return [
+            (s, {**m, **extra.get(i, {})})
+            for i, (s, m) in enumerate(zip(states, metrics, strict=True))
+        ]
 
     def adapt(
         self, ctx: ClientContext, state: ClientState, params: torch.Tensor, steps: int, seed: int
@@ -357,7 +481,21 @@ class Algorithm:
         mixed = self.mix(state, neighbors, msg)
         state, metrics = self.local_update(ctx, state, mixed)
         state = state.evolve(round=state.round + 1)
-        return state, {**metrics, **self.evaluate_client(ctx, state)}
+        return state, {**metrics, **scores(self, ctx, state, msg)}
+
+    def batched_client_step(
+        self,
+        ctxs: Sequence[ClientContext],
+        states: Sequence[ClientState],
+        neighbors: Sequence[Sequence[np.ndarray]],
+        msgs: Sequence[Message],
+    ) -> list[tuple[ClientState, Metrics]]:
+        """:meth:`client_step` of a cohort: mix each client (per client),
+        then one vectorised local SGD and one vectorised evaluation."""
+        mixed = [self.mix(s, n, m) for s, n, m in zip(states, neighbors, msgs, strict=True)]
+        trained, metrics = self.batched_local_update(ctxs, states, mixed)
+        trained = [s.evolve(round=s.round + 1) for s in trained]
+        return self.batched_scores(ctxs, trained, msgs, metrics)
 
     # ----- the loop ----------------------------------------------------
     def run(
@@ -376,6 +514,11 @@ class Algorithm:
         from dfml.runtime.loop import Runtime
 
         return Runtime.for_federation(self, federation, rounds, callbacks, topology).run()
+
+
+def scores(algorithm: Algorithm, ctx: ClientContext, state: ClientState, msg: Message) -> Metrics:
+    """The client's evaluation metrics after a step, or none in a round not scored."""
+    return algorithm.evaluate_client(ctx, state) if msg.evaluate else {}
 
 
 def check_finite(record: RoundRecord) -> None:

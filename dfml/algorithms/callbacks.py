@@ -9,6 +9,7 @@ finished round, a resume (the rounds already done), and the end.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +55,7 @@ class ProgressBar(Callback):
         self.rounds, self.desc, self.enabled = rounds, desc, enabled
         self.bar: tqdm | None = None
         self.done = 0
+        self.acc = "–"
 
     def on_run_start(self, algorithm, federation) -> None:
         self.bar = tqdm(
@@ -69,9 +71,10 @@ class ProgressBar(Callback):
 
     def on_round_end(self, record: RoundRecord) -> None:
         if self.bar is not None:
-            self.bar.set_postfix(
-                acc=f"{record.mean('accuracy'):.3f}", loss=f"{record.mean('train_loss'):.3f}"
-            )
+            acc = record.mean("accuracy")
+            if not math.isnan(acc):  # a round --eval-every skipped keeps the last accuracy
+                self.acc = f"{acc:.3f}"
+            self.bar.set_postfix(acc=self.acc, loss=f"{record.mean('train_loss'):.3f}")
             self.bar.update(1)
 
     def on_run_end(self, history) -> None:

@@ -61,9 +61,13 @@ LOCAL_SALT = 0x10CA1
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Knobs of the end-of-run personalization protocol.
+    """Knobs of evaluation: how often rounds are scored, and the end-of-run
+    personalization protocol.
 
     Attributes:
+        eval_every: score the clients every k-th round (rounds k−1, 2k−1, …)
+            and always the last one; the rounds between have no accuracy
+            (NaN in metrics.parquet) and skip the evaluation's cost.
         personalized_eval: run the Pers.k / QoI protocol after the last round.
         pers_steps: the fine-tune step counts k reported as ``pers{k}_accuracy``.
         local_only_epochs: epochs of the local-only baseline; ``None`` means the
@@ -72,6 +76,7 @@ class EvalConfig:
         target_accuracy: report the first round whose mean accuracy reaches it.
     """
 
+    eval_every: int = 1
     personalized_eval: bool = True
     pers_steps: tuple[int, ...] = (0, 1, 5)
     local_only_epochs: int | None = None
@@ -79,6 +84,8 @@ class EvalConfig:
     target_accuracy: float | None = None
 
     def __post_init__(self) -> None:
+        if self.eval_every < 1:
+            raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         steps = self.pers_steps
         if not steps or any(k < 0 for k in steps) or len(set(steps)) != len(steps):
             raise ConfigError(f"pers_steps must be distinct integers >= 0, got {list(steps)}")

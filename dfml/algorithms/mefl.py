@@ -196,5 +196,7 @@ class MEFL(FedMetaSGD):
             eoa_metrics["eoa_weight"] = float(out.weights[ids.index(ctx.client_id)])
         extras = {k: v for k, v in state.extras.items() if not k.startswith("eoa_")}
         state = state.evolve(params=start, extras={**extras, **state_to_extras(eoa, start)})
-        state, metrics = super().client_step(ctx, state, [], Message(msg.round))
+        state, metrics = super().client_step(
+            ctx, state, [], Message(msg.round, evaluate=msg.evaluate)
+        )
         return state, {**metrics, **eoa_metrics}

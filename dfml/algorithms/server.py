@@ -30,7 +30,7 @@ global model. In server mode a client is evaluated after adopting x, so its
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -38,8 +38,17 @@ import ray
 
 from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.aggregate import data_size_weights, weighted_average
-from dfml.algorithms.base import Algorithm, LocalSGDConfig, Message, Metrics, RunEnv
+from dfml.algorithms.base import (
+    Algorithm,
+    BatchedStepFn,
+    LocalSGDConfig,
+    Message,
+    Metrics,
+    RunEnv,
+    scores,
+)
 from dfml.errors import ConfigError
+from dfml.models.flat import FlatModel
 from dfml.steps import DriverState, Entry, Phase, Step, StepResult
 
 AGGREGATIONS = ("gossip", "server")
@@ -145,7 +154,7 @@ class ServerOrGossip(Algorithm):
         out = {}
         for cid, m in messages.items():
             self_weight, weights = relaxed_weights(m.self_weight, m.weights, eta)
-            out[cid] = Message(m.round, m.neighbors, weights, self_weight, m.extra)
+            out[cid] = replace(m, weights=weights, self_weight=self_weight)
         return out
 
     def server_weights(self, env: RunEnv, ids: Sequence[int]) -> list[float]:
@@ -182,11 +191,51 @@ class ServerOrGossip(Algorithm):
         state = state.evolve(round=state.round + 1)
         if self.centralized:
             return state, metrics
-        return state, {**metrics, **self.evaluate_client(ctx, state)}
+        return state, {**metrics, **scores(self, ctx, state, msg)}
 
     def adopt_global(
         self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
     ) -> tuple[ClientState, Metrics]:
         """x_k ← x (the server's model); report the accuracy of the model now used."""
         state = state.evolve(params=self.mix(state, neighbors, msg))
-        return state, self.evaluate_client(ctx, state)
+        return state, scores(self, ctx, state, msg)
+
+    def batched_entry(self, entry: Entry, model: FlatModel) -> BatchedStepFn | None:
+        """Batched training (evaluated only in gossip mode) and, for the adopt
+        step, a batched evaluation of the adopted model; see
+        :meth:`Algorithm.batched_entry`."""
+        if entry is Entry.CLIENT_STEP and self.batchable(
+            model, entry, ServerOrGossip, trains=True, evaluates=not self.centralized
+        ):
+            return self.batched_client_step
+        if entry is Entry.ADOPT_GLOBAL and self.batchable(
+            model, entry, ServerOrGossip, trains=False, evaluates=True
+        ):
+            return self.batched_adopt_global
+        return None
+
+    def batched_client_step(
+        self,
+        ctxs: Sequence[ClientContext],
+        states: Sequence[ClientState],
+        neighbors: Sequence[Sequence[np.ndarray]],
+        msgs: Sequence[Message],
+    ) -> list[tuple[ClientState, Metrics]]:
+        """:meth:`client_step` of a cohort; in server mode nobody is scored here."""
+        if self.centralized:
+            msgs = [replace(m, evaluate=False) for m in msgs]
+        return super().batched_client_step(ctxs, states, neighbors, msgs)
+
+    def batched_adopt_global(
+        self,
+        ctxs: Sequence[ClientContext],
+        states: Sequence[ClientState],
+        neighbors: Sequence[Sequence[np.ndarray]],
+        msgs: Sequence[Message],
+    ) -> list[tuple[ClientState, Metrics]]:
+        """:meth:`adopt_global` of a cohort: adopt per client, score in one call."""
+        adopted = [
+            s.evolve(params=self.mix(s, n, m))
+            for s, n, m in zip(states, neighbors, msgs, strict=True)
+        ]
+        return self.batched_scores(ctxs, adopted, msgs, [{} for _ in adopted])

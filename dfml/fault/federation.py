@@ -287,6 +287,16 @@ class FaultTolerantFederation(Federation):
         """``{"pid", "node_id", "incarnation"}`` of slot ``k``'s current actor."""
         return self._view.placement_of(k)
 
+    def slot_nodes(self) -> dict[int, str]:
+        """Slot → node of its current actor (a replacement may run elsewhere);
+        slots whose replacement has not answered yet are left out."""
+        out = {}
+        for k in range(len(self.actors)):
+            placed = self._processes.placement.get(self._processes.incarnation(k))
+            if placed is not None:
+                out[k] = placed["node_id"]
+        return out
+
     def sentinel_of(self, k: int) -> ray.ObjectRef:
         """Slot ``k``'s sentinel call: it returns (an error) once its actor is dead."""
         return self._view.sentinel_of(k)

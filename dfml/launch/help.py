@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from dfml.actors.config import PLACEMENTS, ResourceConfig
 from dfml.algorithms.fml import MetaConfig
 from dfml.algorithms.server import AGGREGATIONS, FederatedSGDConfig
 from dfml.data.config import PARTITIONS, DataConfig, PartitionConfig
@@ -44,6 +45,7 @@ CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (TopologyConfig, "topology"): TOPOLOGIES,
     (TopologyConfig, "mixing"): MIXINGS,
     (FaultConfig, "chaos_mode"): CHAOS_MODES,
+    (ResourceConfig, "placement"): PLACEMENTS,
     (FederatedSGDConfig, "aggregation"): AGGREGATIONS,
     (MetaConfig, "aggregation"): AGGREGATIONS,
 }

@@ -296,6 +296,7 @@ def summarize(
     imports and warm-up; ``first_round_seconds`` reports it).
     ``weighted_accuracy`` = Σ_i acc_i n_i / Σ_i n_i with n_i the client's
     test samples (what PFLlib and Flower report), given ``test_sizes``.
+    ``cross_node_bytes`` is the part of the gossip that crossed nodes.
     """
     if not history:
         return {"rounds_completed": 0, "final_accuracy": None, "per_client_accuracy": []}
@@ -316,6 +317,8 @@ def summarize(
         "first_round_seconds": float(seconds[0]),
         "phase_seconds": phases,
         "bytes_sent": int(sum(r.bytes_sent for r in history)),
+        "cross_node_bytes": int(sum(r.cross_node_bytes for r in history)),
+        "cross_node_bytes_per_round": [int(r.cross_node_bytes) for r in history],
     }
     if test_sizes is not None:
         out["weighted_accuracy_per_round"] = [weighted(r, test_sizes, key) for r in history]
@@ -338,8 +341,12 @@ def plot_accuracy(
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for label, history in runs.items():
-        rounds = [r.round + 1 for r in history]
-        values = [[m.get(key, np.nan) for m in r.metrics.values()] for r in history]
+        scored = [  # rounds --eval-every skipped have no value to draw
+            (r.round + 1, v)
+            for r in history
+            if np.isfinite(v := np.array([m.get(key, np.nan) for m in r.metrics.values()])).any()
+        ]
+        rounds, values = [x for x, _ in scored], [v for _, v in scored]
         ax.plot(rounds, [np.nanmean(v) for v in values], label=label)
         if len(runs) == 1:
             lows, highs = [np.nanmin(v) for v in values], [np.nanmax(v) for v in values]

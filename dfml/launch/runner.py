@@ -16,6 +16,7 @@ from typing import Any
 import ray
 from pyarrow import fs as pafs
 
+from dfml.actors.device import device_summary
 from dfml.algorithms.base import Algorithm
 from dfml.algorithms.callbacks import Callback, ProgressBar
 from dfml.algorithms.clfml.service import TASK_ALGORITHMS, TaskService
@@ -160,8 +161,10 @@ def execute(
     config for ``dfml run --resume``.
     """
     out = Path(launch.out) if out is None else out
-    algorithm = algorithm_class(cfg.run.algorithm)(cfg.algorithm)
+    algorithm = algorithm_class(cfg.run.algorithm)(cfg.algorithm, vectorize=cfg.run.vectorize)
+    t0 = time.perf_counter()
     prepared = prepare(cfg)
+    setup = {"data": time.perf_counter() - t0}
     algorithm.check_setup(prepared.client_labels)
     if cfg.tasks.active:
         if cfg.run.algorithm not in TASK_ALGORITHMS:
@@ -181,10 +184,14 @@ def execute(
         checkpointer.check_writable()
         if resume is None:
             check_checkpoints(checkpointer, launch.overwrite)
+    t0 = time.perf_counter()
     started = init_ray(launch.ray_address, launch.dashboard)
+    setup["ray"] = time.perf_counter() - t0
     try:
         writer = _set_up(cfg, launch, out, prepared, checkpointer, resume)
-        return _run(cfg, launch, out, algorithm, prepared, writer, callbacks, checkpointer, resume)
+        return _run(
+            cfg, launch, out, algorithm, prepared, writer, callbacks, checkpointer, resume, setup
+        )
     finally:
         if started:
             ray.shutdown()
@@ -200,8 +207,14 @@ def _run(
     callbacks: Sequence[Callback],
     checkpointer: Checkpointer | None,
     resume: Checkpoint | None,
+    setup: dict[str, float],
 ) -> dict[str, Any]:
-    """Run on the started Ray; summary.json is written however the run ends."""
+    """Run on the started Ray; summary.json is written however the run ends.
+
+    ``setup``: seconds already spent before the run (``data``: load,
+    partition, topology; ``ray``: Ray's start); the actors' start is added
+    as ``actors``, and their sum is ``setup_seconds``.
+    """
     t0 = time.perf_counter()
     status, error, runtime = "completed", None, None
     bar = ProgressBar(cfg.run.rounds, f"{cfg.run.algorithm}/{cfg.data.dataset}", launch.progress)
@@ -237,6 +250,7 @@ def _run(
         runtime = result.runtime
         summary["actors"] = len(result.actors)
         summary["devices"] = sorted({a["device"] for a in result.actors})
+        summary["actor_devices"] = device_summary(result.actors)
     except TrainingDivergedError as err:
         status, error = "diverged", str(err)
         raise
@@ -253,6 +267,7 @@ def _run(
         summary.update(summarize(writer.history, test_sizes=test_sizes))
         summary.update(membership_summary(writer.history))
         if runtime is not None:
+            setup["actors"] = runtime.start_seconds
             summary.update(runtime.algorithm.summary(runtime.state))
             summary["joins"] = {r: ids for r, ids in sorted(runtime.joins.items())}
             summary["leaves"] = {r: ids for r, ids in sorted(runtime.leaves.items())}
@@ -263,6 +278,7 @@ def _run(
             summary["checkpoint_bytes"] = checkpointer.bytes_written
         for cb in all_callbacks:
             summary.update(cb.summary())
+        summary.update(setup_seconds=sum(setup.values()), setup_phases=setup)
         summary.update(status=status, error=error, wall_seconds=time.perf_counter() - t0)
         writer.write_summary(summary)
         writer.plot(f"{cfg.run.algorithm} on {cfg.data.dataset}")

@@ -12,7 +12,8 @@ Each round, the :class:`Runtime`
 3. asks the algorithm's driver half for steps until it says the round is
    over, then the step sources (the personalized evaluation of the last
    round), then evaluates live clients that have no accuracy yet this round
-   (clients that did not train), so every live client has a row;
+   (clients that did not train), so every live client has a row; a round
+   that ``--eval-every k`` does not score skips evaluation altogether;
 4. hands the round to the callbacks, stops on a diverged client, and writes
    a whole-run checkpoint when one is due.
 
@@ -28,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import networkx as nx
@@ -36,6 +38,7 @@ import ray
 from ray.exceptions import RayTaskError
 
 from dfml.actors.client_actor import ClientStepError
+from dfml.actors.placement import cross_node_bytes
 from dfml.algorithms.base import Algorithm, Message, RoundRecord, RunEnv, check_finite
 from dfml.errors import ConfigError
 from dfml.runtime.checkpoint import Checkpoint, Checkpointer
@@ -60,6 +63,8 @@ class _EvaluateMissing:
     """Evaluates the live clients that have no accuracy yet in this round."""
 
     def next_step(self, state: DriverState, env: RunEnv) -> Step | None:
+        if not env.evaluate:
+            return None
         missing = [c for c in env.live() if "accuracy" not in state.metrics.get(c, {})]
         if not missing or Phase.EVALUATE in state.phases:
             return None
@@ -75,6 +80,14 @@ class _EvaluateMissing:
 
     def absorb(self, state, step, results, env) -> None:
         state.merge_metrics(results)
+
+
+def _unscored(step: Step) -> Step:
+    """``step`` with its training / adopt messages told not to score (``--eval-every``)."""
+    if step.entry not in (Entry.CLIENT_STEP, Entry.ADOPT_GLOBAL):
+        return step
+    messages = {c: replace(m, evaluate=False) for c, m in step.messages.items()}
+    return replace(step, messages=messages)
 
 
 def _materialize(value: Any) -> Any:
@@ -106,6 +119,7 @@ class Runtime:
         checkpointer: Checkpointer | None = None,
         resume: Checkpoint | None = None,
         seed: int = 0,
+        eval_every: int = 1,
     ) -> None:
         self.algorithm, self.federation, self.topology = algorithm, federation, topology
         self.rounds = rounds
@@ -114,6 +128,9 @@ class Runtime:
         self.schedule = dict(schedule or {})
         self.clients_per_round, self.participation = clients_per_round, participation
         self.checkpointer, self.resume, self.seed = checkpointer, resume, seed
+        self.eval_every = eval_every
+        #: Seconds to start the actors (build every client, load its data) or restore them.
+        self.start_seconds = 0.0
         self.state = DriverState()
         self.history: list[RoundRecord] = []
         self.joins: dict[int, list[int]] = {}
@@ -282,13 +299,30 @@ class Runtime:
         self.leaves.setdefault(round_index, []).extend(ids)
 
     # ----- the loop ---------------------------------------------------------
-    def _steps(self) -> tuple[dict[str, float], int]:
-        """Run the round's steps; (seconds per phase, model bytes moved)."""
+    def _cross_node_bytes(self, step: Step) -> int:
+        """Bytes of the client vectors ``step`` makes clients fetch from another node."""
+        nodes = self.federation.client_nodes()
+        if len(set(nodes.values())) < 2:
+            return 0
+        sender = {ref: cid for cid, ref in self.state.refs.items()}
+        fetches = [
+            (cid, sender[ref])
+            for cid, msg in step.messages.items()
+            for ref in msg.neighbors
+            if ref in sender
+        ]
+        return cross_node_bytes(fetches, nodes, self.state.nbytes)
+
+    def _steps(self) -> tuple[dict[str, float], int, int]:
+        """Run the round's steps; (seconds per phase, model bytes moved, of them across nodes)."""
         phase_seconds: dict[str, float] = {}
+        crossed = 0
         state, env = self.state, self.env
         while True:
             owner: Any = self.algorithm
             step = self.algorithm.next_step(state, env)
+            if step is not None and not env.evaluate:
+                step = _unscored(step)
             if step is None:
                 for source in self.sources:
                     step = source.next_step(state, env)
@@ -296,7 +330,8 @@ class Runtime:
                         owner = source
                         break
             if step is None:
-                return phase_seconds, state.bytes_sent
+                return phase_seconds, state.bytes_sent, crossed
+            crossed += self._cross_node_bytes(step)
             seconds = self._run_step(owner, step)
             phase_seconds[step.phase] = phase_seconds.get(step.phase, 0.0) + seconds
 
@@ -332,9 +367,10 @@ class Runtime:
             total += self._run_step(source, step)
         return total
 
-
     def run(self) -> list[RoundRecord]:
+        t0 = time.perf_counter()
         self._start()
+        self.start_seconds = time.perf_counter() - t0
         for cb in self.callbacks:
             cb.on_start(self)
             cb.on_run_start(self.algorithm, self.federation)
@@ -345,7 +381,8 @@ class Runtime:
             self.env.sampled = sample_clients(
                 self.env.live(), r, self.seed, self.clients_per_round, self.participation
             )
-            phase_seconds, sent = self._steps()
+            self.env.evaluate = (r + 1) % self.eval_every == 0 or r == self.rounds - 1
+            phase_seconds, sent, crossed = self._steps()
             live = self.env.live()
             record = RoundRecord(
                 r,
@@ -355,6 +392,7 @@ class Runtime:
                 self.federation.roster.epoch,
                 frozenset(self.state.trained),
                 phase_seconds,
+                crossed,
             )
             self.history.append(record)
             for cb in self.callbacks:

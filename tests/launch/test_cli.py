@@ -155,6 +155,13 @@ def test_run_writes_results(capsys, tmp_path, ray_session):
         assert key in summary, key
     assert summary["status"] == "completed" and summary["rounds_completed"] == 2
     assert len(summary["per_client_accuracy"]) == 4
+    # Per actor: its clients and device; CPU actors carry no GPU share fields.
+    assert summary["actor_devices"] == [{"clients": 2, "device": "cpu", "gpu_ids": []}] * 2
+    # Setup: data + Ray + actors, each timed, before round 0; round 0 on its own.
+    setup = summary["setup_phases"]
+    assert set(setup) == {"data", "ray", "actors"} and min(setup.values()) > 0
+    assert summary["setup_seconds"] == pytest.approx(sum(setup.values()))
+    assert summary["first_round_seconds"] > 0 and "train" in summary["phase_seconds"]
     table = pq.read_table(out / "metrics.parquet").to_pydict()
     assert len(table["round"]) == 8 and set(table["client"]) == {0, 1, 2, 3}
     assert summary["final_accuracy"] == pytest.approx(

@@ -1,0 +1,252 @@
+"""Many clients' local SGD as one vectorised computation (``torch.func.vmap``).
+
+At 10,000 clients a round is ~2 SGD steps per client on a tiny model, and
+their cost is PyTorch's per-call overhead, not arithmetic. When a cohort's
+clients share a model (same module, different flat vectors), their steps are
+one computation: stack the vectors into a C×P matrix, run the model over
+(θ_c, batch_c) with ``vmap`` and take one reverse pass of Σ_c ℓ_c, whose
+gradient is, row by row, each client's own — one call per SGD step of the
+whole cohort instead of one per client. (Not ``vmap(grad_and_value(ℓ))``:
+the same gradients, but its first call imports ``torch._dynamo`` — 2–7 s
+per actor — and cross-entropy under vmap runs a Python decomposition.)
+
+The result equals :func:`~dfml.algorithms.sgd.sgd_epochs` run on each client
+separately, up to float rounding (batched matrix products sum in another
+order, so not bitwise): each client draws its mini-batch order from its own
+seed with the same :func:`~dfml.algorithms.sgd.minibatches`, and its loss is
+the mean over its batch. Clients of different sizes are ragged: every step
+pads each client's batch to ``batch_size`` with masked samples (loss =
+Σ mask·ℓ / Σ mask), and a client with no step s left is frozen (its vector
+is kept as is). :func:`batched_evaluate` likewise equals
+:func:`~dfml.algorithms.sgd.evaluate` per client.
+
+A client's bits do not depend on which clients share its call: the padded
+shapes are fixed (``batch_size`` for a step, :data:`EVAL_WIDTH` for
+evaluation) rather than the largest of the cohort, so each client's slice of
+a batched product and each masked sum is the same computation whoever else
+is in the block. That keeps a client's training a function of (parameters,
+data, seed) — the fault layer's redo of a few clients after a failure, on
+another actor, gives the bits of the failure-free run.
+
+Only models built of :data:`STACKABLE_LAYERS` (the MLPs) are batched;
+callers check :func:`vectorizable`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import vmap
+from torch.nn.utils.rnn import pad_sequence
+
+from dfml.algorithms.sgd import minibatches
+from dfml.models.flat import FlatModel
+
+#: Layers whose vmapped form computes, for each client, exactly what the
+#: client alone would (batched matrix products, elementwise maps). Not
+#: dropout (a vmap draws other random numbers than the per-client loop) and
+#: not convolutions or normalisation: vmapped, a convolution becomes a
+#: grouped one whose sums depend on how many clients share the call (so a
+#: client's bits would depend on its cohort), and a conv model's cost is its
+#: arithmetic, which batching does not cut.
+STACKABLE_LAYERS: tuple[type[nn.Module], ...] = (nn.Sequential, nn.Flatten, nn.Linear, nn.ReLU)
+
+#: Test samples per client per vectorised evaluation call (a fixed width: see above).
+EVAL_WIDTH = 16
+
+#: Bytes one vectorised call may hold in stacked vectors, gradients and
+#: batch data; a larger cohort runs as several blocks (a CNN's 0.86 M
+#: parameters × 5,000 clients would otherwise need 17 GB per copy).
+BLOCK_BYTES = 256 * 2**20
+
+
+def vectorizable(model: FlatModel) -> bool:
+    """Whether ``model`` is built only of :data:`STACKABLE_LAYERS` (exact types)."""
+    return all(type(m) in STACKABLE_LAYERS for m in model.module.modules())
+
+
+def blocks(thetas: torch.Tensor, xs: Sequence[torch.Tensor]) -> list[slice]:
+    """The client ranges of one vectorised call each, under :data:`BLOCK_BYTES`.
+
+    Per client: about four copies of its vector (θ, its gradient, the new θ,
+    autograd's saved views) and its padded samples. At least one client a
+    block.
+    """
+    samples = max([1, *(len(x) for x in xs)])
+    sample_numel = math.prod(xs[0].shape[1:]) if xs else 1
+    per_client = 4 * (4 * thetas.shape[1] + samples * sample_numel)
+    size = max(1, BLOCK_BYTES // per_client)
+    return [slice(start, start + size) for start in range(0, len(thetas), size)]
+
+
+def pad_clients(
+    xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ragged per-client data into [C, n_max, ...] / [C, n_max] (zero padded).
+
+    ``n_max`` is at least 1, so a cohort of clients without samples still
+    has a valid (fully masked) shape. Needs at least one client.
+    """
+    x, y = pad_sequence(list(xs), batch_first=True), pad_sequence(list(ys), batch_first=True)
+    if x.shape[1] == 0:
+        x = x.new_zeros((x.shape[0], 1, *x.shape[2:]))
+        y = y.new_zeros((y.shape[0], 1))
+    return x, y
+
+
+def step_plan(
+    sizes: Sequence[int], batch_size: int, epochs: int, seeds: Sequence[int]
+) -> np.ndarray:
+    """Every client's mini-batch indices, step by step: int64 [C, S, batch_size].
+
+    Client c's steps are exactly those :func:`sgd_epochs` takes with
+    ``default_rng(seeds[c])``: ``epochs`` passes of :func:`minibatches`.
+    Unused slots (a short last batch, steps after the client's last) hold -1;
+    S is the largest number of steps of any client.
+    """
+    per_client = []
+    for n, seed in zip(sizes, seeds, strict=True):
+        rng = np.random.default_rng(seed)
+        per_client.append([idx for _ in range(epochs) for idx in minibatches(n, batch_size, rng)])
+    steps = max((len(b) for b in per_client), default=0)
+    plan = np.full((len(sizes), steps, batch_size), -1, dtype=np.int64)
+    for c, batches in enumerate(per_client):
+        for s, idx in enumerate(batches):
+            plan[c, s, : len(idx)] = idx
+    return plan
+
+
+def _masked_losses(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each client's mean cross-entropy over its unmasked samples (0 if none).
+
+    ``logits`` [C, W, K], ``y`` and ``mask`` [C, W]. Computed outside the
+    vmap on the stacked logits: under vmap, cross-entropy runs a Python
+    decomposition (and imports sympy on first use).
+    """
+    per_sample = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), y.flatten(), reduction="none"
+    ).view_as(mask)
+    return (per_sample * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def batched_sgd_epochs(
+    model: FlatModel,
+    thetas: torch.Tensor,
+    xs: Sequence[torch.Tensor],
+    ys: Sequence[torch.Tensor],
+    *,
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    seeds: Sequence[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sgd_epochs` of C clients at once: θ_c ← θ_c − η ∇ℓ_c(θ_c; batch_c).
+
+    ``thetas``: [C, P], one start vector per client; ``xs``/``ys``: each
+    client's samples (any sizes, also 0); ``seeds``: each client's
+    mini-batch seed. Returns the new vectors [C, P] and each client's mean
+    training loss over its batches [C] (float64; NaN for a client without
+    samples, as :func:`sgd_epochs` returns). One ``vmap`` call per step and
+    block of clients (:func:`blocks`).
+    """
+    out = thetas.detach().clone()
+    losses = torch.empty(len(ys), dtype=torch.float64, device=thetas.device)
+    for b in blocks(thetas, xs):
+        losses[b] = _sgd_block(model, out[b], xs[b], ys[b], lr, epochs, batch_size, seeds[b])
+    return out, losses
+
+
+def _sgd_block(
+    model: FlatModel,
+    theta: torch.Tensor,
+    xs: Sequence[torch.Tensor],
+    ys: Sequence[torch.Tensor],
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    seeds: Sequence[int],
+) -> torch.Tensor:
+    """Train the block ``theta`` [c, P] in place; return its mean losses [c]."""
+    device = theta.device
+    plan = torch.from_numpy(step_plan([len(y) for y in ys], batch_size, epochs, seeds)).to(device)
+    x_all, y_all = pad_clients(xs, ys)
+    rows = torch.arange(len(ys), device=device)[:, None]
+    forward = vmap(model)
+    total = torch.zeros(len(ys), dtype=torch.float64, device=device)
+    count = torch.zeros(len(ys), dtype=torch.float64, device=device)
+    for s in range(plan.shape[1]):
+        idx = plan[:, s]  # [c, batch_size], -1 in the unused slots
+        valid = idx >= 0
+        take = idx.clamp_min(0)
+        with torch.enable_grad():
+            leaf = theta.detach().requires_grad_(True)
+            losses = _masked_losses(
+                forward(leaf, x_all[rows, take]), y_all[rows, take], valid.float()
+            )
+            # Client c's loss depends on row c alone, so the gradient of the
+            # sum is, row by row, each client's own gradient (∂Σ/∂ℓ_c = 1).
+            (grads,) = torch.autograd.grad(losses.sum(), leaf)
+        active = valid.any(1)
+        if not bool(active.all()):
+            # A client with no step s left keeps its vector: a zeroed gradient
+            # (so not even a NaN from its fully masked batch reaches it).
+            grads.masked_fill_(~active[:, None], 0.0)
+        theta.sub_(grads, alpha=lr)
+        total += torch.where(active, losses.detach().double(), 0.0)
+        count += active.double()
+    return torch.where(count > 0, total / count.clamp_min(1.0), math.nan)
+
+
+@torch.no_grad()
+def batched_evaluate(
+    model: FlatModel,
+    thetas: torch.Tensor,
+    xs: Sequence[torch.Tensor],
+    ys: Sequence[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`evaluate` of C clients at once: mean test loss and accuracy, each [C].
+
+    Client c is scored with ``thetas[c]`` on (xs[c], ys[c]); a client
+    without samples gets NaN for both, as :func:`evaluate` returns (float64).
+    """
+    parts = [_evaluate_block(model, thetas[b], xs[b], ys[b]) for b in blocks(thetas, xs)]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _evaluate_block(
+    model: FlatModel, thetas: torch.Tensor, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score the block in chunks of :data:`EVAL_WIDTH` samples per client,
+    summing each client's chunks in order (float64)."""
+    device = thetas.device
+    sizes = torch.tensor([len(y) for y in ys], device=device)
+    x_all, y_all = pad_clients(xs, ys)
+    loss_sum = torch.zeros(len(ys), dtype=torch.float64, device=device)
+    correct = torch.zeros(len(ys), dtype=torch.float64, device=device)
+    forward = vmap(model)
+    for start in range(0, int(sizes.max()), EVAL_WIDTH):
+        sel = (sizes > start).nonzero().flatten()  # the clients with samples left
+        x = x_all[sel, start : start + EVAL_WIDTH]
+        y = y_all[sel, start : start + EVAL_WIDTH]
+        if x.shape[1] < EVAL_WIDTH:  # the last chunk of the largest client: pad to the width
+            x = torch.nn.functional.pad(x, (0, 0) * (x.dim() - 2) + (0, EVAL_WIDTH - x.shape[1]))
+            y = torch.nn.functional.pad(y, (0, EVAL_WIDTH - y.shape[1]))
+        mask = start + torch.arange(EVAL_WIDTH, device=device)[None, :] < sizes[sel, None]
+        logits = forward(thetas[sel], x)  # [c, EVAL_WIDTH, K]
+        loss = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), y.flatten(), reduction="none"
+        ).view_as(mask)
+        loss_sum[sel] += (loss.double() * mask).sum(1)
+        correct[sel] += ((logits.argmax(2) == y) & mask).sum(1).double()
+    n = sizes.double()
+    empty = sizes == 0
+    return (
+        torch.where(empty, math.nan, loss_sum / n.clamp_min(1.0)),
+        torch.where(empty, math.nan, correct / n.clamp_min(1.0)),
+    )
