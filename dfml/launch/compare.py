@@ -274,7 +274,7 @@ def plot_task_accuracy(rows: Sequence[Mapping[str, Any]], path: Path) -> Any:
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.2, 4.0), dpi=120)
+    fig = Figure(figsize=(8.8, 4.0), dpi=120)
     ax = fig.subplots()
     width = 0.8 / len(TASK_BARS)
     x = np.arange(len(rows))
@@ -286,7 +286,7 @@ def plot_task_accuracy(rows: Sequence[Mapping[str, Any]], path: Path) -> Any:
     ax.set_ylabel("task accuracy (mean over tasks; ± std over seeds)")
     ax.set_ylim(0, 1.05)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     fig.tight_layout()
     fig.savefig(path, format="png")
     return fig
