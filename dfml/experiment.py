@@ -23,7 +23,7 @@ from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
 from dfml.algorithms.base import Algorithm, RoundRecord
 from dfml.algorithms.callbacks import Callback
-from dfml.algorithms.clfml.service import TASK_ALGORITHMS, TaskConfig, TaskService
+from dfml.algorithms.clfml.service import TaskConfig, TaskService, check_task_algorithm
 from dfml.algorithms.evaluation import EvalConfig
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.data.partition import ClientSplit, make_partition
@@ -266,11 +266,7 @@ class Experiment:
 
     def tasks(self) -> TaskService:
         """The on-demand task service on the trained system (``submit(labels)``)."""
-        name = getattr(self.algorithm, "name", "?")
-        if name not in TASK_ALGORITHMS:
-            raise ConfigError(
-                f"tasks are served by {', '.join(TASK_ALGORITHMS)}, not algorithm {name}"
-            )
+        check_task_algorithm(getattr(self.algorithm, "name", "?"))
         if self.result is None:
             raise ConfigError("tasks are served on a trained system: call run() first")
         service = next((cb for cb in self.callbacks if isinstance(cb, TaskService)), None)

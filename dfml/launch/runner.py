@@ -19,7 +19,7 @@ from pyarrow import fs as pafs
 from dfml.actors.device import device_summary
 from dfml.algorithms.base import Algorithm
 from dfml.algorithms.callbacks import Callback, ProgressBar
-from dfml.algorithms.clfml.service import TASK_ALGORITHMS, TaskService
+from dfml.algorithms.clfml.service import TaskService, check_task_algorithm
 from dfml.algorithms.evaluation import PersonalizedEvaluation
 from dfml.errors import ConfigError, TrainingDivergedError
 from dfml.experiment import ExperimentConfig, Prepared, prepare, run_experiment
@@ -167,10 +167,7 @@ def execute(
     setup = {"data": time.perf_counter() - t0}
     algorithm.check_setup(prepared.client_labels)
     if cfg.tasks.active:
-        if cfg.run.algorithm not in TASK_ALGORITHMS:
-            raise ConfigError(
-                f"tasks are served by {', '.join(TASK_ALGORITHMS)}, not {cfg.run.algorithm!r}"
-            )
+        check_task_algorithm(cfg.run.algorithm)
         TaskService(cfg.tasks, 1, cfg.run.seed, prepared.client_labels, cfg.algorithm)  # validates
     if prepared.schedule and not algorithm.elastic:
         raise ConfigError(

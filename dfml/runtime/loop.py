@@ -301,9 +301,9 @@ class Runtime:
     # ----- the loop ---------------------------------------------------------
     def _cross_node_bytes(self, step: Step) -> int:
         """Bytes of the client vectors ``step`` makes clients fetch from another node."""
+        if len(set(self.federation.slot_nodes().values())) < 2:
+            return 0  # one node: skip the per-client work on every step
         nodes = self.federation.client_nodes()
-        if len(set(nodes.values())) < 2:
-            return 0
         sender = {ref: cid for cid, ref in self.state.refs.items()}
         fetches = [
             (cid, sender[ref])

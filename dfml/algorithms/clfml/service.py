@@ -80,6 +80,12 @@ TASK_SALT = 0x7A5C
 FINETUNE_MIXING = ("cluster", "engaged")
 
 
+def check_task_algorithm(name: str) -> None:
+    """One ConfigError line unless algorithm ``name`` serves tasks."""
+    if name not in TASK_ALGORITHMS:
+        raise ConfigError(f"tasks are served by {', '.join(TASK_ALGORITHMS)}, not {name!r}")
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     """On-demand tasks served after training (CL-FML and its baselines).
