@@ -18,7 +18,11 @@ evaluation dfml does every round.
 
 ``--vectorize true,false`` runs dfml once per setting (``RunConfig.vectorize``:
 a cohort's local SGD as one ``torch.func.vmap`` computation, or client by
-client); the floor is measured once per (algorithm, N).
+client), ``--pack-params always,never`` once per packing setting
+(``ResourceConfig.pack_params``: an actor publishes its clients' vectors as
+one object, or one object per client); the floor is measured once per
+(algorithm, N), and not at all with ``--floor false`` (at N = 100,000 the
+single-thread loop would take minutes a round).
 
 Reported: median seconds per round after round 0 for both, their ratio,
 dfml's round 0 (lazy imports, warm-up), the driver's peak RSS while dfml
@@ -27,7 +31,8 @@ arrays do not count), and the machine's peak memory use (largest drop of
 MemAvailable, every process plus the object store).
 
     .venv/bin/python benchmarks/workload_w.py [--clients 20,100,1000,10000] [--rounds 4]
-        [--algorithms dfedavg,fedavg] [--vectorize true,false] [--profile]
+        [--algorithms dfedavg,fedavg] [--vectorize true,false]
+        [--pack-params auto,always,never] [--floor true|false] [--profile]
 """
 
 from __future__ import annotations
@@ -62,7 +67,9 @@ from dfml.topology.config import TopologyConfig
 from dfml.topology.mixing import mixing_matrix
 
 
-def workload(algorithm: str, clients: int, rounds: int, vectorize: bool = True) -> ExperimentConfig:
+def workload(
+    algorithm: str, clients: int, rounds: int, vectorize: bool = True, pack: str = "auto"
+) -> ExperimentConfig:
     if clients < 1000:
         data = DataConfig(dataset="digits")
         partition = PartitionConfig(
@@ -90,7 +97,7 @@ def workload(algorithm: str, clients: int, rounds: int, vectorize: bool = True) 
         partition=partition,
         model=ModelConfig(model="mlp"),
         topology=TopologyConfig(topology="ring", mixing="data-size"),
-        resources=ResourceConfig(num_cpus_per_actor=1.0),
+        resources=ResourceConfig(num_cpus_per_actor=1.0, pack_params=pack),
         algorithm=algo_cfg,
     )
 
@@ -228,15 +235,28 @@ def main() -> None:
         default="true",
         help="dfml's --vectorize settings to run: true, false or both",
     )
+    parser.add_argument(
+        "--pack-params",
+        default="auto",
+        help="dfml's --pack-params settings to run: auto, always, never, or a comma list",
+    )
+    parser.add_argument(
+        "--floor", default="true", help="also time the plain-loop floor (true|false)"
+    )
     args = parser.parse_args()
-    settings = [{"true": True, "false": False}[v.strip()] for v in args.vectorize.split(",")]
+    flag = {"true": True, "false": False}
+    settings = [
+        (flag[v.strip()], p.strip())
+        for v in args.vectorize.split(",")
+        for p in args.pack_params.split(",")
+    ]
     torch.set_num_threads(1)
     rows = []
     for name in args.algorithms.split(","):
         for n in [int(c) for c in args.clients.split(",")]:
             floor = None
-            for vectorize in settings:
-                cfg = workload(name, n, args.rounds, vectorize)
+            for vectorize, pack in settings:
+                cfg = workload(name, n, args.rounds, vectorize, pack)
                 prepared = prepare(cfg)
                 with PeakMemory() as mem, PeakRSS() as driver:
                     ray.init(
@@ -248,39 +268,40 @@ def main() -> None:
                         ray.shutdown()
                 rss = driver.peak / 1e9
                 ours = median_after_first(times)
-                if floor is None:
+                if floor is None and flag[args.floor]:
                     floor = median_after_first(plain_loop(cfg, prepared, args.rounds))
                 rows.append(
                     (
                         name,
                         n,
                         vectorize,
+                        pack,
                         actors,
                         ours,
                         times[0],
                         floor,
-                        ours / floor,
+                        ours / floor if floor else float("nan"),
                         rss,
                         mem.peak_gb,
                     )
                 )
                 print(
-                    f"{name} N={n} vectorize={vectorize}: dfml {ours:.3f}s "
-                    f"(round 0 {times[0]:.3f}s) floor {floor:.3f}s",
+                    f"{name} N={n} vectorize={vectorize} pack={pack}: dfml {ours:.3f}s "
+                    f"(round 0 {times[0]:.3f}s) floor {floor or float('nan'):.3f}s",
                     flush=True,
                 )
                 if prof:
                     print(prof, flush=True)
     print(f"\n{os.cpu_count()} CPUs, {args.rounds} rounds, median s/round after round 0\n")
     print(
-        "| algorithm | N | vectorize | actors | dfml s/round | dfml round 0 s "
+        "| algorithm | N | vectorize | pack | actors | dfml s/round | dfml round 0 s "
         "| plain loop s/round | ratio | driver peak RSS GB | peak memory GB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, n, vec, actors, ours, first, floor, ratio, rss, gb in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, n, vec, pack, actors, ours, first, floor, ratio, rss, gb in rows:
         print(
-            f"| {name} | {n} | {str(vec).lower()} | {actors} | {ours:.3f} | {first:.3f} "
-            f"| {floor:.3f} | {ratio:.2f}× | {rss:.2f} | {gb:.2f} |"
+            f"| {name} | {n} | {str(vec).lower()} | {pack} | {actors} | {ours:.3f} | {first:.3f} "
+            f"| {floor or float('nan'):.3f} | {ratio:.2f}× | {rss:.2f} | {gb:.2f} |"
         )
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 
@@ -26,10 +27,11 @@ from dfml.actors.device import (
     release_cached,
 )
 from dfml.actors.state import ClientContext, ClientData, ClientState
+from dfml.channels import Row, fetch
 from dfml.data.config import DataConfig
 from dfml.data.partition import ClientSplit
 from dfml.models.zoo import ModelConfig, build_model
-from dfml.steps import Entry, StepResult
+from dfml.steps import PARAMS, Entry, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,9 @@ class CohortSpec:
         gpu_share: the GPU fraction Ray reserved for the actor
             (``--num-gpus-per-actor``); on CUDA, a fraction below 1 caps the
             actor's GPU memory at that share of the device.
+        pack_params: publish the parameter vectors of the clients of one
+            step as one packed object (:mod:`dfml.channels`) instead of one
+            object per client.
     """
 
     data: DataConfig
@@ -55,6 +60,7 @@ class CohortSpec:
     seed: int
     num_threads: int = 1
     gpu_share: float = 0.0
+    pack_params: bool = False
 
 
 class RayStore:
@@ -170,13 +176,13 @@ class ClientActor:
         """
         self._build(self._dataset(), splits)
         wanted = [ref for cid in sorted(starts) for ref in starts[cid].neighbors]
-        fetched = iter(self.store.get(wanted) if wanted else [])
+        fetched = iter(fetch(self.store.get, wanted) if wanted else [])
         for cid in sorted(starts):
             msg = starts[cid]
             vectors = [next(fetched) for _ in msg.neighbors]
             state = self.states[cid]
             self.states[cid] = state.evolve(params=self.algorithm.mix(state, vectors, msg))
-        return {cid: self._result(cid, {}) for cid in sorted(splits)}
+        return self._results(splits)
 
     def remove_clients(self, client_ids: list[int]) -> list[int]:
         """Drop departed clients' states and data."""
@@ -186,17 +192,41 @@ class ClientActor:
         return sorted(self.states)
 
     # ----- steps --------------------------------------------------------
-    def _result(self, cid: int, metrics: Mapping[str, float], publish: bool = True) -> Any:
-
+    def _results(
+        self,
+        client_ids: Iterable[int],
+        metrics: Mapping[int, Mapping[str, float]] | None = None,
+        publish: bool = True,
+    ) -> dict[int, StepResult]:
+        """Each client's :class:`StepResult`: its metrics (none by default)
+        and, if ``publish``, its channels put in the store — the parameter
+        vectors of all of them as one packed object when the spec says so (a
+        :class:`~dfml.channels.Row` each)."""
+        order = sorted(client_ids)
+        metrics = metrics or {}
         if not publish:
-            return StepResult({}, dict(metrics))
-        channels = self.algorithm.publish(self.contexts[cid], self.states[cid])
-        refs = {name: self.store.put(value) for name, value in channels.items()}
-        return StepResult(refs, dict(metrics), int(channels["params"].nbytes))
+            return {cid: StepResult({}, dict(metrics.get(cid, {}))) for cid in order}
+        channels = {
+            cid: self.algorithm.publish(self.contexts[cid], self.states[cid]) for cid in order
+        }
+        rows: dict[int, Any] = {}
+        if self.spec.pack_params and self.store is RayStore and len(order) > 1:
+            packed = self.store.put(np.stack([channels[cid][PARAMS] for cid in order]))
+            rows = {cid: Row(packed, i) for i, cid in enumerate(order)}
+        out = {}
+        for cid in order:
+            refs = {
+                name: rows[cid] if name == PARAMS and rows else self.store.put(value)
+                for name, value in channels[cid].items()
+            }
+            out[cid] = StepResult(
+                refs, dict(metrics.get(cid, {})), int(channels[cid][PARAMS].nbytes)
+            )
+        return out
 
     def publish_all(self) -> dict[int, Any]:
         """Every hosted client's :class:`StepResult` with freshly published channels."""
-        return {cid: self._result(cid, {}) for cid in sorted(self.states)}
+        return self._results(self.states)
 
     def step(
         self, entry: Entry, messages: Mapping[int, Any], publish: bool = True
@@ -219,9 +249,9 @@ class ClientActor:
         fn = self.algorithm.entry_point(entry)
         order = sorted(messages)
         wanted = [ref for cid in order for ref in messages[cid].neighbors]
-        fetched = iter(self.store.get(wanted) if wanted else [])
+        fetched = iter(fetch(self.store.get, wanted) if wanted else [])
         neighbors = {cid: [next(fetched) for _ in messages[cid].neighbors] for cid in order}
-        out = {}
+        metrics_of = {}
         try:
             done = self._step_batched(entry, order, messages, neighbors)
             for cid in order:
@@ -237,10 +267,10 @@ class ClientActor:
                         oom = out_of_memory_message(err, cid, self.spec.gpu_share, self.device)
                         raise ClientStepError(cid, entry.value, msg.round, oom or err) from err
                 self.states[cid] = state
-                out[cid] = self._result(cid, metrics, publish)
+                metrics_of[cid] = metrics
+            return self._results(order, metrics_of, publish)
         finally:
             release_cached(self.device)
-        return out
 
     def _step_batched(
         self,
@@ -289,7 +319,7 @@ class ClientActor:
         """Load checkpointed states (resume) and publish them."""
         for state in states.values():
             self.set_state(state)
-        return {cid: self._result(cid, {}) for cid in sorted(states)}
+        return self._results(states)
 
     def info(self) -> dict[str, Any]:
         """Where this actor runs and what it hosts; on CUDA, its GPU share, limit and peak memory."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from dfml.channels import PACK_MODES
 from dfml.errors import ConfigError
 
 #: How actors are laid over the nodes (see :mod:`dfml.actors.placement`).
@@ -31,6 +32,13 @@ class ResourceConfig:
         scale_timeout: seconds to wait for the autoscaler when joining clients
             need more actors than the cluster has room for (or a run starts on
             a cluster with no CPUs yet); then the run fails with one line.
+        pack_params: how an actor publishes its clients' parameter vectors
+            after a step: ``always`` as one packed object per actor (one
+            ``ray.put`` instead of one per client; a neighbour reads its row
+            from shared memory), ``never`` as one object per client, ``auto``
+            packed when the cluster has one node with CPUs when the run
+            starts (across nodes a reader would pull a whole cohort's object
+            to read one row; nodes that join later do not change it).
     """
 
     clients_per_actor: int | None = None
@@ -39,6 +47,7 @@ class ResourceConfig:
     max_actors: int | None = None
     placement: str = "default"
     scale_timeout: float = 600.0
+    pack_params: str = "auto"
 
     def __post_init__(self) -> None:
         if self.clients_per_actor is not None and self.clients_per_actor < 1:
@@ -56,6 +65,10 @@ class ResourceConfig:
         if self.placement not in PLACEMENTS:
             raise ConfigError(
                 f"placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}"
+            )
+        if self.pack_params not in PACK_MODES:
+            raise ConfigError(
+                f"pack_params must be one of {', '.join(PACK_MODES)}, got {self.pack_params!r}"
             )
         if not (math.isfinite(self.scale_timeout) and self.scale_timeout > 0):
             raise ConfigError(

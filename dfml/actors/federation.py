@@ -76,6 +76,7 @@ class Federation:
         self.roster: Roster | None = None
         self.placement = Placement(resources)
         self._nodes: dict[int, str] = {}
+        self.pack_params = resources.pack_params == "always"
 
     # ----- roster views -------------------------------------------------
     @property
@@ -175,6 +176,7 @@ class Federation:
             seed=self.seed,
             num_threads=max(1, int(self.resources.num_cpus_per_actor)),
             gpu_share=self.resources.num_gpus_per_actor,
+            pack_params=self.pack_params,
         )
 
     def make_actor(
@@ -196,6 +198,9 @@ class Federation:
         """Fix the roster: the given one (resume) or contiguous cohorts of the initial ids."""
         cpus, gpus = self._check_resources()
         self.roster = roster or Roster.plan(self.initial, self.resources, cpus, gpus)
+        if self.resources.pack_params == "auto":
+            hosts = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+            self.pack_params = len(hosts) == 1
 
     def _wait_placed(self, pending: list[Any]) -> list[Any]:
         _, not_ready = ray.wait(pending, num_returns=len(pending), timeout=self.start_timeout_s)

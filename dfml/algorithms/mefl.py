@@ -50,6 +50,7 @@ from dfml.algorithms.base import Message, Metrics, RunEnv
 from dfml.algorithms.fedmeta import FedMetaSGD
 from dfml.algorithms.fml import MetaConfig
 from dfml.algorithms.meta.eoa import EOAParams, EOAState, eoa_step
+from dfml.channels import fetch
 from dfml.errors import ConfigError
 from dfml.steps import DriverState, Phase, Step, StepResult
 
@@ -92,9 +93,11 @@ class MEFLConfig(MetaConfig):
 
 @ray.remote(num_cpus=0, num_returns=3)
 def eoa_server_step(
-    state: EOAState, params: EOAParams, ids: Sequence[int], reference: np.ndarray, *vectors
+    state: EOAState, params: EOAParams, ids: Sequence[int], handles: Sequence[Any]
 ) -> tuple[np.ndarray, EOAState, np.ndarray]:
-    """The EOA server step as a Ray task: (new global x, next EOA state, weights)."""
+    """The EOA server step as a Ray task: (new global x, next EOA state, weights);
+    ``handles``: the reference x then the clients' published vectors."""
+    reference, *vectors = fetch(ray.get, handles)
     out = eoa_step(reference, vectors, ids, state, params)
     return out.aggregate, out.state, out.weights
 
@@ -142,7 +145,7 @@ class MEFL(FedMetaSGD):
             state.server["eoa"], state.server["eoa_weights"] = out.state, out.weights
             return out.aggregate
         new_global, state.server["eoa"], state.server["eoa_weights"] = eoa_server_step.remote(
-            eoa, self.config.eoa(), ids, state.global_ref, *vectors
+            eoa, self.config.eoa(), ids, [state.global_ref, *vectors]
         )
         state.server["eoa_ids"] = ids
         return new_global

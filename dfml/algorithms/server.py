@@ -47,6 +47,7 @@ from dfml.algorithms.base import (
     RunEnv,
     scores,
 )
+from dfml.channels import fetch
 from dfml.errors import ConfigError
 from dfml.models.flat import FlatModel
 from dfml.steps import DriverState, Entry, Phase, Step, StepResult
@@ -77,9 +78,10 @@ class FederatedSGDConfig(LocalSGDConfig):
 
 
 @ray.remote(num_cpus=0)
-def server_average(weights: Sequence[float], *vectors: np.ndarray) -> np.ndarray:
-    """The server step as a Ray task (num_cpus=0: actors may hold every CPU)."""
-    return weighted_average(vectors, weights)
+def server_average(weights: Sequence[float], handles: Sequence[Any]) -> np.ndarray:
+    """The server step as a Ray task (num_cpus=0: actors may hold every CPU);
+    it reads the clients' published vectors itself (each packed object once)."""
+    return weighted_average(fetch(ray.get, handles), weights)
 
 
 def average(weights: Sequence[float], vectors: Sequence[Any]) -> Any:
@@ -87,7 +89,7 @@ def average(weights: Sequence[float], vectors: Sequence[Any]) -> Any:
     (the single-process federation passes arrays instead of refs)."""
     if all(isinstance(v, np.ndarray) for v in vectors):
         return weighted_average(vectors, weights)
-    return server_average.remote(weights, *vectors)
+    return server_average.remote(weights, list(vectors))
 
 
 def relaxed_weights(

@@ -31,6 +31,7 @@ from ray.exceptions import RayError
 
 from dfml.actors.client_actor import ClientActor, CohortSpec
 from dfml.actors.state import ClientContext, ClientData
+from dfml.channels import get_value
 from dfml.data.partition import ClientSplit
 from dfml.fault.dispatcher import ReplicaRecord
 from dfml.fault.durable import read_replica, write_replica
@@ -278,7 +279,7 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
                 row.update(self._reinitialise(cid, plan, row["failures"]))
             row["seconds"] = time.perf_counter() - t0
             report[cid] = row
-        results = {cid: self._result(cid, {}) for cid in plans}
+        results = self._results(plans)
         return {
             "clients": report,
             "fetch_seconds": t_fetched - t_start,
@@ -296,7 +297,7 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
         if not plan.from_scratch:
             for neighbor, (ref,) in plan.neighbors:
                 try:
-                    vector = ray.get(ref, timeout=plan.fetch_timeout)
+                    vector = get_value(ref, timeout=plan.fetch_timeout)
                 except RayError as err:
                     failures.append(("neighbor", str(neighbor), f"{type(err).__name__}: {err}"))
                     continue

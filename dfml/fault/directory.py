@@ -21,6 +21,7 @@ from typing import Any
 from ray import ObjectRef
 
 from dfml.algorithms.base import Message
+from dfml.channels import is_handle
 
 #: A client's published vector: its ref and the digest of its bytes.
 Published = tuple[ObjectRef, str]
@@ -31,7 +32,7 @@ def refs_in(msg: Any) -> set[ObjectRef]:
     if not isinstance(msg, Message):
         return set()
     values = [*msg.neighbors, *msg.extra.values()]
-    return {v for v in values if isinstance(v, ObjectRef)}
+    return {v for v in values if is_handle(v)}
 
 
 def changed_refs(before: Mapping[int, Published], restored: Mapping[int, str]) -> set[ObjectRef]:
@@ -98,7 +99,7 @@ class RefDirectory:
             return msg
 
         def swap(v: Any) -> Any:
-            return renamed[v][1] if isinstance(v, ObjectRef) and v in renamed else v
+            return renamed[v][1] if is_handle(v) and v in renamed else v
 
         return dataclasses.replace(
             msg,

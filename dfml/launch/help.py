@@ -27,6 +27,7 @@ from typing import Any
 from dfml.actors.config import PLACEMENTS, ResourceConfig
 from dfml.algorithms.fml import MetaConfig
 from dfml.algorithms.server import AGGREGATIONS, FederatedSGDConfig
+from dfml.channels import PACK_MODES
 from dfml.data.config import PARTITIONS, DataConfig, PartitionConfig
 from dfml.data.registry import DATASETS
 from dfml.experiment import RunConfig
@@ -46,6 +47,7 @@ CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (TopologyConfig, "mixing"): MIXINGS,
     (FaultConfig, "chaos_mode"): CHAOS_MODES,
     (ResourceConfig, "placement"): PLACEMENTS,
+    (ResourceConfig, "pack_params"): PACK_MODES,
     (FederatedSGDConfig, "aggregation"): AGGREGATIONS,
     (MetaConfig, "aggregation"): AGGREGATIONS,
 }

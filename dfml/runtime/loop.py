@@ -40,6 +40,7 @@ from ray.exceptions import RayTaskError
 from dfml.actors.client_actor import ClientStepError
 from dfml.actors.placement import cross_node_bytes
 from dfml.algorithms.base import Algorithm, Message, RoundRecord, RunEnv, check_finite
+from dfml.channels import get_value, is_handle
 from dfml.errors import ConfigError
 from dfml.runtime.checkpoint import Checkpoint, Checkpointer
 from dfml.runtime.membership import Change, sample_clients
@@ -92,8 +93,8 @@ def _unscored(step: Step) -> Step:
 
 def _materialize(value: Any) -> Any:
     """``value`` with every object ref replaced by the object (for a checkpoint)."""
-    if isinstance(value, ray.ObjectRef):
-        return ray.get(value)
+    if is_handle(value):
+        return get_value(value)
     if isinstance(value, dict):
         return {k: _materialize(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

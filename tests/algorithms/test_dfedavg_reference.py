@@ -12,6 +12,7 @@ import copy
 
 import numpy as np
 import pytest
+import ray
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
@@ -20,6 +21,7 @@ from dfml.actors.inprocess import InProcessFederation
 from dfml.algorithms.base import LocalSGDConfig
 from dfml.algorithms.callbacks import Callback
 from dfml.algorithms.dfedavg import DFedAvg
+from dfml.channels import Row
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.data.registry import load_dataset
 from dfml.experiment import ExperimentConfig, RunConfig, prepare, run_experiment
@@ -34,6 +36,8 @@ class CaptureStates(Callback):
 
     def on_run_end(self, history):
         self.states = self.federation.get_states()
+        if getattr(self.federation, "actors", None):  # how the first Ray actor publishes
+            self.published = ray.get(self.federation.actors[0].publish_all.remote())
 
 
 def reference_dfedavg(cfg: ExperimentConfig, prepared) -> tuple[np.ndarray, list[float]]:
@@ -80,15 +84,17 @@ def reference_dfedavg(cfg: ExperimentConfig, prepared) -> tuple[np.ndarray, list
     return np.stack([parameters_to_vector(m.parameters()).detach().numpy() for m in modules]), accs
 
 
-@pytest.mark.parametrize("clients_per_actor", [1, 3])
-def test_ray_dfedavg_equals_single_process_reference(ray_session, clients_per_actor):
+@pytest.mark.parametrize("clients_per_actor, pack", [(1, "auto"), (3, "always"), (3, "never")])
+def test_ray_dfedavg_equals_single_process_reference(ray_session, clients_per_actor, pack):
     cfg = ExperimentConfig(
         run=RunConfig(algorithm="dfedavg", clients=5, rounds=3, seed=7),
         data=DataConfig(dataset="digits"),
         partition=PartitionConfig(partition="dirichlet", alpha=0.5),
         model=ModelConfig(model="mlp", hidden=16),
         topology=TopologyConfig(topology="ring", mixing="data-size"),
-        resources=ResourceConfig(clients_per_actor=clients_per_actor, num_cpus_per_actor=0.5),
+        resources=ResourceConfig(
+            clients_per_actor=clients_per_actor, num_cpus_per_actor=0.5, pack_params=pack
+        ),
         algorithm=LocalSGDConfig(local_epochs=2, lr=0.1, batch_size=16),
     )
     prepared = prepare(cfg)
@@ -101,6 +107,10 @@ def test_ray_dfedavg_equals_single_process_reference(ray_session, clients_per_ac
     last = result.history[-1].metrics
     np.testing.assert_allclose([last[i]["accuracy"] for i in range(5)], expected_acc, atol=1e-9)
     assert all(s.round == cfg.run.rounds for s in capture.states.values())
+    # Packed: the first actor's clients publish rows of one object (a cohort of one never packs).
+    packed = [isinstance(r.ref, Row) for r in capture.published.values()]
+    assert packed == [pack == "always"] * len(packed)
+    assert len({r.ref.ref for r in capture.published.values()} if pack == "always" else ()) <= 1
     # Bytes: every client fetches each ring neighbour's vector once per round.
     per_round = 2 * cfg.run.clients * prepared.param_count * 4
     assert [h.bytes_sent for h in result.history] == [per_round] * cfg.run.rounds

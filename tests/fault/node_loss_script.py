@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -53,19 +54,26 @@ class NaiveClient:
         return ray.get_runtime_context().get_node_id()
 
 
-def naive_client_near(node: str, allowed: set[str]):
-    """A NaiveClient with soft affinity to ``node`` (so Ray may restart it
-    elsewhere); Ray sometimes places it on another node: any in ``allowed``
-    will do. Returns (actor, its node)."""
-    for _ in range(10):
+def naive_client_near(nodes: set[str]):
+    """A NaiveClient with soft affinity to one of ``nodes`` (soft, so Ray may
+    restart it elsewhere). Ray's view of a node can lag, and a soft affinity
+    then lands elsewhere: try every node in turn, pausing between tries.
+    Returns (actor, its node)."""
+    landed = []
+    for attempt in range(20):
+        target = sorted(nodes)[attempt % len(nodes)]
         naive = NaiveClient.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)
+            scheduling_strategy=NodeAffinitySchedulingStrategy(target, soft=True)
         ).remote()
         placed = ray.get(naive.node.remote())
-        if placed in allowed:
+        if placed in nodes:
             return naive, placed
+        landed.append(placed)
         ray.kill(naive, no_restart=True)
-    raise RuntimeError(f"could not place the naive client on any of {sorted(allowed)}")
+        time.sleep(0.5)
+    raise RuntimeError(
+        f"could not place the naive client on any of {sorted(nodes)}; landed on {landed}"
+    )
 
 
 def client_nodes(fed) -> dict[int, str]:
@@ -98,7 +106,7 @@ def main(out: Path) -> dict:
             def remove_node(fed) -> None:
                 seen["before"] = client_nodes(fed)
                 workers_with_clients = set(seen["before"].values()) - {head}
-                naive, victim = naive_client_near(seen["before"][0], workers_with_clients)
+                naive, victim = naive_client_near(workers_with_clients)
                 ray.get(naive.train.remote())
                 seen["naive"] = (naive, naive.get_params.remote())
                 ray.wait([seen["naive"][1]], fetch_local=False)

@@ -1,0 +1,35 @@
+"""Published-channel handles: a plain object ref or one row of a packed object."""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+
+from dfml.channels import Row, fetch, get_value, is_handle
+
+
+def test_fetch_reads_each_packed_object_once_and_slices_rows():
+    packed = np.arange(12.0).reshape(3, 4)
+    single = np.full(4, -1.0)
+    calls = []
+
+    def get(refs):
+        calls.append(list(refs))
+        return list(refs)  # in-process "refs" are the arrays
+
+    got = fetch(get, [Row(packed, 2), single, Row(packed, 0), Row(packed, 2)])
+    assert len(calls) == 1 and len(calls[0]) == 2  # the packed array once, the single once
+    np.testing.assert_array_equal(got[0], [8, 9, 10, 11])
+    np.testing.assert_array_equal(got[1], single)
+    np.testing.assert_array_equal(got[2], [0, 1, 2, 3])
+    np.testing.assert_array_equal(got[3], got[0])
+    assert fetch(get, []) == []
+
+
+def test_handles_through_the_object_store(ray_session):
+    packed = ray.put(np.arange(6, dtype=np.float32).reshape(2, 3))
+    plain = ray.put(np.ones(3, dtype=np.float32))
+    assert is_handle(packed) and is_handle(Row(packed, 1)) and not is_handle(np.ones(3))
+    assert Row(packed, 1) == Row(packed, 1) and len({Row(packed, 1), Row(packed, 1)}) == 1
+    np.testing.assert_array_equal(get_value(Row(packed, 1)), [3, 4, 5])
+    np.testing.assert_array_equal(get_value(plain), [1, 1, 1])
