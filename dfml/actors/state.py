@@ -55,7 +55,12 @@ class ClientState:
 
 @dataclass(frozen=True)
 class ClientData:
-    """A client's local tensors on its device: D^M, D^Q and the test set."""
+    """A client's local tensors on its device: D^M, D^Q and the test set.
+
+    The training data D^M ∪ D^Q (``x_train``, ``y_train``) is one tensor and
+    D^M, D^Q are views of its two parts: every local epoch reads it, and
+    concatenating per step cost 0.4 s a round at 5,000 clients per actor.
+    """
 
     x_meta: torch.Tensor
     y_meta: torch.Tensor
@@ -63,14 +68,19 @@ class ClientData:
     y_query: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_train: torch.Tensor = field(init=False, repr=False)
+    y_train: torch.Tensor = field(init=False, repr=False)
 
-    @property
-    def x_train(self) -> torch.Tensor:
-        return torch.cat([self.x_meta, self.x_query])
-
-    @property
-    def y_train(self) -> torch.Tensor:
-        return torch.cat([self.y_meta, self.y_query])
+    def __post_init__(self) -> None:
+        m = len(self.y_meta)
+        for part, meta, query in (
+            ("x", self.x_meta, self.x_query),
+            ("y", self.y_meta, self.y_query),
+        ):
+            train = torch.cat([meta, query])
+            object.__setattr__(self, f"{part}_train", train)
+            object.__setattr__(self, f"{part}_meta", train[:m])
+            object.__setattr__(self, f"{part}_query", train[m:])
 
     @property
     def num_train(self) -> int:
