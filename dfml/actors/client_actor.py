@@ -35,6 +35,18 @@ from dfml.steps import PARAMS, Entry, StepResult
 
 log = logging.getLogger(__name__)
 
+#: Clients per vectorised call and per packed object. It bounds an actor's
+#: step temporaries (the stacked, mixed and updated vectors, the stacked
+#: copy it publishes) at this many vectors each, whatever the cohort size:
+#: at N = 100,000 on two actors (50,000 clients each) whole-cohort copies
+#: took ~10 GB per actor.
+CHUNK = 4096
+
+
+def chunks(ids: list[int], size: int) -> list[list[int]]:
+    """``ids`` cut into consecutive runs of at most ``size``."""
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
 
 @dataclass(frozen=True)
 class CohortSpec:
@@ -200,8 +212,8 @@ class ClientActor:
     ) -> dict[int, StepResult]:
         """Each client's :class:`StepResult`: its metrics (none by default)
         and, if ``publish``, its channels put in the store — the parameter
-        vectors of all of them as one packed object when the spec says so (a
-        :class:`~dfml.channels.Row` each)."""
+        vectors of each :data:`CHUNK` of them as one packed object when the
+        spec says so (a :class:`~dfml.channels.Row` each)."""
         order = sorted(client_ids)
         metrics = metrics or {}
         if not publish:
@@ -211,8 +223,9 @@ class ClientActor:
         }
         rows: dict[int, Any] = {}
         if self.spec.pack_params and self.store is RayStore and len(order) > 1:
-            packed = self.store.put(np.stack([channels[cid][PARAMS] for cid in order]))
-            rows = {cid: Row(packed, i) for i, cid in enumerate(order)}
+            for part in chunks(order, CHUNK):
+                packed = self.store.put(np.stack([channels[cid][PARAMS] for cid in part]))
+                rows.update({cid: Row(packed, i) for i, cid in enumerate(part)})
         out = {}
         for cid in order:
             refs = {
@@ -237,7 +250,8 @@ class ClientActor:
         round trip per actor and step instead of one per client. Where the
         algorithm offers a batched form of ``entry``
         (:meth:`~dfml.algorithms.base.Algorithm.batched_entry`, ``--vectorize``),
-        the cohort runs as one vectorised computation — also a cohort of one,
+        the cohort runs as one vectorised computation per :data:`CHUNK` of
+        clients — also a cohort of one,
         so a client's bits never depend on how many share its actor (a redo
         after a failure may run fewer); if that raises, the clients run one
         by one, so an error names its client. An error in a client's code is re-raised as
@@ -251,24 +265,27 @@ class ClientActor:
         wanted = [ref for cid in order for ref in messages[cid].neighbors]
         fetched = iter(fetch(self.store.get, wanted) if wanted else [])
         neighbors = {cid: [next(fetched) for _ in messages[cid].neighbors] for cid in order}
-        metrics_of = {}
+        out: dict[int, Any] = {}
         try:
-            done = self._step_batched(entry, order, messages, neighbors)
-            for cid in order:
-                msg = messages[cid]
-                if cid in done:
-                    state, metrics = done[cid]
-                else:
-                    try:
-                        state, metrics = fn(
-                            self.contexts[cid], self.states[cid], neighbors[cid], msg
-                        )
-                    except Exception as err:
-                        oom = out_of_memory_message(err, cid, self.spec.gpu_share, self.device)
-                        raise ClientStepError(cid, entry.value, msg.round, oom or err) from err
-                self.states[cid] = state
-                metrics_of[cid] = metrics
-            return self._results(order, metrics_of, publish)
+            for part in chunks(order, CHUNK):
+                done = self._step_batched(entry, part, messages, neighbors)
+                metrics_of = {}
+                for cid in part:
+                    msg = messages[cid]
+                    if cid in done:
+                        state, metrics = done[cid]
+                    else:
+                        try:
+                            state, metrics = fn(
+                                self.contexts[cid], self.states[cid], neighbors[cid], msg
+                            )
+                        except Exception as err:
+                            oom = out_of_memory_message(err, cid, self.spec.gpu_share, self.device)
+                            raise ClientStepError(cid, entry.value, msg.round, oom or err) from err
+                    self.states[cid] = state
+                    metrics_of[cid] = metrics
+                out.update(self._results(part, metrics_of, publish))
+            return out
         finally:
             release_cached(self.device)
 

@@ -9,12 +9,14 @@ a wrong mini-batch order or an unfrozen client would change.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from fault_helpers import metrics, run
 
+from dfml.actors import client_actor
 from dfml.actors.client_actor import ClientActor, ClientStepError, CohortSpec, LocalStore
 from dfml.algorithms import batched
 from dfml.algorithms.base import Algorithm, LocalSGDConfig, Message
@@ -25,6 +27,7 @@ from dfml.algorithms.fedavg import FedAvg
 from dfml.algorithms.fedavg_ft import FedAvgFT, FedAvgFTConfig
 from dfml.algorithms.fedprox import FedProx, FedProxConfig
 from dfml.algorithms.sgd import evaluate, sgd_epochs
+from dfml.channels import get_value
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.data.partition import make_splits
 from dfml.data.registry import load_dataset
@@ -221,6 +224,34 @@ def test_an_actor_steps_its_cohort_batched_and_equal_to_one_by_one(monkeypatch):
     for c in range(4):
         torch.testing.assert_close(on.states[c].params, off.states[c].params, rtol=TOL, atol=TOL)
         assert on.states[c].round == off.states[c].round == 3
+
+
+def test_a_cohort_runs_and_publishes_in_chunks_with_the_same_bits(monkeypatch, ray_session):
+    """CHUNK bounds an actor's temporaries: clients 0-2 and 3 run (and are
+    packed) apart, and every client's bits are those of one whole-cohort call."""
+    cfg = LocalSGDConfig(local_epochs=2, lr=0.3, batch_size=8)
+    whole = ClientActor(cohort(), DFedAvg(cfg), store=LocalStore)
+    want = [ring_round(whole, r) for r in range(2)][-1]
+    monkeypatch.setattr(client_actor, "CHUNK", 3)
+    calls = []
+    real = Algorithm.batched_client_step
+    monkeypatch.setattr(
+        Algorithm,
+        "batched_client_step",
+        lambda self, ctxs, *rest: calls.append(len(ctxs)) or real(self, ctxs, *rest),
+    )
+    chunked = ClientActor(cohort(), DFedAvg(cfg), store=LocalStore)
+    got = [ring_round(chunked, r) for r in range(2)][-1]
+    assert calls == [3, 1, 3, 1]
+    assert {c: r.metrics for c, r in got.items()} == {c: r.metrics for c, r in want.items()}
+    for c in range(4):
+        assert torch.equal(chunked.states[c].params, whole.states[c].params)
+    packed = ClientActor(replace(cohort(), pack_params=True), DFedAvg(cfg))  # Ray's store
+    rows = {c: r.ref for c, r in packed.publish_all().items()}
+    assert [rows[c].index for c in range(4)] == [0, 1, 2, 0]
+    assert rows[0].ref == rows[2].ref != rows[3].ref
+    for c in range(4):
+        np.testing.assert_array_equal(get_value(rows[c]), packed.states[c].params.numpy())
 
 
 class BatchFails(DFedAvg):
