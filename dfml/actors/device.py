@@ -12,6 +12,8 @@ Whole GPUs (a share ≥ 1) are not capped. CPU actors do none of this.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -80,10 +82,33 @@ def apply_memory_share(fraction: float, device: torch.device) -> None:
     )
 
 
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or ``None`` where the C library has none (macOS, musl)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    return getattr(ctypes.CDLL(name), "malloc_trim", None)
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
 def release_cached(device: torch.device) -> None:
-    """Hand cached, unused CUDA blocks back after a step, so neighbours sharing the GPU can use them."""
+    """Hand memory freed by a step back, so neighbours can use it.
+
+    On CUDA, the cached unused blocks (for actors sharing the GPU). On the
+    host, the heap pages glibc keeps after a step frees the clients' old
+    vectors: they are ~36 kB each, below glibc's mmap threshold, so they
+    live on the heap, and the next step's vectors do not fit exactly into
+    the holes; measured at 10,000 clients in one process, 0.65 GB of the
+    2.65 GB resident after three steps was free heap, returned by
+    ``malloc_trim`` in 0.1 s. At 50,000 clients per actor that was ~3 GB
+    per actor, the difference between fitting N = 100,000 in 24 GB or not.
+    """
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def memory_report(device: torch.device, fraction: float) -> dict[str, Any]:

@@ -10,6 +10,7 @@ thing is ``tests/actors/test_cuda.py`` (skipped without CUDA).
 from __future__ import annotations
 
 import pickle
+import platform
 from types import SimpleNamespace
 
 import pytest
@@ -218,3 +219,13 @@ def test_federation_hands_each_actor_its_gpu_share():
     resources = ResourceConfig(num_cpus_per_actor=0.5, num_gpus_per_actor=0.25)
     fed = Federation(DATA, ModelConfig(model="mlp", hidden=4), spec(0.0).splits, 0, resources)
     assert fed.spec([0]).gpu_share == 0.25
+
+
+def test_a_step_hands_freed_heap_pages_back(monkeypatch):
+    """After each step the host heap is trimmed (glibc malloc_trim), on CPU too."""
+    if platform.libc_ver()[0] == "glibc":
+        assert device._MALLOC_TRIM is not None
+    calls = []
+    monkeypatch.setattr(device, "_MALLOC_TRIM", calls.append)
+    device.release_cached(torch.device("cpu"))
+    assert calls == [0]
