@@ -43,6 +43,7 @@ def regimes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "replicas": args.replicas,
         "checkpoint_every": 1,
         "spares": args.spares,
+        **({"min_samples": args.min_samples} if args.min_samples is not None else {}),
     }
     chaos = {"chaos_kill_rate": args.kill_rate}
     return {
@@ -124,6 +125,12 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--spares", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--min-samples",
+        type=int,
+        default=None,
+        help="smallest client share (default: dfml's 10; digits needs 3 for 200 clients)",
+    )
     parser.add_argument("--runs", default="none,replicate,no-recovery,recovery")
     parser.add_argument("--out", default="runs/bench-fault")
     args = parser.parse_args()
