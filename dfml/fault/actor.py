@@ -30,7 +30,7 @@ import torch
 from ray.exceptions import RayError
 
 from dfml.actors.client_actor import ClientActor, CohortSpec
-from dfml.actors.state import ClientContext, ClientData
+from dfml.actors.state import ClientContext, ClientData, ClientState
 from dfml.channels import get_value
 from dfml.data.partition import ClientSplit
 from dfml.fault.dispatcher import ReplicaRecord
@@ -72,6 +72,7 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
         self._init_holder(keep_versions)
         self._done: dict[int, tuple[int, Any]] = {}
         self._before: dict[int, tuple[int, Any]] = {}
+        self._digests: dict[int, tuple[ClientState, str]] = {}
         self.adopt(spec.splits)
 
     def adopt(self, splits: Mapping[int, ClientSplit]) -> dict[str, Any]:
@@ -102,7 +103,14 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
 
     # ----- steps ---------------------------------------------------------
     def _digest(self, cid: int) -> str:
-        return digest(self.states[cid].params.detach().cpu().numpy())
+        """The digest of ``cid``'s vector, hashed once per state: a state is
+        immutable, and a step's digest is asked again when it is replicated."""
+        state = self.states[cid]
+        known = self._digests.get(cid)
+        if known is None or known[0] is not state:
+            known = (state, digest(state.params.detach().cpu().numpy()))
+            self._digests[cid] = known
+        return known[1]
 
     def start_info(self, states: Mapping[int, Any] | None = None) -> dict[str, Any]:
         """Load ``states`` (a resume) if given; publish; digests; where this runs."""
@@ -119,6 +127,7 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
         for cid in client_ids:
             self._done.pop(cid, None)
             self._before.pop(cid, None)
+            self._digests.pop(cid, None)
         return super().remove_clients(client_ids)
 
     def step_once(
@@ -170,7 +179,7 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
         t0 = time.perf_counter()
         if expect is not None and any(self._done.get(c, (None,))[0] != expect for c in assign):
             return {"skipped": True, "acks": [], "failed": [], "seconds": 0.0}
-        replicas = {cid: pack_state(self.states[cid].to_host(), version) for cid in assign}
+        replicas = {cid: pack_state(self.states[cid], version, self._digest(cid)) for cid in assign}
         wanted: dict[str, list[int]] = {}
         for cid, hids in assign.items():
             for hid in hids:

@@ -22,6 +22,7 @@ import io
 import json
 import math
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,28 +90,47 @@ def digest(array: np.ndarray) -> str:
 
 
 def checksum(
-    client_id: int, version: int, round_: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+    client_id: int,
+    version: int,
+    round_: int,
+    arrays: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    known: Mapping[str, str] | None = None,
 ) -> str:
-    """BLAKE2b-128 over identity, metadata and every array (names sorted)."""
+    """BLAKE2b-128 over identity, metadata and every array (names sorted).
+
+    ``known``: digests already computed for some arrays (name → digest), so
+    a vector is hashed once however many times it is sealed and compared.
+    """
+    known = known or {}
     h = hashlib.blake2b(digest_size=16)
     header = {"client": client_id, "version": version, "round": round_, "meta": meta}
     h.update(json.dumps(header, sort_keys=True, default=str).encode())
     for name in sorted(arrays):
         h.update(name.encode())
-        h.update(digest(arrays[name]).encode())
+        h.update((known.get(name) or digest(arrays[name])).encode())
     return h.hexdigest()
 
 
-def seal(client_id: int, version: int, round_: int, arrays: dict[str, np.ndarray], meta) -> Replica:
-    """A replica with its checksum and parameter digest filled in."""
+def seal(
+    client_id: int,
+    version: int,
+    round_: int,
+    arrays: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    params_digest: str | None = None,
+) -> Replica:
+    """A replica with its checksum and parameter digest filled in (the
+    latter given when the caller has already hashed the vector)."""
+    params_digest = params_digest or digest(arrays[PARAMS])
     return Replica(
         client_id,
         version,
         round_,
         arrays,
         meta,
-        checksum(client_id, version, round_, arrays, meta),
-        digest(arrays[PARAMS]),
+        checksum(client_id, version, round_, arrays, meta, {PARAMS: params_digest}),
+        params_digest,
     )
 
 
@@ -141,12 +161,13 @@ def _meta_of(state: ClientState) -> dict[str, Any]:
     }
 
 
-def pack_state(state: ClientState, version: int) -> Replica:
-    """ClientState → replica (CPU numpy copies of params and every extra)."""
+def pack_state(state: ClientState, version: int, params_digest: str | None = None) -> Replica:
+    """ClientState → replica (CPU numpy copies of params and every extra);
+    ``params_digest``: :func:`digest` of the params if already known."""
     arrays = {PARAMS: state.params.detach().cpu().numpy().copy()}
     for name, tensor in state.extras.items():
         arrays[EXTRA + name] = tensor.detach().cpu().numpy().copy()
-    return seal(state.client_id, version, state.round, arrays, _meta_of(state))
+    return seal(state.client_id, version, state.round, arrays, _meta_of(state), params_digest)
 
 
 def unpack_state(replica: Replica) -> ClientState:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dfml.actors.state import ClientState
+from dfml.fault import replica as replica_module
 from dfml.fault.durable import list_versions, read_replica, write_replica
 from dfml.fault.replica import (
     PARAMS,
@@ -52,6 +53,19 @@ def test_pack_unpack_is_bit_exact_including_extras_and_metadata():
     assert back.extras["steps"].tolist() == [7, 9]
     assert (back.client_id, back.round, back.last_loss) == (3, 5, 0.25)
     assert (back.labels, back.cluster_id) == ((1, 4, 7), 2)
+
+
+def test_a_known_params_digest_seals_the_same_replica_without_rehashing(monkeypatch):
+    state = _state()
+    fresh = pack_state(state, version=4)
+    known = digest(state.params.numpy())
+    hashed = []
+    real = replica_module.digest
+    monkeypatch.setattr(replica_module, "digest", lambda a: hashed.append(a.size) or real(a))
+    reused = pack_state(state, version=4, params_digest=known)
+    assert len(hashed) == 2  # the two extras; not the params (fresh: 3 + the params again)
+    assert (reused.checksum, reused.digest) == (fresh.checksum, fresh.digest)
+    assert verify(reused) is reused
 
 
 def test_unpacked_tensors_are_writable_copies():
