@@ -64,7 +64,7 @@ def test_a_known_params_digest_seals_the_same_replica_without_rehashing(monkeypa
     monkeypatch.setattr(replica_module, "digest", lambda a: hashed.append(a.size) or real(a))
     reused = pack_state(state, version=4, params_digest=known)
     assert len(hashed) == 2  # the two extras; not the params (fresh: 3 + the params again)
-    assert (reused.checksum, reused.digest) == (fresh.checksum, fresh.digest)
+    assert (reused.checksum, reused.params_digest) == (fresh.checksum, fresh.params_digest)
     assert verify(reused) is reused
 
 
