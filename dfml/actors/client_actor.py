@@ -61,9 +61,9 @@ class CohortSpec:
         gpu_share: the GPU fraction Ray reserved for the actor
             (``--num-gpus-per-actor``); on CUDA, a fraction below 1 caps the
             actor's GPU memory at that share of the device.
-        pack_params: publish the parameter vectors of the clients of one
-            step as one packed object (:mod:`dfml.channels`) instead of one
-            object per client.
+        pack_params: publish the parameter vectors of one step's clients
+            as packed objects of up to :data:`CHUNK` vectors each
+            (:mod:`dfml.channels`) instead of one object per client.
     """
 
     data: DataConfig

@@ -33,9 +33,9 @@ class ResourceConfig:
             need more actors than the cluster has room for (or a run starts on
             a cluster with no CPUs yet); then the run fails with one line.
         pack_params: how an actor publishes its clients' parameter vectors
-            after a step: ``always`` as one packed object per actor (one
-            ``ray.put`` instead of one per client; a neighbour reads its row
-            from shared memory), ``never`` as one object per client, ``auto``
+            after a step: ``always`` packed, one object per actor and up to
+            4,096 clients (one ``ray.put`` instead of one per client; a
+            neighbour reads its row from shared memory), ``never`` as one object per client, ``auto``
             packed when the cluster has one node with CPUs when the run
             starts (across nodes a reader would pull a whole cohort's object
             to read one row; nodes that join later do not change it).

@@ -6,7 +6,6 @@ import itertools
 
 import numpy as np
 import pytest
-import ray
 import torch
 from fault_helpers import BASE, run
 
@@ -19,6 +18,7 @@ from dfml.algorithms.clfml.clustering import (
 )
 from dfml.algorithms.clfml.labels import label_vector, ring_dissemination
 from dfml.algorithms.clfml.tasks import Task, primary_cluster, select_clusters
+from dfml.channels import get_value
 from dfml.data.registry import load_dataset
 from dfml.errors import ConfigError
 from dfml.experiment import Experiment, prepare
@@ -52,7 +52,7 @@ class Published(Callback):
 
     def on_run_end(self, history):
         self.objects = {
-            name: {c: ray.get(ref) for c, ref in refs.items()}
+            name: {c: get_value(ref) for c, ref in refs.items()}
             for name, refs in self.runtime.state.channels.items()
         }
 
@@ -191,7 +191,7 @@ def test_submit_serves_tasks_on_the_live_trained_system(ray_session):
             exp.tasks()
         exp.run()
         service = exp.tasks()
-        meta = {c: ray.get(r) for c, r in exp.runtime.published().items()}
+        meta = {c: get_value(r) for c, r in exp.runtime.published().items()}
         info = exp.runtime.state.server["clfml"]
         universe = info["universe"]
         for bad, message in [
@@ -224,7 +224,7 @@ def test_submit_serves_tasks_on_the_live_trained_system(ray_session):
             assert 0.0 <= result.accuracy <= 1.0 and result.seconds > 0
         assert results[1].case == 2 and results[1].accuracy_no_augmentation is not None
         # Serving does not retrain: every meta-model is the same vector as before.
-        after = {c: ray.get(r) for c, r in exp.runtime.published().items()}
+        after = {c: get_value(r) for c, r in exp.runtime.published().items()}
         assert all(np.array_equal(meta[c], after[c]) for c in meta)
         assert [r["labels"] for r in service.records] == [one, spread]
 
