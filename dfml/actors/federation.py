@@ -102,6 +102,8 @@ class Federation:
         """Actor slot → the node its actor runs on (asked once per actor: here
         an actor never moves)."""
         missing = [k for k in range(len(self.actors)) if k not in self._nodes]
+        if not missing:  # also: no Ray call at all in-process (ray.get([]) would start Ray)
+            return dict(self._nodes)
         for k, info in zip(
             missing, ray.get([self.actors[k].info.remote() for k in missing]), strict=True
         ):

@@ -116,7 +116,7 @@ def test_ray_dfedavg_equals_single_process_reference(ray_session, clients_per_ac
     assert [h.bytes_sent for h in result.history] == [per_round] * cfg.run.rounds
 
 
-def test_in_process_federation_runs_the_same_client_code():
+def test_in_process_federation_runs_the_same_client_code(monkeypatch):
     cfg = ExperimentConfig(
         run=RunConfig(algorithm="dfedavg", clients=4, rounds=2, seed=1),
         data=DataConfig(dataset="digits"),
@@ -127,6 +127,11 @@ def test_in_process_federation_runs_the_same_client_code():
     prepared = prepare(cfg)
     algorithm = DFedAvg(cfg.algorithm)
     fed = InProcessFederation(cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources)
+
+    def no_ray(*_, **__):
+        raise AssertionError("the in-process federation called into Ray")
+
+    monkeypatch.setattr(ray, "get", no_ray)  # ray.get([]) alone would start a Ray instance
     capture = CaptureStates()
     algorithm.run(fed, cfg.run.rounds, [capture], topology=prepared.topology)
     expected, _ = reference_dfedavg(cfg, prepared)
