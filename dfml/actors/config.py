@@ -35,10 +35,11 @@ class ResourceConfig:
         pack_params: how an actor publishes its clients' parameter vectors
             after a step: ``always`` packed, one object per actor and up to
             4,096 clients (one ``ray.put`` instead of one per client; a
-            neighbour reads its row from shared memory), ``never`` as one object per client, ``auto``
-            packed when the cluster has one node with CPUs when the run
-            starts (across nodes a reader would pull a whole cohort's object
-            to read one row; nodes that join later do not change it).
+            neighbour reads its row from shared memory), ``never`` as one
+            object per client, ``auto`` packed when the cluster has one node
+            with CPUs when the run starts (across nodes a reader would pull a
+            whole cohort's object to read one row; nodes that join later do
+            not change it).
     """
 
     clients_per_actor: int | None = None

@@ -21,10 +21,11 @@ from typing import Any
 from ray import ObjectRef
 
 from dfml.algorithms.base import Message
-from dfml.channels import is_handle
+from dfml.channels import Row, is_handle
 
-#: A client's published vector: its ref and the digest of its bytes.
-Published = tuple[ObjectRef, str]
+#: A client's published vector: its handle (an object ref, or a
+#: :class:`~dfml.channels.Row` of a packed object) and the digest of its bytes.
+Published = tuple[ObjectRef | Row, str]
 
 
 def refs_in(msg: Any) -> set[ObjectRef]:
