@@ -23,6 +23,7 @@ from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
 from dfml.algorithms.base import Algorithm, RoundRecord
 from dfml.algorithms.callbacks import Callback
+from dfml.algorithms.clfml.scoring import TaskRequester, TaskTestSet
 from dfml.algorithms.clfml.service import TaskConfig, TaskService, check_task_algorithm
 from dfml.algorithms.evaluation import EvalConfig
 from dfml.data.config import DataConfig, PartitionConfig
@@ -179,6 +180,31 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     )
 
 
+def task_service(
+    cfg: ExperimentConfig, prep: Prepared, rounds: int, out: Any = None
+) -> TaskService:
+    """The task service of ``cfg.tasks``, scoring on the held-out test samples of
+    every client (initial and reserve): the requester's validation set in simulation.
+
+    Refused (one line) when clients' labels are permuted (``--zeta`` < 1):
+    a task's labels would then mean different classes to different clients.
+    """
+    if any(s.label_permutation is not None for s in prep.splits):
+        raise ConfigError("tasks need one meaning per label: use --zeta 1 with --tasks")
+    dataset = load_dataset(cfg.data)
+    test = TaskTestSet.from_indices(dataset, np.concatenate([s.test for s in prep.splits]))
+    model = build_model(cfg.model, dataset.input_shape, dataset.num_classes)
+    return TaskService(
+        cfg.tasks,
+        rounds,
+        cfg.run.seed,
+        prep.client_labels,
+        cfg.algorithm,
+        TaskRequester(model, test),
+        out,
+    )
+
+
 def make_federation(cfg: ExperimentConfig, prep: Prepared) -> Federation:
     """The plain or the fault-tolerant federation (chaos or ``--recovery true``)."""
     if cfg.fault.active:
@@ -271,10 +297,7 @@ class Experiment:
             raise ConfigError("tasks are served on a trained system: call run() first")
         service = next((cb for cb in self.callbacks if isinstance(cb, TaskService)), None)
         if service is None:
-            cfg = self.cfg
-            service = TaskService(
-                cfg.tasks, cfg.run.rounds, cfg.run.seed, self.prepared.client_labels, cfg.algorithm
-            )
+            service = task_service(self.cfg, self.prepared, self.cfg.run.rounds)
         return service.bind(self.runtime)
 
     def close(self) -> None:

@@ -184,10 +184,13 @@ def table_columns(
         cols.append(("rounds_to_target", f"rounds to {target:g}"))
     if tasks:
         cols[1:1] = [
-            ("task_accuracy", "task"),
-            ("task_accuracy_before", "task, before fine-tuning"),
+            ("task_accuracy", "task (all labels)"),
+            ("task_accuracy_before", "task, T′ = 0"),
             ("task_accuracy_case1", "Case I"),
             ("task_accuracy_case2", "Case II"),
+            ("task_accuracy_present", "present labels"),
+            ("task_accuracy_missing", "missing labels"),
+            ("task_accuracy_own", "own labels (old)"),
             ("task_accuracy_case2_no_augmentation", "Case II, no augmentation"),
             ("dissemination_hops", "hops"),
         ]
@@ -259,10 +262,11 @@ def pooled_history(histories: Sequence[Sequence[RoundRecord]]) -> list[RoundReco
 
 #: The task-accuracy bars of ``task_accuracy.png``: summary key → legend.
 TASK_BARS = (
-    ("task_accuracy_before", "before fine-tuning"),
+    ("task_accuracy_before", "T′ = 0 (own adaptation)"),
     ("task_accuracy", "all tasks"),
     ("task_accuracy_case1", "Case I"),
     ("task_accuracy_case2", "Case II"),
+    ("task_accuracy_missing", "missing labels"),
     ("task_accuracy_case2_no_augmentation", "Case II, no augmentation"),
 )
 

@@ -96,6 +96,8 @@ RUN_OUTPUTS = (
     "run.json",
     "partition.parquet",
     "faults.parquet",
+    "tasks.parquet",
+    "task_predictions.parquet",
     "accuracy.png",
 )
 

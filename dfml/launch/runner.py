@@ -19,10 +19,10 @@ from pyarrow import fs as pafs
 from dfml.actors.device import device_summary
 from dfml.algorithms.base import Algorithm
 from dfml.algorithms.callbacks import Callback, ProgressBar
-from dfml.algorithms.clfml.service import TaskService, check_task_algorithm
+from dfml.algorithms.clfml.service import check_task_algorithm
 from dfml.algorithms.evaluation import PersonalizedEvaluation
 from dfml.errors import ConfigError, TrainingDivergedError
-from dfml.experiment import ExperimentConfig, Prepared, prepare, run_experiment
+from dfml.experiment import ExperimentConfig, Prepared, prepare, run_experiment, task_service
 from dfml.fault.report import FaultReport
 from dfml.launch.cluster import probe, resolve
 from dfml.launch.options import LaunchConfig, config_to_dict, config_to_options
@@ -168,7 +168,7 @@ def execute(
     algorithm.check_setup(prepared.client_labels)
     if cfg.tasks.active:
         check_task_algorithm(cfg.run.algorithm)
-        TaskService(cfg.tasks, 1, cfg.run.seed, prepared.client_labels, cfg.algorithm)  # validates
+        task_service(cfg, prepared, 1)  # validates
     if prepared.schedule and not algorithm.elastic:
         raise ConfigError(
             f"algorithm {cfg.run.algorithm!r} does not support clients joining or leaving "
@@ -233,16 +233,7 @@ def _run(
         if cfg.fault.active:
             all_callbacks.append(FaultReport(out))
         if cfg.tasks.active:
-            all_callbacks.append(
-                TaskService(
-                    cfg.tasks,
-                    cfg.run.rounds,
-                    cfg.run.seed,
-                    prepared.client_labels,
-                    cfg.algorithm,
-                    out,
-                )
-            )
+            all_callbacks.append(task_service(cfg, prepared, cfg.run.rounds, out))
         result = run_experiment(cfg, algorithm, all_callbacks, prepared, checkpointer, resume)
         runtime = result.runtime
         summary["actors"] = len(result.actors)

@@ -48,6 +48,7 @@ import networkx as nx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
 import torch
 
 from dfml.actors.state import ClientContext, ClientState
@@ -61,6 +62,7 @@ from dfml.algorithms.clfml.clustering import (
     cluster_labels,
 )
 from dfml.algorithms.clfml.labels import label_vector
+from dfml.algorithms.clfml.scoring import TaskRequester, score_task
 from dfml.algorithms.clfml.tasks import (
     Task,
     load_tasks,
@@ -70,6 +72,7 @@ from dfml.algorithms.clfml.tasks import (
     select_clusters,
 )
 from dfml.algorithms.sgd import sgd_epochs
+from dfml.channels import fetch, is_handle
 from dfml.errors import ConfigError
 from dfml.steps import PARAMS, DriverState, Entry, Phase, Step, StepResult
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
@@ -100,9 +103,15 @@ class TaskConfig:
         generated_per_label: samples a client generates per missing label.
         task_clusters: K of the central clustering that picks the engaged
             clients for algorithms that do not cluster (dfedavg, gfml).
-        finetune_mixing: who averages models while fine-tuning: ``cluster``
-            (engaged clients of the same cluster only) or ``engaged`` (all
-            engaged clients, across clusters).
+        finetune_mixing: who averages models while fine-tuning: ``engaged``
+            (all engaged clients, across clusters: a cluster missing labels
+            of 𝒯 receives the models of the clusters that hold them, as
+            the slides share meta-models among clusters for
+            out-of-distribution tasks) or ``cluster`` (engaged clients of
+            the same cluster only; missing labels arrive only through the
+            generated samples).
+        shots: support samples per label of 𝒯 a client fine-tunes on (from
+            its D^Q; 0: all of them).
     """
 
     tasks: int = 0
@@ -113,7 +122,8 @@ class TaskConfig:
     generator_rounds: int = 10
     generated_per_label: int = 4
     task_clusters: int = 3
-    finetune_mixing: str = "cluster"
+    finetune_mixing: str = "engaged"
+    shots: int = 0
 
     def __post_init__(self) -> None:
         if self.finetune_mixing not in FINETUNE_MIXING:
@@ -123,6 +133,8 @@ class TaskConfig:
             )
         if self.tasks < 0:
             raise ConfigError(f"tasks must be >= 0, got {self.tasks}")
+        if self.shots < 0:
+            raise ConfigError(f"shots must be >= 0 (0: all support samples), got {self.shots}")
         if self.tasks and self.tasks_file:
             raise ConfigError("give tasks or tasks_file, not both")
         for name in ("finetune_rounds", "generator_rounds", "generated_per_label", "task_clusters"):
@@ -142,16 +154,27 @@ class TaskConfig:
 class TaskResult:
     """What serving one task produced (one row of ``tasks.parquet``).
 
+    Every accuracy but ``accuracy_own`` is the requester's: each engaged
+    client's task model scored on held-out samples of **every** label of 𝒯
+    (:mod:`~dfml.algorithms.clfml.scoring`), averaged over the clients.
+
     Attributes:
         labels: 𝒯, the task's labels.
         case: 1 (the primary cluster holds 𝒯) or 2 (further clusters engaged).
         primary_cluster: k* = argmin_k ℋ(w_k, q).
         clusters: the engaged clusters, primary first.
         clients: the engaged clients (every client of an engaged cluster).
-        accuracy_before: the cluster meta-models' accuracy on 𝒯's test samples.
-        accuracy: the fine-tuned task models' accuracy on the same samples.
-        accuracy_no_augmentation: Case II: the same fine-tuning without the
-            generated samples (``None`` for Case I tasks).
+        missing: labels of 𝒯 that some engaged client's cluster lacks.
+        accuracy_before: T′ = 0: each client's meta-model after the method's
+            own adaptation on the task's support data, no communication.
+        accuracy: after T′ rounds of decentralized fine-tuning, all labels of 𝒯.
+        accuracy_present: the same models on each client's present labels.
+        accuracy_missing: on each client's missing labels (``None``: none missing).
+        accuracy_own: the old protocol, each client's own test samples of 𝒯
+            (labels it holds only).
+        accuracy_no_augmentation: Case II with augmentation: the same
+            fine-tuning without the generated samples (``None`` otherwise).
+        curve: fine-tuning round T′ → all-label accuracy (0 is ``accuracy_before``).
         seconds: wall time of serving the task.
     """
 
@@ -160,10 +183,19 @@ class TaskResult:
     primary_cluster: int
     clusters: list[int]
     clients: list[int]
+    missing: list[int]
     accuracy_before: float | None
     accuracy: float | None
+    accuracy_present: float | None
+    accuracy_missing: float | None
+    accuracy_own: float | None
     accuracy_no_augmentation: float | None
+    curve: dict[int, float]
     seconds: float
+
+
+#: Fine-tuning rounds after which the task models are scored (plus the last).
+CURVE_ROUNDS = (0, 1, 2, 5, 10)
 
 
 def closed_rows(graph: nx.Graph, ids: Sequence[int]) -> dict[int, list[int]]:
@@ -180,7 +212,14 @@ def uniform_message(rnd: int, refs: Sequence[Any], extra: dict[str, Any]) -> Mes
 
 
 class TaskService(Callback):
-    """Plans the task steps of the last round (a step source) and reports them."""
+    """Plans the task steps of the last round (a step source) and reports them.
+
+    A task's steps: (augmentation's generator rounds,) ``adapt`` — each
+    engaged client adapts its meta-model on the task's support data as its
+    method does, T′ = 0 —, then T′ fine-tuning rounds; after T′ = 0 and the
+    rounds in :data:`CURVE_ROUNDS` (and the last) the requester scores every
+    engaged client's task model on held-out samples of all labels of 𝒯.
+    """
 
     def __init__(
         self,
@@ -189,19 +228,24 @@ class TaskService(Callback):
         seed: int,
         client_labels: Mapping[int, Sequence[int]],
         algorithm_cfg: Any,
+        requester: TaskRequester,
         out: Path | None = None,
     ) -> None:
         self.cfg, self.rounds, self.seed, self.out = cfg, rounds, seed, out
+        self.requester = requester
         self.client_labels = {c: tuple(v) for c, v in client_labels.items()}
         self.universe = sorted(set().union(*map(set, self.client_labels.values())))
         self.batch_size = int(getattr(algorithm_cfg, "batch_size", 32))
+        self.adaptation = adaptation(algorithm_cfg, cfg)
         if cfg.tasks_file:
             self.tasks = load_tasks(cfg.tasks_file, self.universe)
         else:
             self.tasks = random_tasks(self.universe, cfg.tasks, seed)
         for task in self.tasks:
             task.check(self.universe)
+            requester.test.check(task.labels)
         self.records: list[dict[str, Any]] = []
+        self.predictions: list[dict[str, Any]] = []
         self._stage: dict[str, Any] | None = None
         self._queue = list(range(len(self.tasks)))
         self._runtime: Any = None
@@ -226,6 +270,7 @@ class TaskService(Callback):
             raise ConfigError("submit: the service is still serving the run's own tasks")
         task = Task(tuple(labels), None if q is None else tuple(q))
         task.check(self.universe)
+        self.requester.test.check(task.labels)
         self.tasks.append(task)
         self._queue.append(len(self.tasks) - 1)
         self._live = True
@@ -273,8 +318,10 @@ class TaskService(Callback):
         clients = sorted(c for c in env.live() if assignment[c] in engaged)
         sources: dict[int, list[int]] = {}  # source cluster ℓ → the labels g_ℓ serves
         needs: dict[int, list[tuple[int, int]]] = {}  # client → [(missing label, ℓ)]
+        missing: set[int] = set()
         for k in engaged:
             for label in missing_labels(task.labels, labels[k]):
+                missing.add(label)
                 src = next(j for j in engaged if label in labels[j])
                 sources.setdefault(src, [])
                 if label not in sources[src]:
@@ -282,13 +329,11 @@ class TaskService(Callback):
                 for c in clients:
                     if assignment[c] == k:
                         needs.setdefault(c, []).append((label, src))
-        plan = ["before"]
         augment = case == 2 and self.cfg.augment and bool(sources)
-        if augment:
-            plan += ["generator"] * self.cfg.generator_rounds + ["ship"]
-        plan += ["finetune"] * self.cfg.finetune_rounds + ["after"]
-        if augment:  # the ablation: the same fine-tuning without the generated samples
-            plan += ["finetune-plain"] * self.cfg.finetune_rounds + ["after-plain"]
+        plan = ["generator"] * self.cfg.generator_rounds + ["ship"] if augment else []
+        plan += [*self._tuning_plan(""), "own"]
+        if augment:  # the ablation: the same adaptation without the generated samples
+            plan += self._tuning_plan("plain", curve=False)
         return {
             "index": index,
             "task": task,
@@ -296,16 +341,28 @@ class TaskService(Callback):
             "primary": k_star,
             "engaged": engaged,
             "clients": clients,
+            "missing": sorted(missing),
+            "held": {c: labels[assignment[c]] for c in clients},
             "assignment": assignment,
             "sources": sources,
             "needs": needs,
             "plan": plan,
             "pos": 0,
             "rows": self._finetune_rows(env, clients, assignment),
-            "counts": {},
+            "scores": {},
             "generators": {},
             "first": True,
         }
+
+    def _tuning_plan(self, tag: str, curve: bool = True) -> list[str]:
+        """adapt (T′ = 0), T′ fine-tuning rounds, and the requester's scorings."""
+        last = self.cfg.finetune_rounds
+        plan = [f"adapt:{tag}", f"score:{tag}:0"] if curve else [f"adapt:{tag}"]
+        for r in range(1, last + 1):
+            plan.append(f"finetune:{tag}")
+            if r == last or (curve and r in CURVE_ROUNDS):
+                plan.append(f"score:{tag}:{r}")
+        return plan
 
     def _finetune_rows(
         self, env: RunEnv, clients: Sequence[int], assignment: Mapping[int, int]
@@ -328,24 +385,30 @@ class TaskService(Callback):
     def _advance(self, state: DriverState, env: RunEnv) -> Step | None:
         st = self._stage
         assert st is not None
-        if st["pos"] >= len(st["plan"]):
-            return None
-        stage = st["plan"][st["pos"]]
-        labels = list(st["task"].labels)
-        rnd = state.round
-        if stage.startswith("before") or stage.startswith("after"):
-            which = "meta" if stage == "before" else "task"
-            extra = {"labels": labels, "which": which}
-            msgs = {c: Message(rnd, (), extra=extra) for c in st["clients"]}
-            return Step(Phase.TASK, Entry.TASK_EVALUATE, rnd, msgs, publish=False, read_only=True)
-        if stage == "generator":
-            return self._generator_step(st, state, env)
-        if stage == "ship":
-            self._ship(st, state)
+        while st["pos"] < len(st["plan"]):
+            stage, _, tag = st["plan"][st["pos"]].partition(":")
+            if stage == "own":
+                extra = {"labels": list(st["task"].labels), "which": "task"}
+                msgs = {c: Message(state.round, (), extra=extra) for c in st["clients"]}
+                return Step(
+                    Phase.TASK,
+                    Entry.TASK_EVALUATE,
+                    state.round,
+                    msgs,
+                    publish=False,
+                    read_only=True,
+                )
+            if stage == "generator":
+                return self._generator_step(st, state, env)
+            if stage in ("adapt", "finetune"):
+                augment = tag == "" and bool(st["generators"])
+                return self._finetune_step(st, state, stage == "adapt", augment)
+            if stage == "ship":
+                self._ship(st, state)
+            elif stage == "score":
+                self._score(st, state, tag)
             st["pos"] += 1
-            st["first"] = True
-            return self._advance(state, env)
-        return self._finetune_step(st, state, stage == "finetune" and bool(st["generators"]))
+        return None
 
     def _generator_step(self, st: dict, state: DriverState, env: RunEnv) -> Step:
         msgs = {}
@@ -370,13 +433,28 @@ class TaskService(Callback):
             refs = [state.channels["generator"][c] for c in members]
             st["generators"][src] = average([1.0 / len(refs)] * len(refs), refs)
 
-    def _finetune_step(self, st: dict, state: DriverState, augment: bool) -> Step:
+    def _score(self, st: dict, state: DriverState, tag: str) -> None:
+        """The requester scores every engaged client's task model on all labels of 𝒯."""
+        name, _, rnd = tag.partition(":")
+        clients = st["clients"]
+        handles = [state.channels["task"][c] for c in clients]
+        getter = ray.get if any(is_handle(h) for h in handles) else list
+        vectors = {
+            c: torch.tensor(np.asarray(v), dtype=torch.float32)
+            for c, v in zip(clients, fetch(getter, handles), strict=True)
+        }
+        score = score_task(
+            self.requester.model, vectors, self.requester.test, st["task"].labels, st["held"]
+        )
+        st["scores"][(name, int(rnd))] = score
+
+    def _finetune_step(self, st: dict, state: DriverState, adapt: bool, augment: bool) -> Step:
         labels = list(st["task"].labels)
-        first = st["first"]
+        first = adapt or st["first"]
         channel = PARAMS if first else "task"
         msgs = {}
         for c in st["clients"]:
-            refs = [state.channels[channel][j] for j in st["rows"][c]]
+            refs = [] if adapt else [state.channels[channel][j] for j in st["rows"][c]]
             gens, gen_labels = [], []
             if augment:
                 by_src: dict[int, list[int]] = {}
@@ -388,17 +466,19 @@ class TaskService(Callback):
             extra = {
                 "labels": labels,
                 "first": first,
+                "adapt": self.adaptation if adapt else None,
                 "neighbors": len(refs),
                 "generated": gen_labels,
                 "universe": self.universe,
                 "per_label": self.cfg.generated_per_label,
                 "lr": self.cfg.finetune_lr,
                 "batch_size": self.batch_size,
+                "shots": self.cfg.shots,
                 "task": st["index"],
             }
             w = 1.0 / (len(refs) + 1)
             msgs[c] = Message(state.round, (*refs, *gens), tuple([w] * len(refs)), w, extra)
-        st["first"] = False
+        st["first"] = adapt  # the first fine-tuning round starts from the meta-models
         return Step(Phase.TASK, Entry.TASK_FINETUNE, state.round, msgs)
 
     def absorb(
@@ -408,19 +488,33 @@ class TaskService(Callback):
         assert st is not None
         if step.publish:
             state.publish(results)
-        stage = st["plan"][st["pos"]]
         if step.entry == Entry.TASK_EVALUATE:
             correct = sum(r.metrics["task_correct"] for r in results.values())
             total = sum(r.metrics["task_total"] for r in results.values())
-            st["counts"][stage] = correct / total if total else float("nan")
-            st["first"] = True
+            st["own"] = correct / total if total else float("nan")
         st["pos"] += 1
 
     def _finish(self) -> None:
         st = self._stage
         assert st is not None
         self._stage = None
-        acc = st["counts"]
+        scores = st["scores"]
+        last = self.cfg.finetune_rounds
+        final = scores[("", last)]
+        plain = scores.get(("plain", last))
+        test = self.requester.test
+        position = len(self.records)
+        for client, pos, predicted, present in final.rows:
+            self.predictions.append(
+                {
+                    "task": position,
+                    "client": client,
+                    "index": int(test.index[pos]),
+                    "label": int(test.y[pos]),
+                    "predicted": predicted,
+                    "present": present,
+                }
+            )
         self.records.append(
             {
                 "labels": list(st["task"].labels),
@@ -428,11 +522,14 @@ class TaskService(Callback):
                 "primary_cluster": st["primary"],
                 "clusters": st["engaged"],
                 "clients": st["clients"],
-                "accuracy_before": acc.get("before"),
-                "accuracy": acc.get("after"),
-                "accuracy_no_augmentation": acc.get(
-                    "after-plain", acc.get("after") if st["case"] == 2 else None
-                ),
+                "missing": st["missing"],
+                "accuracy_before": scores[("", 0)].accuracy,
+                "accuracy": final.accuracy,
+                "accuracy_present": final.present,
+                "accuracy_missing": final.missing,
+                "accuracy_own": st.get("own"),
+                "accuracy_no_augmentation": None if plain is None else plain.accuracy,
+                "curve": {r: s.accuracy for (name, r), s in sorted(scores.items()) if not name},
                 "seconds": time.perf_counter() - st["t0"],
             }
         )
@@ -447,22 +544,69 @@ class TaskService(Callback):
             return float(np.mean(vals)) if vals else None
 
         case2 = [r for r in self.records if r["case"] == 2]
+        augmented = [r for r in case2 if r["accuracy_no_augmentation"] is not None]
+        rounds = sorted({r for rec in self.records for r in rec["curve"]})
         out = {
             "task_accuracy": mean(self.records),
             "task_accuracy_before": mean(self.records, "accuracy_before"),
             "task_accuracy_case1": mean([r for r in self.records if r["case"] == 1]),
             "task_accuracy_case2": mean(case2),
-            "task_accuracy_case2_no_augmentation": mean(case2, "accuracy_no_augmentation"),
+            "task_accuracy_present": mean(self.records, "accuracy_present"),
+            "task_accuracy_missing": mean(self.records, "accuracy_missing"),
+            "task_accuracy_own": mean(self.records, "accuracy_own"),
+            "task_accuracy_case2_augmented": mean(augmented),
+            "task_accuracy_case2_no_augmentation": mean(augmented, "accuracy_no_augmentation"),
+            "task_accuracy_curve": {
+                str(r): float(
+                    np.mean([rec["curve"][r] for rec in self.records if r in rec["curve"]])
+                )
+                for r in rounds
+            },
             "tasks_case2": len(case2),
-            "tasks": self.records,
+            "tasks": [
+                {**r, "curve": {str(k): v for k, v in r["curve"].items()}} for r in self.records
+            ],
         }
         if self.out is not None:
             rows = [
-                {**r, "clients": list(r["clients"]), "clusters": list(r["clusters"])}
+                {
+                    **r,
+                    "clients": list(r["clients"]),
+                    "clusters": list(r["clusters"]),
+                    "curve": [[int(k), float(v)] for k, v in sorted(r["curve"].items())],
+                }
                 for r in self.records
             ]
             pq.write_table(pa.Table.from_pylist(rows), Path(self.out) / "tasks.parquet")
+            pq.write_table(
+                pa.Table.from_pylist(self.predictions, schema=PREDICTIONS_SCHEMA),
+                Path(self.out) / "task_predictions.parquet",
+            )
         return out
+
+
+#: One row per scored test sample of the final task models (``task_predictions.parquet``).
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        ("task", pa.int64()),
+        ("client", pa.int64()),
+        ("index", pa.int64()),
+        ("label", pa.int64()),
+        ("predicted", pa.int64()),
+        ("present", pa.bool_()),
+    ]
+)
+
+
+def adaptation(algorithm_cfg: Any, cfg: TaskConfig) -> tuple[int, float]:
+    """(steps, lr) of a method's own adaptation to a task's support data (T′ = 0).
+
+    A meta-learner adapts as its inner loop does (K = ``inner_steps`` steps
+    of α = ``inner_lr``); a plain learner takes one step of ``finetune_lr``.
+    """
+    if getattr(algorithm_cfg, "meta_learner", "sgd") != "sgd":
+        return int(algorithm_cfg.inner_steps), float(algorithm_cfg.inner_lr)
+    return 1, float(cfg.finetune_lr)
 
 
 # ----- client half (entries the base Algorithm exposes) ----------------------
@@ -473,7 +617,11 @@ def _task_mask(y: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
 def task_evaluate(
     algorithm: Any, ctx: ClientContext, state: ClientState, msg: Message
 ) -> tuple[ClientState, Metrics]:
-    """Correct / total on the client's test samples of 𝒯, prediction restricted to 𝒯."""
+    """Correct / total on the client's own test samples of 𝒯, prediction restricted to 𝒯.
+
+    The secondary, own-label score (``accuracy_own``): it sees only the
+    labels this client holds; the requester's score covers all of 𝒯.
+    """
     labels = msg.extra["labels"]
     vector = state.extras.get("task") if msg.extra["which"] == "task" else None
     params = algorithm.model_vector(ctx, state.params) if vector is None else vector
@@ -504,7 +652,11 @@ def train_generator(
     neighbors: Sequence[np.ndarray],
     msg: Message,
 ) -> tuple[ClientState, Metrics]:
-    """Mix the neighbours' g_ℓ, then one epoch of Adam on own samples of g_ℓ's labels."""
+    """Mix the neighbours' g_ℓ, then one epoch of Adam on own samples of g_ℓ's labels.
+
+    A client of cluster ℓ may hold none of the labels g_ℓ serves (ℒ_ℓ is
+    the union over its clients): it only mixes, and reports no loss.
+    """
     universe = msg.extra["universe"]
     vae = _vae(ctx, universe)
     if msg.extra["first"] or "generator" not in state.extras:
@@ -519,10 +671,10 @@ def train_generator(
     index = {label: i for i, label in enumerate(universe)}
     d = ctx.data
     mask = _task_mask(d.y_train, msg.extra["labels"])
-    x = d.x_train[mask].reshape(int(mask.sum()), -1).clamp(0.0, 1.0)
-    y = torch.as_tensor([index[int(v)] for v in d.y_train[mask].tolist()], dtype=torch.long)
     loss_value = float("nan")
-    if len(y):
+    if bool(mask.any()):
+        x = d.x_train[mask].flatten(1).clamp(0.0, 1.0)
+        y = torch.as_tensor([index[int(v)] for v in d.y_train[mask].tolist()], dtype=torch.long)
         param = vec.clone().requires_grad_(True)
         opt = torch.optim.Adam([param], lr=1e-2)
         gen = torch.Generator().manual_seed(ctx.round_seed(state.round, TASK_SALT))
@@ -540,6 +692,29 @@ def train_generator(
     return state.evolve(extras=extras), {"generator_loss": loss_value}
 
 
+def support_set(
+    ctx: ClientContext, labels: Sequence[int], shots: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The client's support data for 𝒯: D^Q ∩ 𝒯, at most ``shots`` per label (0: all).
+
+    Which samples are kept is fixed by ``seed`` (per task and client), so
+    every stage of a task fine-tunes on the same support set.
+    """
+    d = ctx.data
+    mask = _task_mask(d.y_query, labels)
+    x, y = d.x_query[mask], d.y_query[mask]
+    if shots == 0 or len(y) == 0:
+        return x, y
+    rng = np.random.default_rng(seed)
+    keep = []
+    ys = y.cpu().numpy()
+    for label in sorted(set(ys.tolist())):
+        where = np.flatnonzero(ys == label)
+        keep.extend(rng.permutation(where)[:shots].tolist())
+    idx = torch.as_tensor(sorted(keep), dtype=torch.long, device=y.device)
+    return x[idx], y[idx]
+
+
 def task_finetune(
     algorithm: Any,
     ctx: ClientContext,
@@ -547,7 +722,15 @@ def task_finetune(
     neighbors: Sequence[np.ndarray],
     msg: Message,
 ) -> tuple[ClientState, Metrics]:
-    """One round of task fine-tuning: mix neighbours' task models, SGD on D^Q ∩ 𝒯 (+ generated)."""
+    """One step of a task: adapt (T′ = 0) or one fine-tuning round.
+
+    Adapt (``extra["adapt"]`` = (K, α)): from the client's own meta-model, K
+    full-batch gradient steps of α on the support set (+ generated samples),
+    no communication — the method's own adaptation. Fine-tuning: mix the
+    neighbours' task models (their meta-models in the first round), then one
+    epoch of SGD of ``lr`` on the same data. A client with no support
+    samples of 𝒯 and nothing generated keeps the mixed model.
+    """
     extra = msg.extra
     n = extra["neighbors"]
     start = algorithm.model_vector(ctx, state.params) if extra["first"] else state.extras["task"]
@@ -562,9 +745,8 @@ def task_finetune(
     theta = torch.from_numpy(
         np.sum([w * v for w, v in zip(weights, vecs, strict=True)], axis=0).astype(np.float32)
     ).to(ctx.device)
-    d = ctx.data
-    mask = _task_mask(d.y_query, extra["labels"])
-    x, y = d.x_query[mask], d.y_query[mask]
+    seed = ctx.round_seed(extra["task"], TASK_SALT + 4)
+    x, y = support_set(ctx, extra["labels"], extra["shots"], seed)
     universe = extra["universe"]
     generated = 0
     for gen_vec, missing in zip(neighbors[n:], extra["generated"], strict=True):
@@ -578,7 +760,12 @@ def task_finetune(
         y = torch.cat([y, torch.as_tensor([universe[i] for i in gy.tolist()], dtype=y.dtype)])
         generated += len(gy)
     loss = float("nan")
-    if len(y):
+    if len(y) and extra["adapt"] is not None:
+        steps, lr = extra["adapt"]
+        theta, loss = sgd_epochs(
+            ctx.model, theta, x, y, lr=lr, epochs=steps, batch_size=len(y), seed=seed
+        )
+    elif len(y):
         theta, loss = sgd_epochs(
             ctx.model,
             theta,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from fault_helpers import BASE, run
@@ -113,18 +114,64 @@ def run_clfml(tmp_path):
             else:
                 assert arr.ndim == 2 and arr.shape[1] == 2 + m, (name, arr.shape)
     assert summary["final_accuracy"] > 0.2
-    # The task service: one record per task, Case I/II, accuracies, tasks.parquet.
+    # The task service: one record per task, Case I/II, tasks.parquet.
     assert len(summary["tasks"]) == 4 and (tmp_path / "tasks.parquet").exists()
     for record in summary["tasks"]:
         assert record["case"] in (1, 2) and record["clusters"][0] == record["primary_cluster"]
-        assert 0.0 <= record["accuracy"] <= 1.0 and 0.0 <= record["accuracy_before"] <= 1.0
         engaged = {c for c, k in summary["client_cluster"].items() if k in record["clusters"]}
         assert {str(c) for c in record["clients"]} == engaged
         assert (record["accuracy_no_augmentation"] is None) == (record["case"] == 1)
-    assert summary["task_accuracy"] == pytest.approx(
-        np.mean([r["accuracy"] for r in summary["tasks"]])
-    )
+    check_task_predictions(tmp_path, summary, labels)
     return summary
+
+
+def check_task_predictions(out, summary, client_labels) -> None:
+    """Every task figure recomputed from task_predictions.parquet and partition.parquet.
+
+    The requester's test samples cover every label of each task, for every
+    engaged client; none of them is in any client's D^M or D^Q; per-task
+    accuracy is the share of correct rows, present / missing split by the
+    client's cluster labels, and the summary's means follow.
+    """
+    rows = pq.read_table(out / "task_predictions.parquet").to_pandas()
+    part = pq.read_table(out / "partition.parquet").to_pandas()
+    trained = set(part[part["split"] != "test"]["index"])
+    tested = set(part[part["split"] == "test"]["index"])
+    assert set(rows["index"]) <= tested and not set(rows["index"]) & trained
+    cluster_of = {int(c): k for c, k in summary["client_cluster"].items()}
+    held = {int(k): set(v) for k, v in summary["cluster_labels"].items()}
+    for t, record in enumerate(summary["tasks"]):
+        mine = rows[rows["task"] == t]
+        assert sorted(set(mine["client"])) == record["clients"]
+        for _, per_client in mine.groupby("client"):
+            assert set(per_client["label"]) == set(record["labels"])  # every label of 𝒯
+        assert mine["present"].tolist() == [
+            label in held[cluster_of[c]]
+            for c, label in zip(mine["client"], mine["label"], strict=True)
+        ]
+        hit = mine["predicted"] == mine["label"]
+        assert record["accuracy"] == pytest.approx(hit.mean())
+        by_client = [hit[mine["client"] == c] for c in record["clients"]]
+        present = [
+            h[mine.loc[h.index, "present"]].mean()
+            for h in by_client
+            if mine.loc[h.index, "present"].any()
+        ]
+        assert record["accuracy_present"] == pytest.approx(np.mean(present))
+        if record["missing"]:
+            missing = [
+                h[~mine.loc[h.index, "present"]].mean()
+                for h in by_client
+                if (~mine.loc[h.index, "present"]).any()
+            ]
+            assert record["accuracy_missing"] == pytest.approx(np.mean(missing))
+        else:
+            assert record["accuracy_missing"] is None
+        assert record["curve"][str(SCENARIO["finetune_rounds"])] == record["accuracy"]
+    per_task = rows.assign(hit=rows["predicted"] == rows["label"]).groupby("task")["hit"].mean()
+    assert summary["task_accuracy"] == pytest.approx(per_task.mean())
+    # Every engaged client's own labels are a subset of its cluster's.
+    assert all(set(client_labels[c]) <= held[k] for c, k in cluster_of.items())
 
 
 def test_baselines_serve_the_same_tasks_on_the_same_clients(ray_session, tmp_path):
@@ -149,6 +196,8 @@ def test_baselines_serve_the_same_tasks_on_the_same_clients(ray_session, tmp_pat
         (["aggregation", "server"], "aggregation must be gossip"),
         (["algorithm", "fedavg"], "tasks are served by"),
         (["tasks_file", "MISSING"], "tasks file"),
+        (["shots", "-1"], "shots must be >= 0"),
+        (["zeta", "0.5"], "use --zeta 1 with --tasks"),
     ],
 )
 def test_bad_clfml_input_is_one_line(capsys, argv, message):
@@ -163,23 +212,35 @@ def test_bad_clfml_input_is_one_line(capsys, argv, message):
     assert code == 2 and len(err) == 1 and message in err[0], err
 
 
-def _meta_accuracy(prep, cfg, params, clients, labels) -> float:
-    """accuracy_before recomputed on the driver: each client's meta-model on its
-    own test samples of 𝒯, prediction restricted to 𝒯 (pooled over clients)."""
+def _requester_accuracy(prep, cfg, vectors, labels) -> tuple[float, float]:
+    """(all-label, own-label) accuracy recomputed with plain torch on the driver.
+
+    All-label: each client's task model on every client's test samples of 𝒯,
+    averaged over clients; own-label: on its own test samples, pooled.
+    """
     dataset = load_dataset(cfg.data)
     model = build_model(cfg.model, dataset.input_shape, dataset.num_classes)
-    correct = total = 0
-    for c in clients:
-        data = ClientData.from_split(dataset, prep.splits[c], torch.device("cpu"))
-        keep = torch.isin(data.y_test, torch.tensor(labels))
-        x, y = data.x_test[keep], data.y_test[keep]
+    cpu = torch.device("cpu")
+    data = [ClientData.from_split(dataset, split, cpu) for split in prep.splits]
+    x = torch.cat([d.x_test for d in data])
+    y = torch.cat([d.y_test for d in data])
+    keep = torch.isin(y, torch.tensor(labels))
+    x, y = x[keep], y[keep]
+
+    def predict(vector, inputs):
         with torch.no_grad():
-            logits = model(torch.from_numpy(np.array(params[c])), x)
+            logits = model(torch.from_numpy(np.array(vector)), inputs)
         masked = torch.full_like(logits, float("-inf"))
         masked[:, labels] = logits[:, labels]
-        correct += int((masked.argmax(1) == y).sum())
-        total += len(y)
-    return correct / total
+        return masked.argmax(1)
+
+    pooled = np.mean([float((predict(v, x) == y).float().mean()) for v in vectors.values()])
+    correct = total = 0
+    for c, vector in vectors.items():
+        own = torch.isin(data[c].y_test, torch.tensor(labels))
+        correct += int((predict(vector, data[c].x_test[own]) == data[c].y_test[own]).sum())
+        total += int(own.sum())
+    return float(pooled), correct / total
 
 
 def test_submit_serves_tasks_on_the_live_trained_system(ray_session):
@@ -208,7 +269,9 @@ def test_submit_serves_tasks_on_the_live_trained_system(ray_session):
             for a, b in itertools.combinations(universe, 2)
             if not any({a, b} <= h for h in held.values())
         )
-        results = [service.submit(one), service.submit(spread, q=[3.0, 1.0])]
+        results = [service.submit(one)]
+        task_models = {c: get_value(r) for c, r in exp.runtime.published("task").items()}
+        results.append(service.submit(spread, q=[3.0, 1.0]))
         for labels, q, result in zip([one, spread], [None, [3.0, 1.0]], results, strict=True):
             task = Task(tuple(labels), None if q is None else tuple(q))
             w = np.asarray(info["w"])
@@ -218,10 +281,13 @@ def test_submit_serves_tasks_on_the_live_trained_system(ray_session):
             assert (result.case, result.primary_cluster, result.clusters) == (case, k_star, engaged)
             members = sorted(c for c, k in info["assignment"].items() if k in engaged)
             assert result.clients == members
-            assert result.accuracy_before == pytest.approx(
-                _meta_accuracy(prep, cfg, meta, members, labels)
-            )
-            assert 0.0 <= result.accuracy <= 1.0 and result.seconds > 0
+            assert result.seconds > 0
+        # The Case I task's models, scored independently: on every label of 𝒯.
+        members = results[0].clients
+        pooled, own = _requester_accuracy(prep, cfg, {c: task_models[c] for c in members}, one)
+        assert results[0].accuracy == pytest.approx(pooled)
+        assert results[0].accuracy_own == pytest.approx(own)
+        assert results[0].accuracy > 0.5  # two labels its cluster holds: well above chance
         assert results[1].case == 2 and results[1].accuracy_no_augmentation is not None
         # Serving does not retrain: every meta-model is the same vector as before.
         after = {c: get_value(r) for c, r in exp.runtime.published().items()}

@@ -1,0 +1,143 @@
+"""Scoring a task as its requester would: every label of 𝒯, on held-out samples.
+
+A task 𝒯 asks for a classifier over all of its labels, including the ones
+the engaged cluster never held (Case II). Scoring the task model on the
+engaged clients' own test samples only tests labels they already hold —
+exactly the labels that need no help — so the requester scores it on a
+validation set of its own with samples of **every** label of 𝒯:
+
+* in simulation, :class:`TaskTestSet` pools the test splits of all clients
+  (initial and reserve). No client trains, meta-trains or fine-tunes on a
+  test split (the partition keeps D^M, D^Q and test disjoint; tested), so
+  every pooled sample is held out from every model;
+* in a deployment, the requester's own labelled validation set plays this
+  role (build a :class:`TaskTestSet` from it).
+
+Each engaged client's task model is scored on the whole set (prediction
+restricted to 𝒯, a |𝒯|-way classifier). Per task the accuracies are
+averaged over the engaged clients; since every client scores the same
+samples, this equals Σ correct / Σ scored over the rows written to
+``task_predictions.parquet``. The labels of 𝒯 are split per client into
+*present* (held by the client's cluster) and *missing* (not held: what
+Case II and augmentation are for).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dfml.errors import ConfigError
+from dfml.models.flat import FlatModel
+
+
+@dataclass(frozen=True)
+class TaskTestSet:
+    """The requester's held-out samples: features, labels and dataset indices.
+
+    Attributes:
+        x: features, ``(n, *input_shape)``, float32 as the clients see them.
+        y: true labels, int64.
+        index: each sample's index in the dataset (for the predictions file).
+    """
+
+    x: torch.Tensor
+    y: np.ndarray
+    index: np.ndarray
+
+    @classmethod
+    def from_indices(cls, dataset, indices: np.ndarray) -> TaskTestSet:
+        """The samples ``indices`` of ``dataset`` (an :class:`~dfml.data.dataset.ArrayDataset`)."""
+        idx = np.sort(np.asarray(indices, dtype=np.int64))
+        x = torch.from_numpy(dataset.features(idx))
+        return cls(x, dataset.labels(idx).astype(np.int64), idx)
+
+    def check(self, labels: Sequence[int]) -> None:
+        """One ConfigError line naming the first of ``labels`` without a test sample."""
+        held = set(np.unique(self.y).tolist())
+        for label in labels:
+            if label not in held:
+                raise ConfigError(
+                    f"label {label} has no held-out test sample, so tasks asking for it "
+                    "cannot be scored; raise --test-fraction"
+                )
+
+    def select(self, labels: Sequence[int]) -> np.ndarray:
+        """Positions of the samples whose label is in ``labels``."""
+        return np.flatnonzero(np.isin(self.y, np.asarray(list(labels), dtype=np.int64)))
+
+
+def restricted_predictions(
+    model: FlatModel, vector: torch.Tensor, x: torch.Tensor, labels: Sequence[int]
+) -> np.ndarray:
+    """argmax over the logits of ``labels`` only (the task is a |𝒯|-way classifier)."""
+    allowed = torch.as_tensor(sorted(labels), dtype=torch.long)
+    with torch.no_grad():
+        if model.mode_dependent:
+            model.module.eval()
+        logits = model(vector, x)[:, allowed]
+    return allowed[logits.argmax(1)].numpy()
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """One scoring of a task's models: accuracies and the rows behind them.
+
+    ``accuracy`` is over all labels of 𝒯; ``present`` / ``missing`` over
+    each client's present / missing labels (``None`` when no client has
+    any); ``rows`` are (client, test position, predicted, present) tuples.
+    """
+
+    accuracy: float
+    present: float | None
+    missing: float | None
+    rows: list[tuple[int, int, int, bool]]
+
+
+def score_task(
+    model: FlatModel,
+    vectors: Mapping[int, torch.Tensor],
+    test: TaskTestSet,
+    labels: Sequence[int],
+    held: Mapping[int, Sequence[int]],
+) -> TaskScore:
+    """Score each client's task model in ``vectors`` on ``test``'s samples of ``labels``.
+
+    ``held``: client → the labels its cluster holds (what counts as present).
+    Per-client accuracies are averaged with equal weight; for *present* and
+    *missing* only over the clients that have such labels.
+    """
+    pos = test.select(labels)
+    x, y = test.x[pos], test.y[pos]
+    rows: list[tuple[int, int, int, bool]] = []
+    overall, present, missing = [], [], []
+    for cid in sorted(vectors):
+        pred = restricted_predictions(model, vectors[cid], x, labels)
+        hit = pred == y
+        is_present = np.isin(y, np.asarray(list(held[cid]), dtype=np.int64))
+        overall.append(hit.mean())
+        if is_present.any():
+            present.append(hit[is_present].mean())
+        if (~is_present).any():
+            missing.append(hit[~is_present].mean())
+        rows.extend(
+            (cid, int(p), int(v), bool(h))
+            for p, v, h in zip(pos.tolist(), pred.tolist(), is_present.tolist(), strict=True)
+        )
+    return TaskScore(
+        float(np.mean(overall)),
+        float(np.mean(present)) if present else None,
+        float(np.mean(missing)) if missing else None,
+        rows,
+    )
+
+
+@dataclass(frozen=True)
+class TaskRequester:
+    """Who asks for tasks: the model architecture it scores with and its test set."""
+
+    model: FlatModel
+    test: TaskTestSet

@@ -1,0 +1,104 @@
+"""The requester's task score, the support set and tasks on clients lacking labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from client_contexts import make_contexts
+from torch import nn
+
+from dfml.actors.state import ClientContext, ClientData, ClientState
+from dfml.algorithms.base import Algorithm, LocalSGDConfig, Message
+from dfml.algorithms.clfml.scoring import TaskTestSet, restricted_predictions, score_task
+from dfml.algorithms.clfml.service import support_set, task_finetune, train_generator
+from dfml.errors import ConfigError
+from dfml.models.flat import FlatModel
+
+
+def _linear(weight: np.ndarray) -> tuple[FlatModel, torch.Tensor]:
+    """A bias-free linear model over 2 features whose logits are x @ weight.T."""
+    model = FlatModel(nn.Linear(2, weight.shape[0], bias=False))
+    return model, torch.from_numpy(weight.astype(np.float32).reshape(-1))
+
+
+def test_score_task_against_a_hand_example():
+    # Logits x @ W.T with W rows per class 0..3; samples are one-hot-ish.
+    model, vector = _linear(np.array([[1, 0], [0, 1], [5, 5], [-1, -1]]))
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
+    test = TaskTestSet(x, np.array([0, 1, 0, 3, 2]), np.array([10, 11, 12, 13, 14]))
+    # Restricted to 𝒯 = {0, 1, 3}, class 2 (which always wins) cannot be predicted.
+    pred = restricted_predictions(model, vector, x, [0, 1, 3])
+    assert pred.tolist() == [0, 1, 0, 1, 0]
+    # Client 7's cluster holds {0, 1}; client 8's holds {0}; label 3 is missing for both.
+    other = torch.from_numpy(np.array([[1, 0], [-1, -1], [9, 9], [0, 5]], np.float32).ravel())
+    score = score_task(model, {7: vector, 8: other}, test, [0, 1, 3], {7: [0, 1], 8: [0]})
+    # Samples of 𝒯: positions 0, 1, 2, 3 (labels 0, 1, 0, 3); position 4 (label 2) is not.
+    # Client 7 predicts 0, 1, 0, 1 → 3/4; client 8: logits rows → 0, 3, 0, 3 → 3/4.
+    assert score.accuracy == pytest.approx(0.75)
+    # Present: client 7 labels {0, 1} → positions 0, 1, 2 all right (1.0); client 8
+    # label {0} → positions 0, 2 right (1.0). Missing: client 7 → [3] wrong (0.0);
+    # client 8 → [1, 3]: 3 right, 1 wrong (0.5).
+    assert score.present == pytest.approx(1.0)
+    assert score.missing == pytest.approx(0.25)
+    assert [(c, p, v) for c, p, v, _ in score.rows] == [
+        (7, 0, 0), (7, 1, 1), (7, 2, 0), (7, 3, 1),
+        (8, 0, 0), (8, 1, 3), (8, 2, 0), (8, 3, 3),
+    ]  # fmt: skip
+
+
+def test_a_label_without_test_samples_is_refused():
+    test = TaskTestSet(torch.zeros(2, 2), np.array([0, 1]), np.array([0, 1]))
+    test.check([0, 1])
+    with pytest.raises(ConfigError, match="label 5 has no held-out test sample"):
+        test.check([0, 5])
+
+
+def test_support_set_keeps_at_most_shots_per_label_and_is_seeded():
+    ctxs, _ = make_contexts(3)
+    ctx = ctxs[0]
+    labels = sorted(set(ctx.data.y_query.tolist()))[:3]
+    full_x, full_y = support_set(ctx, labels, 0, seed=1)
+    assert set(full_y.tolist()) == set(labels) and len(full_y) == int(
+        torch.isin(ctx.data.y_query, torch.tensor(labels)).sum()
+    )
+    x, y = support_set(ctx, labels, 1, seed=1)
+    assert sorted(y.tolist()) == sorted(labels)  # one of each
+    again_x, _ = support_set(ctx, labels, 1, seed=1)
+    assert torch.equal(x, again_x)
+    # Each kept sample is one of the client's query samples of its label.
+    for xi, yi in zip(x, y, strict=True):
+        assert any(torch.equal(xi, q) for q in full_x[full_y == yi])
+
+
+def _message(**extra) -> Message:
+    return Message(0, (), (), 1.0, extra)
+
+
+def test_task_steps_on_a_client_without_samples_of_the_labels():
+    """The crash class: a generator or a task over labels the client does not hold."""
+    ctxs, params = make_contexts(3)
+    full = ctxs[0]
+    d = full.data
+    keep = {part: getattr(d, f"y_{part}") < 2 for part in ("meta", "query", "test")}
+    data = ClientData(
+        *(t for part in ("meta", "query", "test") for t in (
+            getattr(d, f"x_{part}")[keep[part]], getattr(d, f"y_{part}")[keep[part]]
+        ))
+    )  # fmt: skip
+    ctx = ClientContext(0, full.model, data, full.device, full.seed)  # labels 0 and 1 only
+    absent = [5, 7]
+    algorithm = Algorithm(LocalSGDConfig())
+    state = ClientState(0, params[0])
+    universe = list(range(10))
+    first = {"labels": absent, "universe": universe, "first": True}
+    state, metrics = train_generator(algorithm, ctx, state, [], _message(**first))
+    assert np.isnan(metrics["generator_loss"]) and "generator" in state.extras
+    extra = {
+        "labels": absent, "first": True, "adapt": (1, 0.1), "neighbors": 0, "generated": [],
+        "universe": universe, "per_label": 2, "lr": 0.05, "batch_size": 8, "shots": 1, "task": 0,
+    }  # fmt: skip
+    state, metrics = task_finetune(algorithm, ctx, state, [], _message(**extra))
+    assert torch.equal(state.extras["task"], params[0])  # nothing to fit: unchanged
+    state, metrics = task_finetune(algorithm, ctx, state, [], _message(**{**extra, "adapt": None}))
+    assert torch.equal(state.extras["task"], params[0])
