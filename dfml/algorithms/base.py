@@ -75,6 +75,9 @@ BatchedStepFn = Callable[
     list[tuple[ClientState, Metrics]],
 ]
 
+#: What local training reads: D^M ∪ D^Q, or D^M only (D^Q kept unseen for tasks).
+TRAIN_SPLITS = ("all", "meta")
+
 #: The hooks of plain local SGD that the batched client step stands in for:
 #: an algorithm overriding one of them trains its clients one by one.
 PLAIN_SGD_HOOKS = ("local_update", "local_data")
@@ -119,6 +122,12 @@ class LocalSGDConfig:
             raise ConfigError(f"lr must be a positive finite number, got {self.lr}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def check_train_split(value: str) -> None:
+    """One ConfigError line unless ``value`` is one of :data:`TRAIN_SPLITS`."""
+    if value not in TRAIN_SPLITS:
+        raise ConfigError(f"train_split must be one of {', '.join(TRAIN_SPLITS)}, got {value!r}")
 
 
 @dataclass
@@ -324,7 +333,11 @@ class Algorithm:
         return torch.from_numpy(mixed).to(state.params.device)
 
     def local_data(self, ctx: ClientContext) -> tuple[torch.Tensor, torch.Tensor]:
-        """The samples local SGD trains on (default: D^M ∪ D^Q)."""
+        """The samples local SGD trains on: D^M ∪ D^Q, or D^M alone where the
+        config says ``train_split: meta`` (so a task's support data D^Q stays
+        unseen until the task fine-tunes on it)."""
+        if getattr(self.config, "train_split", "all") == "meta":
+            return ctx.data.x_meta, ctx.data.y_meta
         return ctx.data.x_train, ctx.data.y_train
 
     def regularizer(self, params: torch.Tensor) -> Regularizer | None:

@@ -14,11 +14,30 @@ defaults; this module names them.
 
 from __future__ import annotations
 
-from dfml.algorithms.base import Algorithm, LocalSGDConfig
+from dataclasses import dataclass
+
+from dfml.algorithms.base import Algorithm, LocalSGDConfig, check_train_split
+
+
+@dataclass(frozen=True)
+class DFedAvgConfig(LocalSGDConfig):
+    """Local SGD knobs plus what local SGD trains on.
+
+    Attributes:
+        train_split: ``all`` (D^M ∪ D^Q) or ``meta`` (D^M only); with
+            ``--tasks`` it defaults to ``meta``, so every method pretrains
+            on the same data and a task's support data stays unseen.
+    """
+
+    train_split: str = "all"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_train_split(self.train_split)
 
 
 class DFedAvg(Algorithm):
     """Gossip mixing with W, then E local SGD epochs."""
 
     name = "dfedavg"
-    Config = LocalSGDConfig
+    Config = DFedAvgConfig

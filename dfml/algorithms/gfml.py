@@ -19,34 +19,156 @@ D^Q: :meth:`GFML.adapt` (Pers.k) takes k SGD steps with η on D^Q batches.
 ``accuracy`` each round is the meta-model's own (before fine-tuning).
 With ``aggregation: server`` step 1 is the server's data-size average.
 
+The learner on D^M is ``--meta-learner`` (default FOMAML, the same as
+CL-FML's, so G-FML vs CL-FML differs by the clustering alone): FOMAML /
+MAML / Reptile meta-updates (:func:`meta_update`), or ``sgd``, the slides'
+plain step above. A meta-learned model is scored after its own K inner
+steps on D^M, as the meta-learning family scores.
+
 Knobs: ``local_epochs`` E_M, ``lr`` η, ``batch_size``, ``aggregation``
-(default ``gossip``: CL-FML is decentralized).
+(default ``gossip``: CL-FML is decentralized), ``meta_learner``,
+``inner_lr`` α, ``inner_steps`` K, ``train_split`` (default ``meta``).
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from dfml.actors.state import ClientContext, ClientState
-from dfml.algorithms.meta.maml import inner_loop, model_loss, sample_batch
+from dfml.algorithms.base import Metrics, check_train_split
+from dfml.algorithms.fml import EVAL_SALT, adapt_on_meta
+from dfml.algorithms.meta.maml import (
+    LossFn,
+    inner_loop,
+    maml_gradient,
+    model_loss,
+    sample_batch,
+)
+from dfml.algorithms.meta.reptile import reptile_step
 from dfml.algorithms.server import FederatedSGDConfig, ServerOrGossip
+from dfml.algorithms.sgd import evaluate
+from dfml.errors import ConfigError
+
+META_LEARNERS = ("fomaml", "maml", "reptile", "sgd")
+
+
+@dataclass(frozen=True)
+class GFMLConfig(FederatedSGDConfig):
+    """G-FML's knobs: where clients meet, what they train on, and the learner.
+
+    Attributes:
+        train_split: ``meta`` (D^M only: D^Q is the fine-tuning data) or
+            ``all`` (D^M ∪ D^Q).
+        meta_learner: how a client meta-trains on D^M each round:
+            ``fomaml`` (first-order MAML), ``maml`` (second order),
+            ``reptile``, or ``sgd`` (the slides' plain step
+            θ ← θ̃ − η ∇ℛ(θ̃)). The outer step size is ``lr``.
+        inner_lr: α, the inner (adaptation) step size of fomaml, maml and
+            reptile.
+        inner_steps: K, inner steps per meta-update (fomaml, maml, reptile).
+    """
+
+    train_split: str = "meta"
+    meta_learner: str = "fomaml"
+    inner_lr: float = 0.1
+    inner_steps: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_train_split(self.train_split)
+        if self.meta_learner not in META_LEARNERS:
+            raise ConfigError(
+                f"meta_learner must be one of {', '.join(META_LEARNERS)}, got {self.meta_learner!r}"
+            )
+        if not (self.inner_lr > 0 and math.isfinite(self.inner_lr)):
+            raise ConfigError(f"inner_lr must be a positive number, got {self.inner_lr}")
+        if self.inner_steps < 1:
+            raise ConfigError(f"inner_steps must be >= 1, got {self.inner_steps}")
+        if self.meta_learner == "reptile" and self.lr > 1:
+            raise ConfigError(
+                f"meta_learner reptile interpolates θ + lr (φ − θ): lr must be <= 1, got {self.lr}"
+            )
+
+
+def meta_update(
+    cfg: GFMLConfig,
+    loss_fn: LossFn,
+    theta: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, float]:
+    """One meta-update of ``cfg.meta_learner`` on batches of (x, y); also its loss.
+
+    fomaml / maml: S, Q ~ D^M;  φ = θ − α ∇L_S (K steps);  θ ← θ − η ∇_θ L_Q(φ)
+    (first order: ∇L_Q(φ)).  reptile: K SGD steps of α on fresh batches,
+    θ ← θ + η (φ_K − θ).  η = ``lr``, α = ``inner_lr``, K = ``inner_steps``.
+    """
+    b = cfg.batch_size
+    if cfg.meta_learner == "reptile":
+        batches = [sample_batch(x, y, b, rng) for _ in range(cfg.inner_steps)]
+        return reptile_step(loss_fn, theta, batches, cfg.inner_lr, cfg.lr)
+    support, query = sample_batch(x, y, b, rng), sample_batch(x, y, b, rng)
+    g, loss = maml_gradient(
+        loss_fn,
+        theta,
+        support,
+        query,
+        cfg.inner_lr,
+        cfg.inner_steps,
+        first_order=cfg.meta_learner == "fomaml",
+    )
+    return theta - cfg.lr * g, float(loss)
 
 
 class GFML(ServerOrGossip):
-    """Decentralized SGD on D^M (the global meta-model); fine-tuning on D^Q."""
+    """Decentralized meta-training on D^M (the global meta-model); fine-tuning on D^Q."""
 
     name = "gfml"
-    Config = FederatedSGDConfig
+    Config = GFMLConfig
 
-    def local_data(self, ctx: ClientContext) -> tuple[torch.Tensor, torch.Tensor]:
-        """G-FML meta-trains on D^M only; D^Q is kept for fine-tuning."""
-        return ctx.data.x_meta, ctx.data.y_meta
+    @property
+    def learner(self) -> str:
+        """The meta-learner (``sgd`` for configs without one: C-DFedAvg)."""
+        return getattr(self.config, "meta_learner", "sgd")
+
+    def local_update(
+        self, ctx: ClientContext, state: ClientState, params: torch.Tensor
+    ) -> tuple[ClientState, Metrics]:
+        """E_M epochs of ``meta_learner`` meta-updates on D^M from the mix θ̃_i.
+
+        An epoch is ⌈|D^M| / B⌉ meta-updates, so every learner sees as many
+        batches as plain SGD would. Support S and query Q are independent
+        batches of D^M: D^Q stays untouched for fine-tuning.
+        """
+        cfg = self.config
+        if self.learner == "sgd":
+            return super().local_update(ctx, state, params)
+        x, y = self.local_data(ctx)
+        if len(y) == 0:
+            return state.evolve(params=params.detach()), {}
+        rng = np.random.default_rng(ctx.round_seed(state.round))
+        loss_fn = model_loss(ctx.model)
+        updates = cfg.local_epochs * math.ceil(len(y) / cfg.batch_size)
+        theta, total = params.detach(), 0.0
+        for _ in range(updates):
+            theta, loss = meta_update(cfg, loss_fn, theta, x, y, rng)
+            total += loss
+        loss = total / updates
+        return state.evolve(params=theta.detach(), last_loss=loss), {"train_loss": loss}
 
     def adapt(
         self, ctx: ClientContext, state: ClientState, params: torch.Tensor, steps: int, seed: int
     ) -> torch.Tensor:
-        """k fine-tuning steps θ ← θ − η ∇ℛ(θ; B), B ~ D^Q (D^M if D^Q is empty)."""
+        """A meta-learned model adapts as the family does (α steps on D^M); ``sgd``:
+        k fine-tuning steps θ ← θ − η ∇ℛ(θ; B), B ~ D^Q (D^M if D^Q is empty)."""
+        if self.learner != "sgd":
+            cfg = self.config
+            return adapt_on_meta(ctx, params, steps, seed, cfg.inner_lr, cfg.batch_size)
         d = ctx.data
         x, y = (d.x_query, d.y_query) if len(d.y_query) else (d.x_meta, d.y_meta)
         if steps == 0 or len(y) == 0:
@@ -58,3 +180,21 @@ class GFML(ServerOrGossip):
             batch = sample_batch(x, y, self.config.batch_size, rng)
             theta = inner_loop(loss, theta, batch, self.config.lr, 1).detach()
         return theta
+
+    def evaluate_client(
+        self, ctx: ClientContext, state: ClientState, params: torch.Tensor | None = None
+    ) -> Metrics:
+        """A meta-learned model is scored as the family scores: after K adaptation steps.
+
+        ``accuracy`` is then the adapted model's, ``init_accuracy`` the
+        meta-model's own (a MAML-style initialisation is not meant to be
+        used unadapted).
+        """
+        if params is not None or self.learner == "sgd":
+            return super().evaluate_client(ctx, state, params)
+        seed = ctx.round_seed(state.round, EVAL_SALT)
+        adapted = self.adapt(ctx, state, state.params, self.config.inner_steps, seed)
+        d = ctx.data
+        loss, acc = evaluate(ctx.model, adapted, d.x_test, d.y_test)
+        _, init_acc = evaluate(ctx.model, state.params, d.x_test, d.y_test)
+        return {"test_loss": loss, "accuracy": acc, "init_accuracy": init_acc}

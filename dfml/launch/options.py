@@ -445,6 +445,9 @@ def build_config(
         # The file fixes the clients (initial + reserve); an explicit --clients is checked later.
         membership = _build(MembershipConfig, opts)
         opts["clients"] = num_clients_in(str(opts["partition_file"])) - membership.reserve
+    if (opts.get("tasks") or opts.get("tasks_file")) and "train_split" in known:
+        # Tasks fine-tune on D^Q: every method pretrains on D^M alone unless told otherwise.
+        opts.setdefault("train_split", "meta")
     built = {name: _build(cls, opts) for name, cls in SECTIONS.items()}
     launch = built.pop("launch")
     experiment = ExperimentConfig(**built, algorithm=_build(algo_cls.Config, opts))

@@ -28,7 +28,7 @@ numbers):
    C_k over the cluster's sub-graph of the topology: client i aggregates
    θ̃_i = Σ_{j ∈ N_k(i) ∪ {i}} w_ij θ_j with w_ij = |D^M_j| / Σ |D^M| over
    its cluster neighbourhood, then takes E_M epochs of meta-updates on D^M
-   with ``--meta-learner`` (:func:`meta_update`): FOMAML by default, MAML,
+   with ``--meta-learner`` (:func:`~dfml.algorithms.gfml.meta_update`): FOMAML by default, MAML,
    Reptile, or the slides' plain step θ_i ← θ̃_i − η ∇ℛ_i(θ̃_i) (``sgd``,
    G-FML's client code). A cluster whose sub-graph is disconnected is
    reconnected by linking its components in the order of their lowest ids,
@@ -47,7 +47,6 @@ service (Case I/II, augmentation, fine-tuning) runs after training:
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +57,7 @@ import ray
 import torch
 
 from dfml.actors.state import ClientContext, ClientState
-from dfml.algorithms.base import Algorithm, Message, Metrics, RunEnv
+from dfml.algorithms.base import Algorithm, Message, Metrics, RunEnv, check_train_split
 from dfml.algorithms.clfml.clustering import (
     OnlineKMeans,
     cluster_distribution,
@@ -68,19 +67,14 @@ from dfml.algorithms.clfml.clustering import (
     tree_parents,
 )
 from dfml.algorithms.clfml.labels import LABEL_BYTES, label_vector, merge_labels
-from dfml.algorithms.fml import EVAL_SALT, adapt_on_meta
-from dfml.algorithms.gfml import GFML
-from dfml.algorithms.meta.maml import LossFn, maml_gradient, model_loss, sample_batch
-from dfml.algorithms.meta.reptile import reptile_step
+from dfml.algorithms.gfml import GFML, GFMLConfig
 from dfml.algorithms.server import FederatedSGDConfig
-from dfml.algorithms.sgd import evaluate
 from dfml.errors import ConfigError
 from dfml.steps import DriverState, Entry, Phase, Step, StepResult
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
 
 KNOWN = "known_labels"
 LABEL_VECTORS = ("multi-hot", "histogram")
-META_LEARNERS = ("fomaml", "maml", "reptile", "sgd")
 
 
 @dataclass(frozen=True)
@@ -94,15 +88,20 @@ class ClusterConfig(FederatedSGDConfig):
             within this Hellinger distance are linked, in (0, 1].
         label_vector: P_i as ``multi-hot`` (the slides) or the normalised
             label ``histogram``.
+        train_split: what local training reads: ``all`` (D^M ∪ D^Q;
+            C-DFedAvg's default) or ``meta`` (D^M only; CL-FML's default,
+            and every method's with ``--tasks``).
     """
 
     aggregation: str = "gossip"
     clusters: str = "3"
     cluster_threshold: float = 0.3
     label_vector: str = "multi-hot"
+    train_split: str = "all"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_train_split(self.train_split)
         if self.aggregation != "gossip":
             raise ConfigError(
                 "clfml and cdfedavg are decentralized: aggregation must be gossip, "
@@ -126,37 +125,17 @@ class ClusterConfig(FederatedSGDConfig):
 
 
 @dataclass(frozen=True)
-class CLFMLConfig(ClusterConfig):
-    """CL-FML's knobs: clustering plus the meta-learner inside each cluster.
+class CLFMLConfig(ClusterConfig, GFMLConfig):
+    """CL-FML's knobs: clustering plus G-FML's meta-learner inside each cluster
+    (``meta_learner``, ``inner_lr``, ``inner_steps``; see
+    :class:`~dfml.algorithms.gfml.GFMLConfig`).
 
     Attributes:
-        meta_learner: how a client meta-trains on D^M each round:
-            ``fomaml`` (first-order MAML), ``maml`` (second order),
-            ``reptile``, or ``sgd`` (the slides' plain step
-            θ ← θ̃ − η ∇ℛ(θ̃)). The outer step size is ``lr``.
-        inner_lr: α, the inner (adaptation) step size of fomaml, maml and
-            reptile.
-        inner_steps: K, inner steps per meta-update (fomaml, maml, reptile).
+        train_split: ``meta`` (D^M only, the default: D^Q is the task
+            service's fine-tuning data) or ``all``.
     """
 
-    meta_learner: str = "fomaml"
-    inner_lr: float = 0.1
-    inner_steps: int = 1
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.meta_learner not in META_LEARNERS:
-            raise ConfigError(
-                f"meta_learner must be one of {', '.join(META_LEARNERS)}, got {self.meta_learner!r}"
-            )
-        if not (self.inner_lr > 0 and math.isfinite(self.inner_lr)):
-            raise ConfigError(f"inner_lr must be a positive number, got {self.inner_lr}")
-        if self.inner_steps < 1:
-            raise ConfigError(f"inner_steps must be >= 1, got {self.inner_steps}")
-        if self.meta_learner == "reptile" and self.lr > 1:
-            raise ConfigError(
-                f"meta_learner reptile interpolates θ + lr (φ − θ): lr must be <= 1, got {self.lr}"
-            )
+    train_split: str = "meta"
 
 
 def reconnect(graph: nx.Graph) -> nx.Graph:
@@ -165,37 +144,6 @@ def reconnect(graph: nx.Graph) -> nx.Graph:
     parts = sorted(min(c) for c in nx.connected_components(graph))
     out.add_edges_from(itertools.pairwise(parts))
     return out
-
-
-def meta_update(
-    cfg: CLFMLConfig,
-    loss_fn: LossFn,
-    theta: torch.Tensor,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    rng: np.random.Generator,
-) -> tuple[torch.Tensor, float]:
-    """One meta-update of ``cfg.meta_learner`` on batches of (x, y); also its loss.
-
-    fomaml / maml: S, Q ~ D^M;  φ = θ − α ∇L_S (K steps);  θ ← θ − η ∇_θ L_Q(φ)
-    (first order: ∇L_Q(φ)).  reptile: K SGD steps of α on fresh batches,
-    θ ← θ + η (φ_K − θ).  η = ``lr``, α = ``inner_lr``, K = ``inner_steps``.
-    """
-    b = cfg.batch_size
-    if cfg.meta_learner == "reptile":
-        batches = [sample_batch(x, y, b, rng) for _ in range(cfg.inner_steps)]
-        return reptile_step(loss_fn, theta, batches, cfg.inner_lr, cfg.lr)
-    support, query = sample_batch(x, y, b, rng), sample_batch(x, y, b, rng)
-    g, loss = maml_gradient(
-        loss_fn,
-        theta,
-        support,
-        query,
-        cfg.inner_lr,
-        cfg.inner_steps,
-        first_order=cfg.meta_learner == "fomaml",
-    )
-    return theta - cfg.lr * g, float(loss)
 
 
 def cluster_graph(topology: nx.Graph, assignment: Mapping[int, int]) -> nx.Graph:
@@ -387,63 +335,6 @@ class CLFML(GFML):
         }
 
     # ----- client half -------------------------------------------------
-    def local_update(
-        self, ctx: ClientContext, state: ClientState, params: torch.Tensor
-    ) -> tuple[ClientState, Metrics]:
-        """E_M epochs of ``meta_learner`` meta-updates on D^M from the cluster mix θ̃_i.
-
-        An epoch is ⌈|D^M| / B⌉ meta-updates, so every learner sees as many
-        batches as plain SGD would. Support S and query Q are independent
-        batches of D^M: D^Q stays untouched for the task service's
-        fine-tuning (:mod:`~dfml.algorithms.clfml.service`).
-        """
-        cfg = self.config
-        if self.learner == "sgd":
-            return super().local_update(ctx, state, params)
-        x, y = self.local_data(ctx)
-        if len(y) == 0:
-            return state.evolve(params=params.detach()), {}
-        rng = np.random.default_rng(ctx.round_seed(state.round))
-        loss_fn = model_loss(ctx.model)
-        updates = cfg.local_epochs * math.ceil(len(y) / cfg.batch_size)
-        theta, total = params.detach(), 0.0
-        for _ in range(updates):
-            theta, loss = meta_update(cfg, loss_fn, theta, x, y, rng)
-            total += loss
-        loss = total / updates
-        return state.evolve(params=theta.detach(), last_loss=loss), {"train_loss": loss}
-
-    @property
-    def learner(self) -> str:
-        """The meta-learner (``sgd`` for configs without one: C-DFedAvg)."""
-        return getattr(self.config, "meta_learner", "sgd")
-
-    def adapt(
-        self, ctx: ClientContext, state: ClientState, params: torch.Tensor, steps: int, seed: int
-    ) -> torch.Tensor:
-        """A meta-learned θ̃_k adapts as the family does (α steps on D^M); ``sgd``: G-FML's."""
-        if self.learner == "sgd":
-            return super().adapt(ctx, state, params, steps, seed)
-        cfg = self.config
-        return adapt_on_meta(ctx, params, steps, seed, cfg.inner_lr, cfg.batch_size)
-
-    def evaluate_client(
-        self, ctx: ClientContext, state: ClientState, params: torch.Tensor | None = None
-    ) -> Metrics:
-        """A meta-learned θ̃_k is scored as the family scores: after K adaptation steps.
-
-        ``accuracy`` is then the adapted model's, ``init_accuracy`` θ̃_k's own
-        (a MAML-style initialisation is not meant to be used unadapted).
-        """
-        if params is not None or self.learner == "sgd":
-            return super().evaluate_client(ctx, state, params)
-        seed = ctx.round_seed(state.round, EVAL_SALT)
-        adapted = self.adapt(ctx, state, state.params, self.config.inner_steps, seed)
-        d = ctx.data
-        loss, acc = evaluate(ctx.model, adapted, d.x_test, d.y_test)
-        _, init_acc = evaluate(ctx.model, state.params, d.x_test, d.y_test)
-        return {"test_loss": loss, "accuracy": acc, "init_accuracy": init_acc}
-
     def init_state(self, ctx: ClientContext, init_params: torch.Tensor) -> ClientState:
         state = super().init_state(ctx, init_params)
         known = torch.tensor(sorted(state.labels), dtype=torch.int64)
@@ -529,10 +420,7 @@ class CDFedAvg(CLFML):
     """C-DFedAvg: CL-FML's clusters, DFedAvg inside each (all local data, no meta-learning)."""
 
     name = "cdfedavg"
-    Config = ClusterConfig  # no meta-learner: plain SGD (:attr:`CLFML.learner`)
-
-    def local_data(self, ctx: ClientContext) -> tuple[torch.Tensor, torch.Tensor]:
-        return ctx.data.x_train, ctx.data.y_train
+    Config = ClusterConfig  # no meta-learner: plain SGD (:attr:`GFML.learner`)
 
     def adapt(
         self, ctx: ClientContext, state: ClientState, params: torch.Tensor, steps: int, seed: int

@@ -20,8 +20,7 @@ from dfml.algorithms.clfml.algorithm import CLFML, CDFedAvg, CLFMLConfig, Cluste
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.algorithms.fedmeta import FedMetaMAML
 from dfml.algorithms.fml import MetaConfig
-from dfml.algorithms.gfml import GFML
-from dfml.algorithms.server import FederatedSGDConfig
+from dfml.algorithms.gfml import GFML, GFMLConfig
 from dfml.errors import ConfigError
 from dfml.launch.options import build_config
 
@@ -102,7 +101,7 @@ def test_sgd_learner_is_gfmls_plain_step(client):
     """``sgd`` is G-FML's client update (itself checked against a plain loop)."""
     ctx, init = client
     cfg = CLFMLConfig(meta_learner="sgd", lr=0.1, batch_size=16, local_epochs=1)
-    gfml = GFML(FederatedSGDConfig(lr=0.1, batch_size=16, local_epochs=1))
+    gfml = GFML(GFMLConfig(meta_learner="sgd", lr=0.1, batch_size=16, local_epochs=1))
     ours = CLFML(cfg).local_update(ctx, CLFML(cfg).init_state(ctx, init), init)[0]
     theirs = gfml.local_update(ctx, gfml.init_state(ctx, init), init)[0]
     assert torch.equal(ours.params, theirs.params)
@@ -152,3 +151,45 @@ def test_a_meta_learned_cluster_model_is_scored_like_the_family(client):
     assert got["accuracy"] != got["init_accuracy"]
     plain = CLFML(CLFMLConfig(meta_learner="sgd")).evaluate_client(ctx, state)
     assert "init_accuracy" not in plain and plain["accuracy"] == got["init_accuracy"]
+
+
+def test_train_split_meta_trains_dfedavg_on_dm_alone(client):
+    """``train_split: meta``: the same SGD as on D^M by hand; ``all`` reads D^M ∪ D^Q."""
+    from dfml.algorithms.dfedavg import DFedAvgConfig
+    from dfml.algorithms.sgd import sgd_epochs
+
+    ctx, init = client
+    algo = DFedAvg(DFedAvgConfig(lr=0.1, batch_size=16, local_epochs=1, train_split="meta"))
+    state = algo.init_state(ctx, init).evolve(round=2)
+    ours = algo.local_update(ctx, state, init)[0].params
+    expected, _ = sgd_epochs(
+        ctx.model, init, ctx.data.x_meta, ctx.data.y_meta, lr=0.1, epochs=1, batch_size=16,
+        seed=ctx.round_seed(2),
+    )  # fmt: skip
+    torch.testing.assert_close(ours, expected)
+    everything = DFedAvg(DFedAvgConfig(lr=0.1, batch_size=16, local_epochs=1))
+    assert not torch.equal(everything.local_update(ctx, state, init)[0].params, ours)
+
+
+def test_gfml_and_clfml_share_the_learner(client):
+    """G-FML runs CL-FML's meta-learner: only the clustering differs between them."""
+    ctx, init = client
+    knobs = {"meta_learner": "fomaml", "lr": 0.3, "inner_lr": 0.05, "inner_steps": 2}
+    gfml = GFML(GFMLConfig(**knobs))
+    clfml = CLFML(CLFMLConfig(**knobs))
+    ours = gfml.local_update(ctx, gfml.init_state(ctx, init), init)[0].params
+    theirs = clfml.local_update(ctx, clfml.init_state(ctx, init), init)[0].params
+    assert torch.equal(ours, theirs)
+    assert GFMLConfig().meta_learner == CLFMLConfig().meta_learner == "fomaml"
+
+
+@pytest.mark.parametrize("algorithm", ["dfedavg", "cdfedavg", "gfml", "clfml"])
+def test_with_tasks_every_method_pretrains_on_dm(algorithm):
+    base = {"algorithm": algorithm, "dataset": "digits"}
+    default = {"dfedavg": "all", "cdfedavg": "all", "gfml": "meta", "clfml": "meta"}[algorithm]
+    assert build_config(base)[0].algorithm.train_split == default
+    assert build_config({**base, "tasks": 5})[0].algorithm.train_split == "meta"
+    explicit = build_config({**base, "tasks": 5, "train_split": "all"})[0]
+    assert explicit.algorithm.train_split == "all"
+    with pytest.raises(ConfigError, match="train_split must be one of all, meta"):
+        build_config({**base, "train_split": "query"})
