@@ -41,8 +41,8 @@ import torch
 from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.base import Metrics, check_train_split
 from dfml.algorithms.fml import EVAL_SALT, adapt_on_meta
+from dfml.algorithms.meta.episodes import EPISODE_LABELS, label_episode, restricted_loss
 from dfml.algorithms.meta.maml import (
-    LossFn,
     inner_loop,
     maml_gradient,
     model_loss,
@@ -52,8 +52,10 @@ from dfml.algorithms.meta.reptile import reptile_step
 from dfml.algorithms.server import FederatedSGDConfig, ServerOrGossip
 from dfml.algorithms.sgd import evaluate
 from dfml.errors import ConfigError
+from dfml.models.flat import FlatModel
 
 META_LEARNERS = ("fomaml", "maml", "reptile", "sgd")
+EPISODES = ("batch", "labels")
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,20 @@ class GFMLConfig(FederatedSGDConfig):
         inner_lr: α, the inner (adaptation) step size of fomaml, maml and
             reptile.
         inner_steps: K, inner steps per meta-update (fomaml, maml, reptile).
+        episodes: what one meta-update's support and query are: ``batch``
+            (two independent batches of D^M) or ``labels`` (a label subset of
+            2–5 labels, ``episode_shots`` support samples per label, query
+            samples of the same labels, losses over those labels' logits:
+            the shape of a task; :mod:`~dfml.algorithms.meta.episodes`).
+        episode_shots: support samples per label of a ``labels`` episode.
     """
 
     train_split: str = "meta"
     meta_learner: str = "fomaml"
     inner_lr: float = 0.1
     inner_steps: int = 1
+    episodes: str = "batch"
+    episode_shots: int = 2
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -88,6 +98,12 @@ class GFMLConfig(FederatedSGDConfig):
             raise ConfigError(f"inner_lr must be a positive number, got {self.inner_lr}")
         if self.inner_steps < 1:
             raise ConfigError(f"inner_steps must be >= 1, got {self.inner_steps}")
+        if self.episodes not in EPISODES:
+            raise ConfigError(
+                f"episodes must be one of {', '.join(EPISODES)}, got {self.episodes!r}"
+            )
+        if self.episode_shots < 1:
+            raise ConfigError(f"episode_shots must be >= 1, got {self.episode_shots}")
         if self.meta_learner == "reptile" and self.lr > 1:
             raise ConfigError(
                 f"meta_learner reptile interpolates θ + lr (φ − θ): lr must be <= 1, got {self.lr}"
@@ -96,28 +112,47 @@ class GFMLConfig(FederatedSGDConfig):
 
 def meta_update(
     cfg: GFMLConfig,
-    loss_fn: LossFn,
+    model: FlatModel,
     theta: torch.Tensor,
     x: torch.Tensor,
     y: torch.Tensor,
     rng: np.random.Generator,
 ) -> tuple[torch.Tensor, float]:
-    """One meta-update of ``cfg.meta_learner`` on batches of (x, y); also its loss.
+    """One meta-update of ``cfg.meta_learner`` on an episode of (x, y); also its loss.
 
-    fomaml / maml: S, Q ~ D^M;  φ = θ − α ∇L_S (K steps);  θ ← θ − η ∇_θ L_Q(φ)
-    (first order: ∇L_Q(φ)).  reptile: K SGD steps of α on fresh batches,
-    θ ← θ + η (φ_K − θ).  η = ``lr``, α = ``inner_lr``, K = ``inner_steps``.
+    fomaml / maml: φ = θ − α ∇L_S (K steps);  θ ← θ − η ∇_θ L_Q(φ) (first
+    order: ∇L_Q(φ)).  reptile: K SGD steps of α, θ ← θ + η (φ_K − θ).
+    η = ``lr``, α = ``inner_lr``, K = ``inner_steps``. The episode (S, Q)
+    is two independent batches of D^M (``episodes: batch``), or a label
+    subset with its losses over those labels' logits (``episodes: labels``,
+    :func:`~dfml.algorithms.meta.episodes.label_episode`); reptile's inner
+    steps then run on S ∪ Q.
     """
     b = cfg.batch_size
-    if cfg.meta_learner == "reptile":
-        batches = [sample_batch(x, y, b, rng) for _ in range(cfg.inner_steps)]
-        return reptile_step(loss_fn, theta, batches, cfg.inner_lr, cfg.lr)
-    support, query = sample_batch(x, y, b, rng), sample_batch(x, y, b, rng)
+    loss_fn = model_loss(model)
+    episode = None
+    if cfg.episodes == "labels":
+        query = max(cfg.episode_shots, b // EPISODE_LABELS[1])
+        episode = label_episode(x, y, cfg.episode_shots, query, rng)
+    if episode is None:  # the draws of the plain rule, in its order
+        if cfg.meta_learner == "reptile":
+            batches = [sample_batch(x, y, b, rng) for _ in range(cfg.inner_steps)]
+            return reptile_step(loss_fn, theta, batches, cfg.inner_lr, cfg.lr)
+        support, query_batch = sample_batch(x, y, b, rng), sample_batch(x, y, b, rng)
+    else:
+        labels, support, query_batch = episode
+        loss_fn = restricted_loss(model, labels)
+        if cfg.meta_learner == "reptile":
+            both = (
+                torch.cat([support[0], query_batch[0]]),
+                torch.cat([support[1], query_batch[1]]),
+            )
+            return reptile_step(loss_fn, theta, [both] * cfg.inner_steps, cfg.inner_lr, cfg.lr)
     g, loss = maml_gradient(
         loss_fn,
         theta,
         support,
-        query,
+        query_batch,
         cfg.inner_lr,
         cfg.inner_steps,
         first_order=cfg.meta_learner == "fomaml",
@@ -152,11 +187,10 @@ class GFML(ServerOrGossip):
         if len(y) == 0:
             return state.evolve(params=params.detach()), {}
         rng = np.random.default_rng(ctx.round_seed(state.round))
-        loss_fn = model_loss(ctx.model)
         updates = cfg.local_epochs * math.ceil(len(y) / cfg.batch_size)
         theta, total = params.detach(), 0.0
         for _ in range(updates):
-            theta, loss = meta_update(cfg, loss_fn, theta, x, y, rng)
+            theta, loss = meta_update(cfg, ctx.model, theta, x, y, rng)
             total += loss
         loss = total / updates
         return state.evolve(params=theta.detach(), last_loss=loss), {"train_loss": loss}

@@ -42,11 +42,14 @@ def sgd_epochs(
     batch_size: int,
     seed: int,
     regularizer: Regularizer | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, float]:
     """``epochs`` passes of plain SGD, θ ← θ − η ∇ℓ(θ; batch).
 
-    Returns the new vector and the mean training loss over all batches
-    (NaN propagates, so callers can detect divergence).
+    ``loss_fn(θ, x, y)`` replaces the model's cross-entropy (e.g. a task's
+    loss over its own labels' logits). Returns the new vector and the mean
+    training loss over all batches (NaN propagates, so callers can detect
+    divergence).
     """
 
     rng = np.random.default_rng(seed)
@@ -59,7 +62,10 @@ def sgd_epochs(
             ib = torch.from_numpy(idx).to(x.device)
             with torch.enable_grad():
                 leaf = theta.requires_grad_(True)
-                loss = cross_entropy(model, leaf, x[ib], y[ib])
+                if loss_fn is None:
+                    loss = cross_entropy(model, leaf, x[ib], y[ib])
+                else:
+                    loss = loss_fn(leaf, x[ib], y[ib])
                 if regularizer is not None:
                     loss = loss + regularizer(leaf)
                 (g,) = torch.autograd.grad(loss, leaf)

@@ -71,6 +71,7 @@ from dfml.algorithms.clfml.tasks import (
     random_tasks,
     select_clusters,
 )
+from dfml.algorithms.meta.episodes import restricted_loss
 from dfml.algorithms.sgd import sgd_epochs
 from dfml.channels import fetch, is_handle
 from dfml.errors import ConfigError
@@ -728,7 +729,8 @@ def task_finetune(
     full-batch gradient steps of α on the support set (+ generated samples),
     no communication — the method's own adaptation. Fine-tuning: mix the
     neighbours' task models (their meta-models in the first round), then one
-    epoch of SGD of ``lr`` on the same data. A client with no support
+    epoch of SGD of ``lr`` on the same data. Both minimise the cross-entropy
+    over 𝒯's logits only: the task is a |𝒯|-way classifier, scored so. A client with no support
     samples of 𝒯 and nothing generated keeps the mixed model.
     """
     extra = msg.extra
@@ -760,10 +762,19 @@ def task_finetune(
         y = torch.cat([y, torch.as_tensor([universe[i] for i in gy.tolist()], dtype=y.dtype)])
         generated += len(gy)
     loss = float("nan")
+    task_loss = restricted_loss(ctx.model, extra["labels"])  # a |𝒯|-way classifier
     if len(y) and extra["adapt"] is not None:
         steps, lr = extra["adapt"]
         theta, loss = sgd_epochs(
-            ctx.model, theta, x, y, lr=lr, epochs=steps, batch_size=len(y), seed=seed
+            ctx.model,
+            theta,
+            x,
+            y,
+            lr=lr,
+            epochs=steps,
+            batch_size=len(y),
+            seed=seed,
+            loss_fn=task_loss,
         )
     elif len(y):
         theta, loss = sgd_epochs(
@@ -775,6 +786,7 @@ def task_finetune(
             epochs=1,
             batch_size=extra["batch_size"],
             seed=ctx.round_seed(state.round, TASK_SALT + extra["task"]),
+            loss_fn=task_loss,
         )
     extras = {**state.extras, "task": theta.detach()}
     return state.evolve(extras=extras), {"task_loss": loss, "generated": float(generated)}
