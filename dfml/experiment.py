@@ -23,7 +23,7 @@ from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
 from dfml.algorithms.base import Algorithm, RoundRecord
 from dfml.algorithms.callbacks import Callback
-from dfml.algorithms.clfml.scoring import TaskRequester, TaskTestSet
+from dfml.algorithms.clfml.scoring import ReferenceClassifier, TaskRequester, TaskTestSet
 from dfml.algorithms.clfml.service import TaskConfig, TaskService, check_task_algorithm
 from dfml.algorithms.evaluation import EvalConfig
 from dfml.data.config import DataConfig, PartitionConfig
@@ -194,13 +194,17 @@ def task_service(
     dataset = load_dataset(cfg.data)
     test = TaskTestSet.from_indices(dataset, np.concatenate([s.test for s in prep.splits]))
     model = build_model(cfg.model, dataset.input_shape, dataset.num_classes)
+    reference = None
+    if cfg.tasks.augment:
+        train = np.sort(np.concatenate([s.train for s in prep.splits]))
+        reference = ReferenceClassifier(dataset.features(train), dataset.labels(train))
     return TaskService(
         cfg.tasks,
         rounds,
         cfg.run.seed,
         prep.client_labels,
         cfg.algorithm,
-        TaskRequester(model, test),
+        TaskRequester(model, test, reference),
         out,
     )
 

@@ -135,9 +135,36 @@ def score_task(
     )
 
 
+class ReferenceClassifier:
+    """A classifier trained on real samples, to tell whether generated ones look real.
+
+    Multinomial logistic regression (scikit-learn) on flattened features
+    clamped to [0, 1] — the space the label-conditional VAE generates in.
+    A generator that supplies label c should produce samples it calls c.
+    It measures; it never takes part in training or scoring a task.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        self.model = LogisticRegression(max_iter=300)
+        self.model.fit(self._inputs(x), y)
+
+    @staticmethod
+    def _inputs(x: np.ndarray | torch.Tensor) -> np.ndarray:
+        arr = np.asarray(x, dtype=np.float32)
+        return np.clip(arr.reshape(len(arr), -1), 0.0, 1.0)
+
+    def recognition(self, x: np.ndarray | torch.Tensor, y: np.ndarray) -> float:
+        """The share of samples ``x`` it classifies as their intended label ``y``."""
+        return float(np.mean(self.model.predict(self._inputs(x)) == np.asarray(y)))
+
+
 @dataclass(frozen=True)
 class TaskRequester:
-    """Who asks for tasks: the model architecture it scores with and its test set."""
+    """Who asks for tasks: the model it scores with, its test set, and (in
+    simulation) a reference classifier that measures generated samples."""
 
     model: FlatModel
     test: TaskTestSet
+    reference: ReferenceClassifier | None = None

@@ -176,6 +176,9 @@ class TaskResult:
         accuracy_no_augmentation: Case II with augmentation: the same
             fine-tuning without the generated samples (``None`` otherwise).
         curve: fine-tuning round T′ → all-label accuracy (0 is ``accuracy_before``).
+        generator_recognition: with augmentation, the share of generated
+            samples a classifier trained on real data recognises as the label
+            they were generated for (``None`` without generators).
         seconds: wall time of serving the task.
     """
 
@@ -192,6 +195,7 @@ class TaskResult:
     accuracy_own: float | None
     accuracy_no_augmentation: float | None
     curve: dict[int, float]
+    generator_recognition: float | None
     seconds: float
 
 
@@ -433,6 +437,32 @@ class TaskService(Callback):
             members = sorted(c for c in state.channels["generator"] if assignment.get(c) == src)
             refs = [state.channels["generator"][c] for c in members]
             st["generators"][src] = average([1.0 / len(refs)] * len(refs), refs)
+        if self.requester.reference is not None:
+            st["recognition"] = self._recognition(st)
+
+    def _recognition(self, st: dict) -> float:
+        """How often the reference classifier recognises what the shipped g_ℓ
+        generate as the labels they were asked for (as the clients generate them)."""
+        handles = [st["generators"][src] for src in st["sources"]]
+        getter = ray.get if any(is_handle(h) for h in handles) else list
+        hits, total = 0.0, 0
+        dim = int(np.prod(self.requester.test.x.shape[1:]))
+        vae = _vae_for(dim, self.universe, torch.device("cpu"))
+        for (src, labels), vector in zip(
+            st["sources"].items(), fetch(getter, handles), strict=True
+        ):
+            index = [self.universe.index(label) for label in labels]
+            g = torch.Generator().manual_seed(self.seed + src)
+            rng = np.random.default_rng([self.seed, src])
+            params = torch.tensor(np.asarray(vector), dtype=torch.float32)
+            with torch.no_grad():
+                x, y = generate_missing(
+                    vae, index, self.cfg.generated_per_label, 0.4, g, rng, params
+                )
+            intended = np.asarray([self.universe[i] for i in y.tolist()])
+            hits += self.requester.reference.recognition(x, intended) * len(intended)
+            total += len(intended)
+        return hits / total
 
     def _score(self, st: dict, state: DriverState, tag: str) -> None:
         """The requester scores every engaged client's task model on all labels of 𝒯."""
@@ -530,6 +560,7 @@ class TaskService(Callback):
                 "accuracy_missing": final.missing,
                 "accuracy_own": st.get("own"),
                 "accuracy_no_augmentation": None if plain is None else plain.accuracy,
+                "generator_recognition": st.get("recognition"),
                 "curve": {r: s.accuracy for (name, r), s in sorted(scores.items()) if not name},
                 "seconds": time.perf_counter() - st["t0"],
             }
@@ -557,6 +588,7 @@ class TaskService(Callback):
             "task_accuracy_own": mean(self.records, "accuracy_own"),
             "task_accuracy_case2_augmented": mean(augmented),
             "task_accuracy_case2_no_augmentation": mean(augmented, "accuracy_no_augmentation"),
+            "task_generator_recognition": mean(self.records, "generator_recognition"),
             "task_accuracy_curve": {
                 str(r): float(
                     np.mean([rec["curve"][r] for rec in self.records if r in rec["curve"]])
@@ -640,10 +672,13 @@ def task_evaluate(
 
 
 def _vae(ctx: ClientContext, universe: Sequence[int]) -> ConditionalVAE:
-    dim = int(np.prod(ctx.data.x_test.shape[1:]))
+    return _vae_for(int(np.prod(ctx.data.x_test.shape[1:])), universe, ctx.device)
+
+
+def _vae_for(dim: int, universe: Sequence[int], device: torch.device) -> ConditionalVAE:
     with torch.random.fork_rng(devices=[]):  # the same init everywhere; global RNG untouched
         torch.manual_seed(TASK_SALT)
-        return ConditionalVAE(dim, len(universe)).to(ctx.device)
+        return ConditionalVAE(dim, len(universe)).to(device)
 
 
 def train_generator(

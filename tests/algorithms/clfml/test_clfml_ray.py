@@ -121,6 +121,8 @@ def run_clfml(tmp_path):
         engaged = {c for c, k in summary["client_cluster"].items() if k in record["clusters"]}
         assert {str(c) for c in record["clients"]} == engaged
         assert (record["accuracy_no_augmentation"] is None) == (record["case"] == 1)
+        augmented = record["accuracy_no_augmentation"] is not None
+        assert (record["generator_recognition"] is not None) == augmented
     check_task_predictions(tmp_path, summary, labels)
     return summary
 

@@ -102,3 +102,18 @@ def test_task_steps_on_a_client_without_samples_of_the_labels():
     assert torch.equal(state.extras["task"], params[0])  # nothing to fit: unchanged
     state, metrics = task_finetune(algorithm, ctx, state, [], _message(**{**extra, "adapt": None}))
     assert torch.equal(state.extras["task"], params[0])
+
+
+def test_reference_classifier_recognises_real_samples_not_mislabelled_ones():
+    from dfml.algorithms.clfml.scoring import ReferenceClassifier
+    from dfml.data.config import DataConfig
+    from dfml.data.registry import load_dataset
+
+    data = load_dataset(DataConfig(dataset="digits"))
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(data.y))
+    train, held = order[:1200], order[1200:]
+    reference = ReferenceClassifier(data.features(train), data.labels(train))
+    x, y = data.features(held), data.labels(held)
+    assert reference.recognition(x, y) > 0.9
+    assert reference.recognition(x, (y + 1) % 10) < 0.1
