@@ -1,19 +1,20 @@
-"""What the driver asks of the clients: typed steps, and the driver's own state.
+"""What the driver asks of the clients: typed steps, their sources, the driver's state.
 
-The loop (:mod:`dfml.runtime.loop`) is written once; the algorithm's driver
-half says what runs next by returning a :class:`Step` — a phase name, a typed
-entry point, the participating client ids with one message each, and
-whether the round ends with it — or ``None`` when the round is over.
-Training rounds, FedAvg's server adopt and the final personalized
-evaluation are all steps, so checkpoints, chaos, progress and metrics cover
-every one.
+The loop (:mod:`dfml.runtime.loop`) is written once; each :class:`StepSource`
+of a run — the algorithm's driver half, the evaluation protocol, a service
+— says what runs next by returning a :class:`Step` (a phase name, the
+registered client program to run, the participating client ids with one
+message each) or ``None`` when it has nothing more this round. Training
+rounds, FedAvg's server adopt and the final personalized evaluation are
+all steps, so checkpoints, chaos, progress and metrics cover every one.
 
-:class:`DriverState` is everything the driver half remembers between steps
+:class:`DriverState` is everything the sources remember between steps
 (after fedjax's explicit server state): the latest object refs per named
-channel, the global model, the algorithm's server state (e.g. MEFL's EOA),
-the round and what the round has measured so far. It lives in the driver
-only — the algorithm object shipped to the actors holds its config and
-nothing else — and its array parts are what a whole-run checkpoint saves.
+channel, the global model, one typed slot per source that keeps state of
+its own (e.g. MEFL's EOA, CL-FML's clustering), the round and what the
+round has measured so far. It lives in the driver only — the algorithm
+object shipped to the actors holds its config and nothing else — and its
+array parts are what a whole-run checkpoint saves.
 """
 
 from __future__ import annotations
@@ -23,54 +24,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-Metrics = dict[str, float]
+from dfml import programs
+from dfml.programs import Metrics
 
 #: The channel every client publishes: its flat parameter vector.
 PARAMS = "params"
 
 
-class Entry(enum.Enum):
-    """Client-side entry points a step may run (each a method of the algorithm).
-
-    Each takes ``(ctx, state, neighbor_vectors, message)`` and returns
-    ``(new_state, metrics)``; the actor resolves the member to the algorithm's
-    bound method with :meth:`Algorithm.entry_point`, never by a free string.
-    """
-
-    CLIENT_STEP = "client_step"
-    ADOPT_GLOBAL = "adopt_global"
-    EVALUATE = "evaluate_only"
-    EVALUATE_PERSONALIZED = "evaluate_personalized"
-    DISSEMINATE_LABELS = "disseminate_labels"
-    CONVERGECAST = "convergecast_labels"
-    CLUSTER_AT_LEADER = "cluster_at_leader"
-    RECEIVE_CLUSTERS = "receive_clusters"
-    TASK_EVALUATE = "task_evaluate"
-    TRAIN_GENERATOR = "train_generator"
-    TASK_FINETUNE = "task_finetune"
-
-
 class Phase(enum.StrEnum):
-    """Phase names the built-in algorithms use (CL-FML adds its own)."""
+    """Phase names the core and the base algorithms use (a plugin adds its own)."""
 
     TRAIN = "train"
     ADOPT = "adopt"
     EVALUATE = "evaluate"
     FINAL_EVALUATION = "final-evaluation"
-    DISSEMINATE = "disseminate"
-    CONVERGECAST = "convergecast"
-    CLUSTER = "cluster"
-    BROADCAST = "broadcast"
-    TASK = "task"
 
 
 @dataclass(frozen=True)
 class Step:
-    """One step of the run: ``entry`` on every client in ``messages``.
+    """One step of the run: ``program`` on every client in ``messages``.
 
     Attributes:
         phase: the phase name callbacks and the fault layer see.
-        entry: the client entry point.
+        program: the name of a registered client program (:mod:`dfml.programs`).
         round: the round the step belongs to.
         messages: participating client id → its :class:`~dfml.algorithms.base.Message`.
         publish: whether clients publish their channels afterwards (a
@@ -81,12 +57,15 @@ class Step:
     """
 
     phase: str
-    entry: Entry
+    program: str
     round: int
     messages: Mapping[int, Any]
     publish: bool = True
     bytes_sent: int = 0
     read_only: bool = False
+
+    def __post_init__(self) -> None:
+        programs.get(self.program)  # an unknown name fails where the step is planned
 
     @property
     def participants(self) -> list[int]:

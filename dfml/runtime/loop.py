@@ -37,14 +37,15 @@ import numpy as np
 import ray
 from ray.exceptions import RayTaskError
 
+from dfml import programs
 from dfml.actors.client_actor import ClientStepError
 from dfml.actors.placement import cross_node_bytes
-from dfml.algorithms.base import Algorithm, Message, RoundRecord, RunEnv, check_finite
+from dfml.algorithms.base import EVALUATE, Algorithm, Message, RoundRecord, RunEnv, check_finite
 from dfml.channels import get_value, is_handle
 from dfml.errors import ConfigError
 from dfml.runtime.checkpoint import Checkpoint, Checkpointer
 from dfml.runtime.membership import Change, sample_clients
-from dfml.steps import PARAMS, DriverState, Entry, Phase, Step, StepResult
+from dfml.steps import PARAMS, DriverState, Phase, Step, StepResult
 from dfml.topology.service import TopologyService
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class _EvaluateMissing:
         msg = Message(round=state.round)
         return Step(
             Phase.EVALUATE,
-            Entry.EVALUATE,
+            EVALUATE,
             state.round,
             dict.fromkeys(missing, msg),
             publish=False,
@@ -84,8 +85,9 @@ class _EvaluateMissing:
 
 
 def _unscored(step: Step) -> Step:
-    """``step`` with its training / adopt messages told not to score (``--eval-every``)."""
-    if step.entry not in (Entry.CLIENT_STEP, Entry.ADOPT_GLOBAL):
+    """``step`` with its messages told not to score (``--eval-every``), if its
+    program scores (training, adopt)."""
+    if not programs.get(step.program).scored:
         return step
     messages = {c: replace(m, evaluate=False) for c, m in step.messages.items()}
     return replace(step, messages=messages)

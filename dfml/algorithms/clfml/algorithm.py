@@ -68,6 +68,13 @@ from dfml.algorithms.clfml.clustering import (
     tree_parents,
 )
 from dfml.algorithms.clfml.labels import LABEL_BYTES, label_vector, merge_labels
+from dfml.algorithms.clfml.phases import (
+    CLUSTER_AT_LEADER,
+    CONVERGECAST,
+    DISSEMINATE_LABELS,
+    RECEIVE_CLUSTERS,
+    Phase,
+)
 from dfml.algorithms.fml import EVAL_SALT, adapt_on_meta
 from dfml.algorithms.gfml import GFML
 from dfml.algorithms.meta.maml import LossFn, maml_gradient, model_loss, sample_batch
@@ -75,7 +82,8 @@ from dfml.algorithms.meta.reptile import reptile_step
 from dfml.algorithms.server import FederatedSGDConfig
 from dfml.algorithms.sgd import evaluate
 from dfml.errors import ConfigError
-from dfml.steps import DriverState, Entry, Phase, Step, StepResult
+from dfml.programs import Program, register
+from dfml.steps import DriverState, Step, StepResult
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
 
 KNOWN = "known_labels"
@@ -244,21 +252,21 @@ class CLFML(GFML):
                 tuple(state.channels["bundle"][c] for c in info["children"][leader]),
                 extra={"depth": 0, "universe": info["universe"]},
             )
-            return Step(Phase.CLUSTER, Entry.CLUSTER_AT_LEADER, state.round, {leader: msg})
+            return Step(Phase.CLUSTER, CLUSTER_AT_LEADER, state.round, {leader: msg})
         if phase == Phase.BROADCAST:
             level = info["down"][info["level"]]
             msgs = {
                 c: Message(state.round, (state.channels["clusters"][info["parents"][c]],))
                 for c in level
             }
-            return Step(Phase.BROADCAST, Entry.RECEIVE_CLUSTERS, state.round, msgs)
+            return Step(Phase.BROADCAST, RECEIVE_CLUSTERS, state.round, msgs)
         return super().next_step(state, env)
 
     def _disseminate_step(self, state: DriverState, env: RunEnv) -> Step:
         ring = env.live()
         prev = {c: ring[i - 1] for i, c in enumerate(ring)}
         msgs = {c: Message(state.round, (state.channels[KNOWN][prev[c]],)) for c in ring}
-        return Step(Phase.DISSEMINATE, Entry.DISSEMINATE_LABELS, state.round, msgs)
+        return Step(Phase.DISSEMINATE, DISSEMINATE_LABELS, state.round, msgs)
 
     def _convergecast_step(self, state: DriverState, env: RunEnv, info: dict) -> Step:
         level = info["up"][info["level"]]
@@ -270,7 +278,7 @@ class CLFML(GFML):
             )
             for c in level
         }
-        return Step(Phase.CONVERGECAST, Entry.CONVERGECAST, state.round, msgs)
+        return Step(Phase.CONVERGECAST, CONVERGECAST, state.round, msgs)
 
     def absorb(
         self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: RunEnv
@@ -544,3 +552,37 @@ class CDFedAvg(CLFML):
 def ray_get(ref: Any) -> Any:
     """An object from the store (or the array itself, in-process)."""
     return ref if isinstance(ref, np.ndarray) else ray.get(ref)
+
+
+register(
+    Program(
+        DISSEMINATE_LABELS,
+        lambda algorithm, ctx, state, neighbors, msg: algorithm.disseminate_labels(
+            ctx, state, neighbors, msg
+        ),
+    )
+)
+register(
+    Program(
+        CONVERGECAST,
+        lambda algorithm, ctx, state, neighbors, msg: algorithm.convergecast_labels(
+            ctx, state, neighbors, msg
+        ),
+    )
+)
+register(
+    Program(
+        CLUSTER_AT_LEADER,
+        lambda algorithm, ctx, state, neighbors, msg: algorithm.cluster_at_leader(
+            ctx, state, neighbors, msg
+        ),
+    )
+)
+register(
+    Program(
+        RECEIVE_CLUSTERS,
+        lambda algorithm, ctx, state, neighbors, msg: algorithm.receive_clusters(
+            ctx, state, neighbors, msg
+        ),
+    )
+)

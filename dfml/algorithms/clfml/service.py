@@ -61,6 +61,7 @@ from dfml.algorithms.clfml.clustering import (
     cluster_labels,
 )
 from dfml.algorithms.clfml.labels import label_vector
+from dfml.algorithms.clfml.phases import TASK_EVALUATE, TASK_FINETUNE, TRAIN_GENERATOR, Phase
 from dfml.algorithms.clfml.tasks import (
     Task,
     load_tasks,
@@ -71,7 +72,8 @@ from dfml.algorithms.clfml.tasks import (
 )
 from dfml.algorithms.sgd import sgd_epochs
 from dfml.errors import ConfigError
-from dfml.steps import PARAMS, DriverState, Entry, Phase, Step, StepResult
+from dfml.programs import Program, register
+from dfml.steps import PARAMS, DriverState, Step, StepResult
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
 
 #: Algorithms that serve tasks (their final models are meta-models or models).
@@ -337,7 +339,7 @@ class TaskService(Callback):
             which = "meta" if stage == "before" else "task"
             extra = {"labels": labels, "which": which}
             msgs = {c: Message(rnd, (), extra=extra) for c in st["clients"]}
-            return Step(Phase.TASK, Entry.TASK_EVALUATE, rnd, msgs, publish=False, read_only=True)
+            return Step(Phase.TASK, TASK_EVALUATE, rnd, msgs, publish=False, read_only=True)
         if stage == "generator":
             return self._generator_step(st, state, env)
         if stage == "ship":
@@ -358,7 +360,7 @@ class TaskService(Callback):
                 extra = {"labels": labels, "universe": self.universe, "first": st["first"]}
                 msgs[c] = uniform_message(state.round, refs, extra)
         st["first"] = False
-        return Step(Phase.TASK, Entry.TRAIN_GENERATOR, state.round, msgs)
+        return Step(Phase.TASK, TRAIN_GENERATOR, state.round, msgs)
 
     def _ship(self, st: dict, state: DriverState) -> None:
         """g_ℓ = the average of cluster ℓ's generator vectors (a Ray task next to the data)."""
@@ -399,7 +401,7 @@ class TaskService(Callback):
             w = 1.0 / (len(refs) + 1)
             msgs[c] = Message(state.round, (*refs, *gens), tuple([w] * len(refs)), w, extra)
         st["first"] = False
-        return Step(Phase.TASK, Entry.TASK_FINETUNE, state.round, msgs)
+        return Step(Phase.TASK, TASK_FINETUNE, state.round, msgs)
 
     def absorb(
         self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: RunEnv
@@ -409,7 +411,7 @@ class TaskService(Callback):
         if step.publish:
             state.publish(results)
         stage = st["plan"][st["pos"]]
-        if step.entry == Entry.TASK_EVALUATE:
+        if step.program == TASK_EVALUATE:
             correct = sum(r.metrics["task_correct"] for r in results.values())
             total = sum(r.metrics["task_total"] for r in results.values())
             st["counts"][stage] = correct / total if total else float("nan")
@@ -465,7 +467,7 @@ class TaskService(Callback):
         return out
 
 
-# ----- client half (entries the base Algorithm exposes) ----------------------
+# ----- client half (the service's programs, registered below) ---------------
 def _task_mask(y: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
     return torch.isin(y, torch.as_tensor(list(labels), device=y.device))
 
@@ -591,3 +593,13 @@ def task_finetune(
         )
     extras = {**state.extras, "task": theta.detach()}
     return state.evolve(extras=extras), {"task_loss": loss, "generated": float(generated)}
+
+
+register(
+    Program(
+        TASK_EVALUATE,
+        lambda algorithm, ctx, state, neighbors, msg: task_evaluate(algorithm, ctx, state, msg),
+    )
+)
+register(Program(TRAIN_GENERATOR, train_generator, channels=("generator",)))
+register(Program(TASK_FINETUNE, task_finetune, channels=("task",)))
