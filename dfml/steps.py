@@ -19,6 +19,7 @@ array parts are what a whole-run checkpoint saves.
 
 from __future__ import annotations
 
+import abc
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,7 +101,8 @@ class DriverState:
         channels: channel name → client id → latest published ref.
         nbytes: client id → size of its published parameter vector.
         global_ref: the server's model (server mode), else ``None``.
-        server: the algorithm's own server state (e.g. ``{"eoa": EOAState}``).
+        sources: step source name → that source's own state (a dataclass it
+            owns, e.g. MEFL's EOA, CL-FML's clustering); checkpointed with the rest.
         metrics: client id → metrics measured so far in this round.
         trained: clients that ran the training step this round.
         bytes_sent: model bytes moved so far in this round.
@@ -111,7 +113,7 @@ class DriverState:
     channels: dict[str, dict[int, Any]] = field(default_factory=lambda: {PARAMS: {}})
     nbytes: dict[int, int] = field(default_factory=dict)
     global_ref: Any = None
-    server: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, Any] = field(default_factory=dict)
     metrics: dict[int, Metrics] = field(default_factory=dict)
     trained: set[int] = field(default_factory=set)
     bytes_sent: int = 0
@@ -149,3 +151,28 @@ class DriverState:
         self.metrics = {}
         self.trained = set()
         self.bytes_sent = 0
+
+
+class StepSource(abc.ABC):
+    """Anything that plans steps: an algorithm's driver half, the evaluation
+    protocol, a service on the trained system.
+
+    The loop asks the run's sources in order for their next step; the first
+    that has one runs, and its results go back to that source's
+    :meth:`absorb`. What a source must remember from one round to the next
+    goes in its slot of :attr:`DriverState.sources`, so a checkpoint holds it.
+    """
+
+    @abc.abstractmethod
+    def next_step(self, state: DriverState, env: Any) -> Step | None:
+        """The next step in the current round, or ``None`` when this source is done.
+
+        ``env`` is the run's :class:`~dfml.algorithms.base.RunEnv` (topology,
+        data sizes, the round's cohort).
+        """
+
+    @abc.abstractmethod
+    def absorb(
+        self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: Any
+    ) -> None:
+        """Fold ``step``'s ``results`` into ``state``."""

@@ -41,7 +41,7 @@ from dfml.algorithms.sgd import Regularizer, evaluate, sgd_epochs
 from dfml.errors import ConfigError, TrainingDivergedError
 from dfml.models.flat import FlatModel
 from dfml.programs import Metrics, Program, register
-from dfml.steps import PARAMS, DriverState, Phase, Step, StepResult
+from dfml.steps import PARAMS, DriverState, Phase, Step, StepResult, StepSource
 
 if TYPE_CHECKING:
     from dfml.topology.service import TopologyService
@@ -171,8 +171,11 @@ class RoundRecord:
         return float(np.mean(values)) if values else float("nan")
 
 
-class Algorithm:
-    """Base class: DFedAvg-style gossip mixing followed by a local update."""
+class Algorithm(StepSource):
+    """Base class: DFedAvg-style gossip mixing followed by a local update.
+
+    Its driver half is the run's first step source (:class:`~dfml.steps.StepSource`).
+    """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = LocalSGDConfig

@@ -48,7 +48,7 @@ from dfml.algorithms.callbacks import Callback
 from dfml.algorithms.sgd import evaluate, sgd_epochs
 from dfml.errors import ConfigError
 from dfml.programs import Program, register
-from dfml.steps import DriverState, Phase, Step
+from dfml.steps import DriverState, Phase, Step, StepSource
 
 if TYPE_CHECKING:
     from dfml.actors.state import ClientContext, ClientState
@@ -179,7 +179,7 @@ register(Program(EVALUATE_PERSONALIZED, evaluate_personalized))
 
 
 # ----- driver side -----------------------------------------------------------
-class PersonalizedEvaluation(Callback):
+class PersonalizedEvaluation(Callback, StepSource):
     """Plans the protocol's step in the last round and summarizes it.
 
     It is a step source for the loop (:meth:`next_step`, :meth:`absorb`),

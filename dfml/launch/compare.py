@@ -56,6 +56,7 @@ from dfml.launch.results import (
     plot_accuracy,
 )
 from dfml.launch.runner import execute, init_ray
+from dfml.launch.services import section
 
 log = logging.getLogger(__name__)
 
@@ -323,16 +324,15 @@ def run_compare(
         if started:
             ray.shutdown()
     evaluation = jobs[0].cfg.evaluation
-    columns = table_columns(
-        evaluation.pers_steps, evaluation.target_accuracy, jobs[0].cfg.tasks.active
-    )
+    tasks = section(jobs[0].cfg, "tasks").active
+    columns = table_columns(evaluation.pers_steps, evaluation.target_accuracy, tasks)
     rows = aggregate(summaries, [k for k, _ in columns])
     table = markdown_table(rows, columns)
     (root / "table.md").write_text(table)
     write_csv(rows, root / "table.csv")
     pooled = {a: pooled_history(h) for a, h in histories.items() if any(h)}
     plot_accuracy(pooled, root / "accuracy.png")
-    if jobs[0].cfg.tasks.active:
+    if tasks:
         plot_task_accuracy(rows, root / "task_accuracy.png")
     write_report([job.out for job in jobs], root / "report.html")
     return root, table

@@ -62,6 +62,7 @@ from dfml.algorithms.clfml.clustering import (
 )
 from dfml.algorithms.clfml.labels import label_vector
 from dfml.algorithms.clfml.phases import TASK_EVALUATE, TASK_FINETUNE, TRAIN_GENERATOR, Phase
+from dfml.algorithms.clfml.state import SLOT
 from dfml.algorithms.clfml.tasks import (
     Task,
     load_tasks,
@@ -73,19 +74,11 @@ from dfml.algorithms.clfml.tasks import (
 from dfml.algorithms.sgd import sgd_epochs
 from dfml.errors import ConfigError
 from dfml.programs import Program, register
-from dfml.steps import PARAMS, DriverState, Step, StepResult
+from dfml.steps import PARAMS, DriverState, Step, StepResult, StepSource
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
 
-#: Algorithms that serve tasks (their final models are meta-models or models).
-TASK_ALGORITHMS = ("clfml", "cdfedavg", "dfedavg", "gfml")
 TASK_SALT = 0x7A5C
 FINETUNE_MIXING = ("cluster", "engaged")
-
-
-def check_task_algorithm(name: str) -> None:
-    """One ConfigError line unless algorithm ``name`` serves tasks."""
-    if name not in TASK_ALGORITHMS:
-        raise ConfigError(f"tasks are served by {', '.join(TASK_ALGORITHMS)}, not {name!r}")
 
 
 @dataclass(frozen=True)
@@ -181,7 +174,7 @@ def uniform_message(rnd: int, refs: Sequence[Any], extra: dict[str, Any]) -> Mes
     return Message(rnd, tuple(refs), tuple([w] * len(refs)), w, extra)
 
 
-class TaskService(Callback):
+class TaskService(Callback, StepSource):
     """Plans the task steps of the last round (a step source) and reports them."""
 
     def __init__(
@@ -240,9 +233,9 @@ class TaskService(Callback):
     # ----- clustering ---------------------------------------------------
     def clustering(self, state: DriverState, env: RunEnv) -> tuple[dict, dict, np.ndarray]:
         """(client → k, k → ℒ_k, w): CL-FML's own, or the same rule computed centrally."""
-        info = state.server.get("clfml", {})
-        if "assignment" in info:
-            return info["assignment"], info["cluster_labels"], np.asarray(info["w"])
+        info = state.sources.get(SLOT)
+        if info is not None and info.assignment is not None:
+            return info.assignment, info.cluster_labels, np.asarray(info.w)
         ids = env.live()
         tree = minimum_spanning_tree(link_cost_graph(ids, self.seed))
         vectors = {c: label_vector(self.client_labels[c], self.universe) for c in ids}
