@@ -22,15 +22,16 @@ import numpy as np
 
 from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
-from dfml.algorithms.base import Algorithm, RoundRecord
-from dfml.algorithms.callbacks import Callback
+from dfml.algorithms.base import Algorithm
 from dfml.algorithms.evaluation import EvalConfig
 from dfml.data.config import DataConfig, PartitionConfig
-from dfml.data.partition import ClientSplit, make_partition
+from dfml.data.partition import make_partition
 from dfml.data.registry import load_dataset
+from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
 from dfml.fault.config import FaultConfig
 from dfml.models.zoo import ModelConfig, build_model
+from dfml.records import Callback, RoundRecord
 from dfml.runtime.checkpoint import Checkpoint, Checkpointer
 from dfml.runtime.loop import Runtime
 from dfml.runtime.membership import Change, MembershipConfig, parse_schedule, plan_membership

@@ -31,7 +31,7 @@ from dfml.actors.device import (
 from dfml.actors.state import ClientContext, ClientData, ClientState
 from dfml.channels import Row, fetch
 from dfml.data.config import DataConfig
-from dfml.data.partition import ClientSplit
+from dfml.data.split import ClientSplit
 from dfml.models.zoo import ModelConfig, build_model
 from dfml.steps import PARAMS, StepResult
 

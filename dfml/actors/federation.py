@@ -35,7 +35,7 @@ from dfml.actors.scaling import (
 )
 from dfml.actors.state import ClientState
 from dfml.data.config import DataConfig
-from dfml.data.partition import ClientSplit
+from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
 from dfml.models.zoo import ModelConfig
 from dfml.steps import Step, StepResult

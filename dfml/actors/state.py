@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from dfml.data.dataset import ArrayDataset
-from dfml.data.partition import ClientSplit
+from dfml.data.split import ClientSplit
 from dfml.models.flat import FlatModel
 
 

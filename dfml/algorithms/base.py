@@ -20,7 +20,8 @@ An :class:`Algorithm` holds both halves of itself (after pfl-research):
 The algorithm object itself holds only its config (and the ``vectorize``
 switch), so shipping it to an actor (also a replacement made mid-run) ships
 no driver refs. The loop that drives steps is written once, in
-:mod:`dfml.runtime.loop`.
+:mod:`dfml.runtime.loop` (:func:`dfml.runtime.loop.run` runs an algorithm
+on a federation).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.aggregate import weighted_average
 from dfml.algorithms.batched import batched_evaluate, batched_sgd_epochs, vectorizable
 from dfml.algorithms.sgd import Regularizer, evaluate, sgd_epochs
-from dfml.errors import ConfigError, TrainingDivergedError
+from dfml.errors import ConfigError
 from dfml.models.flat import FlatModel
 from dfml.programs import Metrics, Program, register
 from dfml.steps import PARAMS, DriverState, Phase, Step, StepResult, StepSource
@@ -53,10 +54,8 @@ __all__ = [
     "LocalSGDConfig",
     "Message",
     "Metrics",
-    "RoundRecord",
     "RunEnv",
     "StepResult",
-    "check_finite",
 ]
 
 #: The program of a training step: mix, local update, score (:meth:`Algorithm.client_step`).
@@ -144,31 +143,6 @@ class RunEnv:
 
     def live(self) -> list[int]:
         return sorted(self.sizes)
-
-
-@dataclass
-class RoundRecord:
-    """One finished round as the callbacks see it.
-
-    ``metrics`` has one entry per live client; ``trained`` says which of them
-    ran the training step (partial participation); ``epoch`` is the
-    membership epoch the round ran in; ``cross_node_bytes`` is the part of
-    the neighbour vectors fetched that crossed nodes (see
-    :func:`dfml.actors.placement.cross_node_bytes`; 0 on one node).
-    """
-
-    round: int
-    metrics: dict[int, Metrics]
-    bytes_sent: int
-    seconds: float
-    epoch: int = 0
-    trained: frozenset[int] = frozenset()
-    phase_seconds: dict[str, float] = field(default_factory=dict)
-    cross_node_bytes: int = 0
-
-    def mean(self, key: str) -> float:
-        values = [m[key] for m in self.metrics.values() if key in m and not math.isnan(m[key])]
-        return float(np.mean(values)) if values else float("nan")
 
 
 class Algorithm(StepSource):
@@ -456,24 +430,6 @@ class Algorithm(StepSource):
         trained = [s.evolve(round=s.round + 1) for s in trained]
         return self.batched_scores(ctxs, trained, msgs, metrics)
 
-    # ----- the loop ----------------------------------------------------
-    def run(
-        self,
-        federation: Any,
-        rounds: int,
-        callbacks: Sequence[Any] = (),
-        *,
-        topology: TopologyService,
-    ) -> list[RoundRecord]:
-        """Run ``rounds`` rounds on ``federation`` over ``topology`` (the step loop).
-
-        A convenience over :class:`dfml.runtime.loop.Runtime` for tests and
-        notebooks: fixed membership, every client every round.
-        """
-        from dfml.runtime.loop import Runtime
-
-        return Runtime.for_federation(self, federation, rounds, callbacks, topology).run()
-
 
 register(
     Program(
@@ -498,11 +454,3 @@ register(
 def scores(algorithm: Algorithm, ctx: ClientContext, state: ClientState, msg: Message) -> Metrics:
     """The client's evaluation metrics after a step, or none in a round not scored."""
     return algorithm.evaluate_client(ctx, state) if msg.evaluate else {}
-
-
-def check_finite(record: RoundRecord) -> None:
-    """Stop the run on the first client whose loss is NaN/inf."""
-    for cid in sorted(record.metrics):
-        loss = record.metrics[cid].get("train_loss", 0.0)
-        if not math.isfinite(loss):
-            raise TrainingDivergedError(cid, record.round, loss)

@@ -43,11 +43,11 @@ import numpy as np
 import torch
 
 from dfml.algorithms.aggregate import data_size_weights
-from dfml.algorithms.base import LocalSGDConfig, Message, Metrics, RoundRecord, RunEnv
-from dfml.algorithms.callbacks import Callback
+from dfml.algorithms.base import LocalSGDConfig, Message, Metrics, RunEnv
 from dfml.algorithms.sgd import evaluate, sgd_epochs
 from dfml.errors import ConfigError
 from dfml.programs import Program, register
+from dfml.records import Callback, RoundRecord
 from dfml.steps import DriverState, Phase, Step, StepSource
 
 if TYPE_CHECKING:

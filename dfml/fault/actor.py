@@ -32,7 +32,7 @@ from ray.exceptions import RayError
 from dfml.actors.client_actor import ClientActor, CohortSpec
 from dfml.actors.state import ClientContext, ClientData, ClientState
 from dfml.channels import get_value
-from dfml.data.partition import ClientSplit
+from dfml.data.split import ClientSplit
 from dfml.fault.dispatcher import ReplicaRecord
 from dfml.fault.durable import read_replica, write_replica
 from dfml.fault.holder import CONCURRENCY_GROUPS, ReplicaHolder, Watched

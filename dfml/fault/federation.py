@@ -35,7 +35,7 @@ import ray
 from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
 from dfml.data.config import DataConfig
-from dfml.data.partition import ClientSplit
+from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
 from dfml.fault.actor import RemoteFaultClientActor
 from dfml.fault.calls import StepRunner

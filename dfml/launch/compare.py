@@ -35,10 +35,9 @@ from typing import Any
 import numpy as np
 import ray
 
-from dfml.algorithms.base import RoundRecord
-from dfml.algorithms.callbacks import Callback
 from dfml.errors import ConfigError, TrainingDivergedError
 from dfml.experiment import ExperimentConfig, prepare
+from dfml.launch.flags import add_option_flags, options_from
 from dfml.launch.options import (
     SECTIONS,
     LaunchConfig,
@@ -57,6 +56,7 @@ from dfml.launch.results import (
 )
 from dfml.launch.runner import execute, init_ray
 from dfml.launch.services import section
+from dfml.records import Callback, RoundRecord
 
 log = logging.getLogger(__name__)
 
@@ -339,8 +339,6 @@ def run_compare(
 
 
 def add_parser(sub: Any) -> None:
-    from dfml.launch.cli import add_option_flags
-
     p = sub.add_parser(
         "compare", help="run several algorithms × seeds on one scenario; write a table and a plot"
     )
@@ -352,8 +350,6 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from dfml.launch.cli import options_from
-
     algorithms = parse_algorithms(args.algorithms)
     seeds = parse_seeds(args.seeds)
     options = options_from(args, {"algorithms", "seeds"})

@@ -18,13 +18,13 @@ from pyarrow import fs as pafs
 
 from dfml.actors.device import device_summary
 from dfml.algorithms.base import Algorithm
-from dfml.algorithms.callbacks import Callback, ProgressBar
 from dfml.algorithms.evaluation import PersonalizedEvaluation
 from dfml.errors import ConfigError, TrainingDivergedError
 from dfml.experiment import ExperimentConfig, Prepared, prepare, run_experiment
 from dfml.fault.report import FaultReport
 from dfml.launch.cluster import probe, resolve
 from dfml.launch.options import LaunchConfig, config_to_dict, config_to_options
+from dfml.launch.progress import ProgressBar
 from dfml.launch.registry import algorithm_class
 from dfml.launch.results import (
     ResultsWriter,
@@ -34,6 +34,7 @@ from dfml.launch.results import (
     summarize,
 )
 from dfml.launch.services import check_services, service_callbacks
+from dfml.records import Callback
 from dfml.runtime.checkpoint import RUN_FILE, Checkpoint, Checkpointer
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dfml.algorithms.callbacks import Callback
 from dfml.algorithms.clfml.service import TaskConfig, TaskService
 from dfml.errors import ConfigError
 from dfml.experiment import Experiment, ExperimentConfig, Prepared
+from dfml.records import Callback
 
 #: Service config section name → its dataclass (options route by field name).
 SECTIONS: dict[str, type] = {"tasks": TaskConfig}

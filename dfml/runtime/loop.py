@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -41,9 +42,10 @@ from ray.exceptions import RayTaskError
 from dfml import programs
 from dfml.actors.client_actor import ClientStepError
 from dfml.actors.placement import cross_node_bytes
-from dfml.algorithms.base import EVALUATE, Algorithm, Message, RoundRecord, RunEnv, check_finite
+from dfml.algorithms.base import EVALUATE, Algorithm, Message, RunEnv
 from dfml.channels import get_value, is_handle
-from dfml.errors import ConfigError
+from dfml.errors import ConfigError, TrainingDivergedError
+from dfml.records import RoundRecord
 from dfml.runtime.checkpoint import Checkpoint, Checkpointer
 from dfml.runtime.membership import Change, sample_clients
 from dfml.steps import PARAMS, DriverState, Phase, Step, StepResult, StepSource
@@ -146,20 +148,6 @@ class Runtime:
         self._pending: list[Change] = []
         self._lock = threading.Lock()
         self.env = RunEnv(topology, {}, rounds, seed=seed)
-
-    @classmethod
-    def for_federation(
-        cls,
-        algorithm: Algorithm,
-        federation: Any,
-        rounds: int,
-        callbacks: Sequence[Any] = (),
-        topology: TopologyService | None = None,
-    ) -> Runtime:
-        """Fixed membership, every client every round (``Algorithm.run``)."""
-        if topology is None:
-            raise ConfigError("Algorithm.run needs topology=TopologyService(...)")
-        return cls(algorithm, federation, topology, rounds, callbacks=callbacks)
 
     # ----- the Python API on a running experiment ---------------------------
     def add_clients(self, count: int) -> None:
@@ -425,3 +413,27 @@ class Runtime:
     def published(self, channel: str = PARAMS) -> dict[int, Any]:
         """Client id → ref of its latest published object on ``channel``."""
         return dict(self.state.channels.get(channel, {}))
+
+
+def run(
+    algorithm: Algorithm,
+    federation: Any,
+    rounds: int,
+    callbacks: Sequence[Any] = (),
+    *,
+    topology: TopologyService,
+) -> list[RoundRecord]:
+    """Run ``rounds`` rounds of ``algorithm`` on ``federation`` over ``topology``.
+
+    A convenience over :class:`Runtime` for tests and notebooks: fixed
+    membership, every client every round, no checkpoints.
+    """
+    return Runtime(algorithm, federation, topology, rounds, callbacks=callbacks).run()
+
+
+def check_finite(record: RoundRecord) -> None:
+    """Stop the run on the first client whose loss is NaN/inf."""
+    for cid in sorted(record.metrics):
+        loss = record.metrics[cid].get("train_loss", 0.0)
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(cid, record.round, loss)

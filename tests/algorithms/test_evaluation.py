@@ -9,7 +9,7 @@ import torch
 from client_contexts import make_contexts
 
 from dfml import programs
-from dfml.algorithms.base import LocalSGDConfig, RoundRecord, RunEnv, StepResult
+from dfml.algorithms.base import LocalSGDConfig, RunEnv, StepResult
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.algorithms.evaluation import (
     EVALUATE_PERSONALIZED,
@@ -22,6 +22,7 @@ from dfml.algorithms.evaluation import (
 )
 from dfml.algorithms.sgd import evaluate, sgd_epochs
 from dfml.errors import ConfigError
+from dfml.records import RoundRecord
 from dfml.steps import DriverState, Phase
 from dfml.topology.config import TopologyConfig
 from dfml.topology.service import TopologyService

@@ -52,7 +52,6 @@ import torch
 
 from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.base import Message, Metrics, RunEnv
-from dfml.algorithms.callbacks import Callback
 from dfml.algorithms.clfml.algorithm import reconnect
 from dfml.algorithms.clfml.augment import ConditionalVAE, generate_missing
 from dfml.algorithms.clfml.clustering import (
@@ -74,6 +73,7 @@ from dfml.algorithms.clfml.tasks import (
 from dfml.algorithms.sgd import sgd_epochs
 from dfml.errors import ConfigError
 from dfml.programs import Program, register
+from dfml.records import Callback
 from dfml.steps import PARAMS, DriverState, Step, StepResult, StepSource
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
 

@@ -10,7 +10,6 @@ import torch
 from fault_helpers import BASE, run
 
 from dfml.actors.state import ClientData
-from dfml.algorithms.callbacks import Callback
 from dfml.algorithms.clfml.augment import ConditionalVAE
 from dfml.algorithms.clfml.clustering import (
     arrival_order,
@@ -27,6 +26,7 @@ from dfml.launch.options import build_config
 from dfml.launch.registry import algorithm_class
 from dfml.launch.services import task_service
 from dfml.models.zoo import build_model
+from dfml.records import Callback
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
 
 SCENARIO = {
