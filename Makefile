@@ -27,6 +27,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check dfml tests benchmarks
 	$(BIN)/ruff format --check dfml tests benchmarks
+	$(BIN)/lint-imports  # the layer contracts in pyproject.toml
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/round_time.py

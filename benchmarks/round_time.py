@@ -31,6 +31,7 @@ from dfml.algorithms.dfedavg import DFedAvg
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.experiment import ExperimentConfig, RunConfig, prepare
 from dfml.models.zoo import ModelConfig
+from dfml.runtime.loop import run
 from dfml.topology.config import TopologyConfig
 
 
@@ -95,7 +96,7 @@ def seconds_per_round(cfg: ExperimentConfig, federation_cls: type[Federation]) -
     algorithm = DFedAvg(cfg.algorithm)
     federation = federation_cls(cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources)
     try:
-        history = algorithm.run(federation, cfg.run.rounds, topology=prepared.topology)
+        history = run(algorithm, federation, cfg.run.rounds, topology=prepared.topology)
         actors = len(federation.info())
     finally:
         federation.shutdown()

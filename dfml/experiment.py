@@ -5,7 +5,8 @@
 schedule before any actor starts); :class:`Experiment` wires the
 federation, runs the step loop and keeps the trained system up for
 services (:func:`run_experiment`: run, then stop). The launch layer turns YAML and flags
-into the config and writes results.
+into the config (also the sections of services such as the task service,
+which it builds as callbacks) and writes results.
 """
 
 from __future__ import annotations
@@ -21,17 +22,16 @@ import numpy as np
 
 from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
-from dfml.algorithms.base import Algorithm, RoundRecord
-from dfml.algorithms.callbacks import Callback
-from dfml.algorithms.clfml.scoring import ReferenceClassifier, TaskRequester, TaskTestSet
-from dfml.algorithms.clfml.service import TaskConfig, TaskService, check_task_algorithm
+from dfml.algorithms.base import Algorithm
 from dfml.algorithms.evaluation import EvalConfig
 from dfml.data.config import DataConfig, PartitionConfig
-from dfml.data.partition import ClientSplit, make_partition
+from dfml.data.partition import make_partition
 from dfml.data.registry import load_dataset
+from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
 from dfml.fault.config import FaultConfig
 from dfml.models.zoo import ModelConfig, build_model
+from dfml.records import Callback, RoundRecord
 from dfml.runtime.checkpoint import Checkpoint, Checkpointer
 from dfml.runtime.loop import Runtime
 from dfml.runtime.membership import Change, MembershipConfig, parse_schedule, plan_membership
@@ -87,7 +87,9 @@ class ExperimentConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
-    tasks: TaskConfig = field(default_factory=TaskConfig)
+    #: Config sections of the services a launch adds (section name → its
+    #: dataclass, e.g. ``tasks``); carried for the record and ``--resume``.
+    services: dict[str, Any] = field(default_factory=dict)
     algorithm: Any = None
 
 
@@ -180,35 +182,6 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     )
 
 
-def task_service(
-    cfg: ExperimentConfig, prep: Prepared, rounds: int, out: Any = None
-) -> TaskService:
-    """The task service of ``cfg.tasks``, scoring on the held-out test samples of
-    every client (initial and reserve): the requester's validation set in simulation.
-
-    Refused (one line) when clients' labels are permuted (``--zeta`` < 1):
-    a task's labels would then mean different classes to different clients.
-    """
-    if any(s.label_permutation is not None for s in prep.splits):
-        raise ConfigError("tasks need one meaning per label: use --zeta 1 with --tasks")
-    dataset = load_dataset(cfg.data)
-    test = TaskTestSet.from_indices(dataset, np.concatenate([s.test for s in prep.splits]))
-    model = build_model(cfg.model, dataset.input_shape, dataset.num_classes)
-    reference = None
-    if cfg.tasks.augment:
-        train = np.sort(np.concatenate([s.train for s in prep.splits]))
-        reference = ReferenceClassifier(dataset.features(train), dataset.labels(train))
-    return TaskService(
-        cfg.tasks,
-        rounds,
-        cfg.run.seed,
-        prep.client_labels,
-        cfg.algorithm,
-        TaskRequester(model, test, reference),
-        out,
-    )
-
-
 def make_federation(cfg: ExperimentConfig, prep: Prepared) -> Federation:
     """The plain or the fault-tolerant federation (chaos or ``--recovery true``)."""
     if cfg.fault.active:
@@ -230,14 +203,14 @@ def make_federation(cfg: ExperimentConfig, prep: Prepared) -> Federation:
 
 
 class Experiment:
-    """One experiment's live system: start and train, serve tasks, close.
+    """One experiment's live system: start and train, serve, close.
 
     A context manager, so the actors stay up after training for services on
     the trained system (Ray must already be initialised)::
 
         with Experiment(cfg, algorithm) as exp:
             result = exp.run()
-            service = exp.tasks()
+            service = task_service(exp)  # dfml.launch.services
             print(service.submit([1, 4, 7]).accuracy)
 
     With ``checkpointer``, whole-run checkpoints are written every
@@ -258,14 +231,12 @@ class Experiment:
         self.t0 = time.perf_counter()
         self.prepared = prepared or prepare(cfg)
         self.federation = make_federation(cfg, self.prepared)
-        sources = [cb for cb in self.callbacks if hasattr(cb, "next_step")]
         self.runtime = Runtime(
             algorithm,
             self.federation,
             self.prepared.topology.copy(),
             cfg.run.rounds,
             callbacks=self.callbacks,
-            sources=sources,
             schedule=self.prepared.schedule,
             clients_per_round=cfg.membership.clients_per_round,
             participation=cfg.membership.participation,
@@ -283,7 +254,7 @@ class Experiment:
         self.close()
 
     def run(self) -> ExperimentResult:
-        """Train (and serve the config's tasks); the actors stay up until :meth:`close`."""
+        """Train (and run the callbacks' steps); the actors stay up until :meth:`close`."""
         history = self.runtime.run()
         self.result = ExperimentResult(
             history,
@@ -293,16 +264,6 @@ class Experiment:
             self.runtime,
         )
         return self.result
-
-    def tasks(self) -> TaskService:
-        """The on-demand task service on the trained system (``submit(labels)``)."""
-        check_task_algorithm(getattr(self.algorithm, "name", "?"))
-        if self.result is None:
-            raise ConfigError("tasks are served on a trained system: call run() first")
-        service = next((cb for cb in self.callbacks if isinstance(cb, TaskService)), None)
-        if service is None:
-            service = task_service(self.cfg, self.prepared, self.cfg.run.rounds)
-        return service.bind(self.runtime)
 
     def close(self) -> None:
         """Stop the client actors."""

@@ -1,76 +1,53 @@
-"""What the driver asks of the clients: typed steps, and the driver's own state.
+"""What the driver asks of the clients: typed steps, their sources, the driver's state.
 
-The loop (:mod:`dfml.runtime.loop`) is written once; the algorithm's driver
-half says what runs next by returning a :class:`Step` — a phase name, a typed
-entry point, the participating client ids with one message each, and
-whether the round ends with it — or ``None`` when the round is over.
-Training rounds, FedAvg's server adopt and the final personalized
-evaluation are all steps, so checkpoints, chaos, progress and metrics cover
-every one.
+The loop (:mod:`dfml.runtime.loop`) is written once; each :class:`StepSource`
+of a run — the algorithm's driver half, the evaluation protocol, a service
+— says what runs next by returning a :class:`Step` (a phase name, the
+registered client program to run, the participating client ids with one
+message each) or ``None`` when it has nothing more this round. Training
+rounds, FedAvg's server adopt and the final personalized evaluation are
+all steps, so checkpoints, chaos, progress and metrics cover every one.
 
-:class:`DriverState` is everything the driver half remembers between steps
+:class:`DriverState` is everything the sources remember between steps
 (after fedjax's explicit server state): the latest object refs per named
-channel, the global model, the algorithm's server state (e.g. MEFL's EOA),
-the round and what the round has measured so far. It lives in the driver
-only — the algorithm object shipped to the actors holds its config and
-nothing else — and its array parts are what a whole-run checkpoint saves.
+channel, the global model, one typed slot per source that keeps state of
+its own (e.g. MEFL's EOA, CL-FML's clustering), the round and what the
+round has measured so far. It lives in the driver only — the algorithm
+object shipped to the actors holds its config and nothing else — and its
+array parts are what a whole-run checkpoint saves.
 """
 
 from __future__ import annotations
 
+import abc
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-Metrics = dict[str, float]
+from dfml import programs
+from dfml.programs import Metrics
 
 #: The channel every client publishes: its flat parameter vector.
 PARAMS = "params"
 
 
-class Entry(enum.Enum):
-    """Client-side entry points a step may run (each a method of the algorithm).
-
-    Each takes ``(ctx, state, neighbor_vectors, message)`` and returns
-    ``(new_state, metrics)``; the actor resolves the member to the algorithm's
-    bound method with :meth:`Algorithm.entry_point`, never by a free string.
-    """
-
-    CLIENT_STEP = "client_step"
-    ADOPT_GLOBAL = "adopt_global"
-    EVALUATE = "evaluate_only"
-    EVALUATE_PERSONALIZED = "evaluate_personalized"
-    DISSEMINATE_LABELS = "disseminate_labels"
-    CONVERGECAST = "convergecast_labels"
-    CLUSTER_AT_LEADER = "cluster_at_leader"
-    RECEIVE_CLUSTERS = "receive_clusters"
-    TASK_EVALUATE = "task_evaluate"
-    TRAIN_GENERATOR = "train_generator"
-    TASK_FINETUNE = "task_finetune"
-
-
 class Phase(enum.StrEnum):
-    """Phase names the built-in algorithms use (CL-FML adds its own)."""
+    """Phase names the core and the base algorithms use (a plugin adds its own)."""
 
     TRAIN = "train"
     ADOPT = "adopt"
     EVALUATE = "evaluate"
     FINAL_EVALUATION = "final-evaluation"
-    DISSEMINATE = "disseminate"
-    CONVERGECAST = "convergecast"
-    CLUSTER = "cluster"
-    BROADCAST = "broadcast"
-    TASK = "task"
 
 
 @dataclass(frozen=True)
 class Step:
-    """One step of the run: ``entry`` on every client in ``messages``.
+    """One step of the run: ``program`` on every client in ``messages``.
 
     Attributes:
         phase: the phase name callbacks and the fault layer see.
-        entry: the client entry point.
+        program: the name of a registered client program (:mod:`dfml.programs`).
         round: the round the step belongs to.
         messages: participating client id → its :class:`~dfml.algorithms.base.Message`.
         publish: whether clients publish their channels afterwards (a
@@ -81,12 +58,15 @@ class Step:
     """
 
     phase: str
-    entry: Entry
+    program: str
     round: int
     messages: Mapping[int, Any]
     publish: bool = True
     bytes_sent: int = 0
     read_only: bool = False
+
+    def __post_init__(self) -> None:
+        programs.get(self.program)  # an unknown name fails where the step is planned
 
     @property
     def participants(self) -> list[int]:
@@ -121,7 +101,8 @@ class DriverState:
         channels: channel name → client id → latest published ref.
         nbytes: client id → size of its published parameter vector.
         global_ref: the server's model (server mode), else ``None``.
-        server: the algorithm's own server state (e.g. ``{"eoa": EOAState}``).
+        sources: step source name → that source's own state (a dataclass it
+            owns, e.g. MEFL's EOA, CL-FML's clustering); checkpointed with the rest.
         metrics: client id → metrics measured so far in this round.
         trained: clients that ran the training step this round.
         bytes_sent: model bytes moved so far in this round.
@@ -132,7 +113,7 @@ class DriverState:
     channels: dict[str, dict[int, Any]] = field(default_factory=lambda: {PARAMS: {}})
     nbytes: dict[int, int] = field(default_factory=dict)
     global_ref: Any = None
-    server: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, Any] = field(default_factory=dict)
     metrics: dict[int, Metrics] = field(default_factory=dict)
     trained: set[int] = field(default_factory=set)
     bytes_sent: int = 0
@@ -170,3 +151,28 @@ class DriverState:
         self.metrics = {}
         self.trained = set()
         self.bytes_sent = 0
+
+
+class StepSource(abc.ABC):
+    """Anything that plans steps: an algorithm's driver half, the evaluation
+    protocol, a service on the trained system.
+
+    The loop asks the run's sources in order for their next step; the first
+    that has one runs, and its results go back to that source's
+    :meth:`absorb`. What a source must remember from one round to the next
+    goes in its slot of :attr:`DriverState.sources`, so a checkpoint holds it.
+    """
+
+    @abc.abstractmethod
+    def next_step(self, state: DriverState, env: Any) -> Step | None:
+        """The next step in the current round, or ``None`` when this source is done.
+
+        ``env`` is the run's :class:`~dfml.algorithms.base.RunEnv` (topology,
+        data sizes, the round's cohort).
+        """
+
+    @abc.abstractmethod
+    def absorb(
+        self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: Any
+    ) -> None:
+        """Fold ``step``'s ``results`` into ``state``."""

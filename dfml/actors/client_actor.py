@@ -3,8 +3,9 @@
 A plain class (testable without Ray) plus one ``ray.remote`` wrapper. The
 actor never knows which algorithm it runs: it is handed the algorithm's
 client half (an :class:`~dfml.algorithms.base.Algorithm` holding only its
-config) once and then asked, each step, to run one typed entry point on the
-clients it hosts. Clients join and leave a running actor.
+config) once and then asked, each step, to run one registered client
+program (:mod:`dfml.programs`, by name) on the clients it hosts. Clients
+join and leave a running actor.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import ray
 import torch
 
+from dfml import programs
 from dfml.actors.device import (
     apply_memory_share,
     memory_report,
@@ -29,9 +31,9 @@ from dfml.actors.device import (
 from dfml.actors.state import ClientContext, ClientData, ClientState
 from dfml.channels import Row, fetch
 from dfml.data.config import DataConfig
-from dfml.data.partition import ClientSplit
+from dfml.data.split import ClientSplit
 from dfml.models.zoo import ModelConfig, build_model
-from dfml.steps import PARAMS, Entry, StepResult
+from dfml.steps import PARAMS, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,9 @@ class CohortSpec:
         pack_params: publish the parameter vectors of one step's clients
             as packed objects of up to :data:`CHUNK` vectors each
             (:mod:`dfml.channels`) instead of one object per client.
+        programs: the modules that registered client programs in the driver
+            (:func:`dfml.programs.modules`); the actor imports them, so a step
+            may name any program the driver knows.
     """
 
     data: DataConfig
@@ -73,6 +78,7 @@ class CohortSpec:
     num_threads: int = 1
     gpu_share: float = 0.0
     pack_params: bool = False
+    programs: tuple[str, ...] = ()
 
 
 class RayStore:
@@ -98,28 +104,28 @@ class LocalStore:
 
 
 class ClientStepError(RuntimeError):
-    """A client's entry point raised: says which client, entry point, round and phase.
+    """A client's program raised: says which client, program, round and phase.
 
-    The actor knows the entry point and round; the driver adds the step's
+    The actor knows the program and round; the driver adds the step's
     phase (:meth:`in_phase`) when the error reaches it.
     """
 
     def __init__(
         self,
         client_id: int,
-        entry: str,
+        program: str,
         round_index: int,
         error: BaseException | str,
         phase: str | None = None,
     ) -> None:
-        self.client_id, self.entry, self.round_index, self.phase = (
+        self.client_id, self.program, self.round_index, self.phase = (
             client_id,
-            entry,
+            program,
             round_index,
             phase,
         )
         self.detail = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        where = f"phase {phase}, {entry}" if phase else entry
+        where = f"phase {phase}, {program}" if phase else program
         super().__init__(
             f"client {client_id} failed in {where} (round {round_index}): {self.detail}"
         )
@@ -128,19 +134,20 @@ class ClientStepError(RuntimeError):
         """Rebuilt from its fields, so it crosses process boundaries (Ray pickles it)."""
         return (
             type(self),
-            (self.client_id, self.entry, self.round_index, self.detail, self.phase),
+            (self.client_id, self.program, self.round_index, self.detail, self.phase),
         )
 
     def in_phase(self, phase: str) -> ClientStepError:
         """The same error, naming the step's phase."""
-        return ClientStepError(self.client_id, self.entry, self.round_index, self.detail, phase)
+        return ClientStepError(self.client_id, self.program, self.round_index, self.detail, phase)
 
 
 class ClientActor:
-    """Holds client states and data; runs algorithm entry points on them."""
+    """Holds client states and data; runs client programs on them."""
 
     def __init__(self, spec: CohortSpec, algorithm: Any, store: Any = RayStore) -> None:
         torch.set_num_threads(max(1, spec.num_threads))
+        programs.load(spec.programs)
         self.spec = spec
         self.store = store
         self.device = pick_device()
@@ -218,9 +225,7 @@ class ClientActor:
         metrics = metrics or {}
         if not publish:
             return {cid: StepResult({}, dict(metrics.get(cid, {}))) for cid in order}
-        channels = {
-            cid: self.algorithm.publish(self.contexts[cid], self.states[cid]) for cid in order
-        }
+        channels = {cid: self._channels(cid) for cid in order}
         rows: dict[int, Any] = {}
         if self.spec.pack_params and self.store is RayStore and len(order) > 1:
             for part in chunks(order, CHUNK):
@@ -237,30 +242,40 @@ class ClientActor:
             )
         return out
 
+    def _channels(self, cid: int) -> dict[str, np.ndarray]:
+        """The algorithm's channels of client ``cid``, plus every state extra a
+        registered program publishes (:attr:`~dfml.programs.Program.channels`)."""
+        state = self.states[cid]
+        out = self.algorithm.publish(self.contexts[cid], state)
+        for name in programs.channels():
+            if name in state.extras:
+                out[name] = state.extras[name].detach().cpu().numpy()
+        return out
+
     def publish_all(self) -> dict[int, Any]:
         """Every hosted client's :class:`StepResult` with freshly published channels."""
         return self._results(self.states)
 
     def step(
-        self, entry: Entry, messages: Mapping[int, Any], publish: bool = True
+        self, program: str, messages: Mapping[int, Any], publish: bool = True
     ) -> dict[int, Any]:
-        """Run ``entry`` for each messaged client, in client order.
+        """Run the registered ``program`` for each messaged client, in client order.
 
         All neighbour vectors of the cohort are fetched with one ``get``: one
         round trip per actor and step instead of one per client. Where the
-        algorithm offers a batched form of ``entry``
-        (:meth:`~dfml.algorithms.base.Algorithm.batched_entry`, ``--vectorize``),
+        program offers a batched form for this algorithm and model
+        (:meth:`~dfml.programs.Program.vectorized`, ``--vectorize``),
         the cohort runs as one vectorised computation per :data:`CHUNK` of
         clients — also a cohort of one,
         so a client's bits never depend on how many share its actor (a redo
         after a failure may run fewer); if that raises, the clients run one
         by one, so an error names its client. An error in a client's code is re-raised as
-        :class:`ClientStepError` naming the client, the entry point and the
+        :class:`ClientStepError` naming the client, the program and the
         round (and, for a CUDA out-of-memory error, the client's GPU share
         and what it tried to use). Cached CUDA blocks are released after the
         step, however it ends.
         """
-        fn = self.algorithm.entry_point(entry)
+        prog = programs.get(program)
         order = sorted(messages)
         wanted = [ref for cid in order for ref in messages[cid].neighbors]
         fetched = iter(fetch(self.store.get, wanted) if wanted else [])
@@ -268,7 +283,7 @@ class ClientActor:
         out: dict[int, Any] = {}
         try:
             for part in chunks(order, CHUNK):
-                done = self._step_batched(entry, part, messages, neighbors)
+                done = self._step_batched(prog, part, messages, neighbors)
                 metrics_of = {}
                 for cid in part:
                     msg = messages[cid]
@@ -276,12 +291,16 @@ class ClientActor:
                         state, metrics = done[cid]
                     else:
                         try:
-                            state, metrics = fn(
-                                self.contexts[cid], self.states[cid], neighbors[cid], msg
+                            state, metrics = prog.run(
+                                self.algorithm,
+                                self.contexts[cid],
+                                self.states[cid],
+                                neighbors[cid],
+                                msg,
                             )
                         except Exception as err:
                             oom = out_of_memory_message(err, cid, self.spec.gpu_share, self.device)
-                            raise ClientStepError(cid, entry.value, msg.round, oom or err) from err
+                            raise ClientStepError(cid, program, msg.round, oom or err) from err
                     self.states[cid] = state
                     metrics_of[cid] = metrics
                 out.update(self._results(part, metrics_of, publish))
@@ -291,15 +310,15 @@ class ClientActor:
 
     def _step_batched(
         self,
-        entry: Entry,
+        program: programs.Program,
         order: list[int],
         messages: Mapping[int, Any],
         neighbors: Mapping[int, list[Any]],
     ) -> dict[int, tuple[ClientState, Any]]:
-        """The clients' (state, metrics) from the batched ``entry``; empty
+        """The clients' (state, metrics) from the batched ``program``; empty
         when there is none or it raised (the caller then runs every client
         on its own)."""
-        batched = self.algorithm.batched_entry(entry, self.model)
+        batched = program.vectorized(self.algorithm, self.model)
         if batched is None or not order:
             return {}
         try:
@@ -312,7 +331,7 @@ class ClientActor:
         except Exception as err:
             log.warning(
                 "batched %s of %d clients failed (%s: %s); running them one by one",
-                entry.value,
+                program.name,
                 len(order),
                 type(err).__name__,
                 err,

@@ -21,6 +21,7 @@ from typing import Any
 import ray
 from ray.autoscaler.sdk import request_resources
 
+from dfml import programs
 from dfml.actors.client_actor import CohortSpec, RemoteClientActor
 from dfml.actors.config import ResourceConfig
 from dfml.actors.placement import Placement, actor_bundle, describe_cluster
@@ -34,10 +35,10 @@ from dfml.actors.scaling import (
 )
 from dfml.actors.state import ClientState
 from dfml.data.config import DataConfig
-from dfml.data.partition import ClientSplit
+from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
 from dfml.models.zoo import ModelConfig
-from dfml.steps import Entry, Step, StepResult
+from dfml.steps import Step, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ class Federation:
             num_threads=max(1, int(self.resources.num_cpus_per_actor)),
             gpu_share=self.resources.num_gpus_per_actor,
             pack_params=self.pack_params,
+            programs=programs.modules(),
         )
 
     def make_actor(
@@ -243,15 +245,15 @@ class Federation:
     # ----- steps --------------------------------------------------------
     def run_step(self, step: Step) -> dict[int, StepResult]:
         """Run one step on the actors hosting its participants."""
-        return self.step(step.entry, step.messages, step.publish)
+        return self.step(step.program, step.messages, step.publish)
 
     def step(
-        self, entry: Entry, messages: Mapping[int, Any], publish: bool = True
+        self, program: str, messages: Mapping[int, Any], publish: bool = True
     ) -> dict[int, Any]:
-        """Run ``entry`` on every messaged client; gather results."""
+        """Run ``program`` on every messaged client; gather results."""
         assert self.roster is not None
         futures = [
-            self.actors[k].step.remote(entry, {c: messages[c] for c in ids}, publish)
+            self.actors[k].step.remote(program, {c: messages[c] for c in ids}, publish)
             for k, ids in self.roster.by_slot(messages).items()
         ]
         out: dict[int, Any] = {}

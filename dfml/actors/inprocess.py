@@ -15,7 +15,7 @@ from dfml.actors.client_actor import ClientActor, LocalStore
 from dfml.actors.federation import Federation
 from dfml.actors.roster import Roster
 from dfml.actors.state import ClientState
-from dfml.steps import Entry, StepResult
+from dfml.steps import StepResult
 
 
 class InProcessFederation(Federation):
@@ -39,9 +39,9 @@ class InProcessFederation(Federation):
         return self.local.publish_all()
 
     def step(
-        self, entry: Entry, messages: Mapping[int, Any], publish: bool = True
+        self, program: str, messages: Mapping[int, Any], publish: bool = True
     ) -> dict[int, Any]:
-        return self.local.step(entry, messages, publish)
+        return self.local.step(program, messages, publish)
 
     def add_clients(self, starts: Mapping[int, Any]) -> dict[int, StepResult]:
         assert self.roster is not None

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from dfml.data.dataset import ArrayDataset
-from dfml.data.partition import ClientSplit
+from dfml.data.split import ClientSplit
 from dfml.models.flat import FlatModel
 
 
@@ -27,10 +27,9 @@ class ClientState:
         params: the flat float32 parameter vector (what neighbours receive).
         round: the number of completed rounds.
         extras: algorithm-specific tensors (Meta-SGD rates, optimizer state,
-            personal models); replicated with ``params``.
+            personal models, a CL-FML cluster id); replicated with ``params``.
         last_loss: the last training loss.
         labels: the labels the client holds (ℒ_i).
-        cluster_id: CL-FML cluster, if any.
     """
 
     client_id: int
@@ -39,7 +38,6 @@ class ClientState:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     last_loss: float = float("nan")
     labels: tuple[int, ...] = ()
-    cluster_id: int | None = None
 
     def evolve(self, **changes: Any) -> ClientState:
         return replace(self, **changes)

@@ -9,15 +9,19 @@ An :class:`Algorithm` holds both halves of itself (after pfl-research):
   state of its own: everything it remembers is in the ``DriverState``, which
   the loop checkpoints. It reads the topology, data sizes and sampled
   clients from the :class:`RunEnv`.
-* **client half** — :meth:`init_state` and the entry points (:meth:`client_step`,
-  ...) run inside the actors, on one client's state. They are pure functions
-  of (context, state, neighbour vectors, message), so a single-process loop
-  gives the same bits.
+* **client half** — :meth:`init_state` and the methods behind the client
+  programs (:meth:`client_step`, ...) run inside the actors, on one client's
+  state. They are pure functions of (context, state, neighbour vectors,
+  message), so a single-process loop gives the same bits. This module
+  registers the base programs (:data:`CLIENT_STEP`, :data:`EVALUATE`) with
+  :mod:`dfml.programs`; each calls the algorithm's method, so a subclass
+  changes a program by overriding the method.
 
 The algorithm object itself holds only its config (and the ``vectorize``
 switch), so shipping it to an actor (also a replacement made mid-run) ships
 no driver refs. The loop that drives steps is written once, in
-:mod:`dfml.runtime.loop`.
+:mod:`dfml.runtime.loop` (:func:`dfml.runtime.loop.run` runs an algorithm
+on a federation).
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.aggregate import weighted_average
 from dfml.algorithms.batched import batched_evaluate, batched_sgd_epochs, vectorizable
 from dfml.algorithms.sgd import Regularizer, evaluate, sgd_epochs
-from dfml.errors import ConfigError, TrainingDivergedError
+from dfml.errors import ConfigError
 from dfml.models.flat import FlatModel
-from dfml.steps import PARAMS, DriverState, Entry, Metrics, Phase, Step, StepResult
+from dfml.programs import Metrics, Program, register
+from dfml.steps import PARAMS, DriverState, Phase, Step, StepResult, StepSource
 
 if TYPE_CHECKING:
     from dfml.topology.service import TopologyService
@@ -49,21 +54,16 @@ __all__ = [
     "LocalSGDConfig",
     "Message",
     "Metrics",
-    "RoundRecord",
     "RunEnv",
     "StepResult",
-    "check_finite",
 ]
 
-#: Extras a client publishes as channels of their own (the task service's models).
-TASK_CHANNELS = ("task", "generator")
+#: The program of a training step: mix, local update, score (:meth:`Algorithm.client_step`).
+CLIENT_STEP = "client_step"
+#: The program of a read-only evaluation step (:meth:`Algorithm.evaluate_only`).
+EVALUATE = "evaluate_only"
 
-#: A client entry point: (ctx, state, neighbour vectors, message) → (state, metrics).
-StepFn = Callable[
-    [ClientContext, ClientState, Sequence[np.ndarray], Any], tuple[ClientState, Metrics]
-]
-
-#: An entry point over a cohort at once: (contexts, states, each client's
+#: A client method over a cohort at once: (contexts, states, each client's
 #: neighbour vectors, messages) → one (state, metrics) per client, in order.
 BatchedStepFn = Callable[
     [
@@ -154,33 +154,11 @@ class RunEnv:
         return sorted(self.sizes)
 
 
-@dataclass
-class RoundRecord:
-    """One finished round as the callbacks see it.
+class Algorithm(StepSource):
+    """Base class: DFedAvg-style gossip mixing followed by a local update.
 
-    ``metrics`` has one entry per live client; ``trained`` says which of them
-    ran the training step (partial participation); ``epoch`` is the
-    membership epoch the round ran in; ``cross_node_bytes`` is the part of
-    the neighbour vectors fetched that crossed nodes (see
-    :func:`dfml.actors.placement.cross_node_bytes`; 0 on one node).
+    Its driver half is the run's first step source (:class:`~dfml.steps.StepSource`).
     """
-
-    round: int
-    metrics: dict[int, Metrics]
-    bytes_sent: int
-    seconds: float
-    epoch: int = 0
-    trained: frozenset[int] = frozenset()
-    phase_seconds: dict[str, float] = field(default_factory=dict)
-    cross_node_bytes: int = 0
-
-    def mean(self, key: str) -> float:
-        values = [m[key] for m in self.metrics.values() if key in m and not math.isnan(m[key])]
-        return float(np.mean(values)) if values else float("nan")
-
-
-class Algorithm:
-    """Base class: DFedAvg-style gossip mixing followed by a local update."""
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = LocalSGDConfig
@@ -189,7 +167,7 @@ class Algorithm:
 
     def __init__(self, config: Any, *, vectorize: bool = True) -> None:
         """``vectorize``: let an actor run a cohort's plain local SGD as one
-        vectorised computation (:meth:`batched_entry`; ``--vectorize``)."""
+        vectorised computation (:meth:`vectorized_client_step`; ``--vectorize``)."""
         self.config = config
         self.vectorize = vectorize
 
@@ -207,7 +185,7 @@ class Algorithm:
         messages = self.round_messages(state, env)
         return Step(
             Phase.TRAIN,
-            Entry.CLIENT_STEP,
+            CLIENT_STEP,
             state.round,
             messages,
             bytes_sent=self.gossip_bytes(state, env, messages),
@@ -254,37 +232,28 @@ class Algorithm:
         return {}
 
     # ----- client half (runs in actors) --------------------------------
-    def entry_point(self, entry: Entry) -> StepFn:
-        """The bound method behind ``entry`` (a subclass's override if it has one)."""
-        fn = getattr(self, entry.value, None)
-        if fn is None:
-            raise ConfigError(f"algorithm {self.name!r} has no entry point {entry.name}")
-        return fn
+    def vectorized_client_step(self, model: FlatModel) -> BatchedStepFn | None:
+        """The vectorised :meth:`client_step` for a cohort sharing ``model``, or
+        ``None``: then the actor runs the clients one by one.
 
-    def batched_entry(self, entry: Entry, model: FlatModel) -> BatchedStepFn | None:
-        """The vectorised form of ``entry`` for a cohort sharing ``model``, or
-        ``None``: then the actor runs ``entry`` client by client.
-
-        Offered for :attr:`Entry.CLIENT_STEP` when the client step is this
-        class's own around plain SGD (:meth:`batchable`): at 10,000 clients
-        the per-call cost of ~2 tiny SGD steps per client is most of a round.
-        The batched step equals the per-client one up to float rounding.
+        Offered when the client step is this class's own around plain SGD
+        (:meth:`batchable`): at 10,000 clients the per-call cost of ~2 tiny
+        SGD steps per client is most of a round. The batched step equals the
+        per-client one up to float rounding.
         """
-        if entry is Entry.CLIENT_STEP and self.batchable(
-            model, entry, Algorithm, trains=True, evaluates=True
-        ):
+        if self.batchable(model, "client_step", Algorithm, trains=True, evaluates=True):
             return self.batched_client_step
         return None
 
     def batchable(
-        self, model: FlatModel, entry: Entry, owner: type, *, trains: bool, evaluates: bool
+        self, model: FlatModel, method: str, owner: type, *, trains: bool, evaluates: bool
     ) -> bool:
-        """Whether the batched ``entry`` computes what the per-client one does.
+        """Whether the batched form of client method ``method`` computes what it does.
 
         True when ``vectorize`` is on; the model is one the batched functions
         run bit-stably (:func:`~dfml.algorithms.batched.vectorizable`: the
-        MLPs; no dropout, no convolutions); ``entry``'s method is
-        ``owner``'s (the class that wrote its batched form); if the step
+        MLPs; no dropout, no convolutions); ``method`` is ``owner``'s (the
+        class that wrote its batched form, not an override); if the step
         ``trains``, the local update is the base :meth:`local_update` on the
         base :meth:`local_data` and :meth:`regularizer` gives none (FedProx
         with μ = 0 qualifies); and if it ``evaluates``, the score is the base
@@ -296,7 +265,7 @@ class Algorithm:
         return (
             self.vectorize
             and vectorizable(model)
-            and getattr(cls, entry.value) is getattr(owner, entry.value)
+            and getattr(cls, method) is getattr(owner, method)
             and all(getattr(cls, name) is getattr(Algorithm, name) for name in hooks)
             and not (trains and self.regularizer(torch.zeros(model.size)) is not None)
         )
@@ -306,17 +275,14 @@ class Algorithm:
         return ClientState(ctx.client_id, init_params, labels=labels)
 
     def publish(self, ctx: ClientContext, state: ClientState) -> dict[str, np.ndarray]:
-        """The named channels this client publishes after a step.
+        """The named channels of this algorithm a client publishes after a step.
 
-        Its vector (``params``), plus a task model or a generator when the
-        task service made one (parameter vectors too). Channels are functions
-        of the state, so a restored client re-publishes every one of them.
+        Its vector (``params``); an algorithm may add its own. (The actor adds
+        the extras a program declares as channels, :attr:`Program.channels`.)
+        Channels are functions of the state, so a restored client
+        re-publishes every one of them.
         """
-        out = {PARAMS: state.params.detach().cpu().numpy()}
-        for name in TASK_CHANNELS:
-            if name in state.extras:
-                out[name] = state.extras[name].detach().cpu().numpy()
-        return out
+        return {PARAMS: state.params.detach().cpu().numpy()}
 
     def model_vector(self, ctx: ClientContext, vector: torch.Tensor) -> torch.Tensor:
         """The model parameters inside a published vector (Meta-SGD's θ of θ‖α)."""
@@ -452,41 +418,8 @@ class Algorithm:
     def evaluate_only(
         self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
     ) -> tuple[ClientState, Metrics]:
-        """Entry point of a read-only evaluation step (clients that did not train)."""
+        """Program of a read-only evaluation step (clients that did not train)."""
         return state, self.evaluate_client(ctx, state)
-
-    def evaluate_personalized(
-        self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
-    ) -> tuple[ClientState, Metrics]:
-        """Read-only end-of-run protocol (global, Pers.k, local-only, QoI); the
-        global vector is ``neighbors[0]``. See :mod:`dfml.algorithms.evaluation`."""
-        from dfml.algorithms.evaluation import personalization_metrics
-
-        return state, personalization_metrics(self, ctx, state, neighbors[0], **msg.extra)
-
-    def task_evaluate(
-        self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
-    ) -> tuple[ClientState, Metrics]:
-        """Task service: score the meta-model or the task model on 𝒯's test samples."""
-        from dfml.algorithms.clfml.service import task_evaluate
-
-        return task_evaluate(self, ctx, state, msg)
-
-    def train_generator(
-        self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
-    ) -> tuple[ClientState, Metrics]:
-        """Task service: one gossip round of a label-conditional generator g_ℓ."""
-        from dfml.algorithms.clfml.service import train_generator
-
-        return train_generator(self, ctx, state, neighbors, msg)
-
-    def task_finetune(
-        self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
-    ) -> tuple[ClientState, Metrics]:
-        """Task service: one fine-tuning round of the task model."""
-        from dfml.algorithms.clfml.service import task_finetune
-
-        return task_finetune(self, ctx, state, neighbors, msg)
 
     def client_step(
         self, ctx: ClientContext, state: ClientState, neighbors: Sequence[np.ndarray], msg: Message
@@ -510,33 +443,27 @@ class Algorithm:
         trained = [s.evolve(round=s.round + 1) for s in trained]
         return self.batched_scores(ctxs, trained, msgs, metrics)
 
-    # ----- the loop ----------------------------------------------------
-    def run(
-        self,
-        federation: Any,
-        rounds: int,
-        callbacks: Sequence[Any] = (),
-        *,
-        topology: TopologyService,
-    ) -> list[RoundRecord]:
-        """Run ``rounds`` rounds on ``federation`` over ``topology`` (the step loop).
 
-        A convenience over :class:`dfml.runtime.loop.Runtime` for tests and
-        notebooks: fixed membership, every client every round.
-        """
-        from dfml.runtime.loop import Runtime
-
-        return Runtime.for_federation(self, federation, rounds, callbacks, topology).run()
+register(
+    Program(
+        CLIENT_STEP,
+        lambda algorithm, ctx, state, neighbors, msg: algorithm.client_step(
+            ctx, state, neighbors, msg
+        ),
+        batched=lambda algorithm, model: algorithm.vectorized_client_step(model),
+        scored=True,
+    )
+)
+register(
+    Program(
+        EVALUATE,
+        lambda algorithm, ctx, state, neighbors, msg: algorithm.evaluate_only(
+            ctx, state, neighbors, msg
+        ),
+    )
+)
 
 
 def scores(algorithm: Algorithm, ctx: ClientContext, state: ClientState, msg: Message) -> Metrics:
     """The client's evaluation metrics after a step, or none in a round not scored."""
     return algorithm.evaluate_client(ctx, state) if msg.evaluate else {}
-
-
-def check_finite(record: RoundRecord) -> None:
-    """Stop the run on the first client whose loss is NaN/inf."""
-    for cid in sorted(record.metrics):
-        loss = record.metrics[cid].get("train_loss", 0.0)
-        if not math.isfinite(loss):
-            raise TrainingDivergedError(cid, record.round, loss)

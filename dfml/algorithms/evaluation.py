@@ -43,11 +43,12 @@ import numpy as np
 import torch
 
 from dfml.algorithms.aggregate import data_size_weights
-from dfml.algorithms.base import LocalSGDConfig, Message, Metrics, RoundRecord, RunEnv
-from dfml.algorithms.callbacks import Callback
+from dfml.algorithms.base import LocalSGDConfig, Message, Metrics, RunEnv
 from dfml.algorithms.sgd import evaluate, sgd_epochs
 from dfml.errors import ConfigError
-from dfml.steps import DriverState, Entry, Phase, Step
+from dfml.programs import Program, register
+from dfml.records import Callback, RoundRecord
+from dfml.steps import DriverState, Phase, Step, StepSource
 
 if TYPE_CHECKING:
     from dfml.actors.state import ClientContext, ClientState
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 
 PERS_SALT = 0x9E55
 LOCAL_SALT = 0x10CA1
+
+#: The program of the final-evaluation step (:func:`evaluate_personalized`).
+EVALUATE_PERSONALIZED = "evaluate_personalized"
 
 
 @dataclass(frozen=True)
@@ -160,8 +164,22 @@ def personalization_metrics(
     return out
 
 
+def evaluate_personalized(
+    algorithm: Algorithm,
+    ctx: ClientContext,
+    state: ClientState,
+    neighbors: Sequence[np.ndarray],
+    msg: Message,
+) -> tuple[ClientState, Metrics]:
+    """The read-only end-of-run program; the global vector is ``neighbors[0]``."""
+    return state, personalization_metrics(algorithm, ctx, state, neighbors[0], **msg.extra)
+
+
+register(Program(EVALUATE_PERSONALIZED, evaluate_personalized))
+
+
 # ----- driver side -----------------------------------------------------------
-class PersonalizedEvaluation(Callback):
+class PersonalizedEvaluation(Callback, StepSource):
     """Plans the protocol's step in the last round and summarizes it.
 
     It is a step source for the loop (:meth:`next_step`, :meth:`absorb`),
@@ -200,7 +218,7 @@ class PersonalizedEvaluation(Callback):
         )
         return Step(
             Phase.FINAL_EVALUATION,
-            Entry.EVALUATE_PERSONALIZED,
+            EVALUATE_PERSONALIZED,
             state.round,
             dict.fromkeys(env.live(), msg),
             publish=False,

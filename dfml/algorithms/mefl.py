@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -128,6 +128,21 @@ def state_from_extras(extras: Mapping[str, torch.Tensor]) -> EOAState:
     )
 
 
+@dataclass
+class EOAServer:
+    """MEFL's slot of ``DriverState.sources`` in server mode: what the server's
+    EOA remembers between rounds (checkpointed with the driver state).
+
+    Attributes:
+        eoa: the EOA state (after a server step on Ray, a ref to it).
+        weights: the last server step's EOA weights (an array, or a ref to one),
+            one per client that trained.
+    """
+
+    eoa: Any = field(default_factory=EOAState)
+    weights: Any = None
+
+
 class MEFL(FedMetaSGD):
     """Meta-SGD with GDP on the clients; EOA at the server or at each client."""
 
@@ -136,18 +151,17 @@ class MEFL(FedMetaSGD):
 
     # ----- server mode -------------------------------------------------
     def server_step(self, state: DriverState, env: RunEnv, refs: Mapping[int, Any]) -> Any:
-        """EOA at the server; its state lives in ``state.server["eoa"]`` (driver side)."""
+        """EOA at the server; its state lives in MEFL's slot of ``state.sources``."""
         ids = sorted(refs)
         vectors = [refs[c] for c in ids]
-        eoa = state.server.get("eoa", EOAState())
+        slot = state.sources.setdefault(self.name, EOAServer())
         if all(isinstance(v, np.ndarray) for v in [state.global_ref, *vectors]):  # in-process
-            out = eoa_step(state.global_ref, vectors, ids, eoa, self.config.eoa())
-            state.server["eoa"], state.server["eoa_weights"] = out.state, out.weights
+            out = eoa_step(state.global_ref, vectors, ids, slot.eoa, self.config.eoa())
+            slot.eoa, slot.weights = out.state, out.weights
             return out.aggregate
-        new_global, state.server["eoa"], state.server["eoa_weights"] = eoa_server_step.remote(
-            eoa, self.config.eoa(), ids, [state.global_ref, *vectors]
+        new_global, slot.eoa, slot.weights = eoa_server_step.remote(
+            slot.eoa, self.config.eoa(), ids, [state.global_ref, *vectors]
         )
-        state.server["eoa_ids"] = ids
         return new_global
 
     def absorb(
@@ -155,7 +169,7 @@ class MEFL(FedMetaSGD):
     ) -> None:
         super().absorb(state, step, results, env)
         if self.centralized and step.phase == Phase.ADOPT:
-            w = state.server["eoa_weights"]
+            w = state.sources[self.name].weights
             weights = w if isinstance(w, np.ndarray) else ray.get(w)
             for cid, weight in zip(sorted(state.trained), weights, strict=True):
                 state.metrics[cid]["eoa_weight"] = float(weight)

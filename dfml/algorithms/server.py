@@ -39,6 +39,7 @@ import ray
 from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.aggregate import data_size_weights, weighted_average
 from dfml.algorithms.base import (
+    CLIENT_STEP,
     Algorithm,
     BatchedStepFn,
     LocalSGDConfig,
@@ -50,9 +51,14 @@ from dfml.algorithms.base import (
 from dfml.channels import fetch
 from dfml.errors import ConfigError
 from dfml.models.flat import FlatModel
-from dfml.steps import DriverState, Entry, Phase, Step, StepResult
+from dfml.programs import Program, register
+from dfml.steps import DriverState, Phase, Step, StepResult
 
 AGGREGATIONS = ("gossip", "server")
+
+#: The program of the adopt step: every client takes the server's model
+#: (:meth:`ServerOrGossip.adopt_global`).
+ADOPT_GLOBAL = "adopt_global"
 
 
 def check_aggregation(value: str) -> None:
@@ -126,7 +132,7 @@ class ServerOrGossip(Algorithm):
                 state.global_ref = state.refs[min(state.refs)]
             return Step(
                 Phase.TRAIN,
-                Entry.CLIENT_STEP,
+                CLIENT_STEP,
                 state.round,
                 {cid: Message(round=state.round) for cid in env.sampled},
                 bytes_sent=sum(state.nbytes.get(c, 0) for c in env.sampled),
@@ -140,7 +146,7 @@ class ServerOrGossip(Algorithm):
             live = env.live()
             return Step(
                 Phase.ADOPT,
-                Entry.ADOPT_GLOBAL,
+                ADOPT_GLOBAL,
                 state.round,
                 dict.fromkeys(live, adopt),
                 publish=False,
@@ -202,17 +208,18 @@ class ServerOrGossip(Algorithm):
         state = state.evolve(params=self.mix(state, neighbors, msg))
         return state, scores(self, ctx, state, msg)
 
-    def batched_entry(self, entry: Entry, model: FlatModel) -> BatchedStepFn | None:
-        """Batched training (evaluated only in gossip mode) and, for the adopt
-        step, a batched evaluation of the adopted model; see
-        :meth:`Algorithm.batched_entry`."""
-        if entry is Entry.CLIENT_STEP and self.batchable(
-            model, entry, ServerOrGossip, trains=True, evaluates=not self.centralized
+    def vectorized_client_step(self, model: FlatModel) -> BatchedStepFn | None:
+        """Batched training, evaluated only in gossip mode; see
+        :meth:`Algorithm.vectorized_client_step`."""
+        if self.batchable(
+            model, "client_step", ServerOrGossip, trains=True, evaluates=not self.centralized
         ):
             return self.batched_client_step
-        if entry is Entry.ADOPT_GLOBAL and self.batchable(
-            model, entry, ServerOrGossip, trains=False, evaluates=True
-        ):
+        return None
+
+    def vectorized_adopt_global(self, model: FlatModel) -> BatchedStepFn | None:
+        """The adopt step with one batched evaluation of the adopted models, or ``None``."""
+        if self.batchable(model, "adopt_global", ServerOrGossip, trains=False, evaluates=True):
             return self.batched_adopt_global
         return None
 
@@ -241,3 +248,15 @@ class ServerOrGossip(Algorithm):
             for s, n, m in zip(states, neighbors, msgs, strict=True)
         ]
         return self.batched_scores(ctxs, adopted, msgs, [{} for _ in adopted])
+
+
+register(
+    Program(
+        ADOPT_GLOBAL,
+        lambda algorithm, ctx, state, neighbors, msg: algorithm.adopt_global(
+            ctx, state, neighbors, msg
+        ),
+        batched=lambda algorithm, model: algorithm.vectorized_adopt_global(model),
+        scored=True,
+    )
+)

@@ -1,11 +1,11 @@
-"""Non-IID partitioners and per-client splits: pure functions over labels.
+"""Non-IID partitioners: pure functions over labels.
 
 Every partitioner takes the label vector, the number of clients, the config
 and a seed, and returns one sorted index array per client. Same inputs, same
 output: the partition is part of an experiment's identity and is saved with
 its results. :func:`make_partition` is the entry point an experiment uses: it
 draws (or, with ``partition_file``, imports) the partition, splits every
-client's share and applies ζ relabelling.
+client's share (:mod:`dfml.data.split`) and applies ζ relabelling.
 """
 
 from __future__ import annotations
@@ -17,34 +17,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dfml.data.config import PartitionConfig
+from dfml.data.partition_file import load_partition_file
+from dfml.data.split import ClientSplit, client_seed, split_client
 from dfml.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 Partitioner = Callable[[np.ndarray, int, PartitionConfig, np.random.Generator], list[np.ndarray]]
-
-
-@dataclass(frozen=True)
-class ClientSplit:
-    """A client's local data: meta-train D^M, label-balanced query D^Q, test.
-
-    ``label_permutation`` (AFML's ζ-diversity), when set, maps every true
-    label y of this client to ``label_permutation[y]`` (a bijection).
-    """
-
-    meta_train: np.ndarray
-    query: np.ndarray
-    test: np.ndarray
-    label_permutation: np.ndarray | None = None
-
-    @property
-    def train(self) -> np.ndarray:
-        """D^M ∪ D^Q: everything a non-meta algorithm may train on."""
-        return np.sort(np.concatenate([self.meta_train, self.query]))
-
-    def relabel(self, labels: np.ndarray) -> np.ndarray:
-        """The labels this client sees for true ``labels`` (identity if unpermuted)."""
-        return labels if self.label_permutation is None else self.label_permutation[labels]
 
 
 def _split_by_label(
@@ -240,60 +219,6 @@ def repair_min_samples(
     return parts, moves
 
 
-def split_client(
-    indices: np.ndarray, labels: np.ndarray, cfg: PartitionConfig, seed: int
-) -> ClientSplit:
-    """Split one client's samples into D^M, a label-balanced D^Q and a test set.
-
-    The test set takes ``test_fraction`` of the samples at random; the rest is
-    split by :func:`_meta_and_query`.
-    """
-    rng = np.random.default_rng([seed, 0x5E1])
-    idx = rng.permutation(np.asarray(indices))
-    n_test = max(1, round(cfg.test_fraction * len(idx)))
-    return _meta_and_query(idx[n_test:], np.sort(idx[:n_test]), labels, cfg)
-
-
-def split_train(
-    train: np.ndarray, test: np.ndarray, labels: np.ndarray, cfg: PartitionConfig, seed: int
-) -> ClientSplit:
-    """A client whose test set is given: split ``train`` into D^M and D^Q.
-
-    Same random stream and rule as :func:`split_client`, for partitions
-    imported without a query set.
-    """
-    rng = np.random.default_rng([seed, 0x5E1])
-    return _meta_and_query(
-        rng.permutation(np.asarray(train)), np.sort(np.asarray(test)), labels, cfg
-    )
-
-
-def _meta_and_query(
-    rest: np.ndarray, test: np.ndarray, labels: np.ndarray, cfg: PartitionConfig
-) -> ClientSplit:
-    """D^Q takes the first ``k`` samples (in ``rest``'s shuffled order) of every
-    label that has at least two samples in ``rest`` (so D^M keeps every such
-    label too), with ``k = max(1, min(⌊query_fraction·n / L⌋, min_l count_l − 1))``;
-    D^M is the remainder.
-    """
-    rest_labels = labels[rest]
-    values, counts = np.unique(rest_labels, return_counts=True)
-    eligible = values[counts >= 2]
-    query: list[np.ndarray] = []
-    if len(eligible):
-        k_target = int(cfg.query_fraction * len(rest) / len(eligible))
-        k = max(1, min(k_target, int(counts[counts >= 2].min()) - 1))
-        query = [rest[rest_labels == label][:k] for label in eligible]
-    q = np.concatenate(query) if query else np.empty(0, np.int64)
-    meta_train = np.setdiff1d(rest, q)
-    return ClientSplit(meta_train=meta_train, query=np.sort(q), test=test)
-
-
-def client_seed(seed: int, client: int) -> int:
-    """The seed of client ``client``'s local split, derived from the run seed."""
-    return seed * 100_003 + client
-
-
 def label_permutations(
     num_clients: int, num_classes: int, zeta: float, seed: int
 ) -> list[np.ndarray | None]:
@@ -347,9 +272,6 @@ def make_partition(
         parts, moves = partition_with_repairs(labels, num_clients, cfg, seed)
         splits = [split_client(p, labels, cfg, client_seed(seed, i)) for i, p in enumerate(parts)]
     else:
-        # Imported here: partition_file builds on this module's split functions.
-        from dfml.data.partition_file import load_partition_file
-
         splits, moves = load_partition_file(cfg.partition_file, labels, cfg, seed), 0
         if len(splits) != num_clients:
             raise ConfigError(

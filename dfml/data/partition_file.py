@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dfml.data.config import PartitionConfig
-from dfml.data.partition import ClientSplit, client_seed, split_train
+from dfml.data.split import ClientSplit, client_seed, split_train
 from dfml.errors import ConfigError
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from ray.exceptions import RayError
 from dfml.actors.client_actor import ClientActor, CohortSpec
 from dfml.actors.state import ClientContext, ClientData, ClientState
 from dfml.channels import get_value
-from dfml.data.partition import ClientSplit
+from dfml.data.split import ClientSplit
 from dfml.fault.dispatcher import ReplicaRecord
 from dfml.fault.durable import read_replica, write_replica
 from dfml.fault.holder import CONCURRENCY_GROUPS, ReplicaHolder, Watched
@@ -131,14 +131,14 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
         return super().remove_clients(client_ids)
 
     def step_once(
-        self, method: Any, messages: Mapping[int, Any], publish: bool, seq: int
+        self, program: str, messages: Mapping[int, Any], publish: bool, seq: int
     ) -> tuple[dict[int, Any], dict[int, str]]:
         """``step`` for call ``seq``: atomic, and clients done in ``seq`` are not redone."""
         done = {c: res for c, (s, res) in self._done.items() if s == seq and c in messages}
         todo = {c: m for c, m in messages.items() if c not in done}
         before = {c: self.states[c] for c in todo}
         try:
-            out = self.step(method, todo, publish)
+            out = self.step(program, todo, publish)
         except BaseException:
             self.states.update(before)
             raise

@@ -51,7 +51,7 @@ from dfml.fault.processes import Processes
 from dfml.fault.replicator import Replicator, Unsettled
 from dfml.fault.restorer import Restorer
 from dfml.fault.timeline import Timeline
-from dfml.steps import Entry, Step
+from dfml.steps import Step
 
 
 class StepObserver(Protocol):
@@ -67,7 +67,7 @@ class Call:
 
     seq: int
     phase: str
-    entry: Entry
+    program: str
     messages: dict[int, Any]
     publish: bool
     round: int | None
@@ -135,13 +135,13 @@ class StepRunner:
     def run(self, step: Step) -> dict[int, Any]:
         """Run ``step``; its round decides chaos strikes and checkpoint replication."""
         return self.call(
-            step.phase, step.entry, step.messages, step.publish, step.round, step.read_only
+            step.phase, step.program, step.messages, step.publish, step.round, step.read_only
         )
 
     def call(
         self,
         phase: str,
-        entry: Entry,
+        program: str,
         messages: Mapping[int, Any],
         publish: bool,
         rnd: int | None,
@@ -149,7 +149,7 @@ class StepRunner:
     ) -> dict[int, Any]:
         self.settle()
         self.seq += 1
-        call = Call(self.seq, phase, entry, dict(messages), publish, rnd, read_only)
+        call = Call(self.seq, phase, program, dict(messages), publish, rnd, read_only)
         with self.restorer.inside_call(call.seq):
             return self._attempt(call, call.messages, defer=True)
 
@@ -194,7 +194,9 @@ class StepRunner:
             if pending:
                 msgs = {c: self.directory.substitute(messages[c]) for c in sorted(pending)}
                 futures = {
-                    k: self.processes.handle(k).step_once.remote(call.entry, sub, call.publish, seq)
+                    k: self.processes.handle(k).step_once.remote(
+                        call.program, sub, call.publish, seq
+                    )
                     for k, sub in self._by_actor(msgs).items()
                 }
                 # Queued right behind each step: replication costs no extra round trip.
@@ -236,7 +238,7 @@ class StepRunner:
             break
         else:
             raise FaultToleranceError(
-                f"step {call.phase!r} ({call.entry!r}, round {rnd}) did not complete "
+                f"step {call.phase!r} ({call.program!r}, round {rnd}) did not complete "
                 f"after {self.max_attempts} recoveries"
             )
         if checkpoint:

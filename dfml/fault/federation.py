@@ -35,7 +35,7 @@ import ray
 from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
 from dfml.data.config import DataConfig
-from dfml.data.partition import ClientSplit
+from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
 from dfml.fault.actor import RemoteFaultClientActor
 from dfml.fault.calls import StepRunner
@@ -54,7 +54,7 @@ from dfml.fault.store import StoreKeeper
 from dfml.fault.timeline import Timeline
 from dfml.fault.view import ActorView
 from dfml.models.zoo import ModelConfig
-from dfml.steps import Entry, Step, StepResult
+from dfml.steps import Step, StepResult
 
 __all__ = ["FaultToleranceError", "FaultTolerantFederation"]
 
@@ -223,10 +223,10 @@ class FaultTolerantFederation(Federation):
         return self._runner.run(step)
 
     def step(
-        self, method: Entry, messages: Mapping[int, Any], publish: bool = True
+        self, program: str, messages: Mapping[int, Any], publish: bool = True
     ) -> dict[int, Any]:
         """A call outside the round loop: no chaos, no replicas."""
-        return self._runner.call("call", method, messages, publish, None, False)
+        return self._runner.call("call", program, messages, publish, None, False)
 
     # ----- membership -------------------------------------------------------
     def open_slot(self, k: int) -> None:

@@ -50,7 +50,7 @@ class Replica:
             (monotone; 0 is the initial state).
         round: the client's completed-round count (``ClientState.round``).
         arrays: ``"params"`` and ``"extra:<name>"`` arrays.
-        meta: ``last_loss``, ``labels``, ``cluster_id``.
+        meta: ``last_loss``, ``labels``.
         checksum: :func:`checksum` of all of the above.
         params_digest: :func:`digest` of the parameter vector alone (what a
             neighbour would receive when the client publishes it).
@@ -157,7 +157,6 @@ def _meta_of(state: ClientState) -> dict[str, Any]:
     return {
         "last_loss": None if math.isnan(loss) else loss,
         "labels": [int(v) for v in state.labels],
-        "cluster_id": state.cluster_id,
     }
 
 
@@ -188,7 +187,6 @@ def unpack_state(replica: Replica) -> ClientState:
         },
         last_loss=float("nan") if loss is None else float(loss),
         labels=tuple(int(v) for v in replica.meta.get("labels", ())),
-        cluster_id=replica.meta.get("cluster_id"),
     )
 
 

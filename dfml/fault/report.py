@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dfml.algorithms.callbacks import Callback
 from dfml.fault.events import FaultEvent
+from dfml.records import Callback
 
 log = logging.getLogger(__name__)
 

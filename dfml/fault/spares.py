@@ -21,7 +21,7 @@ from typing import Any
 
 import ray
 
-from dfml.data.partition import ClientSplit
+from dfml.data.split import ClientSplit
 from dfml.fault.config import FaultConfig
 from dfml.fault.detector import Detector
 from dfml.fault.events import FaultEvent

@@ -31,6 +31,7 @@ import ray
 
 from dfml.errors import ConfigError
 from dfml.experiment import prepare
+from dfml.launch.flags import add_option_flags, options_from
 from dfml.launch.options import build_config
 from dfml.launch.results import RUN_OUTPUTS, check_results_folder, clear_results
 from dfml.launch.runner import execute, init_ray
@@ -153,8 +154,6 @@ def run_chaos(
 
 
 def add_parser(sub: Any) -> None:
-    from dfml.launch.cli import add_option_flags
-
     p = sub.add_parser(
         "chaos",
         help="FMRec comparison: the same run without failures, without and with recovery",
@@ -171,8 +170,6 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from dfml.launch.cli import options_from
-
     modes = parse_modes(args.modes)
     options = options_from(args, {"modes"})
     root, table, _ = run_chaos(options, modes, lambda line: print(line, flush=True))

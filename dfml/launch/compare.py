@@ -35,10 +35,9 @@ from typing import Any
 import numpy as np
 import ray
 
-from dfml.algorithms.base import RoundRecord
-from dfml.algorithms.callbacks import Callback
 from dfml.errors import ConfigError, TrainingDivergedError
 from dfml.experiment import ExperimentConfig, prepare
+from dfml.launch.flags import add_option_flags, options_from
 from dfml.launch.options import (
     SECTIONS,
     LaunchConfig,
@@ -56,6 +55,8 @@ from dfml.launch.results import (
     plot_accuracy,
 )
 from dfml.launch.runner import execute, init_ray
+from dfml.launch.services import section
+from dfml.records import Callback, RoundRecord
 
 log = logging.getLogger(__name__)
 
@@ -327,24 +328,21 @@ def run_compare(
         if started:
             ray.shutdown()
     evaluation = jobs[0].cfg.evaluation
-    columns = table_columns(
-        evaluation.pers_steps, evaluation.target_accuracy, jobs[0].cfg.tasks.active
-    )
+    tasks = section(jobs[0].cfg, "tasks").active
+    columns = table_columns(evaluation.pers_steps, evaluation.target_accuracy, tasks)
     rows = aggregate(summaries, [k for k, _ in columns])
     table = markdown_table(rows, columns)
     (root / "table.md").write_text(table)
     write_csv(rows, root / "table.csv")
     pooled = {a: pooled_history(h) for a, h in histories.items() if any(h)}
     plot_accuracy(pooled, root / "accuracy.png")
-    if jobs[0].cfg.tasks.active:
+    if tasks:
         plot_task_accuracy(rows, root / "task_accuracy.png")
     write_report([job.out for job in jobs], root / "report.html")
     return root, table
 
 
 def add_parser(sub: Any) -> None:
-    from dfml.launch.cli import add_option_flags
-
     p = sub.add_parser(
         "compare", help="run several algorithms × seeds on one scenario; write a table and a plot"
     )
@@ -356,8 +354,6 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from dfml.launch.cli import options_from
-
     algorithms = parse_algorithms(args.algorithms)
     seeds = parse_seeds(args.seeds)
     options = options_from(args, {"algorithms", "seeds"})

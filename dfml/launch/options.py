@@ -45,13 +45,13 @@ from typing import Any
 import yaml
 
 from dfml.actors.config import ResourceConfig
-from dfml.algorithms.clfml.service import TaskConfig
 from dfml.algorithms.evaluation import EvalConfig
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.data.registry import MEDMNIST_PREFIX, TORCHVISION_NAMES
 from dfml.errors import ConfigError
 from dfml.experiment import ExperimentConfig, RunConfig
 from dfml.fault.config import FaultConfig
+from dfml.launch import services
 from dfml.launch.registry import ALGORITHMS, algorithm_class
 from dfml.models.zoo import ModelConfig
 from dfml.runtime.membership import MembershipConfig
@@ -134,7 +134,7 @@ SECTIONS: dict[str, type] = {
     "evaluation": EvalConfig,
     "fault": FaultConfig,
     "membership": MembershipConfig,
-    "tasks": TaskConfig,
+    **services.SECTIONS,
     "launch": LaunchConfig,
 }
 
@@ -450,28 +450,21 @@ def build_config(
         opts.setdefault("train_split", "meta")
     built = {name: _build(cls, opts) for name, cls in SECTIONS.items()}
     launch = built.pop("launch")
-    experiment = ExperimentConfig(**built, algorithm=_build(algo_cls.Config, opts))
+    sections = {name: built.pop(name) for name in services.SECTIONS}
+    experiment = ExperimentConfig(
+        **built, services=sections, algorithm=_build(algo_cls.Config, opts)
+    )
     check_unused(given, experiment, launch, set(allow_unused))
     return experiment, launch
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
-    """A JSON-ready record of every effective setting."""
+    """A JSON-ready record of every effective setting (services' sections included)."""
+    own = [name for name in SECTIONS if name != "launch" and name not in services.SECTIONS]
     return {
-        name: dataclasses.asdict(getattr(cfg, name))
-        for name in (
-            "run",
-            "data",
-            "partition",
-            "model",
-            "topology",
-            "resources",
-            "evaluation",
-            "fault",
-            "membership",
-            "tasks",
-            "algorithm",
-        )
+        **{name: dataclasses.asdict(getattr(cfg, name)) for name in own},
+        **{name: dataclasses.asdict(services.section(cfg, name)) for name in services.SECTIONS},
+        "algorithm": dataclasses.asdict(cfg.algorithm),
     }
 
 

@@ -30,10 +30,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dfml.algorithms.base import RoundRecord
-from dfml.algorithms.callbacks import Callback
-from dfml.data.partition import ClientSplit
+from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
+from dfml.records import Callback, RoundRecord
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,13 @@ from pyarrow import fs as pafs
 
 from dfml.actors.device import device_summary
 from dfml.algorithms.base import Algorithm
-from dfml.algorithms.callbacks import Callback, ProgressBar
-from dfml.algorithms.clfml.service import check_task_algorithm
 from dfml.algorithms.evaluation import PersonalizedEvaluation
 from dfml.errors import ConfigError, TrainingDivergedError
-from dfml.experiment import ExperimentConfig, Prepared, prepare, run_experiment, task_service
+from dfml.experiment import ExperimentConfig, Prepared, prepare, run_experiment
 from dfml.fault.report import FaultReport
 from dfml.launch.cluster import probe, resolve
 from dfml.launch.options import LaunchConfig, config_to_dict, config_to_options
+from dfml.launch.progress import ProgressBar
 from dfml.launch.registry import algorithm_class
 from dfml.launch.results import (
     ResultsWriter,
@@ -34,6 +33,8 @@ from dfml.launch.results import (
     membership_summary,
     summarize,
 )
+from dfml.launch.services import check_services, service_callbacks
+from dfml.records import Callback
 from dfml.runtime.checkpoint import RUN_FILE, Checkpoint, Checkpointer
 
 log = logging.getLogger(__name__)
@@ -166,9 +167,7 @@ def execute(
     prepared = prepare(cfg)
     setup = {"data": time.perf_counter() - t0}
     algorithm.check_setup(prepared.client_labels)
-    if cfg.tasks.active:
-        check_task_algorithm(cfg.run.algorithm)
-        task_service(cfg, prepared, 1)  # validates
+    check_services(cfg, prepared)
     if prepared.schedule and not algorithm.elastic:
         raise ConfigError(
             f"algorithm {cfg.run.algorithm!r} does not support clients joining or leaving "
@@ -232,8 +231,7 @@ def _run(
         all_callbacks = [bar, evaluation, writer, *callbacks]
         if cfg.fault.active:
             all_callbacks.append(FaultReport(out))
-        if cfg.tasks.active:
-            all_callbacks.append(task_service(cfg, prepared, cfg.run.rounds, out))
+        all_callbacks.extend(service_callbacks(cfg, prepared, out))
         result = run_experiment(cfg, algorithm, all_callbacks, prepared, checkpointer, resume)
         runtime = result.runtime
         summary["actors"] = len(result.actors)

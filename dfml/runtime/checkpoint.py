@@ -5,7 +5,7 @@ Every ``checkpoint_every`` rounds the driver writes, under
 directory, ``s3://``, ``gs://``):
 
 * ``clients.npz`` — every live client's state (the fault layer's replica
-  format: flat vector, extras, round, loss, labels, cluster; checksummed);
+  format: flat vector, extras, round, loss, labels; checksummed);
 * ``driver.pkl`` — the :class:`~dfml.steps.DriverState` with every object
   ref replaced by its value (the global model, MEFL's EOA state), plus the
   roster, the topology and the per-round history the results need;

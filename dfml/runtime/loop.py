@@ -9,9 +9,10 @@ Each round, the :class:`Runtime`
    clients that hold a model (its new neighbours when they do), or from the
    global model in server mode;
 2. samples the round's training cohort (partial participation);
-3. asks the algorithm's driver half for steps until it says the round is
-   over, then the step sources (the personalized evaluation of the last
-   round), then evaluates live clients that have no accuracy yet this round
+3. asks its step sources in order for the next step until none has one:
+   the algorithm's driver half, then the callbacks that are step sources
+   (the personalized evaluation of the last round, the task service), then
+   an evaluation of the live clients that have no accuracy yet this round
    (clients that did not train), so every live client has a row; a round
    that ``--eval-every k`` does not score skips evaluation altogether;
 4. hands the round to the callbacks, stops on a diverged client, and writes
@@ -25,42 +26,35 @@ the :class:`~dfml.actors.roster.Roster` and the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 import networkx as nx
 import numpy as np
 import ray
 from ray.exceptions import RayTaskError
 
+from dfml import programs
 from dfml.actors.client_actor import ClientStepError
 from dfml.actors.placement import cross_node_bytes
-from dfml.algorithms.base import Algorithm, Message, RoundRecord, RunEnv, check_finite
+from dfml.algorithms.base import EVALUATE, Algorithm, Message, RunEnv
 from dfml.channels import get_value, is_handle
-from dfml.errors import ConfigError
+from dfml.errors import ConfigError, TrainingDivergedError
+from dfml.records import RoundRecord
 from dfml.runtime.checkpoint import Checkpoint, Checkpointer
 from dfml.runtime.membership import Change, sample_clients
-from dfml.steps import PARAMS, DriverState, Entry, Phase, Step, StepResult
+from dfml.steps import PARAMS, DriverState, Phase, Step, StepResult, StepSource
 from dfml.topology.service import TopologyService
 
 log = logging.getLogger(__name__)
 
 
-class StepSource(Protocol):
-    """Anything that plans steps: an algorithm's driver half, the evaluation protocol."""
-
-    def next_step(self, state: DriverState, env: RunEnv) -> Step | None: ...
-
-    def absorb(
-        self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: RunEnv
-    ) -> None: ...
-
-
-class _EvaluateMissing:
+class _EvaluateMissing(StepSource):
     """Evaluates the live clients that have no accuracy yet in this round."""
 
     def next_step(self, state: DriverState, env: RunEnv) -> Step | None:
@@ -72,29 +66,38 @@ class _EvaluateMissing:
         msg = Message(round=state.round)
         return Step(
             Phase.EVALUATE,
-            Entry.EVALUATE,
+            EVALUATE,
             state.round,
             dict.fromkeys(missing, msg),
             publish=False,
             read_only=True,
         )
 
-    def absorb(self, state, step, results, env) -> None:
+    def absorb(
+        self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: RunEnv
+    ) -> None:
         state.merge_metrics(results)
 
 
 def _unscored(step: Step) -> Step:
-    """``step`` with its training / adopt messages told not to score (``--eval-every``)."""
-    if step.entry not in (Entry.CLIENT_STEP, Entry.ADOPT_GLOBAL):
+    """``step`` with its messages told not to score (``--eval-every``), if its
+    program scores (training, adopt)."""
+    if not programs.get(step.program).scored:
         return step
-    messages = {c: replace(m, evaluate=False) for c, m in step.messages.items()}
-    return replace(step, messages=messages)
+    messages = {c: dataclasses.replace(m, evaluate=False) for c, m in step.messages.items()}
+    return dataclasses.replace(step, messages=messages)
 
 
 def _materialize(value: Any) -> Any:
-    """``value`` with every object ref replaced by the object (for a checkpoint)."""
+    """``value`` with every object ref replaced by the object (for a checkpoint);
+    also inside the dataclasses step sources keep in their slots."""
     if is_handle(value):
         return get_value(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = dataclasses.fields(value)
+        return dataclasses.replace(
+            value, **{f.name: _materialize(getattr(value, f.name)) for f in fields if f.init}
+        )
     if isinstance(value, dict):
         return {k: _materialize(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -113,7 +116,6 @@ class Runtime:
         rounds: int,
         *,
         callbacks: Sequence[Any] = (),
-        sources: Sequence[StepSource] = (),
         schedule: Mapping[int, Change] | None = None,
         clients_per_round: int | None = None,
         participation: float = 1.0,
@@ -125,7 +127,14 @@ class Runtime:
         self.algorithm, self.federation, self.topology = algorithm, federation, topology
         self.rounds = rounds
         self.callbacks = list(callbacks)
-        self.sources: list[StepSource] = [*sources, _EvaluateMissing()]
+        #: Asked in this order for each next step: the algorithm, the
+        #: callbacks that plan steps (in callback order), the evaluation of
+        #: clients still unscored.
+        self.sources: list[StepSource] = [
+            algorithm,
+            *(cb for cb in self.callbacks if isinstance(cb, StepSource)),
+            _EvaluateMissing(),
+        ]
         self.schedule = dict(schedule or {})
         self.clients_per_round, self.participation = clients_per_round, participation
         self.checkpointer, self.resume, self.seed = checkpointer, resume, seed
@@ -139,23 +148,6 @@ class Runtime:
         self._pending: list[Change] = []
         self._lock = threading.Lock()
         self.env = RunEnv(topology, {}, rounds, seed=seed)
-
-    @classmethod
-    def for_federation(
-        cls,
-        algorithm: Algorithm,
-        federation: Any,
-        rounds: int,
-        callbacks: Sequence[Any] = (),
-        topology: TopologyService | None = None,
-    ) -> Runtime:
-        """Fixed membership, every client every round (``Algorithm.run``)."""
-        if topology is None:
-            raise ConfigError("Algorithm.run needs topology=TopologyService(...)")
-        from dfml.algorithms.evaluation import PersonalizedEvaluation
-
-        sources = [cb for cb in callbacks if isinstance(cb, PersonalizedEvaluation)]
-        return cls(algorithm, federation, topology, rounds, callbacks=callbacks, sources=sources)
 
     # ----- the Python API on a running experiment ---------------------------
     def add_clients(self, count: int) -> None:
@@ -214,7 +206,7 @@ class Runtime:
         driver = ckpt.driver
         saved = driver["state"]
         self.state.round = ckpt.round
-        self.state.server = saved["server"]
+        self.state.sources = saved["sources"]
         if saved["global"] is not None:
             self.state.global_ref = ray.put(saved["global"])
             for cid in saved["global_holders"]:
@@ -240,7 +232,7 @@ class Runtime:
         ]
         driver = {
             "state": {
-                "server": _materialize(state.server),
+                "sources": _materialize(state.sources),
                 "global": _materialize(state.global_ref),
                 "global_holders": holders,
             },
@@ -320,21 +312,23 @@ class Runtime:
         crossed = 0
         state, env = self.state, self.env
         while True:
-            owner: Any = self.algorithm
-            step = self.algorithm.next_step(state, env)
-            if step is not None and not env.evaluate:
-                step = _unscored(step)
-            if step is None:
-                for source in self.sources:
-                    step = source.next_step(state, env)
-                    if step is not None:
-                        owner = source
-                        break
-            if step is None:
+            found = self._next_step()
+            if found is None:
                 return phase_seconds, state.bytes_sent, crossed
+            owner, step = found
+            if not env.evaluate:
+                step = _unscored(step)
             crossed += self._cross_node_bytes(step)
             seconds = self._run_step(owner, step)
             phase_seconds[step.phase] = phase_seconds.get(step.phase, 0.0) + seconds
+
+    def _next_step(self) -> tuple[StepSource, Step] | None:
+        """The first source with a step to run, and that step; ``None``: the round is over."""
+        for source in self.sources:
+            step = source.next_step(self.state, self.env)
+            if step is not None:
+                return source, step
+        return None
 
     def _run_step(self, owner: StepSource, step: Step) -> float:
         """Run one step on the clients, hand the results to its planner; its seconds."""
@@ -419,3 +413,27 @@ class Runtime:
     def published(self, channel: str = PARAMS) -> dict[int, Any]:
         """Client id → ref of its latest published object on ``channel``."""
         return dict(self.state.channels.get(channel, {}))
+
+
+def run(
+    algorithm: Algorithm,
+    federation: Any,
+    rounds: int,
+    callbacks: Sequence[Any] = (),
+    *,
+    topology: TopologyService,
+) -> list[RoundRecord]:
+    """Run ``rounds`` rounds of ``algorithm`` on ``federation`` over ``topology``.
+
+    A convenience over :class:`Runtime` for tests and notebooks: fixed
+    membership, every client every round, no checkpoints.
+    """
+    return Runtime(algorithm, federation, topology, rounds, callbacks=callbacks).run()
+
+
+def check_finite(record: RoundRecord) -> None:
+    """Stop the run on the first client whose loss is NaN/inf."""
+    for cid in sorted(record.metrics):
+        loss = record.metrics[cid].get("train_loss", 0.0)
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(cid, record.round, loss)

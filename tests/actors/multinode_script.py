@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 import ray
 from ray.cluster_utils import Cluster
 
-from dfml.algorithms.callbacks import Callback
 from dfml.launch.options import LaunchConfig, build_config
 from dfml.launch.runner import execute
+from dfml.records import Callback
 
 OPTIONS: dict[str, Any] = {
     "algorithm": "dfedavg",

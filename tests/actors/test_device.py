@@ -20,13 +20,12 @@ from dfml.actors import client_actor, device
 from dfml.actors.client_actor import ClientActor, ClientStepError, CohortSpec, LocalStore
 from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
-from dfml.algorithms.base import LocalSGDConfig, Message
+from dfml.algorithms.base import CLIENT_STEP, LocalSGDConfig, Message
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.data.partition import make_splits
 from dfml.data.registry import load_dataset
 from dfml.models.zoo import ModelConfig
-from dfml.steps import Entry
 
 GIB = 1024**3
 TOTAL = 40 * GIB
@@ -103,7 +102,7 @@ def cuda_actor(algorithm, gpu_share: float) -> ClientActor:
 
 
 def step_all(actor: ClientActor, round_index: int = 3) -> dict:
-    return actor.step(Entry.CLIENT_STEP, {c: Message(round=round_index) for c in actor.states})
+    return actor.step(CLIENT_STEP, {c: Message(round=round_index) for c in actor.states})
 
 
 # ----- the device module alone ----------------------------------------------

@@ -26,6 +26,7 @@ from dfml.errors import ConfigError
 from dfml.experiment import ExperimentConfig, RunConfig, prepare
 from dfml.models.flat import FlatModel
 from dfml.models.zoo import ModelConfig
+from dfml.runtime.loop import run
 from dfml.topology.config import TopologyConfig
 
 
@@ -183,7 +184,7 @@ def run_in_process(algorithm, topology: str = "complete", rounds: int = 3):
     prep = prepare(cfg)
     fed = InProcessFederation(cfg.data, cfg.model, prep.splits, cfg.run.seed, ResourceConfig())
     try:
-        return algorithm.run(fed, rounds, topology=prep.topology)
+        return run(algorithm, fed, rounds, topology=prep.topology)
     finally:
         fed.shutdown()
 

@@ -16,16 +16,18 @@ import pytest
 import torch
 from fault_helpers import metrics, run
 
+from dfml import programs
 from dfml.actors import client_actor
 from dfml.actors.client_actor import ClientActor, ClientStepError, CohortSpec, LocalStore
 from dfml.algorithms import batched
-from dfml.algorithms.base import Algorithm, LocalSGDConfig, Message
+from dfml.algorithms.base import CLIENT_STEP, EVALUATE, Algorithm, LocalSGDConfig, Message
 from dfml.algorithms.batched import batched_evaluate, batched_sgd_epochs
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.algorithms.ditto import Ditto, DittoConfig
 from dfml.algorithms.fedavg import FedAvg
 from dfml.algorithms.fedavg_ft import FedAvgFT, FedAvgFTConfig
 from dfml.algorithms.fedprox import FedProx, FedProxConfig
+from dfml.algorithms.server import ADOPT_GLOBAL
 from dfml.algorithms.sgd import evaluate, sgd_epochs
 from dfml.channels import get_value
 from dfml.data.config import DataConfig, PartitionConfig
@@ -33,7 +35,6 @@ from dfml.data.partition import make_splits
 from dfml.data.registry import load_dataset
 from dfml.models.flat import FlatModel
 from dfml.models.zoo import ModelConfig, build_model
-from dfml.steps import Entry
 
 TOL = 1e-5
 #: Ragged clients: several full batches and a short one, one short batch only,
@@ -149,24 +150,24 @@ def test_batched_evaluate_equals_evaluate():
 
 # ----- which algorithms batch ------------------------------------------------
 @pytest.mark.parametrize(
-    ("algorithm", "entry", "batches"),
+    ("algorithm", "program", "batches"),
     [
-        (DFedAvg(LocalSGDConfig()), Entry.CLIENT_STEP, True),
-        (DFedAvg(LocalSGDConfig(), vectorize=False), Entry.CLIENT_STEP, False),
-        (DFedAvg(LocalSGDConfig()), Entry.EVALUATE, False),
-        (FedAvg(LocalSGDConfig()), Entry.CLIENT_STEP, True),
-        (FedAvg(LocalSGDConfig()), Entry.ADOPT_GLOBAL, True),
-        (FedProx(FedProxConfig(mu=0.0)), Entry.CLIENT_STEP, True),
-        (FedProx(FedProxConfig(mu=0.1)), Entry.CLIENT_STEP, False),  # a regularizer
-        (Ditto(DittoConfig()), Entry.CLIENT_STEP, False),  # its own local_update
+        (DFedAvg(LocalSGDConfig()), CLIENT_STEP, True),
+        (DFedAvg(LocalSGDConfig(), vectorize=False), CLIENT_STEP, False),
+        (DFedAvg(LocalSGDConfig()), EVALUATE, False),
+        (FedAvg(LocalSGDConfig()), CLIENT_STEP, True),
+        (FedAvg(LocalSGDConfig()), ADOPT_GLOBAL, True),
+        (FedProx(FedProxConfig(mu=0.0)), CLIENT_STEP, True),
+        (FedProx(FedProxConfig(mu=0.1)), CLIENT_STEP, False),  # a regularizer
+        (Ditto(DittoConfig()), CLIENT_STEP, False),  # its own local_update
         # Fine-tuned evaluation: training batches (server mode scores in adopt), adopt not.
-        (FedAvgFT(FedAvgFTConfig()), Entry.CLIENT_STEP, True),
-        (FedAvgFT(FedAvgFTConfig()), Entry.ADOPT_GLOBAL, False),
-        (FedAvgFT(FedAvgFTConfig(aggregation="gossip")), Entry.CLIENT_STEP, False),
+        (FedAvgFT(FedAvgFTConfig()), CLIENT_STEP, True),
+        (FedAvgFT(FedAvgFTConfig()), ADOPT_GLOBAL, False),
+        (FedAvgFT(FedAvgFTConfig(aggregation="gossip")), CLIENT_STEP, False),
     ],
 )
-def test_batched_entry_only_where_the_step_is_plain_sgd(algorithm, entry, batches):
-    assert (algorithm.batched_entry(entry, mlp()) is not None) == batches
+def test_a_program_batches_only_where_the_step_is_plain_sgd(algorithm, program, batches):
+    assert (programs.get(program).vectorized(algorithm, mlp()) is not None) == batches
 
 
 @pytest.mark.parametrize(
@@ -178,7 +179,7 @@ def test_batched_entry_only_where_the_step_is_plain_sgd(algorithm, entry, batche
 )
 def test_a_model_with_dropout_or_convolutions_runs_per_client(model, shape):
     flat = build_model(model, shape, 10)
-    assert DFedAvg(LocalSGDConfig()).batched_entry(Entry.CLIENT_STEP, flat) is None
+    assert DFedAvg(LocalSGDConfig()).vectorized_client_step(flat) is None
 
 
 # ----- inside an actor -------------------------------------------------------
@@ -200,7 +201,7 @@ def ring_round(actor: ClientActor, round_index: int) -> dict:
         )
         for c in range(n)
     }
-    return actor.step(Entry.CLIENT_STEP, messages)
+    return actor.step(CLIENT_STEP, messages)
 
 
 def test_an_actor_steps_its_cohort_batched_and_equal_to_one_by_one(monkeypatch):
@@ -261,7 +262,7 @@ class BatchFails(DFedAvg):
         super().__init__(LocalSGDConfig(local_epochs=1))
         self.bad = bad
 
-    def batched_entry(self, entry, model):
+    def vectorized_client_step(self, model):
         def fail(*_):
             raise RuntimeError("batched step failed")
 
@@ -277,8 +278,8 @@ def test_a_failing_batched_step_falls_back_to_one_by_one(caplog):
     actor = ClientActor(cohort(), BatchFails(bad=None), store=LocalStore)
     one_by_one = DFedAvg(LocalSGDConfig(local_epochs=1), vectorize=False)
     plain = ClientActor(cohort(), one_by_one, store=LocalStore)
-    got = actor.step(Entry.CLIENT_STEP, {c: Message(round=0) for c in range(4)})
-    want = plain.step(Entry.CLIENT_STEP, {c: Message(round=0) for c in range(4)})
+    got = actor.step(CLIENT_STEP, {c: Message(round=0) for c in range(4)})
+    want = plain.step(CLIENT_STEP, {c: Message(round=0) for c in range(4)})
     assert "running them one by one" in caplog.text
     # Both ran client by client: the same bits.
     assert {c: r.metrics for c, r in got.items()} == {c: r.metrics for c, r in want.items()}
@@ -288,7 +289,7 @@ def test_the_fallback_names_the_failing_client():
     actor = ClientActor(cohort(), BatchFails(bad=2), store=LocalStore)
     before = {c: s.params.clone() for c, s in actor.states.items()}
     with pytest.raises(ClientStepError, match="client 2 failed in client_step"):
-        actor.step(Entry.CLIENT_STEP, {c: Message(round=0) for c in range(4)})
+        actor.step(CLIENT_STEP, {c: Message(round=0) for c in range(4)})
     assert torch.equal(actor.states[3].params, before[3])  # nothing after it ran
 
 

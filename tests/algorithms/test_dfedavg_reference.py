@@ -19,13 +19,14 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from dfml.actors.config import ResourceConfig
 from dfml.actors.inprocess import InProcessFederation
 from dfml.algorithms.base import LocalSGDConfig
-from dfml.algorithms.callbacks import Callback
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.channels import Row
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.data.registry import load_dataset
 from dfml.experiment import ExperimentConfig, RunConfig, prepare, run_experiment
 from dfml.models.zoo import ModelConfig, build_model
+from dfml.records import Callback
+from dfml.runtime.loop import run
 from dfml.topology.config import TopologyConfig
 from dfml.topology.mixing import mixing_matrix
 
@@ -133,7 +134,7 @@ def test_in_process_federation_runs_the_same_client_code(monkeypatch):
 
     monkeypatch.setattr(ray, "get", no_ray)  # ray.get([]) alone would start a Ray instance
     capture = CaptureStates()
-    algorithm.run(fed, cfg.run.rounds, [capture], topology=prepared.topology)
+    run(algorithm, fed, cfg.run.rounds, [capture], topology=prepared.topology)
     expected, _ = reference_dfedavg(cfg, prepared)
     got = np.stack([capture.states[i].params.numpy() for i in range(4)])
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)

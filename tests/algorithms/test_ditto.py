@@ -28,6 +28,7 @@ from dfml.launch.options import build_config
 from dfml.launch.registry import ALGORITHMS
 from dfml.models.flat import FlatModel
 from dfml.models.zoo import ModelConfig
+from dfml.runtime.loop import run
 from dfml.topology.config import TopologyConfig
 
 
@@ -205,7 +206,7 @@ def run_in_process(algorithm, rounds: int = 3, topology: str = "complete"):
     prep = prepare(cfg)
     fed = InProcessFederation(cfg.data, cfg.model, prep.splits, cfg.run.seed, ResourceConfig())
     try:
-        records = algorithm.run(fed, rounds, topology=prep.topology)
+        records = run(algorithm, fed, rounds, topology=prep.topology)
         return records, fed.get_states()
     finally:
         fed.shutdown()

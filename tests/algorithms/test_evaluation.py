@@ -8,9 +8,11 @@ import pytest
 import torch
 from client_contexts import make_contexts
 
-from dfml.algorithms.base import LocalSGDConfig, RoundRecord, RunEnv, StepResult
+from dfml import programs
+from dfml.algorithms.base import LocalSGDConfig, RunEnv, StepResult
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.algorithms.evaluation import (
+    EVALUATE_PERSONALIZED,
     EvalConfig,
     PersonalizedEvaluation,
     personalization_metrics,
@@ -20,7 +22,8 @@ from dfml.algorithms.evaluation import (
 )
 from dfml.algorithms.sgd import evaluate, sgd_epochs
 from dfml.errors import ConfigError
-from dfml.steps import DriverState, Entry, Phase
+from dfml.records import RoundRecord
+from dfml.steps import DriverState, Phase
 from dfml.topology.config import TopologyConfig
 from dfml.topology.service import TopologyService
 
@@ -103,12 +106,12 @@ def test_personalization_metrics_match_direct_computation():
 
 
 def run_in_process(algo, ctxs, states, step):
-    """Run ``step``'s entry point on in-process clients (arrays instead of refs)."""
-    fn = algo.entry_point(step.entry)
+    """Run ``step``'s program on in-process clients (arrays instead of refs)."""
+    fn = programs.get(step.program).run
     out = {}
     for cid, msg in sorted(step.messages.items()):
         neighbors = [np.asarray(v) for v in msg.neighbors]
-        states[cid], metrics = fn(ctxs[cid], states[cid], neighbors, msg)
+        states[cid], metrics = fn(algo, ctxs[cid], states[cid], neighbors, msg)
         out[cid] = StepResult({}, metrics)
     return out
 
@@ -135,7 +138,7 @@ def test_evaluation_step_runs_once_in_the_last_round_and_summarizes():
     ds.next_round()
     ds.metrics = acc[1]
     step = cb.next_step(ds, env)
-    assert step.phase == Phase.FINAL_EVALUATION and step.entry == Entry.EVALUATE_PERSONALIZED
+    assert step.phase == Phase.FINAL_EVALUATION and step.program == EVALUATE_PERSONALIZED
     assert step.read_only and not step.publish and step.participants == [0, 1, 2]
     cb.absorb(ds, step, run_in_process(algo, ctxs, states, step), env)
     ds.phases.append(step.phase)

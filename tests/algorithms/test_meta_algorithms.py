@@ -9,7 +9,6 @@ import pytest
 
 from dfml.actors.config import ResourceConfig
 from dfml.actors.inprocess import InProcessFederation
-from dfml.algorithms.callbacks import Callback
 from dfml.algorithms.evaluation import EvalConfig, PersonalizedEvaluation
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.errors import ConfigError
@@ -17,6 +16,8 @@ from dfml.experiment import ExperimentConfig, RunConfig, prepare, run_experiment
 from dfml.launch.options import build_config
 from dfml.launch.registry import META_LEARNING, algorithm_class
 from dfml.models.zoo import ModelConfig
+from dfml.records import Callback
+from dfml.runtime.loop import run
 from dfml.topology.config import TopologyConfig
 
 FAST = {"local_steps": 2, "batch_size": 16}
@@ -125,7 +126,7 @@ def test_server_and_gossip_agree_on_a_complete_graph_with_uniform_weights():
         federation = InProcessFederation(
             cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources
         )
-        runs[aggregation] = algorithm.run(federation, cfg.run.rounds, topology=prepared.topology)
+        runs[aggregation] = run(algorithm, federation, cfg.run.rounds, topology=prepared.topology)
     for server, gossip in zip(runs["server"], runs["gossip"], strict=True):
         for cid in range(4):
             s, g = server.metrics[cid], gossip.metrics[cid]

@@ -11,8 +11,8 @@ from dfml.data.partition import (
     partition,
     partition_with_repairs,
     repair_min_samples,
-    split_client,
 )
+from dfml.data.split import split_client
 from dfml.errors import ConfigError
 
 LABELS = load_digits().y

@@ -13,8 +13,9 @@ import pytest
 
 from dfml.data.builtin import load_digits
 from dfml.data.config import PartitionConfig
-from dfml.data.partition import ClientSplit, client_seed, make_partition, make_splits, split_train
+from dfml.data.partition import make_partition, make_splits
 from dfml.data.partition_file import load_partition_file, num_clients_in
+from dfml.data.split import ClientSplit, client_seed, split_train
 from dfml.errors import ConfigError
 from dfml.launch.results import partition_table
 

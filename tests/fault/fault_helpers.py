@@ -10,10 +10,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dfml.algorithms.callbacks import Callback
 from dfml.fault.chaos import kill_actor
 from dfml.launch.options import LaunchConfig, build_config
 from dfml.launch.runner import execute
+from dfml.records import Callback
 
 #: 4 clients on digits, a small MLP, 3 rounds: seconds per run, same bits every time.
 BASE: dict[str, Any] = {

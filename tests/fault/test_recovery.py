@@ -28,7 +28,7 @@ def _same_bits(a: ClientState, b: ClientState) -> bool:
         raw(a.params) == raw(b.params)
         and a.extras.keys() == b.extras.keys()
         and all(raw(a.extras[k]) == raw(b.extras[k]) for k in a.extras)
-        and (a.round, a.labels, a.cluster_id) == (b.round, b.labels, b.cluster_id)
+        and (a.round, a.labels) == (b.round, b.labels)
         and (a.last_loss == b.last_loss)
     )
 

@@ -34,7 +34,6 @@ def _state(loss: float = 0.25) -> ClientState:
         extras={"alpha": torch.rand(37, generator=gen), "steps": torch.tensor([7, 9])},
         last_loss=loss,
         labels=(1, 4, 7),
-        cluster_id=2,
     )
 
 
@@ -52,7 +51,7 @@ def test_pack_unpack_is_bit_exact_including_extras_and_metadata():
     assert back.extras["steps"].dtype == torch.int64
     assert back.extras["steps"].tolist() == [7, 9]
     assert (back.client_id, back.round, back.last_loss) == (3, 5, 0.25)
-    assert (back.labels, back.cluster_id) == ((1, 4, 7), 2)
+    assert back.labels == (1, 4, 7)
 
 
 def test_a_known_params_digest_seals_the_same_replica_without_rehashing(monkeypatch):

@@ -24,14 +24,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from dfml.algorithms.base import LocalSGDConfig
-from dfml.algorithms.callbacks import Callback
 from dfml.data.config import PartitionConfig
 from dfml.errors import ConfigError
 from dfml.launch import chaos, compare, runner
-from dfml.launch.cli import build_parser, main, options_from
+from dfml.launch.cli import build_parser, main
 from dfml.launch.cluster import probe
+from dfml.launch.flags import options_from
 from dfml.launch.options import LaunchConfig, build_config, config_to_options
 from dfml.launch.results import PARTS, RUN_OUTPUTS
+from dfml.records import Callback
 
 QUIET = ["--progress", "false", "--dashboard", "false"]
 TINY = [

@@ -87,7 +87,8 @@ def test_bad_yaml_and_missing_config(capsys, tmp_path):
 
 
 def test_flags_override_yaml(tmp_path):
-    from dfml.launch.cli import build_parser, options_from
+    from dfml.launch.cli import build_parser
+    from dfml.launch.flags import options_from
 
     cfg_file = tmp_path / "exp.yaml"
     cfg_file.write_text("clients: 12\nrounds: 7\ntopology: star\nlr: 0.2\n")

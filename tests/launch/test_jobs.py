@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 
 from dfml.errors import UserError
-from dfml.launch import jobs
 from dfml.launch.cli import Parser
+from dfml.launch.jobs import commands, dashboard, entry, lifecycle, retrieval
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {
@@ -49,7 +49,7 @@ TINY = {
 def parser() -> Parser:
     p = Parser(prog="dfml")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
-    jobs.add_parser(sub)
+    commands.add_parser(sub)
     return p
 
 
@@ -91,7 +91,7 @@ def test_silent_address_is_bounded(capsys):
     t0 = time.monotonic()
     code, _, err = dfml(capsys, "logs", "j", "--address", "http://10.255.255.1:8265")
     assert code == 2 and err.count("\n") == 1 and "10.255.255.1" in err
-    assert time.monotonic() - t0 < jobs.CONNECT_TIMEOUT_S + 3
+    assert time.monotonic() - t0 < dashboard.CONNECT_TIMEOUT_S + 3
 
 
 def test_missing_address_names_the_flag(capsys, monkeypatch):
@@ -105,8 +105,8 @@ def test_missing_address_names_the_flag(capsys, monkeypatch):
 def test_address_from_environment(monkeypatch):
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:8265")
-    assert jobs.resolve_address(None) == "http://10.0.0.5:8265"
-    assert jobs.resolve_address("https://head.example:443/") == "https://head.example:443"
+    assert dashboard.resolve_address(None) == "http://10.0.0.5:8265"
+    assert dashboard.resolve_address("https://head.example:443/") == "https://head.example:443"
 
 
 @pytest.mark.parametrize("address", ["ray://head:10001", "auto", "http://", "http://h:99999"])
@@ -136,25 +136,25 @@ def test_job_options_leave_progress_and_address_to_the_job(tmp_path):
     args = parser().parse_args(
         ["submit", str(config), "--progress", "true", "--ray-address", "auto", "--lr", "0.2"]
     )
-    options = jobs.job_options(args)
+    options = lifecycle.job_options(args)
     assert options == {**TINY, "lr": "0.2"}
 
 
 def test_results_folder_keeps_absolute_out(tmp_path):
-    assert jobs.results_folder(str(tmp_path / "r"), "job1") == tmp_path / "r"
-    relative = jobs.results_folder("runs/x", "job1")
+    assert entry.results_folder(str(tmp_path / "r"), "job1") == tmp_path / "r"
+    relative = entry.results_folder("runs/x", "job1")
     assert relative.parts[-4:] == ("dfml-jobs", "job1", "runs", "x")
-    assert jobs.results_folder(None, "job1").parts[-2:] == ("dfml-jobs", "job1")
+    assert entry.results_folder(None, "job1").parts[-2:] == ("dfml-jobs", "job1")
 
 
 def test_results_line_is_found_in_a_log():
     log = (
         "Running entrypoint for job j: python -m dfml.launch.jobs ...\n"
-        f"{jobs.RESULTS_PREFIX}/tmp/a b/dfml-jobs/j on node 0123abcd\n"
+        f"{entry.RESULTS_PREFIX}/tmp/a b/dfml-jobs/j on node 0123abcd\n"
         "round 1/2  acc=0.5\n"
     )
-    assert jobs.results_location(log) == ("/tmp/a b/dfml-jobs/j", "0123abcd")
-    assert jobs.results_location("nothing here\n") is None
+    assert retrieval.results_location(log) == ("/tmp/a b/dfml-jobs/j", "0123abcd")
+    assert retrieval.results_location("nothing here\n") is None
 
 
 def packed(folder: Path) -> bytes:
@@ -175,24 +175,24 @@ def test_packed_results_round_trip_and_damage_is_caught(tmp_path):
     data = packed(src)
     log = (
         "noise\n\n"
-        f"{jobs._BEGIN} {hashlib.sha256(data).hexdigest()} {len(data)}\n"
-        f"{base64.encodebytes(data).decode()}{jobs._END}\n"
+        f"{retrieval._BEGIN} {hashlib.sha256(data).hexdigest()} {len(data)}\n"
+        f"{base64.encodebytes(data).decode()}{retrieval._END}\n"
     )
-    assert jobs.decode_packed(log, "F") == data
-    assert jobs.unpack(data, tmp_path / "out") == 2
+    assert retrieval.decode_packed(log, "F") == data
+    assert retrieval.unpack(data, tmp_path / "out") == 2
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == {"rounds_completed": 2}
     assert (tmp_path / "out" / "sub" / "x.bin").read_bytes() == (src / "sub" / "x.bin").read_bytes()
     damaged = log.replace(f" {len(data)}\n", f" {len(data) + 1}\n")
     with pytest.raises(UserError, match="arrived damaged"):
-        jobs.decode_packed(damaged, "F")
+        retrieval.decode_packed(damaged, "F")
     with pytest.raises(UserError, match="no folder /x on node n"):
-        jobs.decode_packed(f"{jobs._ERROR} no folder /x on node n\n", "/x")
+        retrieval.decode_packed(f"{retrieval._ERROR} no folder /x on node n\n", "/x")
     with pytest.raises(UserError, match="retrieval job for F failed: Traceback"):
-        jobs.decode_packed("Traceback\n", "F")
+        retrieval.decode_packed("Traceback\n", "F")
 
 
 def test_packer_script_is_standalone_python():
-    script = jobs.packer_script("/tmp/it's here", "abc", 60.0)
+    script = retrieval.packer_script("/tmp/it's here", "abc", 60.0)
     compile(script, "dfml_fetch.py", "exec")
     assert "dfml" not in script.replace("dfml_fetch", "").replace("DFML-FETCH", "").lower()
 
@@ -310,7 +310,7 @@ def wait_state(address: str, job: str, states: set[str], timeout: float) -> str:
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(address)
-    state = jobs.wait_terminal(client, job, timeout)
+    state = lifecycle.wait_terminal(client, job, timeout)
     if state not in states:
         pytest.fail(f"job {job} is {state}, wanted {states}:\n{client.get_job_logs(job)[-3000:]}")
     return state
@@ -325,7 +325,7 @@ def wait_log(address: str, job: str, text: str, timeout: float) -> str:
         log = client.get_job_logs(job)
         if text in log:
             return log
-        if jobs._status(client, job) in jobs.TERMINAL:
+        if lifecycle.status(client, job) in lifecycle.TERMINAL:
             break
         time.sleep(1)
     pytest.fail(f"{text!r} not in the log of {job}:\n{client.get_job_logs(job)[-3000:]}")

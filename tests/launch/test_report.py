@@ -251,8 +251,8 @@ def test_cli_bad_path_is_one_line_and_exit_2(tmp_path, capsys, missing):
 
 def test_compare_writes_the_report(tmp_path, monkeypatch):
     """``dfml compare`` ends with report.html over its runs (runs faked: no Ray)."""
-    from dfml.algorithms.base import RoundRecord
     from dfml.launch import compare
+    from dfml.records import RoundRecord
 
     def fake_execute(cfg, launch, out, callbacks):
         fake_run(out, algorithm=cfg.run.algorithm, clients=cfg.run.clients, rounds=1)

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from dfml.algorithms.base import RoundRecord
 from dfml.launch.results import records_to_table, summarize, weighted
+from dfml.records import RoundRecord
 
 
 def test_weighted_accuracy_hand_example():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fault_helpers import faults, metrics, run
 
-from dfml.algorithms.callbacks import Callback
+from dfml.records import Callback
 
 ELASTIC = {"rounds": 6, "clients_per_actor": 2, "topology": "ring"}
 

@@ -7,6 +7,7 @@ import pickle
 import pytest
 
 from dfml.errors import ConfigError
+from dfml.runtime.loop import run
 from dfml.runtime.membership import (
     Event,
     MembershipConfig,
@@ -113,7 +114,7 @@ def test_a_client_error_names_the_client_phase_and_round():
     prep = prepare(cfg)
     fed = InProcessFederation(cfg.data, cfg.model, prep.splits, 0, cfg.resources)
     with pytest.raises(ClientStepError) as info:
-        Fails(cfg.algorithm).run(fed, 3, topology=prep.topology)
+        run(Fails(cfg.algorithm), fed, 3, topology=prep.topology)
     err = info.value
     assert (err.client_id, err.phase, err.round_index) == (2, "train", 1)
     assert "client 2 failed in phase train, client_step (round 1): ValueError: boom" in str(err)

@@ -67,10 +67,19 @@ from dfml.algorithms.clfml.clustering import (
     tree_parents,
 )
 from dfml.algorithms.clfml.labels import LABEL_BYTES, label_vector, merge_labels
+from dfml.algorithms.clfml.phases import (
+    CLUSTER_AT_LEADER,
+    CONVERGECAST,
+    DISSEMINATE_LABELS,
+    RECEIVE_CLUSTERS,
+    Phase,
+)
+from dfml.algorithms.clfml.state import SLOT, ClusterState
 from dfml.algorithms.gfml import GFML, GFMLConfig
 from dfml.algorithms.server import FederatedSGDConfig
 from dfml.errors import ConfigError
-from dfml.steps import DriverState, Entry, Phase, Step, StepResult
+from dfml.programs import Program, register
+from dfml.steps import DriverState, Step, StepResult
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
 
 KNOWN = "known_labels"
@@ -179,81 +188,81 @@ class CLFML(GFML):
             )
 
     def next_step(self, state: DriverState, env: RunEnv) -> Step | None:
-        info = state.server.setdefault("clfml", {"phase": Phase.DISSEMINATE, "hops": 0})
-        phase = info["phase"]
+        info = state.sources.setdefault(SLOT, ClusterState())
+        phase = info.phase
         if phase == Phase.DISSEMINATE:
             return self._disseminate_step(state, env)
         if phase == Phase.CONVERGECAST:
             return self._convergecast_step(state, env, info)
         if phase == Phase.CLUSTER:
-            leader = info["leader"]
+            leader = info.leader
             msg = Message(
                 state.round,
-                tuple(state.channels["bundle"][c] for c in info["children"][leader]),
-                extra={"depth": 0, "universe": info["universe"]},
+                tuple(state.channels["bundle"][c] for c in info.children[leader]),
+                extra={"depth": 0, "universe": info.universe},
             )
-            return Step(Phase.CLUSTER, Entry.CLUSTER_AT_LEADER, state.round, {leader: msg})
+            return Step(Phase.CLUSTER, CLUSTER_AT_LEADER, state.round, {leader: msg})
         if phase == Phase.BROADCAST:
-            level = info["down"][info["level"]]
+            level = info.down[info.level]
             msgs = {
-                c: Message(state.round, (state.channels["clusters"][info["parents"][c]],))
+                c: Message(state.round, (state.channels["clusters"][info.parents[c]],))
                 for c in level
             }
-            return Step(Phase.BROADCAST, Entry.RECEIVE_CLUSTERS, state.round, msgs)
+            return Step(Phase.BROADCAST, RECEIVE_CLUSTERS, state.round, msgs)
         return super().next_step(state, env)
 
     def _disseminate_step(self, state: DriverState, env: RunEnv) -> Step:
         ring = env.live()
         prev = {c: ring[i - 1] for i, c in enumerate(ring)}
         msgs = {c: Message(state.round, (state.channels[KNOWN][prev[c]],)) for c in ring}
-        return Step(Phase.DISSEMINATE, Entry.DISSEMINATE_LABELS, state.round, msgs)
+        return Step(Phase.DISSEMINATE, DISSEMINATE_LABELS, state.round, msgs)
 
-    def _convergecast_step(self, state: DriverState, env: RunEnv, info: dict) -> Step:
-        level = info["up"][info["level"]]
+    def _convergecast_step(self, state: DriverState, env: RunEnv, info: ClusterState) -> Step:
+        level = info.up[info.level]
         msgs = {
             c: Message(
                 state.round,
-                tuple(state.channels["bundle"][ch] for ch in info["children"][c]),
-                extra={"depth": info["depth"][c], "universe": info["universe"]},
+                tuple(state.channels["bundle"][ch] for ch in info.children[c]),
+                extra={"depth": info.depth[c], "universe": info.universe},
             )
             for c in level
         }
-        return Step(Phase.CONVERGECAST, Entry.CONVERGECAST, state.round, msgs)
+        return Step(Phase.CONVERGECAST, CONVERGECAST, state.round, msgs)
 
     def absorb(
         self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: RunEnv
     ) -> None:
         super().absorb(state, step, results, env)
-        info = state.server.get("clfml", {})
+        info = state.sources[SLOT]
         if step.phase == Phase.DISSEMINATE:
-            sizes = info.setdefault("meta_sizes", {})
+            sizes = info.meta_sizes
             sizes.update({c: int(r.metrics["meta_size"]) for c, r in results.items()})
             grew = sum(int(r.metrics["grew"]) for r in results.values())
-            info["bytes"] = info.get("bytes", 0) + int(
-                sum(r.metrics["sent_labels"] for r in results.values()) * LABEL_BYTES
-            )
+            info.bytes += int(sum(r.metrics["sent_labels"] for r in results.values()) * LABEL_BYTES)
             if grew:
-                info["hops"] += 1
+                info.hops += 1
                 return
             self._plan_tree(state, env, info, results)
         elif step.phase == Phase.CONVERGECAST:
-            info["level"] += 1
-            if info["level"] == len(info["up"]):
-                info["phase"], info["level"] = Phase.CLUSTER, 0
+            info.level += 1
+            if info.level == len(info.up):
+                info.phase, info.level = Phase.CLUSTER, 0
         elif step.phase == Phase.CLUSTER:
-            info["phase"], info["level"] = Phase.BROADCAST, 0
+            info.phase, info.level = Phase.BROADCAST, 0
             self._read_clustering(state, env, info)
-            if not info["down"]:
-                info["phase"] = Phase.TRAIN
+            if not info.down:
+                info.phase = Phase.TRAIN
         elif step.phase == Phase.BROADCAST:
-            info["level"] += 1
-            if info["level"] == len(info["down"]):
-                info["phase"] = Phase.TRAIN
+            info.level += 1
+            if info.level == len(info.down):
+                info.phase = Phase.TRAIN
         for metrics in state.metrics.values():  # phase bookkeeping is not a client metric
             for key in ("grew", "sent_labels", "meta_size"):
                 metrics.pop(key, None)
 
-    def _plan_tree(self, state: DriverState, env: RunEnv, info: dict, results: Mapping) -> None:
+    def _plan_tree(
+        self, state: DriverState, env: RunEnv, info: ClusterState, results: Mapping
+    ) -> None:
         ids = env.live()
         universe = sorted(int(v) for v in ray_get(state.channels[KNOWN][ids[0]]))
         tree = minimum_spanning_tree(link_cost_graph(ids, env.seed))
@@ -264,41 +273,37 @@ class CLFML(GFML):
         children: dict[int, list[int]] = {c: [] for c in ids}
         for c, p in parents.items():
             children[p].append(c)
-        info.update(
-            phase=Phase.CONVERGECAST,
-            level=0,
-            universe=universe,
-            leader=leader,
-            up=[lv for lv in levels[:-1]],
-            down=[lv for lv in reversed(levels[:-1])],
-            parents=parents,
-            children={c: sorted(v) for c, v in children.items()},
-            depth=depth,
-            tree_edges=sorted(tree.edges()),
-        )
-        if not info["up"]:
-            info["phase"] = Phase.CLUSTER
+        info.phase, info.level = Phase.CONVERGECAST, 0
+        info.universe, info.leader = universe, leader
+        info.up = [lv for lv in levels[:-1]]
+        info.down = [lv for lv in reversed(levels[:-1])]
+        info.parents = parents
+        info.children = {c: sorted(v) for c, v in children.items()}
+        info.depth = depth
+        info.tree_edges = sorted(tree.edges())
+        if not info.up:
+            info.phase = Phase.CLUSTER
 
-    def _read_clustering(self, state: DriverState, env: RunEnv, info: dict) -> None:
+    def _read_clustering(self, state: DriverState, env: RunEnv, info: ClusterState) -> None:
         """The leader's result (a few numbers per client) for the cluster sub-graphs."""
-        table = np.asarray(ray_get(state.channels["clusters"][info["leader"]]))
+        table = np.asarray(ray_get(state.channels["clusters"][info.leader]))
         assignment = {int(c): int(k) for c, k in table[:, :2]}
         vectors = {int(row[0]): row[2:] for row in table}
         labels = {
             c: sorted(int(v) for v in ray_get(state.channels["own_labels"][c])) for c in assignment
         }
-        info["assignment"] = assignment
-        info["cluster_labels"] = cluster_labels(assignment, labels)
-        info["w"] = cluster_distribution(assignment, vectors).tolist()
+        info.assignment = assignment
+        info.cluster_labels = cluster_labels(assignment, labels)
+        info.w = cluster_distribution(assignment, vectors).tolist()
         graph = cluster_graph(env.topology.graph, assignment)
-        info["cluster_edges"] = sorted(graph.edges())
+        info.cluster_edges = sorted(graph.edges())
 
     def round_messages(self, state: DriverState, env: RunEnv) -> dict[int, Message]:
         """Gossip within each cluster: |D^M|-weighted rows over the cluster sub-graph."""
-        info = state.server["clfml"]
-        graph = nx.Graph(info["cluster_edges"])
-        graph.add_nodes_from(info["assignment"])
-        sizes = info["meta_sizes"]
+        info = state.sources[SLOT]
+        graph = nx.Graph(info.cluster_edges)
+        graph.add_nodes_from(info.assignment)
+        sizes = info.meta_sizes
         messages = {}
         for i in env.sampled:
             hood = sorted([i, *graph.neighbors(i)])
@@ -313,25 +318,25 @@ class CLFML(GFML):
         return messages
 
     def gossip_bytes(self, state: DriverState, env: RunEnv, messages: Mapping[int, Any]) -> int:
-        info = state.server.get("clfml", {})
-        if "cluster_edges" not in info:
+        info = state.sources.get(SLOT)
+        if info is None or info.cluster_edges is None:
             return super().gossip_bytes(state, env, messages)
-        graph = nx.Graph(info["cluster_edges"])
+        graph = nx.Graph(info.cluster_edges)
         return sum(state.nbytes.get(j, 0) for i in messages for j in graph.neighbors(i))
 
     def summary(self, state: DriverState) -> dict[str, Any]:
-        info = state.server.get("clfml", {})
-        if "assignment" not in info:
+        info = state.sources.get(SLOT)
+        if info is None or info.assignment is None:
             return {}
         return {
-            "clusters": len(info["w"]),
-            "client_cluster": {str(c): k for c, k in sorted(info["assignment"].items())},
-            "cluster_labels": {str(k): list(v) for k, v in sorted(info["cluster_labels"].items())},
-            "cluster_distributions": {str(k): w for k, w in enumerate(info["w"])},
-            "dissemination_hops": info["hops"],
-            "dissemination_bytes": info["bytes"],
-            "label_universe": info["universe"],
-            "mst_edges": [list(e) for e in info["tree_edges"]],
+            "clusters": len(info.w),
+            "client_cluster": {str(c): k for c, k in sorted(info.assignment.items())},
+            "cluster_labels": {str(k): list(v) for k, v in sorted(info.cluster_labels.items())},
+            "cluster_distributions": {str(k): w for k, w in enumerate(info.w)},
+            "dissemination_hops": info.hops,
+            "dissemination_bytes": info.bytes,
+            "label_universe": info.universe,
+            "mst_edges": [list(e) for e in info.tree_edges],
         }
 
     # ----- client half -------------------------------------------------
@@ -401,9 +406,8 @@ class CLFML(GFML):
             [[c, assignment[c], *vectors[c]] for c in sorted(assignment)], dtype=np.float64
         )
         clusters = torch.from_numpy(table)
-        state = state.evolve(
-            cluster_id=assignment[ctx.client_id], extras={**state.extras, "clusters": clusters}
-        )
+        own = torch.tensor(assignment[ctx.client_id])
+        state = state.evolve(extras={**state.extras, "clusters": clusters, "cluster_id": own})
         return state, {}
 
     def receive_clusters(
@@ -413,7 +417,8 @@ class CLFML(GFML):
         table = np.asarray(neighbors[0])
         k = int(table[table[:, 0] == ctx.client_id][0, 1])
         clusters = torch.from_numpy(np.array(table, copy=True))
-        return state.evolve(cluster_id=k, extras={**state.extras, "clusters": clusters}), {}
+        extras = {**state.extras, "clusters": clusters, "cluster_id": torch.tensor(k)}
+        return state.evolve(extras=extras), {}
 
 
 class CDFedAvg(CLFML):
@@ -432,3 +437,37 @@ class CDFedAvg(CLFML):
 def ray_get(ref: Any) -> Any:
     """An object from the store (or the array itself, in-process)."""
     return ref if isinstance(ref, np.ndarray) else ray.get(ref)
+
+
+register(
+    Program(
+        DISSEMINATE_LABELS,
+        lambda algorithm, ctx, state, neighbors, msg: algorithm.disseminate_labels(
+            ctx, state, neighbors, msg
+        ),
+    )
+)
+register(
+    Program(
+        CONVERGECAST,
+        lambda algorithm, ctx, state, neighbors, msg: algorithm.convergecast_labels(
+            ctx, state, neighbors, msg
+        ),
+    )
+)
+register(
+    Program(
+        CLUSTER_AT_LEADER,
+        lambda algorithm, ctx, state, neighbors, msg: algorithm.cluster_at_leader(
+            ctx, state, neighbors, msg
+        ),
+    )
+)
+register(
+    Program(
+        RECEIVE_CLUSTERS,
+        lambda algorithm, ctx, state, neighbors, msg: algorithm.receive_clusters(
+            ctx, state, neighbors, msg
+        ),
+    )
+)

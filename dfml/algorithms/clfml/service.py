@@ -53,7 +53,6 @@ import torch
 
 from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.base import Message, Metrics, RunEnv
-from dfml.algorithms.callbacks import Callback
 from dfml.algorithms.clfml.algorithm import reconnect
 from dfml.algorithms.clfml.augment import ConditionalVAE, generate_missing
 from dfml.algorithms.clfml.clustering import (
@@ -62,7 +61,9 @@ from dfml.algorithms.clfml.clustering import (
     cluster_labels,
 )
 from dfml.algorithms.clfml.labels import label_vector
+from dfml.algorithms.clfml.phases import TASK_EVALUATE, TASK_FINETUNE, TRAIN_GENERATOR, Phase
 from dfml.algorithms.clfml.scoring import TaskRequester, score_task
+from dfml.algorithms.clfml.state import SLOT
 from dfml.algorithms.clfml.tasks import (
     Task,
     load_tasks,
@@ -75,19 +76,13 @@ from dfml.algorithms.meta.episodes import restricted_loss
 from dfml.algorithms.sgd import sgd_epochs
 from dfml.channels import fetch, is_handle
 from dfml.errors import ConfigError
-from dfml.steps import PARAMS, DriverState, Entry, Phase, Step, StepResult
+from dfml.programs import Program, register
+from dfml.records import Callback
+from dfml.steps import PARAMS, DriverState, Step, StepResult, StepSource
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
 
-#: Algorithms that serve tasks (their final models are meta-models or models).
-TASK_ALGORITHMS = ("clfml", "cdfedavg", "dfedavg", "gfml")
 TASK_SALT = 0x7A5C
 FINETUNE_MIXING = ("cluster", "engaged")
-
-
-def check_task_algorithm(name: str) -> None:
-    """One ConfigError line unless algorithm ``name`` serves tasks."""
-    if name not in TASK_ALGORITHMS:
-        raise ConfigError(f"tasks are served by {', '.join(TASK_ALGORITHMS)}, not {name!r}")
 
 
 @dataclass(frozen=True)
@@ -216,7 +211,7 @@ def uniform_message(rnd: int, refs: Sequence[Any], extra: dict[str, Any]) -> Mes
     return Message(rnd, tuple(refs), tuple([w] * len(refs)), w, extra)
 
 
-class TaskService(Callback):
+class TaskService(Callback, StepSource):
     """Plans the task steps of the last round (a step source) and reports them.
 
     A task's steps: (augmentation's generator rounds,) ``adapt`` — each
@@ -288,9 +283,9 @@ class TaskService(Callback):
     # ----- clustering ---------------------------------------------------
     def clustering(self, state: DriverState, env: RunEnv) -> tuple[dict, dict, np.ndarray]:
         """(client → k, k → ℒ_k, w): CL-FML's own, or the same rule computed centrally."""
-        info = state.server.get("clfml", {})
-        if "assignment" in info:
-            return info["assignment"], info["cluster_labels"], np.asarray(info["w"])
+        info = state.sources.get(SLOT)
+        if info is not None and info.assignment is not None:
+            return info.assignment, info.cluster_labels, np.asarray(info.w)
         ids = env.live()
         tree = minimum_spanning_tree(link_cost_graph(ids, self.seed))
         vectors = {c: label_vector(self.client_labels[c], self.universe) for c in ids}
@@ -397,7 +392,7 @@ class TaskService(Callback):
                 msgs = {c: Message(state.round, (), extra=extra) for c in st["clients"]}
                 return Step(
                     Phase.TASK,
-                    Entry.TASK_EVALUATE,
+                    TASK_EVALUATE,
                     state.round,
                     msgs,
                     publish=False,
@@ -426,7 +421,7 @@ class TaskService(Callback):
                 extra = {"labels": labels, "universe": self.universe, "first": st["first"]}
                 msgs[c] = uniform_message(state.round, refs, extra)
         st["first"] = False
-        return Step(Phase.TASK, Entry.TRAIN_GENERATOR, state.round, msgs)
+        return Step(Phase.TASK, TRAIN_GENERATOR, state.round, msgs)
 
     def _ship(self, st: dict, state: DriverState) -> None:
         """g_ℓ = the average of cluster ℓ's generator vectors (a Ray task next to the data)."""
@@ -510,7 +505,7 @@ class TaskService(Callback):
             w = 1.0 / (len(refs) + 1)
             msgs[c] = Message(state.round, (*refs, *gens), tuple([w] * len(refs)), w, extra)
         st["first"] = adapt  # the first fine-tuning round starts from the meta-models
-        return Step(Phase.TASK, Entry.TASK_FINETUNE, state.round, msgs)
+        return Step(Phase.TASK, TASK_FINETUNE, state.round, msgs)
 
     def absorb(
         self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: RunEnv
@@ -519,7 +514,7 @@ class TaskService(Callback):
         assert st is not None
         if step.publish:
             state.publish(results)
-        if step.entry == Entry.TASK_EVALUATE:
+        if step.program == TASK_EVALUATE:
             correct = sum(r.metrics["task_correct"] for r in results.values())
             total = sum(r.metrics["task_total"] for r in results.values())
             st["own"] = correct / total if total else float("nan")
@@ -642,7 +637,7 @@ def adaptation(algorithm_cfg: Any, cfg: TaskConfig) -> tuple[int, float]:
     return 1, float(cfg.finetune_lr)
 
 
-# ----- client half (entries the base Algorithm exposes) ----------------------
+# ----- client half (the service's programs, registered below) ---------------
 def _task_mask(y: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
     return torch.isin(y, torch.as_tensor(list(labels), device=y.device))
 
@@ -825,3 +820,13 @@ def task_finetune(
         )
     extras = {**state.extras, "task": theta.detach()}
     return state.evolve(extras=extras), {"task_loss": loss, "generated": float(generated)}
+
+
+register(
+    Program(
+        TASK_EVALUATE,
+        lambda algorithm, ctx, state, neighbors, msg: task_evaluate(algorithm, ctx, state, msg),
+    )
+)
+register(Program(TRAIN_GENERATOR, train_generator, channels=("generator",)))
+register(Program(TASK_FINETUNE, task_finetune, channels=("task",)))

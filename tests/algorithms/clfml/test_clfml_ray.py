@@ -11,7 +11,6 @@ import torch
 from fault_helpers import BASE, run
 
 from dfml.actors.state import ClientData
-from dfml.algorithms.callbacks import Callback
 from dfml.algorithms.clfml.augment import ConditionalVAE
 from dfml.algorithms.clfml.clustering import (
     arrival_order,
@@ -26,7 +25,9 @@ from dfml.experiment import Experiment, prepare
 from dfml.launch.cli import main
 from dfml.launch.options import build_config
 from dfml.launch.registry import algorithm_class
+from dfml.launch.services import task_service
 from dfml.models.zoo import build_model
+from dfml.records import Callback
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
 
 SCENARIO = {
@@ -196,7 +197,6 @@ def test_baselines_serve_the_same_tasks_on_the_same_clients(ray_session, tmp_pat
         (["clusters", "7"], "distinct label profiles"),
         (["schedule", "1:+1"], "does not support clients joining"),
         (["aggregation", "server"], "aggregation must be gossip"),
-        (["algorithm", "fedavg"], "tasks are served by"),
         (["tasks_file", "MISSING"], "tasks file"),
         (["shots", "-1"], "shots must be >= 0"),
         (["zeta", "0.5"], "use --zeta 1 with --tasks"),
@@ -251,12 +251,12 @@ def test_submit_serves_tasks_on_the_live_trained_system(ray_session):
     algorithm = algorithm_class("clfml")(cfg.algorithm)
     with Experiment(cfg, algorithm, prepared=prep) as exp:
         with pytest.raises(ConfigError, match="call run"):
-            exp.tasks()
+            task_service(exp)
         exp.run()
-        service = exp.tasks()
+        service = task_service(exp)
         meta = {c: get_value(r) for c, r in exp.runtime.published().items()}
-        info = exp.runtime.state.server["clfml"]
-        universe = info["universe"]
+        info = exp.runtime.state.sources["clfml"]
+        universe = info.universe
         for bad, message in [
             ([], "task has no labels"),
             ([universe[0], universe[0]], "twice"),
@@ -264,7 +264,7 @@ def test_submit_serves_tasks_on_the_live_trained_system(ray_session):
         ]:
             with pytest.raises(ConfigError, match=message):
                 service.submit(bad)
-        held = {k: set(v) for k, v in info["cluster_labels"].items()}
+        held = {k: set(v) for k, v in info.cluster_labels.items()}
         one = sorted(held[0])[:2]  # inside cluster 0: Case I
         spread = next(  # two labels no single cluster holds: Case II
             [a, b]
@@ -276,12 +276,12 @@ def test_submit_serves_tasks_on_the_live_trained_system(ray_session):
         results.append(service.submit(spread, q=[3.0, 1.0]))
         for labels, q, result in zip([one, spread], [None, [3.0, 1.0]], results, strict=True):
             task = Task(tuple(labels), None if q is None else tuple(q))
-            w = np.asarray(info["w"])
+            w = np.asarray(info.w)
             dist = task.distribution(universe)
             k_star = primary_cluster(dist, w)
-            case, engaged = select_clusters(task.labels, k_star, info["cluster_labels"], w, dist)
+            case, engaged = select_clusters(task.labels, k_star, info.cluster_labels, w, dist)
             assert (result.case, result.primary_cluster, result.clusters) == (case, k_star, engaged)
-            members = sorted(c for c, k in info["assignment"].items() if k in engaged)
+            members = sorted(c for c, k in info.assignment.items() if k in engaged)
             assert result.clients == members
             assert result.seconds > 0
         # The Case I task's models, scored independently: on every label of 𝒯.
@@ -297,9 +297,11 @@ def test_submit_serves_tasks_on_the_live_trained_system(ray_session):
         assert [r["labels"] for r in service.records] == [one, spread]
 
 
-def test_tasks_belong_to_the_task_algorithms(ray_session):
+def test_any_algorithm_that_trained_models_serves_tasks(ray_session):
     cfg, _ = build_config({**BASE, "algorithm": "fedavg", "rounds": 1})
     with Experiment(cfg, algorithm_class("fedavg")(cfg.algorithm)) as exp:
         exp.run()
-        with pytest.raises(ConfigError, match="tasks are served by"):
-            exp.tasks()
+        service = task_service(exp)
+        labels = sorted(service.universe)[:2]
+        result = service.submit(labels)
+        assert result.labels == labels and 0.0 <= result.accuracy <= 1.0
