@@ -1,16 +1,21 @@
 """The services a launched run carries besides training: config sections and callbacks.
 
-A service owns its config section — the task service
-(:mod:`~dfml.algorithms.clfml.service`) owns ``tasks``
-(:class:`~dfml.algorithms.clfml.service.TaskConfig`). The launch layer
-routes its options there (:data:`SECTIONS`), keeps the section in
-:attr:`~dfml.experiment.ExperimentConfig.services`, checks it before
-anything starts and adds the service to the run's callbacks, where the loop
-finds it as a step source. The experiment and the core know no service.
+A service is a step source with its own config section, registered here in
+:data:`SERVICES` and nowhere else: the task service
+(:mod:`~dfml.algorithms.clfml.service`, section ``tasks``,
+:class:`~dfml.algorithms.clfml.service.TaskConfig`) and the disagreement
+probe (:mod:`~dfml.algorithms.probe`, section ``probe``). The launch layer
+routes a section's options there by field name (:data:`SECTIONS`), keeps it
+in :attr:`~dfml.experiment.ExperimentConfig.services`, checks it before
+anything starts and adds the active services to the run's callbacks, where
+the loop finds them as step sources. The experiment and the core know no
+service.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +23,36 @@ import numpy as np
 
 from dfml.algorithms.clfml.scoring import ReferenceClassifier, TaskRequester, TaskTestSet
 from dfml.algorithms.clfml.service import TaskConfig, TaskService
+from dfml.algorithms.probe import DisagreementProbe, ProbeConfig
 from dfml.data.registry import load_dataset
 from dfml.errors import ConfigError
 from dfml.experiment import Experiment, ExperimentConfig, Prepared
 from dfml.models.zoo import build_model
 from dfml.records import Callback
 
-#: Service config section name → its dataclass (options route by field name).
-SECTIONS: dict[str, type] = {"tasks": TaskConfig}
+
+@dataclass(frozen=True)
+class Service:
+    """A registered service: its config section and how a run builds it.
+
+    Attributes:
+        config: the section's frozen dataclass (its fields are the options;
+            an ``active`` property says whether the run asked for it).
+        build: (config, prepared experiment, rounds, results folder) → the
+            service, a callback and step source of the run. It raises a
+            one-line :class:`~dfml.errors.ConfigError` for a section this
+            experiment cannot serve, which :func:`check_services` calls
+            before any actor starts.
+    """
+
+    config: type
+    build: Callable[[ExperimentConfig, Prepared, int, Path | None], Callback]
+
+
+def _build_probe(
+    cfg: ExperimentConfig, prep: Prepared, rounds: int, out: Path | None = None
+) -> DisagreementProbe:
+    return DisagreementProbe(section(cfg, "probe"), rounds)
 
 
 def section(cfg: ExperimentConfig, name: str) -> Any:
@@ -61,20 +88,33 @@ def build_task_service(
     )
 
 
+#: Every service a run can carry, by section name (the one registration).
+SERVICES: dict[str, Service] = {
+    "tasks": Service(TaskConfig, build_task_service),
+    "probe": Service(ProbeConfig, _build_probe),
+}
+
+#: Service config section name → its dataclass (options route by field name).
+SECTIONS: dict[str, type] = {name: s.config for name, s in SERVICES.items()}
+
+
 def check_services(cfg: ExperimentConfig, prepared: Prepared) -> None:
     """Refuse, before any actor starts, a service section this experiment cannot serve
     (a task with a label no client holds, a tasks file that does not parse)."""
-    if section(cfg, "tasks").active:
-        build_task_service(cfg, prepared, 1)
+    for name, service in SERVICES.items():
+        if section(cfg, name).active:
+            service.build(cfg, prepared, 1, None)
 
 
 def service_callbacks(
     cfg: ExperimentConfig, prepared: Prepared, out: Path | None = None
 ) -> list[Callback]:
     """The services ``cfg`` asks for, as callbacks (and step sources) of the run."""
-    if not section(cfg, "tasks").active:
-        return []
-    return [build_task_service(cfg, prepared, cfg.run.rounds, out)]
+    return [
+        service.build(cfg, prepared, cfg.run.rounds, out)
+        for name, service in SERVICES.items()
+        if section(cfg, name).active
+    ]
 
 
 def task_service(exp: Experiment) -> TaskService:

@@ -38,6 +38,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
         (["--dataset", "mnist"], "needs --data-root|give --data-root"),
         (["--no-such-flag", "1"], "unrecognized arguments: --no-such-flag"),
         (["--num-gpus-per-actor", "1.5"], "num_gpus_per_actor"),
+        (["--probe-every", "-1"], "probe_every must be an integer >= 0, got -1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
@@ -134,6 +135,8 @@ def test_run_writes_results(capsys, tmp_path, ray_session):
         "2",
         "--num-cpus-per-actor",
         "0.5",
+        "--probe-every",
+        "1",
         "--out",
         str(out),
         *QUIET,
@@ -170,6 +173,12 @@ def test_run_writes_results(capsys, tmp_path, ray_session):
     )
     assert (out / "accuracy.png").stat().st_size > 1000
     assert pq.read_table(out / "partition.parquet").num_rows > 0
+    # The probe service (--probe-every 1): a disagreement per client and round, summarised.
+    assert summary["probe_rounds"] == [0, 1] and "probe" in summary["phase_seconds"]
+    for r in (0, 1):
+        values = [d for rr, d in zip(table["round"], table["disagreement"], strict=True) if rr == r]
+        assert len(values) == 4 and min(values) > 0
+        assert summary["probe_disagreement_mean"][r] == pytest.approx(sum(values) / 4)
 
 
 def test_divergence_stops_with_exit_2_and_keeps_results(capsys, tmp_path, ray_session):
