@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test check lint bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ run: $(STAMP)
 ## The whole test suite (what CI runs).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+## The inner loop: unit and in-process tests, no Ray (well under 90 s).
+check: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not ray"
 
 lint: $(STAMP)
 	$(BIN)/ruff check dfml tests benchmarks

@@ -40,3 +40,11 @@ def ray_session():
         )
     yield ray
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``ray`` every test that needs Ray (the shared session, directly or through
+    a fixture, or a multi-node cluster of its own), so ``make check`` can leave it out."""
+    for item in items:
+        if "ray_session" in item.fixturenames or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.ray)

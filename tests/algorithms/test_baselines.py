@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from client_contexts import make_contexts
+from helpers.contexts import make_contexts
 from torch import nn
 
 from dfml.actors.config import ResourceConfig

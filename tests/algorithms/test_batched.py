@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from fault_helpers import metrics, run
+from helpers.fault import metrics, run
 
 from dfml import programs
 from dfml.actors import client_actor

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from client_contexts import make_contexts
+from helpers.contexts import make_contexts
 
 from dfml import programs
 from dfml.algorithms.base import LocalSGDConfig, RunEnv, StepResult

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from client_contexts import make_contexts
+from helpers.contexts import make_contexts
 
 from dfml.algorithms.afml import AFML, AFMLConfig
 from dfml.algorithms.fedmeta import FedMetaMAML, FedMetaSGD

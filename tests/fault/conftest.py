@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
-from fault_helpers import metrics, run
+from helpers.fault import metrics, run
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 import numpy as np
 import ray
-from fault_helpers import AtRoundEnd, run
+from helpers.fault import AtRoundEnd, run
 from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

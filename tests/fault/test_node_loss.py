@@ -8,14 +8,17 @@ only one cluster.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from fault_helpers import faults, metrics
+from helpers.fault import faults, metrics
 
 SCRIPT = Path(__file__).with_name("node_loss_script.py")
+TESTS = Path(__file__).resolve().parents[1]  # where the helpers package lives
+PYTHONPATH = os.environ.get("PYTHONPATH", "")
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +30,7 @@ def cluster_run(tmp_path_factory):
         text=True,
         timeout=600,
         cwd=SCRIPT.parent,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), PYTHONPATH]))},
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ray
-from fault_helpers import run
+from helpers.fault import run
 
 
 def test_a_killed_actor_is_replaced_inside_its_placement_group_bundle(ray_session, tmp_path):

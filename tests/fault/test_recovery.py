@@ -15,7 +15,7 @@ import threading
 
 import pytest
 import torch
-from fault_helpers import AtRoundEnd, faults, incarnation_of, kill_clients, metrics, run
+from helpers.fault import AtRoundEnd, faults, incarnation_of, kill_clients, metrics, run
 
 from dfml.actors.state import ClientState
 

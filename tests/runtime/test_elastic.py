@@ -6,7 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
-from fault_helpers import faults, metrics, run
+from helpers.fault import faults, metrics, run
 
 from dfml.records import Callback
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from fault_helpers import metrics, run
+from helpers.fault import metrics, run
 
 from dfml.algorithms.evaluation import EvalConfig
 from dfml.errors import ConfigError

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
-from fault_helpers import BASE, metrics, run
+from helpers.fault import BASE, metrics, run
 
 from dfml.actors.state import ClientState
 from dfml.errors import ConfigError

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from client_contexts import make_contexts
+from helpers.contexts import make_contexts
 
 from dfml.algorithms.base import LocalSGDConfig
 from dfml.algorithms.clfml.algorithm import CLFML, CDFedAvg, CLFMLConfig, ClusterConfig

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from fault_helpers import BASE, run
+from helpers.fault import BASE, run
 
 from dfml.actors.state import ClientData
 from dfml.algorithms.clfml.augment import ConditionalVAE
