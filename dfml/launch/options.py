@@ -34,6 +34,7 @@ Bad input (the rules every command follows):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -139,7 +140,10 @@ SECTIONS: dict[str, type] = {
 }
 
 
+@functools.cache
 def field_types(cls: type) -> dict[str, Any]:
+    """``cls``'s field name → type hint. Cached: building the CLI's parsers asks
+    about 3,000 times, and resolving the string annotations each time took 2 s."""
     return typing.get_type_hints(cls)
 
 

@@ -1,46 +1,57 @@
-"""``--eval-every k``: clients are scored every k-th round and the last, nothing else changes."""
+"""``--eval-every k``: clients are scored every k-th round and the last, nothing else changes.
+
+Loop semantics, so tested on the in-process federation (the same loop and
+client code as the Ray one, no actors); the CLI end-to-end tests cover Ray.
+"""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
-from helpers.fault import metrics, run
+from helpers.fault import BASE
 
+from dfml.actors.inprocess import InProcessFederation
 from dfml.algorithms.evaluation import EvalConfig
 from dfml.errors import ConfigError
+from dfml.experiment import prepare
+from dfml.launch.options import build_config
+from dfml.launch.registry import algorithm_class
+from dfml.records import RoundRecord
+from dfml.runtime.loop import Runtime
 
 
-def scored_rounds(table) -> list[int]:
-    rows = table.to_pylist()
-    rounds = sorted({r["round"] for r in rows})
-    return [
-        rnd
-        for rnd in rounds
-        if all(not math.isnan(r["accuracy"]) for r in rows if r["round"] == rnd)
-    ]
+def history(algorithm: str, eval_every: int) -> list[RoundRecord]:
+    cfg, _ = build_config({**BASE, "algorithm": algorithm, "rounds": 7})
+    prepared = prepare(cfg)
+    fed = InProcessFederation(cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources)
+    algo = algorithm_class(algorithm)(cfg.algorithm)
+    runtime = Runtime(algo, fed, prepared.topology, 7, seed=cfg.run.seed, eval_every=eval_every)
+    return runtime.run()
+
+
+def scored(record: RoundRecord) -> bool:
+    return all(not math.isnan(m.get("accuracy", math.nan)) for m in record.metrics.values())
 
 
 @pytest.mark.parametrize("algorithm", ["dfedavg", "fedavg"])
-def test_eval_every_scores_every_kth_round_and_the_last(ray_session, tmp_path, algorithm):
+def test_eval_every_scores_every_kth_round_and_the_last(algorithm):
     """Rounds 2, 5 and 6 of 7 with k = 3; the scored rows equal an every-round run's."""
-    every = run(tmp_path / "every", algorithm=algorithm, rounds=7)
-    sparse = run(tmp_path / "sparse", algorithm=algorithm, rounds=7, eval_every=3)
-    full, part = metrics(tmp_path / "every"), metrics(tmp_path / "sparse")
-    assert scored_rounds(full) == list(range(7))
-    assert scored_rounds(part) == [2, 5, 6]
-    unscored = [r for r in part.to_pylist() if r["round"] not in (2, 5, 6)]
-    assert unscored and all(math.isnan(r["accuracy"]) for r in unscored)
-    # Scoring does not touch training: same losses every round, same scores where scored.
-    np.testing.assert_array_equal(
-        full.column("train_loss").to_numpy(), part.column("train_loss").to_numpy()
-    )
-    for rnd in (2, 5, 6):
-        a = [r["accuracy"] for r in full.to_pylist() if r["round"] == rnd]
-        b = [r["accuracy"] for r in part.to_pylist() if r["round"] == rnd]
-        assert a == b
-    assert sparse["final_accuracy"] == every["final_accuracy"]
+    full, part = history(algorithm, 1), history(algorithm, 3)
+    assert [r.round for r in full if scored(r)] == list(range(7))
+    assert [r.round for r in part if scored(r)] == [2, 5, 6]
+    for a, b in zip(full, part, strict=True):
+        assert sorted(a.metrics) == sorted(b.metrics) == [0, 1, 2, 3]
+        # Scoring does not touch training: the same losses every round ...
+        assert [a.metrics[c]["train_loss"] for c in a.metrics] == [
+            b.metrics[c]["train_loss"] for c in b.metrics
+        ]
+        if a.round in (2, 5, 6):  # ... and the same scores where scored
+            assert [a.metrics[c]["accuracy"] for c in a.metrics] == [
+                b.metrics[c]["accuracy"] for c in b.metrics
+            ]
+        else:
+            assert all("accuracy" not in m or math.isnan(m["accuracy"]) for m in b.metrics.values())
 
 
 def test_eval_every_must_be_positive():
