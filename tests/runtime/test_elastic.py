@@ -1,14 +1,20 @@
-"""Elastic membership and partial participation through real Ray actors."""
+"""Elastic membership through real Ray actors; partial participation in-process."""
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import numpy as np
 import pytest
-from helpers.fault import faults, metrics, run
+from helpers.fault import BASE, faults, metrics, run
 
+from dfml.actors.inprocess import InProcessFederation
+from dfml.experiment import prepare
+from dfml.launch.options import build_config
+from dfml.launch.registry import algorithm_class
 from dfml.records import Callback
+from dfml.runtime.loop import Runtime
 
 ELASTIC = {"rounds": 6, "clients_per_actor": 2, "topology": "ring"}
 
@@ -75,31 +81,34 @@ def test_python_api_adds_and_removes_clients_between_rounds(ray_session, tmp_pat
 
 
 @pytest.mark.parametrize("aggregation", ["gossip", "server"])
-def test_partial_participation_trains_a_seeded_cohort(ray_session, tmp_path, aggregation):
-    summary = run(
-        tmp_path,
-        algorithm="fedprox",
-        aggregation=aggregation,
-        clients=6,
+def test_partial_participation_trains_a_seeded_cohort(aggregation):
+    """Sampling is loop semantics: tested on the in-process federation."""
+    options = {"algorithm": "fedprox", "aggregation": aggregation, "clients": 6, "rounds": 3}
+    cfg, _ = build_config({**BASE, **options, "clients_per_round": 3})
+    prepared = prepare(cfg)
+    fed = InProcessFederation(cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources)
+    algorithm = algorithm_class("fedprox")(cfg.algorithm)
+    history = Runtime(
+        algorithm, fed, prepared.topology, 3, clients_per_round=3, seed=cfg.run.seed
+    ).run()
+    for record in history:
+        assert sorted(record.metrics) == list(range(6))  # one row per live client
+        assert len(record.trained) == 3
+        for cid, m in record.metrics.items():
+            assert math.isfinite(m["accuracy"])  # everyone is evaluated
+            assert math.isfinite(m.get("train_loss", math.nan)) == (cid in record.trained)
+    assert len({record.trained for record in history}) > 1  # a fresh cohort each round
+    # The cohort is the seeded sample of the live clients, the same in every run.
+    again = Runtime(
+        algorithm_class("fedprox")(cfg.algorithm),
+        InProcessFederation(cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources),
+        prepare(cfg).topology,
+        3,
         clients_per_round=3,
-        rounds=3,
-    )
-    table = metrics(tmp_path)
-    for r in range(3):
-        rows = [x for x in table.to_pylist() if x["round"] == r]
-        assert len(rows) == 6  # one row per live client
-        trained = [x for x in rows if x["trained"]]
-        assert len(trained) == 3
-        assert all(np.isfinite(x["train_loss"]) for x in trained)
-        assert all(np.isnan(x["train_loss"]) for x in rows if not x["trained"])
-        assert all(np.isfinite(x["accuracy"]) for x in rows)  # everyone is evaluated
-    cohorts = {
-        tuple(sorted(x["client"] for x in table.to_pylist() if x["round"] == r and x["trained"]))
-        for r in range(3)
-    }
-    assert len(cohorts) > 1
-    mean = [np.mean([x["accuracy"] for x in table.to_pylist() if x["round"] == r]) for r in (0, 2)]
-    assert mean[1] > mean[0] and summary["final_accuracy"] == pytest.approx(mean[1])
+        seed=cfg.run.seed,
+    ).run()
+    assert [r.trained for r in again] == [r.trained for r in history]
+    assert history[-1].mean("accuracy") > history[0].mean("accuracy")
 
 
 def test_a_chaos_kill_right_after_a_join_restores_the_new_clients(ray_session, tmp_path):
