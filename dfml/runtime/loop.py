@@ -47,6 +47,7 @@ from dfml.channels import get_value, is_handle
 from dfml.errors import ConfigError, TrainingDivergedError
 from dfml.records import RoundRecord
 from dfml.runtime.checkpoint import Checkpoint, Checkpointer
+from dfml.runtime.federation import FederationProtocol
 from dfml.runtime.membership import Change, sample_clients
 from dfml.steps import PARAMS, DriverState, Phase, Step, StepResult, StepSource
 from dfml.topology.service import TopologyService
@@ -111,7 +112,7 @@ class Runtime:
     def __init__(
         self,
         algorithm: Algorithm,
-        federation: Any,
+        federation: FederationProtocol,
         topology: TopologyService,
         rounds: int,
         *,
@@ -417,7 +418,7 @@ class Runtime:
 
 def run(
     algorithm: Algorithm,
-    federation: Any,
+    federation: FederationProtocol,
     rounds: int,
     callbacks: Sequence[Any] = (),
     *,
