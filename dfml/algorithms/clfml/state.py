@@ -1,8 +1,9 @@
-"""CL-FML's driver state: where its label phases stand and what they found.
+"""The label clustering's driver state: where its phases stand and what they found.
 
-It is CL-FML's slot of :attr:`dfml.steps.DriverState.sources` (key
-:data:`SLOT`), so a whole-run checkpoint holds it; the task service reads
-the clustering from it when the run's algorithm clustered.
+It is the clustering's slot of :attr:`dfml.steps.DriverState.sources` (key
+:data:`SLOT`), whatever learner trains within the clusters, so a whole-run
+checkpoint holds it; the task service reads the clustering from it when the
+run's algorithm clustered.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from dataclasses import dataclass, field
 
 from dfml.algorithms.clfml.phases import Phase
 
-#: CL-FML's (and C-DFedAvg's) key in ``DriverState.sources``.
-SLOT = "clfml"
+#: The label clustering's key in ``DriverState.sources`` (CL-FML, C-DFedAvg,
+#: any algorithm run with ``--cluster-by labels``).
+SLOT = "clustering"
 
 
 @dataclass
