@@ -249,12 +249,12 @@ def algorithm_option(name: str) -> Option:
     details = _details(" or ".join(kinds), main + others, allowed)
     if len(by_doc) == 1:
         who = "all algorithms" if len(users) == len(ALGORITHMS) else ", ".join(users)
-        if name in CLUSTERING_KNOBS:
-            who += ", and any algorithm with --cluster-by labels"
         text = f"{next(iter(by_doc))} {details} [used by: {who}]"
     else:
         parts = "; ".join(f"{doc} [used by: {', '.join(algos)}]" for doc, algos in by_doc.items())
         text = f"{parts} {details}"
+    if name in CLUSTERING_KNOBS:
+        text += " [and by any algorithm with --cluster-by labels]"
     return Option(name, field_types(next(iter(users.values())))[name], text)
 
 
