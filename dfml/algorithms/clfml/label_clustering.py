@@ -30,8 +30,8 @@ numbers):
    handed a :class:`~dfml.algorithms.base.RunEnv` whose topology is a
    :class:`~dfml.topology.service.FixedTopology` over every cluster's
    sub-graph of the topology (a disconnected one reconnected by linking its
-   components' lowest ids in order, :func:`~dfml.topology.graphs.grouped_subgraph`)
-   with data-size rows w_ij = |D^M_j| / Σ_{k ∈ N_k(i) ∪ {i}} |D^M_k|. So
+   components' lowest ids in order, :func:`~dfml.topology.graphs.grouped_subgraph`),
+   built once when the leader has clustered, with data-size rows w_ij = |D^M_j| / Σ_{k ∈ N_k(i) ∪ {i}} |D^M_k|. So
    its gossip mixes within the client's cluster only, and no mixing row is
    written here.
 
@@ -49,7 +49,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import networkx as nx
 import numpy as np
 import ray
 import torch
@@ -76,7 +75,7 @@ from dfml.algorithms.clfml.state import SLOT, ClusterState
 from dfml.errors import ConfigError
 from dfml.programs import Program, register
 from dfml.steps import DriverState, Step, StepResult
-from dfml.topology.graphs import grouped_subgraph, link_cost_graph, minimum_spanning_tree
+from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
 from dfml.topology.service import FixedTopology
 
 #: The channel (and state extra) of a client's known label set ℒ_i.
@@ -166,11 +165,8 @@ class LabelClustering(Algorithm):
 
     def within_clusters(self, info: ClusterState, env: RunEnv) -> RunEnv:
         """``env`` with the cluster sub-graph and its |D^M| rows as the topology."""
-        assert info.assignment is not None and info.cluster_edges is not None
-        graph = nx.Graph(info.cluster_edges)
-        graph.add_nodes_from(info.assignment)
-        topology = FixedTopology(graph, CLUSTER_MIXING, info.meta_sizes)
-        return dataclasses.replace(env, topology=topology)
+        assert info.topology is not None, "the clusters train only once the leader clustered"
+        return dataclasses.replace(env, topology=info.topology)
 
     def next_step(self, state: DriverState, env: RunEnv) -> Step | None:
         info = state.sources.setdefault(SLOT, ClusterState())
@@ -283,7 +279,9 @@ class LabelClustering(Algorithm):
             [c for c in sorted(assignment) if assignment[c] == k]
             for k in sorted(set(assignment.values()))
         ]
-        info.cluster_edges = sorted(grouped_subgraph(env.topology.graph, members).edges())
+        info.topology = FixedTopology.of_groups(
+            env.topology.graph, members, CLUSTER_MIXING, info.meta_sizes
+        )
 
     def summary(self, state: DriverState) -> dict[str, Any]:
         out = super().summary(state)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dfml.algorithms.clfml.phases import Phase
+from dfml.topology.service import FixedTopology
 
 #: The label clustering's key in ``DriverState.sources`` (CL-FML, C-DFedAvg,
 #: any algorithm run with ``--cluster-by labels``).
@@ -38,8 +39,9 @@ class ClusterState:
         assignment: client → cluster k; ``None`` until the leader clustered.
         cluster_labels: cluster k → ℒ_k, the labels its clients hold.
         w: the cluster label distributions w_k, one row per cluster.
-        cluster_edges: the edges of every cluster's (reconnected) sub-graph;
-            ``None`` until the leader clustered.
+        topology: who talks to whom while the clusters train: every
+            cluster's reconnected sub-graph with its |D^M| rows; ``None``
+            until the leader clustered.
     """
 
     phase: str = Phase.DISSEMINATE
@@ -58,4 +60,4 @@ class ClusterState:
     assignment: dict[int, int] | None = None
     cluster_labels: dict[int, list[int]] = field(default_factory=dict)
     w: list[list[float]] = field(default_factory=list)
-    cluster_edges: list[tuple[int, int]] | None = None
+    topology: FixedTopology | None = None
