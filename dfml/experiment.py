@@ -48,6 +48,11 @@ class RunConfig:
 
     Attributes:
         algorithm: the algorithm to run (``dfml list --verbose`` describes each).
+        cluster_by: clustering put in front of the algorithm: ``none``, or
+            ``labels`` (ring label dissemination, label-aware clustering along
+            an MST, then the algorithm's gossip within each cluster, weighted
+            by |D^M|; any algorithm whose clients gossip, see
+            docs/clfml.md). clfml and cdfedavg always cluster by labels.
         clients: N, the number of federated clients at start (>= 2).
         rounds: communication rounds to run (>= 1).
         seed: seeds the partition, the random topologies, model init and sampling.
@@ -62,6 +67,7 @@ class RunConfig:
     """
 
     algorithm: str = "dfedavg"
+    cluster_by: str = "none"
     clients: int = 10
     rounds: int = 30
     seed: int = 0

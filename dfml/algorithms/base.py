@@ -45,7 +45,7 @@ from dfml.programs import Metrics, Program, register
 from dfml.steps import PARAMS, DriverState, Phase, Step, StepResult, StepSource
 
 if TYPE_CHECKING:
-    from dfml.topology.service import TopologyService
+    from dfml.topology.service import FixedTopology, TopologyService
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,9 @@ class RunEnv:
     """What the driver half reads (and does not own) while planning a step.
 
     Attributes:
-        topology: neighbours and sparse mixing rows of the live clients.
+        topology: neighbours and sparse mixing rows of the live clients (a
+            source that makes clients gossip in groups, such as the label
+            clustering, hands its learner a fixed sub-graph instead).
         sizes: client id → |D_i| (training samples) of every live client.
         rounds: the number of rounds of the run.
         sampled: the clients that train in the current round.
@@ -143,7 +145,7 @@ class RunEnv:
         evaluate: whether the current round scores the clients (``--eval-every``).
     """
 
-    topology: TopologyService
+    topology: TopologyService | FixedTopology
     sizes: dict[int, int]
     rounds: int
     sampled: list[int] = field(default_factory=list)

@@ -92,11 +92,12 @@ def _list_parser(sub: Any) -> None:
 def _list(args: argparse.Namespace) -> int:
     from dfml.data.config import PARTITIONS
     from dfml.data.registry import DATASETS
-    from dfml.launch.registry import ALGORITHMS
+    from dfml.launch.registry import ALGORITHMS, CLUSTER_BY
     from dfml.models.zoo import MODELS
     from dfml.topology.config import MIXINGS, TOPOLOGIES
 
     rows = [
+        ("cluster-by", CLUSTER_BY),
         ("datasets", DATASETS),
         ("partitions", PARTITIONS),
         ("topologies", TOPOLOGIES),

@@ -36,7 +36,7 @@ import numpy as np
 import ray
 
 from dfml.errors import ConfigError, TrainingDivergedError
-from dfml.experiment import ExperimentConfig, prepare
+from dfml.experiment import ExperimentConfig, RunConfig, prepare
 from dfml.launch.flags import add_option_flags, options_from
 from dfml.launch.options import (
     SECTIONS,
@@ -46,7 +46,7 @@ from dfml.launch.options import (
     field_types,
     flag,
 )
-from dfml.launch.registry import algorithm_class
+from dfml.launch.registry import algorithm_class, clusters
 from dfml.launch.report import write_report
 from dfml.launch.results import (
     RUN_OUTPUTS,
@@ -124,13 +124,14 @@ def split_options(options: Mapping[str, Any], algorithms: Sequence[str]) -> dict
     if "resume" in options:
         raise ConfigError("--resume applies to dfml run, not dfml compare")
     specific = algorithm_only_options()
+    cluster_by = str(options.get("cluster_by", RunConfig.cluster_by))
+    declared = {
+        a: field_types(algorithm_class(a, "labels" if clusters(a) else cluster_by).Config)
+        for a in algorithms
+    }
     per: dict[str, dict] = {a: {} for a in algorithms}
     for key, value in options.items():
-        takers = [
-            a
-            for a in algorithms
-            if key not in specific or key in field_types(algorithm_class(a).Config)
-        ]
+        takers = [a for a in algorithms if key not in specific or key in declared[a]]
         if not takers:
             raise ConfigError(f"option --{flag(key)} applies to none of {', '.join(algorithms)}")
         for a in takers:

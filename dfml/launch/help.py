@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dfml.actors.config import PLACEMENTS, ResourceConfig
+from dfml.algorithms.clfml.label_clustering import ClusteringConfig
 from dfml.algorithms.fml import MetaConfig
 from dfml.algorithms.server import AGGREGATIONS, FederatedSGDConfig
 from dfml.channels import PACK_MODES
@@ -33,13 +34,14 @@ from dfml.data.registry import DATASETS
 from dfml.experiment import RunConfig
 from dfml.fault.config import CHAOS_MODES, FaultConfig
 from dfml.launch.options import SECTIONS, field_types
-from dfml.launch.registry import ALGORITHMS
+from dfml.launch.registry import ALGORITHMS, CLUSTER_BY
 from dfml.models.zoo import MODELS, ModelConfig
 from dfml.topology.config import MIXINGS, TOPOLOGIES, TopologyConfig
 
 #: Allowed values of the string options that take one of a fixed set.
 CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (RunConfig, "algorithm"): tuple(sorted(ALGORITHMS)),
+    (RunConfig, "cluster_by"): CLUSTER_BY,
     (DataConfig, "dataset"): DATASETS,
     (PartitionConfig, "partition"): PARTITIONS,
     (ModelConfig, "model"): ("auto", *sorted(MODELS)),
@@ -51,6 +53,9 @@ CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (FederatedSGDConfig, "aggregation"): AGGREGATIONS,
     (MetaConfig, "aggregation"): AGGREGATIONS,
 }
+
+#: Knobs the label clustering adds to an algorithm run with ``--cluster-by labels``.
+CLUSTERING_KNOBS = frozenset(field_types(ClusteringConfig))
 
 #: Argument-group titles of the config sections; a section added to
 #: ``SECTIONS`` without an entry here is titled by its key.
@@ -248,6 +253,8 @@ def algorithm_option(name: str) -> Option:
     else:
         parts = "; ".join(f"{doc} [used by: {', '.join(algos)}]" for doc, algos in by_doc.items())
         text = f"{parts} {details}"
+    if name in CLUSTERING_KNOBS:
+        text += " [and by any algorithm with --cluster-by labels]"
     return Option(name, field_types(next(iter(users.values())))[name], text)
 
 

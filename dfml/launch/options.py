@@ -46,6 +46,7 @@ from typing import Any
 import yaml
 
 from dfml.actors.config import ResourceConfig
+from dfml.algorithms.clfml.label_clustering import ClusteringConfig
 from dfml.algorithms.evaluation import EvalConfig
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.data.registry import MEDMNIST_PREFIX, TORCHVISION_NAMES
@@ -53,7 +54,7 @@ from dfml.errors import ConfigError
 from dfml.experiment import ExperimentConfig, RunConfig
 from dfml.fault.config import FaultConfig
 from dfml.launch import services
-from dfml.launch.registry import ALGORITHMS, algorithm_class
+from dfml.launch.registry import ALGORITHMS, algorithm_class, clusters
 from dfml.models.zoo import ModelConfig
 from dfml.runtime.membership import MembershipConfig
 from dfml.topology.config import TopologyConfig
@@ -432,7 +433,14 @@ def build_config(
     opts = {k.replace("-", "_"): v for k, v in options.items()}
     given = dict(opts)
     algo_name = str(opts.get("algorithm", RunConfig.algorithm))
-    algo_cls = algorithm_class(algo_name)
+    if clusters(algo_name):  # clfml, cdfedavg: clustering is part of the algorithm
+        if str(opts.get("cluster_by", "labels")) != "labels":
+            raise ConfigError(
+                f"algorithm {algo_name!r} always clusters by labels; "
+                f"--cluster-by {opts['cluster_by']} does not apply"
+            )
+        opts["cluster_by"] = "labels"
+    algo_cls = algorithm_class(algo_name, str(opts.get("cluster_by", RunConfig.cluster_by)))
     known = set(field_types(algo_cls.Config))
     for cls in SECTIONS.values():
         known |= set(field_types(cls))
@@ -441,7 +449,10 @@ def build_config(
         if key in known:
             continue
         if key in others:
-            raise ConfigError(f"option --{flag(key)} does not apply to algorithm {algo_name!r}")
+            needs = " without --cluster-by labels" if key in field_types(ClusteringConfig) else ""
+            raise ConfigError(
+                f"option --{flag(key)} does not apply to algorithm {algo_name!r}{needs}"
+            )
         raise ConfigError(f"unknown option --{flag(key)}; see 'dfml run --help'")
     if opts.get("partition_file") and "clients" not in opts:
         from dfml.data.partition_file import num_clients_in

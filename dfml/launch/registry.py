@@ -1,10 +1,12 @@
-"""The one name → class table through which the CLI finds algorithms."""
+"""The one name → class table through which the CLI finds algorithms, and
+the clusterings (``--cluster-by``) that compose with them."""
 
 from __future__ import annotations
 
 from dfml.algorithms.afml import AFML
 from dfml.algorithms.base import Algorithm
 from dfml.algorithms.clfml.algorithm import CLFML, CDFedAvg
+from dfml.algorithms.clfml.label_clustering import LabelClustering, clustered, gossips
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.algorithms.ditto import Ditto
 from dfml.algorithms.fedavg import FedAvg
@@ -26,11 +28,37 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     for cls in (DFedAvg, FedAvg, FedAvgFT, FedProx, PFedMe, Ditto, *META_LEARNING, CLFML, CDFedAvg)
 }
 
+#: ``--cluster-by`` values: ``none`` runs the algorithm as it is; ``labels``
+#: puts the label clustering in front of it (:func:`clustered`).
+CLUSTER_BY = ("none", "labels")
 
-def algorithm_class(name: str) -> type[Algorithm]:
+
+def clusters(name: str) -> bool:
+    """Whether algorithm ``name`` clusters by labels by itself (clfml, cdfedavg)."""
+    return issubclass(algorithm_class(name), LabelClustering)
+
+
+def algorithm_class(name: str, cluster_by: str = "none") -> type[Algorithm]:
+    """The class that runs algorithm ``name``, clustered by ``cluster_by``.
+
+    One :class:`ConfigError` line for an unknown name or clustering, and for
+    ``labels`` with an algorithm that aggregates at a server (naming the
+    algorithms that can cluster).
+    """
     try:
-        return ALGORITHMS[name]
+        cls = ALGORITHMS[name]
     except KeyError:
         raise ConfigError(
             f"unknown algorithm {name!r}; allowed: {', '.join(sorted(ALGORITHMS))}"
         ) from None
+    if cluster_by not in CLUSTER_BY:
+        raise ConfigError(f"unknown cluster_by {cluster_by!r}; allowed: {', '.join(CLUSTER_BY)}")
+    if cluster_by == "none":
+        return cls
+    if not gossips(cls):
+        allowed = ", ".join(sorted(n for n, c in ALGORITHMS.items() if gossips(c)))
+        raise ConfigError(
+            f"--cluster-by labels trains within clusters by gossip, but algorithm {name!r} "
+            f"aggregates at a server; allowed: {allowed}"
+        )
+    return clustered(cls)

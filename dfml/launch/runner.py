@@ -162,7 +162,9 @@ def execute(
     config for ``dfml run --resume``.
     """
     out = Path(launch.out) if out is None else out
-    algorithm = algorithm_class(cfg.run.algorithm)(cfg.algorithm, vectorize=cfg.run.vectorize)
+    algorithm = algorithm_class(cfg.run.algorithm, cfg.run.cluster_by)(
+        cfg.algorithm, vectorize=cfg.run.vectorize
+    )
     t0 = time.perf_counter()
     prepared = prepare(cfg)
     setup = {"data": time.perf_counter() - t0}

@@ -3,6 +3,8 @@
 from dfml.topology.config import MIXINGS, TOPOLOGIES, TopologyConfig
 from dfml.topology.graphs import (
     build_topology,
+    chain_components,
+    grouped_subgraph,
     link_cost,
     link_cost_graph,
     minimum_spanning_tree,
@@ -18,16 +20,25 @@ from dfml.topology.mixing import (
     spectral_gap,
     uniform_weights,
 )
-from dfml.topology.service import Change, TopologyService, validate_changes
+from dfml.topology.service import (
+    Change,
+    FixedTopology,
+    TopologyService,
+    sparse_mixing_row,
+    validate_changes,
+)
 
 __all__ = [
     "MIXINGS",
     "TOPOLOGIES",
     "Change",
+    "FixedTopology",
     "TopologyConfig",
     "TopologyService",
     "build_topology",
+    "chain_components",
     "data_size_weights",
+    "grouped_subgraph",
     "link_cost",
     "link_cost_graph",
     "metropolis_hastings_weights",
@@ -36,6 +47,7 @@ __all__ = [
     "neighbors",
     "read_edge_list",
     "ring_successor",
+    "sparse_mixing_row",
     "spectral_gap",
     "uniform_weights",
     "validate_changes",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from itertools import pairwise
 from pathlib import Path
 
 import networkx as nx
@@ -262,6 +263,35 @@ def build_topology(cfg: TopologyConfig, num_clients: int, seed: int) -> nx.Graph
     validate_topology(graph, num_clients, cfg.topology)
     graph.graph["kind"] = cfg.topology
     return graph
+
+
+def chain_components(graph: nx.Graph) -> None:
+    """Reconnect a split graph in place: link consecutive components' lowest ids, in id order.
+
+    The one rule for a graph that lost its connectivity: an erdos-renyi
+    topology after clients left, and every sub-graph a group of clients
+    gossips over (:func:`grouped_subgraph`).
+    """
+    lowest = sorted(min(component) for component in nx.connected_components(graph))
+    graph.add_edges_from(pairwise(lowest))
+
+
+def grouped_subgraph(graph: nx.Graph, groups: Iterable[Iterable[int]]) -> nx.Graph:
+    """The union of each group's sub-graph of ``graph``, each reconnected by
+    :func:`chain_components`; no edge joins two groups.
+
+    Who talks to whom when clients gossip in groups: CL-FML's clusters, the
+    clients a task engages. A group member without an edge in ``graph``
+    (``graph`` need not hold it) is still a node, linked by the chaining.
+    """
+    out = nx.Graph()
+    for group in groups:
+        members = sorted(group)
+        sub = nx.Graph(graph.subgraph(members).edges())
+        sub.add_nodes_from(members)
+        chain_components(sub)
+        out.update(sub)
+    return out
 
 
 def neighbors(graph: nx.Graph, i: int) -> list[int]:

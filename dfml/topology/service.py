@@ -33,18 +33,20 @@ import numbers
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import combinations, pairwise
+from itertools import combinations
 from typing import Any
 
 import networkx as nx
 import numpy as np
 
 from dfml.errors import ConfigError
-from dfml.topology.config import TopologyConfig
+from dfml.topology.config import MIXINGS, TopologyConfig
 from dfml.topology.graphs import (
     _check_seed,
     _derived_seed,
     build_topology,
+    chain_components,
+    grouped_subgraph,
     link_cost,
     link_cost_graph,
     minimum_spanning_tree,
@@ -134,6 +136,36 @@ def _dense_row_sum(n: int, positions: Sequence[int], values: Sequence[float]) ->
     so runs keep their numbers when they move from the dense matrix to this service.
     """
     return 0.0 + _pairwise_sum(positions, values, 0, n)  # numpy starts from the identity 0
+
+
+def sparse_mixing_row(
+    graph: nx.Graph,
+    ids: Sequence[int],
+    sizes: Mapping[int, float],
+    cid: int,
+    nbrs: Sequence[int],
+    scheme: str,
+) -> tuple[float, dict[int, float]]:
+    """(w_ii, {j: w_ij for j in ``nbrs``}) of ``scheme``: row ``cid`` of the dense
+    ``mixing_matrix`` of ``graph`` over the sorted ``ids``, bit for bit.
+
+    The one place a mixing row is computed: the live topology
+    (:class:`TopologyService`) and every fixed sub-graph a group of clients
+    gossips over (:class:`FixedTopology`) both ask here.
+    """
+    if scheme == "uniform":
+        w = 1.0 / (len(nbrs) + 1)
+        return w, dict.fromkeys(nbrs, w)
+    if scheme == "data-size":
+        hood = sorted([cid, *nbrs])
+        d = np.array([sizes[k] for k in hood], dtype=np.float64)
+        weights = dict(zip(hood, (d / d.sum()).tolist(), strict=True))
+        return weights.pop(cid), weights
+    deg_i = len(nbrs)
+    degree = graph.degree
+    weights = {j: 1.0 / (1.0 + max(deg_i, degree[j])) for j in nbrs}
+    positions = [bisect_left(ids, j) for j in nbrs]
+    return 1.0 - _dense_row_sum(len(ids), positions, list(weights.values())), weights
 
 
 def _positional(cfg: TopologyConfig, ids: list[int], seed: int) -> nx.Graph:
@@ -240,21 +272,9 @@ class TopologyService:
         Equal to row i of ``mixing_matrix`` over the current graph with the live
         ids in sorted order, at O(deg) cost (O(deg · log N) for metropolis-hastings).
         """
-        nbrs = self.neighbors(cid)
-        scheme = self.cfg.mixing
-        if scheme == "uniform":
-            w = 1.0 / (len(nbrs) + 1)
-            return w, dict.fromkeys(nbrs, w)
-        if scheme == "data-size":
-            hood = sorted([cid, *nbrs])
-            d = np.array([self._sizes[k] for k in hood], dtype=np.float64)
-            weights = dict(zip(hood, (d / d.sum()).tolist(), strict=True))
-            return weights.pop(cid), weights
-        deg_i = len(nbrs)
-        degree = self.graph.degree
-        weights = {j: 1.0 / (1.0 + max(deg_i, degree[j])) for j in nbrs}
-        positions = [bisect_left(self._ids, j) for j in nbrs]
-        return 1.0 - _dense_row_sum(len(self._ids), positions, list(weights.values())), weights
+        return sparse_mixing_row(
+            self.graph, self._ids, self._sizes, cid, self.neighbors(cid), self.cfg.mixing
+        )
 
     # ---- changes --------------------------------------------------------------------
 
@@ -346,7 +366,7 @@ class TopologyService:
         else:  # erdos-renyi
             graph.remove_nodes_from(plan.left)
             if plan.left:
-                _chain_components(graph)
+                chain_components(graph)
             for cid in plan.joined:
                 self._er_join(graph, live, cid, plan.epoch)
                 insort(live, cid)
@@ -457,6 +477,63 @@ class TopologyService:
         return service
 
 
+class FixedTopology:
+    """Neighbours and sparse mixing rows over a graph that never rewires.
+
+    What clients that gossip in groups read instead of the live topology —
+    CL-FML's clusters while they train, the clients a task engages — so the
+    algorithms write no mixing row of their own: the rows are
+    :func:`sparse_mixing_row`'s, as the live topology's are. It answers the
+    queries an algorithm's driver half makes of :class:`TopologyService`
+    (:meth:`ids`, :meth:`neighbors`, :meth:`mixing_row`, :attr:`graph`).
+
+    Attributes:
+        graph: the fixed graph; every client it holds is a node.
+        mixing: one of :data:`~dfml.topology.config.MIXINGS`.
+    """
+
+    def __init__(
+        self, graph: nx.Graph, mixing: str, sizes: Mapping[int, float] | None = None
+    ) -> None:
+        """``sizes``: client → the data size its ``data-size`` weight is (CL-FML
+        weighs by |D^M|), needed by ``data-size`` only; a zero size is a zero weight."""
+        if mixing not in MIXINGS:
+            raise ConfigError(f"unknown mixing {mixing!r}; allowed: {', '.join(MIXINGS)}")
+        if mixing == "data-size" and sizes is None:
+            raise ValueError("data-size mixing over a fixed graph needs the clients' sizes")
+        self.graph, self.mixing = graph, mixing
+        self._ids = sorted(graph)
+        self._sizes = dict(sizes or {})
+
+    @classmethod
+    def of_groups(
+        cls,
+        graph: nx.Graph,
+        groups: Iterable[Iterable[int]],
+        mixing: str,
+        sizes: Mapping[int, float] | None = None,
+    ) -> FixedTopology:
+        """Gossip within each group over its reconnected sub-graph of ``graph``
+        (:func:`~dfml.topology.graphs.grouped_subgraph`)."""
+        return cls(grouped_subgraph(graph, groups), mixing, sizes)
+
+    def ids(self) -> list[int]:
+        """The clients of the graph, sorted."""
+        return list(self._ids)
+
+    def neighbors(self, cid: int) -> list[int]:
+        """N(cid) in the fixed graph, sorted."""
+        if cid not in self.graph:
+            raise ValueError(f"client {cid} is not in this fixed topology")
+        return sorted(self.graph.adj[cid])
+
+    def mixing_row(self, cid: int) -> tuple[float, dict[int, float]]:
+        """(w_ii, {j: w_ij for j in N(i)}): :func:`sparse_mixing_row` over the fixed graph."""
+        return sparse_mixing_row(
+            self.graph, self._ids, self._sizes, cid, self.neighbors(cid), self.mixing
+        )
+
+
 def _ring_leave(graph: nx.Graph, ids: list[int], left: list[int]) -> None:
     """Remove ``left`` from the ring over sorted ``ids``, linking each leaver's neighbours."""
     live = list(ids)
@@ -480,12 +557,6 @@ def _ring_join(graph: nx.Graph, live: list[int], joined: list[int]) -> None:
             graph.remove_edge(before, after)
             graph.add_edges_from([(before, cid), (cid, after)])
         live.insert(k, cid)
-
-
-def _chain_components(graph: nx.Graph) -> None:
-    """Reconnect a split graph: link consecutive components' lowest ids, in id order."""
-    lowest = sorted(min(component) for component in nx.connected_components(graph))
-    graph.add_edges_from(pairwise(lowest))
 
 
 def _edge_list_graph(

@@ -166,6 +166,14 @@ def test_used_by_is_computed_from_the_config_classes():
         assert named == set(users), option.name
 
 
+def test_clustering_knobs_say_they_apply_with_cluster_by_labels():
+    group = next(g for g in helpgen.option_groups() if g.title == helpgen.ALGORITHM_GROUP)
+    marked = {o.name for o in group.options if "any algorithm with --cluster-by labels" in o.help}
+    assert marked == {"clusters", "cluster_threshold", "label_vector"}
+    run = next(g for g in helpgen.option_groups() if g.title == "run")
+    assert "one of none, labels" in next(o.help for o in run.options if o.name == "cluster_by")
+
+
 def test_choices_name_real_fields():
     for (cls, name), values in helpgen.CHOICES.items():
         assert name in {f.name for f in dataclasses.fields(cls)}, (cls, name)

@@ -18,6 +18,7 @@ from dfml.errors import ConfigError
 from dfml.topology import (
     MIXINGS,
     TOPOLOGIES,
+    FixedTopology,
     TopologyConfig,
     TopologyService,
     build_topology,
@@ -467,3 +468,43 @@ def test_change_errors_leave_the_service_unchanged() -> None:
         assert service.state_dict() == state
     with pytest.raises(ValueError, match="client 2 is not live at epoch 1"):
         service.mixing_row(2)
+
+
+# ---- fixed sub-graphs: groups of clients gossiping apart ------------------------------------
+
+
+@pytest.mark.parametrize("mixing", MIXINGS)
+def test_fixed_topology_rows_are_the_dense_rows_of_each_reconnected_group(mixing: str) -> None:
+    """Rows over groups of a topology: the dense matrix's rows of the union of
+    each group's sub-graph, a split group chained lowest id to lowest id."""
+    cfg = TopologyConfig(topology="small-world", degree=2)
+    ids = list(range(12))
+    service = TopologyService(cfg, _sizes(ids), seed=3)
+    groups = [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
+    sizes = {c: 5 + (c * 7) % 11 for c in ids}  # e.g. |D^M|, not the topology's |D|
+    fixed = FixedTopology.of_groups(service.graph, groups, mixing, sizes)
+    expected = nx.Graph()
+    for group in groups:
+        sub = nx.Graph(service.graph.subgraph(group).edges())
+        sub.add_nodes_from(group)
+        lowest = sorted(min(part) for part in nx.connected_components(sub))
+        sub.add_edges_from(pairwise(lowest))
+        expected.update(sub)
+    assert _edges(fixed.graph) == _edges(expected)
+    assert any(not nx.is_connected(service.graph.subgraph(g)) for g in groups)
+    dense = mixing_matrix(expected, mixing, [sizes[c] for c in ids])
+    for i in ids:
+        self_weight, row = fixed.mixing_row(i)
+        assert self_weight == dense[i, i]
+        assert row == {j: float(dense[i, j]) for j in np.flatnonzero(dense[i]) if j != i}
+        group = next(g for g in groups if i in g)
+        assert set(fixed.neighbors(i)) <= set(group)
+
+
+def test_fixed_topology_needs_sizes_for_data_size_and_a_known_scheme() -> None:
+    with pytest.raises(ConfigError, match="unknown mixing 'equal'"):
+        FixedTopology(nx.path_graph(3), "equal")
+    with pytest.raises(ValueError, match="needs the clients' sizes"):
+        FixedTopology(nx.path_graph(3), "data-size")
+    with pytest.raises(ValueError, match="client 7 is not in"):
+        FixedTopology(nx.path_graph(3), "uniform").neighbors(7)

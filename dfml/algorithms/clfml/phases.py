@@ -2,7 +2,7 @@
 
 They live with the package, not in the core: the core knows only its own
 phases (:class:`dfml.steps.Phase`) and finds programs by name in
-:mod:`dfml.programs`, where :mod:`~dfml.algorithms.clfml.algorithm` and
+:mod:`dfml.programs`, where :mod:`~dfml.algorithms.clfml.label_clustering` and
 :mod:`~dfml.algorithms.clfml.service` register theirs.
 """
 
@@ -14,7 +14,7 @@ from dfml import steps
 
 
 class Phase(enum.StrEnum):
-    """CL-FML's phases (a round ends with the core's ``train``) and the task service's."""
+    """The label clustering's phases (a round ends with the core's ``train``) and the task service's."""
 
     TRAIN = steps.Phase.TRAIN.value
     DISSEMINATE = "disseminate"
@@ -24,7 +24,7 @@ class Phase(enum.StrEnum):
     TASK = "task"
 
 
-# CL-FML's client programs (:mod:`~dfml.algorithms.clfml.algorithm`).
+# The label clustering's client programs (:mod:`~dfml.algorithms.clfml.label_clustering`).
 DISSEMINATE_LABELS = "disseminate_labels"
 CONVERGECAST = "convergecast_labels"
 CLUSTER_AT_LEADER = "cluster_at_leader"

@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,7 +52,6 @@ import torch
 
 from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.base import Message, Metrics, RunEnv
-from dfml.algorithms.clfml.algorithm import reconnect
 from dfml.algorithms.clfml.augment import ConditionalVAE, generate_missing
 from dfml.algorithms.clfml.clustering import (
     arrival_order,
@@ -80,6 +78,7 @@ from dfml.programs import Program, register
 from dfml.records import Callback
 from dfml.steps import PARAMS, DriverState, Step, StepResult, StepSource
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
+from dfml.topology.service import FixedTopology
 
 TASK_SALT = 0x7A5C
 FINETUNE_MIXING = ("cluster", "engaged")
@@ -198,17 +197,8 @@ class TaskResult:
 CURVE_ROUNDS = (0, 1, 2, 5, 10)
 
 
-def closed_rows(graph: nx.Graph, ids: Sequence[int]) -> dict[int, list[int]]:
-    """Each client's neighbours in ``graph`` restricted to ``ids``, components linked."""
-    sub = graph.subgraph(ids).copy()
-    sub.add_nodes_from(ids)
-    linked = reconnect(sub)  # the same rule as CL-FML's cluster sub-graphs
-    return {c: sorted(linked.neighbors(c)) for c in ids}
-
-
-def uniform_message(rnd: int, refs: Sequence[Any], extra: dict[str, Any]) -> Message:
-    w = 1.0 / (len(refs) + 1)
-    return Message(rnd, tuple(refs), tuple([w] * len(refs)), w, extra)
+#: How clients mix while they serve a task (fine-tuning, generators): equal weights.
+TASK_MIXING = "uniform"
 
 
 class TaskService(Callback, StepSource):
@@ -348,7 +338,7 @@ class TaskService(Callback, StepSource):
             "needs": needs,
             "plan": plan,
             "pos": 0,
-            "rows": self._finetune_rows(env, clients, assignment),
+            "topology": self._finetune_topology(env, clients, assignment),
             "scores": {},
             "generators": {},
             "first": True,
@@ -364,23 +354,25 @@ class TaskService(Callback, StepSource):
                 plan.append(f"score:{tag}:{r}")
         return plan
 
-    def _finetune_rows(
+    def _finetune_topology(
         self, env: RunEnv, clients: Sequence[int], assignment: Mapping[int, int]
-    ) -> dict[int, list[int]]:
-        """Who mixes with whom while fine-tuning (``finetune_mixing``).
+    ) -> FixedTopology:
+        """Who mixes with whom while fine-tuning (``finetune_mixing``), with
+        uniform rows over the reconnected sub-graph of the topology.
 
-        ``engaged``: one reconnected sub-graph over every engaged client.
-        ``cluster``: one per engaged cluster, so models trained apart (on
-        other label sets) are never averaged; knowledge of missing labels
-        reaches a cluster only through the generated samples.
+        ``engaged``: one sub-graph over every engaged client. ``cluster``:
+        one per engaged cluster, so models trained apart (on other label
+        sets) are never averaged; knowledge of missing labels reaches a
+        cluster only through the generated samples.
         """
         if self.cfg.finetune_mixing == "engaged":
-            return closed_rows(env.topology.graph, clients)
-        rows: dict[int, list[int]] = {}
-        for k in sorted({assignment[c] for c in clients}):
-            members = [c for c in clients if assignment[c] == k]
-            rows.update(closed_rows(env.topology.graph, members))
-        return rows
+            groups = [clients]
+        else:
+            groups = [
+                [c for c in clients if assignment[c] == k]
+                for k in sorted({assignment[c] for c in clients})
+            ]
+        return FixedTopology.of_groups(env.topology.graph, groups, TASK_MIXING)
 
     def _advance(self, state: DriverState, env: RunEnv) -> Step | None:
         st = self._stage
@@ -411,17 +403,41 @@ class TaskService(Callback, StepSource):
         return None
 
     def _generator_step(self, st: dict, state: DriverState, env: RunEnv) -> Step:
-        msgs = {}
+        """One gossip round of every source cluster's generator g_ℓ, within the cluster."""
         assignment = st["assignment"]
+        groups = {src: [c for c in env.live() if assignment[c] == src] for src in st["sources"]}
+        topology = FixedTopology.of_groups(env.topology.graph, groups.values(), TASK_MIXING)
+        msgs = {}
         for src, labels in st["sources"].items():
-            members = [c for c in env.live() if assignment[c] == src]
-            rows = closed_rows(env.topology.graph, members)
-            for c in members:
-                refs = [] if st["first"] else [state.channels["generator"][j] for j in rows[c]]
-                extra = {"labels": labels, "universe": self.universe, "first": st["first"]}
-                msgs[c] = uniform_message(state.round, refs, extra)
+            extra = {"labels": labels, "universe": self.universe, "first": st["first"]}
+            for c in groups[src]:
+                msgs[c] = self._mixing_message(
+                    topology, c, state, "generator", extra, mix=not st["first"]
+                )
         st["first"] = False
         return Step(Phase.TASK, TRAIN_GENERATOR, state.round, msgs)
+
+    @staticmethod
+    def _mixing_message(
+        topology: FixedTopology,
+        client: int,
+        state: DriverState,
+        channel: str,
+        extra: dict[str, Any],
+        *,
+        mix: bool,
+        extra_refs: Sequence[Any] = (),
+    ) -> Message:
+        """Client ``client``'s message: its neighbours' latest ``channel`` objects
+        with its mixing row from ``topology`` (or none, ``mix`` false), then
+        ``extra_refs`` (objects it reads without mixing)."""
+        if not mix:
+            return Message(state.round, tuple(extra_refs), extra=extra)
+        self_weight, row = topology.mixing_row(client)
+        nbrs = sorted(row)
+        refs = tuple(state.channels[channel][j] for j in nbrs)
+        weights = tuple(row[j] for j in nbrs)
+        return Message(state.round, (*refs, *extra_refs), weights, self_weight, extra)
 
     def _ship(self, st: dict, state: DriverState) -> None:
         """g_ℓ = the average of cluster ℓ's generator vectors (a Ray task next to the data)."""
@@ -478,9 +494,9 @@ class TaskService(Callback, StepSource):
         labels = list(st["task"].labels)
         first = adapt or st["first"]
         channel = PARAMS if first else "task"
+        topology = st["topology"]
         msgs = {}
         for c in st["clients"]:
-            refs = [] if adapt else [state.channels[channel][j] for j in st["rows"][c]]
             gens, gen_labels = [], []
             if augment:
                 by_src: dict[int, list[int]] = {}
@@ -493,7 +509,7 @@ class TaskService(Callback, StepSource):
                 "labels": labels,
                 "first": first,
                 "adapt": self.adaptation if adapt else None,
-                "neighbors": len(refs),
+                "neighbors": 0 if adapt else len(topology.neighbors(c)),
                 "generated": gen_labels,
                 "universe": self.universe,
                 "per_label": self.cfg.generated_per_label,
@@ -502,8 +518,9 @@ class TaskService(Callback, StepSource):
                 "shots": self.cfg.shots,
                 "task": st["index"],
             }
-            w = 1.0 / (len(refs) + 1)
-            msgs[c] = Message(state.round, (*refs, *gens), tuple([w] * len(refs)), w, extra)
+            msgs[c] = self._mixing_message(
+                topology, c, state, channel, extra, mix=not adapt, extra_refs=gens
+            )
         st["first"] = adapt  # the first fine-tuning round starts from the meta-models
         return Step(Phase.TASK, TASK_FINETUNE, state.round, msgs)
 

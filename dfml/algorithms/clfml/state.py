@@ -1,8 +1,9 @@
-"""CL-FML's driver state: where its label phases stand and what they found.
+"""The label clustering's driver state: where its phases stand and what they found.
 
-It is CL-FML's slot of :attr:`dfml.steps.DriverState.sources` (key
-:data:`SLOT`), so a whole-run checkpoint holds it; the task service reads
-the clustering from it when the run's algorithm clustered.
+It is the clustering's slot of :attr:`dfml.steps.DriverState.sources` (key
+:data:`SLOT`), whatever learner trains within the clusters, so a whole-run
+checkpoint holds it; the task service reads the clustering from it when the
+run's algorithm clustered.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dfml.algorithms.clfml.phases import Phase
+from dfml.topology.service import FixedTopology
 
-#: CL-FML's (and C-DFedAvg's) key in ``DriverState.sources``.
-SLOT = "clfml"
+#: The label clustering's key in ``DriverState.sources`` (CL-FML, C-DFedAvg,
+#: any algorithm run with ``--cluster-by labels``).
+SLOT = "clustering"
 
 
 @dataclass
@@ -36,8 +39,9 @@ class ClusterState:
         assignment: client → cluster k; ``None`` until the leader clustered.
         cluster_labels: cluster k → ℒ_k, the labels its clients hold.
         w: the cluster label distributions w_k, one row per cluster.
-        cluster_edges: the edges of every cluster's (reconnected) sub-graph;
-            ``None`` until the leader clustered.
+        topology: who talks to whom while the clusters train: every
+            cluster's reconnected sub-graph with its |D^M| rows; ``None``
+            until the leader clustered.
     """
 
     phase: str = Phase.DISSEMINATE
@@ -56,4 +60,4 @@ class ClusterState:
     assignment: dict[int, int] | None = None
     cluster_labels: dict[int, list[int]] = field(default_factory=dict)
     w: list[list[float]] = field(default_factory=list)
-    cluster_edges: list[tuple[int, int]] | None = None
+    topology: FixedTopology | None = None

@@ -16,7 +16,7 @@ import torch
 from helpers.contexts import make_contexts
 
 from dfml.algorithms.base import LocalSGDConfig
-from dfml.algorithms.clfml.algorithm import CLFML, CDFedAvg, CLFMLConfig, ClusterConfig
+from dfml.algorithms.clfml.algorithm import CLFML, CDFedAvg, CDFedAvgConfig, CLFMLConfig
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.algorithms.fedmeta import FedMetaMAML
 from dfml.algorithms.fml import MetaConfig
@@ -109,7 +109,7 @@ def test_sgd_learner_is_gfmls_plain_step(client):
 
 def test_cdfedavg_trains_dfedavgs_plain_sgd_on_all_local_data(client):
     ctx, init = client
-    algo = CDFedAvg(ClusterConfig(lr=0.1, batch_size=16, local_epochs=1))
+    algo = CDFedAvg(CDFedAvgConfig(lr=0.1, batch_size=16, local_epochs=1))
     dfedavg = DFedAvg(LocalSGDConfig(lr=0.1, batch_size=16, local_epochs=1))
     ours = algo.local_update(ctx, algo.init_state(ctx, init), init)[0]
     theirs = dfedavg.local_update(ctx, dfedavg.init_state(ctx, init), init)[0]

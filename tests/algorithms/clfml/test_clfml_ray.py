@@ -17,6 +17,7 @@ from dfml.algorithms.clfml.clustering import (
     centralized_online_kmeans,
 )
 from dfml.algorithms.clfml.labels import label_vector, ring_dissemination
+from dfml.algorithms.clfml.state import SLOT
 from dfml.algorithms.clfml.tasks import Task, primary_cluster, select_clusters
 from dfml.channels import get_value
 from dfml.data.registry import load_dataset
@@ -255,7 +256,7 @@ def test_submit_serves_tasks_on_the_live_trained_system(ray_session):
         exp.run()
         service = task_service(exp)
         meta = {c: get_value(r) for c, r in exp.runtime.published().items()}
-        info = exp.runtime.state.sources["clfml"]
+        info = exp.runtime.state.sources[SLOT]
         universe = info.universe
         for bad, message in [
             ([], "task has no labels"),
