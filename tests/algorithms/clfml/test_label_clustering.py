@@ -17,7 +17,7 @@ import pickle
 import networkx as nx
 import pyarrow.parquet as pq
 import pytest
-from fault_helpers import BASE
+from helpers.fault import BASE
 
 from dfml.actors.config import ResourceConfig
 from dfml.actors.inprocess import InProcessFederation
