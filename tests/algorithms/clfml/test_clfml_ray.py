@@ -60,8 +60,14 @@ class Published(Callback):
         }
 
 
-def test_label_phases_and_cluster_training(ray_session, tmp_path):
-    run_clfml(tmp_path)
+@pytest.fixture(scope="module")
+def clfml_run(ray_session, tmp_path_factory) -> dict:
+    """The CL-FML scenario, run once for the module and checked as it is built."""
+    return run_clfml(tmp_path_factory.mktemp("clfml"))
+
+
+def test_label_phases_and_cluster_training(clfml_run):
+    assert clfml_run["status"] == "completed"
 
 
 def run_clfml(tmp_path):
@@ -178,8 +184,8 @@ def check_task_predictions(out, summary, client_labels) -> None:
     assert all(set(client_labels[c]) <= held[k] for c, k in cluster_of.items())
 
 
-def test_baselines_serve_the_same_tasks_on_the_same_clients(ray_session, tmp_path):
-    clfml = run_clfml(tmp_path / "clfml")
+def test_baselines_serve_the_same_tasks_on_the_same_clients(clfml_run, tmp_path):
+    clfml = clfml_run
     for name in ("dfedavg", "cdfedavg"):
         options = {**SCENARIO, "algorithm": name, "tasks": 4}
         if name == "dfedavg":
