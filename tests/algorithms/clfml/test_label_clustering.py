@@ -224,6 +224,10 @@ def test_clustered_perfedavg_serves_tasks_end_to_end(ray_session, tmp_path):
     tasks = pq.read_table(tmp_path / "tasks.parquet").to_pylist()
     assert len(tasks) == 2 and len(summary["tasks"]) == 2
     cluster_of = {int(c): k for c, k in summary["client_cluster"].items()}
-    for task in tasks:  # the task engages the clients of the run's own clusters
+    predictions = pq.read_table(tmp_path / "task_predictions.parquet").to_pylist()
+    for i, task in enumerate(tasks):  # the task engages the clients of the run's own clusters
         assert task["clients"] == sorted(c for c, k in cluster_of.items() if k in task["clusters"])
-        assert 0.0 <= task["accuracy"] <= 1.0
+        rows = [r for r in predictions if r["task"] == i]  # every client scores the same samples
+        assert {r["client"] for r in rows} == set(task["clients"])
+        hits = sum(r["label"] == r["predicted"] for r in rows)
+        assert task["accuracy"] == pytest.approx(hits / len(rows))
