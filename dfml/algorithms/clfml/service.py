@@ -95,7 +95,10 @@ class TaskConfig:
         finetune_lr: SGD step size of task fine-tuning.
         augment: generate the missing labels of Case II tasks with a VAE.
         generator_rounds: gossip rounds that train each generator g_ℓ.
-        generated_per_label: samples a client generates per missing label.
+        generated_per_label: samples a client generates per missing label;
+            0: as many as it holds real support samples per present label
+            (at least 1), so the generated labels do not outnumber the real
+            ones and pull the task model towards them.
         task_clusters: K of the central clustering that picks the engaged
             clients for algorithms that do not cluster (dfedavg, gfml).
         finetune_mixing: who averages models while fine-tuning: ``engaged``
@@ -132,7 +135,12 @@ class TaskConfig:
             raise ConfigError(f"shots must be >= 0 (0: all support samples), got {self.shots}")
         if self.tasks and self.tasks_file:
             raise ConfigError("give tasks or tasks_file, not both")
-        for name in ("finetune_rounds", "generator_rounds", "generated_per_label", "task_clusters"):
+        if self.generated_per_label < 0:
+            raise ConfigError(
+                "generated_per_label must be >= 0 (0: as many as the real support samples "
+                f"per label), got {self.generated_per_label}"
+            )
+        for name in ("finetune_rounds", "generator_rounds", "task_clusters"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.finetune_lr > 0 and math.isfinite(self.finetune_lr)):
@@ -468,7 +476,7 @@ class TaskService(Callback, StepSource):
             params = torch.tensor(np.asarray(vector), dtype=torch.float32)
             with torch.no_grad():
                 x, y = generate_missing(
-                    vae, index, self.cfg.generated_per_label, 0.4, g, rng, params
+                    vae, index, self.cfg.generated_per_label or 4, 0.4, g, rng, params
                 )
             intended = np.asarray([self.universe[i] for i in y.tolist()])
             hits += self.requester.reference.recognition(x, intended) * len(intended)
@@ -763,6 +771,15 @@ def support_set(
     return x[idx], y[idx]
 
 
+def balanced_count(y: torch.Tensor) -> int:
+    """Real support samples per present label (rounded mean over the labels
+    ``y`` holds), at least 1: how many samples to generate per missing label."""
+    if len(y) == 0:
+        return 1
+    counts = torch.unique(y, return_counts=True)[1].double()
+    return max(1, round(float(counts.mean())))
+
+
 def task_finetune(
     algorithm: Any,
     ctx: ClientContext,
@@ -797,6 +814,7 @@ def task_finetune(
     seed = ctx.round_seed(extra["task"], TASK_SALT + 4)
     x, y = support_set(ctx, extra["labels"], extra["shots"], seed)
     universe = extra["universe"]
+    per_label = extra["per_label"] or balanced_count(y)
     generated = 0
     for gen_vec, missing in zip(neighbors[n:], extra["generated"], strict=True):
         vae = _vae(ctx, universe)
@@ -804,7 +822,7 @@ def task_finetune(
         g = torch.Generator().manual_seed(ctx.round_seed(extra["task"], TASK_SALT + 2))
         rng = np.random.default_rng(ctx.round_seed(extra["task"], TASK_SALT + 3))
         params = torch.from_numpy(np.array(gen_vec, dtype=np.float32)).to(ctx.device)
-        gx, gy = generate_missing(vae, index, extra["per_label"], 0.4, g, rng, params)
+        gx, gy = generate_missing(vae, index, per_label, 0.4, g, rng, params)
         x = torch.cat([x, gx.reshape(-1, *x.shape[1:]).to(x.dtype)])
         y = torch.cat([y, torch.as_tensor([universe[i] for i in gy.tolist()], dtype=y.dtype)])
         generated += len(gy)

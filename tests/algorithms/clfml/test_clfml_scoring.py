@@ -11,7 +11,13 @@ from torch import nn
 from dfml.actors.state import ClientContext, ClientData, ClientState
 from dfml.algorithms.base import Algorithm, LocalSGDConfig, Message
 from dfml.algorithms.clfml.scoring import TaskTestSet, restricted_predictions, score_task
-from dfml.algorithms.clfml.service import support_set, task_finetune, train_generator
+from dfml.algorithms.clfml.service import (
+    TaskConfig,
+    balanced_count,
+    support_set,
+    task_finetune,
+    train_generator,
+)
 from dfml.errors import ConfigError
 from dfml.models.flat import FlatModel
 
@@ -117,3 +123,35 @@ def test_reference_classifier_recognises_real_samples_not_mislabelled_ones():
     x, y = data.features(held), data.labels(held)
     assert reference.recognition(x, y) > 0.9
     assert reference.recognition(x, (y + 1) % 10) < 0.1
+
+
+def test_balanced_generation_matches_the_real_support_per_label():
+    assert balanced_count(torch.tensor([0, 0, 0, 4, 4, 4, 7, 7, 7])) == 3
+    assert balanced_count(torch.tensor([0, 0, 0, 0, 1])) == 2  # mean 2.5 rounds to even
+    assert balanced_count(torch.tensor([3])) == 1
+    assert balanced_count(torch.tensor([], dtype=torch.long)) == 1
+    assert TaskConfig(generated_per_label=0).generated_per_label == 0
+    with pytest.raises(ConfigError, match="generated_per_label must be >= 0"):
+        TaskConfig(generated_per_label=-1)
+
+
+def test_finetune_generates_as_many_per_missing_label_as_real_support_per_label():
+    ctxs, params = make_contexts(2)
+    ctx, algorithm, universe = ctxs[0], Algorithm(LocalSGDConfig()), list(range(10))
+    held = sorted(set(ctx.data.y_query.tolist()))[:2]
+    absent = [label for label in universe if label not in ctx.data.y_query.tolist()][:1]
+    if not absent:  # the client's D^Q holds every label: treat one it holds as generated
+        absent, held = held[1:], held[:1]
+    state = ClientState(0, params[0])
+    first = {"labels": absent, "universe": universe, "first": True}
+    state, _ = train_generator(algorithm, ctx, state, [], _message(**first))
+    generator = state.extras["generator"].numpy()
+    extra = {
+        "labels": [*held, *absent], "first": True, "adapt": None, "neighbors": 0,
+        "generated": [absent], "universe": universe, "per_label": 0, "lr": 0.05,
+        "batch_size": 8, "shots": 2, "task": 0,
+    }  # fmt: skip
+    real = support_set(ctx, [*held, *absent], 2, 0)[1]
+    _, metrics = task_finetune(algorithm, ctx, state, [generator], _message(**extra))
+    assert absent and len(real)
+    assert metrics["generated"] == balanced_count(real) * len(absent) > 0
