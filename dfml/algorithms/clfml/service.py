@@ -118,7 +118,7 @@ class TaskConfig:
     finetune_lr: float = 0.05
     augment: bool = True
     generator_rounds: int = 10
-    generated_per_label: int = 4
+    generated_per_label: int = 0
     task_clusters: int = 3
     finetune_mixing: str = "engaged"
     shots: int = 0
