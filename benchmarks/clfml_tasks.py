@@ -138,21 +138,27 @@ def plot(results: dict, algorithms: list[str], path: Path) -> None:
     fig = Figure(figsize=(10, 4), dpi=120)
     left, right = fig.subplots(1, 2)
     first = next(iter(results))
-    for a in algorithms:
+    for i, a in enumerate(algorithms):
+        color = f"C{i}"  # one colour per algorithm in both panels
         runs = results[first][a]
         rounds = sorted({int(t) for s in runs for t in s.get("task_accuracy_curve", {})})
         means = [mean_std([curve_value(s, t) for s in runs])[0] for t in rounds]
-        left.plot(rounds, means, marker="o", label=a)
+        left.plot(rounds, means, marker="o", color=color, label=a)
         shots = sorted(results, key=lambda k: (k == 0, k))
         last = rounds[-1] if rounds else 0
         for t, style in ((1, "-"), (last, "--")):
             ys = [mean_std([curve_value(s, t) for s in results[k][a]])[0] for k in shots]
             right.plot(
-                [str(k or "all") for k in shots], ys, style, marker="o", label=f"{a}, T′ = {t}"
+                [str(k or "all") for k in shots],
+                ys,
+                style,
+                marker="o",
+                color=color,
+                label=f"{a}, T′ = {t}",
             )
     left.set(
         xlabel="fine-tuning rounds T′",
-        ylabel="task accuracy, all labels of 𝒯",
+        ylabel="task accuracy, all labels of the task",
         title=f"shots {first or 'all'}",
     )
     right.set(xlabel="support samples per label", title="after T′ rounds")
