@@ -82,6 +82,8 @@ from dfml.topology.service import FixedTopology
 
 TASK_SALT = 0x7A5C
 FINETUNE_MIXING = ("cluster", "engaged")
+#: What a task's model starts from: the trained models, or the run's initial model.
+TASK_STARTS = ("trained", "scratch")
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,12 @@ class TaskConfig:
             generated samples).
         shots: support samples per label of 𝒯 a client fine-tunes on (from
             its D^Q; 0: all of them).
+        task_start: what a task's model starts from: ``trained`` (each
+            engaged client's model after training: its meta-model, cluster
+            model or global model) or ``scratch`` (the run's initial model:
+            the classifier is trained on the engaged clients from nothing,
+            which measures what pretraining is worth; for an equal round
+            budget give ``finetune_rounds`` = ``rounds`` + T′).
     """
 
     tasks: int = 0
@@ -122,8 +130,13 @@ class TaskConfig:
     task_clusters: int = 3
     finetune_mixing: str = "engaged"
     shots: int = 0
+    task_start: str = "trained"
 
     def __post_init__(self) -> None:
+        if self.task_start not in TASK_STARTS:
+            raise ConfigError(
+                f"task_start must be one of {', '.join(TASK_STARTS)}, got {self.task_start!r}"
+            )
         if self.finetune_mixing not in FINETUNE_MIXING:
             raise ConfigError(
                 f"finetune_mixing must be one of {', '.join(FINETUNE_MIXING)}, "
@@ -525,6 +538,7 @@ class TaskService(Callback, StepSource):
                 "batch_size": self.batch_size,
                 "shots": self.cfg.shots,
                 "task": st["index"],
+                "scratch": self.cfg.task_start == "scratch",
             }
             msgs[c] = self._mixing_message(
                 topology, c, state, channel, extra, mix=not adapt, extra_refs=gens
@@ -799,18 +813,23 @@ def task_finetune(
     """
     extra = msg.extra
     n = extra["neighbors"]
-    start = algorithm.model_vector(ctx, state.params) if extra["first"] else state.extras["task"]
-    own = start.detach().cpu().numpy()
-    vecs = [own, *[np.asarray(v) for v in neighbors[:n]]]
-    if extra["first"]:
-        vecs = [own] + [
-            algorithm.model_vector(ctx, torch.from_numpy(np.array(v))).cpu().numpy()
-            for v in neighbors[:n]
-        ]
-    weights = [msg.self_weight, *msg.weights]
-    theta = torch.from_numpy(
-        np.sum([w * v for w, v in zip(weights, vecs, strict=True)], axis=0).astype(np.float32)
-    ).to(ctx.device)
+    if extra["first"] and extra["scratch"]:  # no pretraining: every client starts from θ_0
+        theta = ctx.model.init_flat(ctx.seed).to(ctx.device)
+    else:
+        start = (
+            algorithm.model_vector(ctx, state.params) if extra["first"] else state.extras["task"]
+        )
+        own = start.detach().cpu().numpy()
+        vecs = [own, *[np.asarray(v) for v in neighbors[:n]]]
+        if extra["first"]:
+            vecs = [own] + [
+                algorithm.model_vector(ctx, torch.from_numpy(np.array(v))).cpu().numpy()
+                for v in neighbors[:n]
+            ]
+        weights = [msg.self_weight, *msg.weights]
+        theta = torch.from_numpy(
+            np.sum([w * v for w, v in zip(weights, vecs, strict=True)], axis=0).astype(np.float32)
+        ).to(ctx.device)
     seed = ctx.round_seed(extra["task"], TASK_SALT + 4)
     x, y = support_set(ctx, extra["labels"], extra["shots"], seed)
     universe = extra["universe"]

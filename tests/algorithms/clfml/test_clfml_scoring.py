@@ -12,6 +12,7 @@ from dfml.actors.state import ClientContext, ClientData, ClientState
 from dfml.algorithms.base import Algorithm, LocalSGDConfig, Message
 from dfml.algorithms.clfml.scoring import TaskTestSet, restricted_predictions, score_task
 from dfml.algorithms.clfml.service import (
+    TASK_SALT,
     TaskConfig,
     balanced_count,
     support_set,
@@ -103,6 +104,7 @@ def test_task_steps_on_a_client_without_samples_of_the_labels():
     extra = {
         "labels": absent, "first": True, "adapt": (1, 0.1), "neighbors": 0, "generated": [],
         "universe": universe, "per_label": 2, "lr": 0.05, "batch_size": 8, "shots": 1, "task": 0,
+        "scratch": False,
     }  # fmt: skip
     state, metrics = task_finetune(algorithm, ctx, state, [], _message(**extra))
     assert torch.equal(state.extras["task"], params[0])  # nothing to fit: unchanged
@@ -149,9 +151,35 @@ def test_finetune_generates_as_many_per_missing_label_as_real_support_per_label(
     extra = {
         "labels": [*held, *absent], "first": True, "adapt": None, "neighbors": 0,
         "generated": [absent], "universe": universe, "per_label": 0, "lr": 0.05,
-        "batch_size": 8, "shots": 2, "task": 0,
+        "batch_size": 8, "shots": 2, "task": 0, "scratch": False,
     }  # fmt: skip
     real = support_set(ctx, [*held, *absent], 2, 0)[1]
     _, metrics = task_finetune(algorithm, ctx, state, [generator], _message(**extra))
     assert absent and len(real)
     assert metrics["generated"] == balanced_count(real) * len(absent) > 0
+
+
+def test_a_task_from_scratch_starts_at_the_initial_model_whatever_was_trained():
+    ctxs, params = make_contexts(2)
+    ctx, algorithm = ctxs[0], Algorithm(LocalSGDConfig())
+    labels = sorted(set(ctx.data.y_query.tolist()))[:2]
+    extra = {
+        "labels": labels, "first": True, "adapt": (2, 0.1), "neighbors": 0, "generated": [],
+        "universe": list(range(10)), "per_label": 0, "lr": 0.05, "batch_size": 8, "shots": 0,
+        "task": 0, "scratch": True,
+    }  # fmt: skip
+    trained = [ClientState(0, params[0]), ClientState(0, params[0] + 1.0)]
+    out = [task_finetune(algorithm, ctx, s, [], _message(**extra))[0] for s in trained]
+    assert torch.equal(out[0].extras["task"], out[1].extras["task"])
+    # Independently: two full-batch steps of 0.1 from θ_0 on the support set, over 𝒯's logits.
+    theta = ctx.model.init_flat(ctx.seed).clone().requires_grad_(True)
+    x, y = support_set(ctx, labels, 0, ctx.round_seed(0, TASK_SALT + 4))
+    index = torch.as_tensor(labels)
+    for _ in range(2):
+        logits = ctx.model(theta, x)[:, index]
+        target = torch.searchsorted(index, y)
+        (grad,) = torch.autograd.grad(nn.functional.cross_entropy(logits, target), theta)
+        theta = (theta - 0.1 * grad).detach().requires_grad_(True)
+    torch.testing.assert_close(out[0].extras["task"], theta.detach(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="task_start must be one of trained, scratch"):
+        TaskConfig(task_start="random")
