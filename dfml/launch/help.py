@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from dfml.actors.config import PLACEMENTS, ResourceConfig
+from dfml.actors.config import BACKENDS, PLACEMENTS, ResourceConfig
 from dfml.algorithms.clfml.label_clustering import ClusteringConfig
 from dfml.algorithms.fml import MetaConfig
 from dfml.algorithms.server import AGGREGATIONS, FederatedSGDConfig
@@ -50,6 +50,7 @@ CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (FaultConfig, "chaos_mode"): CHAOS_MODES,
     (ResourceConfig, "placement"): PLACEMENTS,
     (ResourceConfig, "pack_params"): PACK_MODES,
+    (ResourceConfig, "backend"): BACKENDS,
     (FederatedSGDConfig, "aggregation"): AGGREGATIONS,
     (MetaConfig, "aggregation"): AGGREGATIONS,
 }

@@ -182,9 +182,11 @@ def execute(
         checkpointer.check_writable()
         if resume is None:
             check_checkpoints(checkpointer, launch.overwrite)
-    t0 = time.perf_counter()
-    started = init_ray(launch.ray_address, launch.dashboard)
-    setup["ray"] = time.perf_counter() - t0
+    started = False
+    if cfg.resources.backend == "ray":
+        t0 = time.perf_counter()
+        started = init_ray(launch.ray_address, launch.dashboard)
+        setup["ray"] = time.perf_counter() - t0
     try:
         writer = _set_up(cfg, launch, out, prepared, checkpointer, resume)
         return _run(

@@ -36,7 +36,6 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
-import ray
 from ray.exceptions import RayTaskError
 
 from dfml import programs
@@ -209,7 +208,7 @@ class Runtime:
         self.state.round = ckpt.round
         self.state.sources = saved["sources"]
         if saved["global"] is not None:
-            self.state.global_ref = ray.put(saved["global"])
+            self.state.global_ref = self.federation.put(saved["global"])
             for cid in saved["global_holders"]:
                 self.state.refs[cid] = self.state.global_ref
         self.history = [RoundRecord(**r) for r in driver["history"]]
