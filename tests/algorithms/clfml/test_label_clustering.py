@@ -202,8 +202,9 @@ def test_bad_clustering_input_is_one_line(capsys, argv, message):
     assert code == 2 and len(err) == 1 and message in err[0], err
 
 
-def test_clustered_perfedavg_serves_tasks_end_to_end(ray_session, tmp_path):
-    """``--cluster-by labels --algorithm perfedavg --tasks 2`` through the runner."""
+def test_clustered_perfedavg_serves_tasks_end_to_end(tmp_path):
+    """``--cluster-by labels --algorithm perfedavg --tasks 2`` through the runner
+    (in-process: the label phases and tasks on Ray are test_clfml_ray's)."""
     options = {
         **SCENARIO,
         "algorithm": "perfedavg",
@@ -213,6 +214,7 @@ def test_clustered_perfedavg_serves_tasks_end_to_end(ray_session, tmp_path):
         "tasks": 2,
         "finetune_rounds": 1,
         "augment": False,
+        "backend": "local",
     }
     cfg, _ = build_config(options)
     execute(cfg, LaunchConfig(out=str(tmp_path), progress=False, dashboard=False))
