@@ -164,7 +164,10 @@ def execute(
     t0 = time.perf_counter()
     prepared = prepare(cfg)
     setup = {"data": time.perf_counter() - t0}
+    t0 = time.perf_counter()
     algorithm = build_algorithm(cfg, prepared)
+    if algorithm.privacy is not None:  # Opacus's import and σ for --dp-epsilon
+        setup["privacy"] = time.perf_counter() - t0
     algorithm.check_setup(prepared.client_labels)
     check_services(cfg, prepared)
     if prepared.schedule and not algorithm.elastic:
