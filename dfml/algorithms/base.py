@@ -175,10 +175,13 @@ class Algorithm(StepSource):
         """``vectorize``: let an actor run a cohort's plain local SGD as one
         vectorised computation (:meth:`vectorized_client_step`; ``--vectorize``).
         ``privacy``: train with DP-SGD (clipping bound and noise multiplier;
-        ``--dp-clip``), only where :meth:`private_usage` allows it."""
+        ``--dp-clip``); a config whose training DP-SGD cannot privatise
+        refuses it here (:meth:`private_usage`'s one line), also from Python."""
         self.config = config
         self.vectorize = vectorize
         self.privacy = privacy
+        if privacy is not None:
+            self.private_usage(DataSizes(meta=1, query=1))
 
     # ----- driver half -------------------------------------------------
     def next_step(self, state: DriverState, env: RunEnv) -> Step | None:

@@ -171,16 +171,16 @@ def batched_sgd_epochs(
     """
     out = thetas.detach().clone()
     losses = torch.empty(len(ys), dtype=torch.float64, device=thetas.device)
-    private = privacy is not None and privacy.clipped
-    if private and len(noise_seeds) != len(ys):
+    # C = ∞ (σ = 0): clipping is the identity, the plain step is DP-SGD's.
+    private = privacy if privacy is not None and privacy.clipped else None
+    if private is not None and len(noise_seeds) != len(ys):
         raise ValueError(f"DP-SGD needs one noise seed per client, got {len(noise_seeds)}")
-    for b in blocks(thetas, xs, batch_size if private else 1):
+    for b in blocks(thetas, xs, 1 if private is None else batch_size):
         args = (model, out[b], xs[b], ys[b], lr, epochs, batch_size, seeds[b])
-        if private:
-            assert privacy is not None
-            losses[b] = _private_sgd_block(*args, privacy, noise_seeds[b])
-        else:
+        if private is None:
             losses[b] = _sgd_block(*args)
+        else:
+            losses[b] = _private_sgd_block(*args, private, noise_seeds[b])
     return out, losses
 
 

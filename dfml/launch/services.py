@@ -100,11 +100,11 @@ def private_training(cfg: ExperimentConfig, prep: Prepared) -> DPSGD | None:
     if not sec.active:
         return None
     assert sec.dp_clip is not None
+    usage = private_usage(cfg, prep)  # one line for an algorithm that cannot train privately
     noise = sec.dp_noise
     if noise is None:
         assert sec.dp_epsilon is not None
-        usage = private_usage(cfg, prep).values()
-        noise = run_noise(sec.dp_epsilon, sec.dp_delta, usage, cfg.run.rounds)
+        noise = run_noise(sec.dp_epsilon, sec.dp_delta, usage.values(), cfg.run.rounds)
     return DPSGD(sec.dp_clip, noise)
 
 

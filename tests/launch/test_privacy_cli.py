@@ -62,7 +62,8 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
         (["--dp-delta", "1e-6"], "--dp-delta applies to runs with DP-SGD (--dp-clip)"),
         (
             ["--algorithm", "pfedme", "--dp-clip", "1", "--dp-noise", "1"],
-            "algorithm 'pfedme' trains with its own local update",
+            "'pfedme' trains with its own local update, which DP-SGD does not privatise; "
+            "DP-SGD trains cdfedavg, clfml, dfedavg, fedavg, fedavg-ft, fedprox, gfml, reptile",
         ),
         (
             ["--algorithm", "fedmeta-maml", "--dp-clip", "1", "--dp-epsilon", "3"],
@@ -109,3 +110,4 @@ def test_a_private_run_writes_epsilon_per_client_and_round_and_the_final_epsilon
     # σ was derived for the target: the neediest client ends within 1 % of ε = 3, none above.
     assert 3 * 0.99 <= summary["dp_epsilon"] <= 3 * 1.01
     assert summary["dp_target_epsilon"] == 3 and summary["dp_clip"] == 1.0
+    assert summary["setup_phases"]["privacy"] > 0  # Opacus's import and σ, timed

@@ -132,6 +132,16 @@ def noise_for(target_epsilon: float, delta: float, sample_rate: float, steps: in
 
 def run_noise(target_epsilon: float, delta: float, usages: Iterable[Usage], rounds: int) -> float:
     """One σ for the run: the largest any client needs to stay within ``target_epsilon``
-    after ``rounds`` rounds of its ``Usage`` (clients that train fewer rounds stay below)."""
+    after ``rounds`` rounds of its ``Usage`` (clients that train fewer rounds stay below).
+
+    Only clients on the frontier are asked (each Opacus search takes
+    seconds): ε grows with the rate and with the steps, so a client whose
+    rate and steps are both at most another's needs no more noise.
+    """
     needs = {(u.sample_rate, u.steps * rounds) for u in usages}
-    return max((noise_for(target_epsilon, delta, q, t) for q, t in needs), default=0.0)
+    frontier = [
+        (q, t)
+        for q, t in needs
+        if not any(q2 >= q and t2 >= t and (q2, t2) != (q, t) for q2, t2 in needs)
+    ]
+    return max((noise_for(target_epsilon, delta, q, t) for q, t in frontier), default=0.0)

@@ -136,7 +136,7 @@ class Privatizer:
         self.steps = 0
 
     def noise(self, size: int, device: torch.device) -> torch.Tensor:
-        """σC · z for one step (a tensor of zeros is never drawn: σ = 0 adds nothing)."""
+        """σC · z for one step, the next draw of this client's generator."""
         return draw_noise(self.generator, size, self.dp.noise * self.dp.clip, device)
 
     def gradient(

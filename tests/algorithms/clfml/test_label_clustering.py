@@ -164,7 +164,9 @@ def test_clustered_algorithm_pickles_to_its_config_and_switches():
     """Shipped to an actor (and rebuilt there) it is its config, the vectorise
     switch and the DP-SGD settings only."""
     algorithm = algorithm_class("perfedavg", "labels")(
-        clustered(algorithm_class("perfedavg")).Config(clusters="2", inner_lr=0.05),
+        clustered(algorithm_class("perfedavg")).Config(
+            clusters="2", inner_lr=0.05, first_order=True
+        ),
         vectorize=False,
         privacy=DPSGD(clip=1.5, noise=0.7),
     )

@@ -21,7 +21,7 @@ from dfml.algorithms.base import LocalSGDConfig
 from dfml.algorithms.batched import batched_sgd_epochs
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.algorithms.fedprox import proximal_term
-from dfml.algorithms.meta.maml import first_order_gradient, maml_gradient, model_loss
+from dfml.algorithms.meta.maml import first_order_gradient
 from dfml.algorithms.privacy.dpsgd import (
     DPSGD,
     NOISE_SALT,
@@ -29,6 +29,7 @@ from dfml.algorithms.privacy.dpsgd import (
     per_sample_gradients,
 )
 from dfml.algorithms.sgd import sgd_epochs
+from dfml.models.zoo import ModelConfig, build_model
 
 _CTXS, _INITS = make_contexts(12)  # small clients keep each test well under a second
 CTXS, INITS = _CTXS[:3], _INITS[:3]
@@ -58,6 +59,21 @@ def test_clipped_per_sample_gradients_equal_a_per_sample_loop():
     np.testing.assert_allclose(clipped_sum(grads, clip).double(), expected, rtol=1e-5, atol=1e-7)
     plain = torch.nn.functional.cross_entropy(ctx.model(theta, x), y, reduction="none")
     np.testing.assert_allclose(losses, plain.detach(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["cnn"])
+def test_per_sample_gradients_of_conv_models_equal_one_backward_per_sample(kind):
+    """vmapped over per-sample weights, a convolution is a grouped one: still exact."""
+    ctx = CTXS[0]
+    model = build_model(ModelConfig(model=kind, hidden=(4,)), (1, 8, 8), 10)
+    theta = model.init_flat(0)
+    x, y = ctx.data.x_train[:5], ctx.data.y_train[:5]
+    grads, _ = per_sample_gradients(model, theta, x, y)
+    for i in range(5):
+        leaf = theta.clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(leaf, x[i : i + 1]), y[i : i + 1])
+        (expected,) = torch.autograd.grad(loss, leaf)
+        np.testing.assert_allclose(grads[i], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_the_private_gradient_is_the_clipped_mean_plus_seeded_noise():
@@ -139,7 +155,7 @@ def test_vectorised_dp_sgd_equals_the_per_client_loop():
         xs,
         ys,
         lr=0.1,
-        epochs=2,
+        epochs=1,
         batch_size=16,
         seeds=seeds,
         privacy=dp,
@@ -152,7 +168,7 @@ def test_vectorised_dp_sgd_equals_the_per_client_loop():
             xs[c],
             ys[c],
             lr=0.1,
-            epochs=2,
+            epochs=1,
             batch_size=16,
             seed=seeds[c],
             privacy=dp.start(noise_seeds[c]),
@@ -171,11 +187,20 @@ def test_the_noise_seed_is_the_clients_round_seed_with_the_noise_salt():
 
 
 def test_first_order_gradient_is_fomaml():
+    """φ = θ − α∇L_S(θ) twice, then ∇L_Q(φ): by hand with autograd."""
     ctx, theta = CTXS[0], INITS[0]
     d = ctx.data
     support, query = (d.x_meta[:16], d.y_meta[:16]), (d.x_query[:8], d.y_query[:8])
-    loss = model_loss(ctx.model)
-    expected, value = maml_gradient(loss, theta, support, query, 0.1, 2, first_order=True)
+
+    def grad_at(params, x, y):
+        leaf = params.detach().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(ctx.model(leaf, x), y)
+        return torch.autograd.grad(loss, leaf)[0], loss.detach()
+
+    phi = theta
+    for _ in range(2):
+        phi = phi - 0.1 * grad_at(phi, *support)[0]
+    expected, value = grad_at(phi, *query)
     plain = DPSGD(math.inf, 0.0).start(0).gradient_fn(ctx.model)
     got, got_value = first_order_gradient(plain, theta, support, query, 0.1, 2)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)

@@ -42,26 +42,27 @@ def test_epsilon_is_the_rdp_accountant_stepped_step_by_step():
     assert epsilon(1.1, 0.25, 0, 1e-5) == 0.0 and epsilon(0.0, 0.25, 5, 1e-5) == math.inf
 
 
-def test_derived_noise_is_opacus_get_noise_multiplier_for_the_runs_steps():
-    usage = Usage(32 / 90, 6)  # one round; the run has 15
-    expected = get_noise_multiplier(
-        target_epsilon=4.0, target_delta=1e-5, sample_rate=32 / 90, steps=90, accountant="rdp"
-    )
-    assert run_noise(4.0, 1e-5, [usage, usage, usage], rounds=15) == expected
-
-
-def test_with_unequal_clients_the_neediest_sets_the_noise_and_nobody_exceeds_the_target():
+def test_derived_noise_is_opacus_get_noise_multiplier_of_the_neediest_client():
+    """σ for the run's steps (rounds × steps per round) and each client's sampling rate;
+    with it nobody exceeds the target and the neediest client meets it."""
     usages = [sgd_usage(n, 32, 2) for n in (40, 300)]
-    sigma = run_noise(2.0, 1e-5, usages, rounds=10)
+    dominated = sgd_usage(48, 32, 2)  # the rate of n = 40 is higher at the same steps
+    assert dominated.steps == usages[0].steps and dominated.sample_rate < usages[0].sample_rate
+    sigma = run_noise(2.0, 1e-5, [*usages, usages[0], dominated], rounds=10)
     eps = [epsilon(sigma, u.sample_rate, 10 * u.steps, 1e-5) for u in usages]
     assert max(eps) <= 2.0 * 1.01 and max(eps) == pytest.approx(2.0, rel=0.01)
     needs = [
         get_noise_multiplier(
-            target_epsilon=2.0, target_delta=1e-5, sample_rate=u.sample_rate, steps=10 * u.steps
+            target_epsilon=2.0,
+            target_delta=1e-5,
+            sample_rate=u.sample_rate,
+            steps=10 * u.steps,
+            accountant="rdp",
         )
         for u in usages
     ]
     assert sigma == max(needs)
+    assert epsilon(sigma, dominated.sample_rate, 10 * dominated.steps, 1e-5) < max(eps)
 
 
 #: (algorithm, config overrides) that train privately.
@@ -109,3 +110,5 @@ def test_algorithms_that_do_not_train_with_per_sample_sgd_are_refused(name, knob
     cls = ALGORITHMS[name]
     with pytest.raises(ConfigError, match=reason):
         cls(cls.Config(**knobs)).private_usage(DataSizes(50, 10))
+    with pytest.raises(ConfigError, match=reason):  # also when built with DP from Python
+        cls(cls.Config(**knobs), privacy=DPSGD(1.0, 1.0))
