@@ -394,6 +394,12 @@ UNUSED_RULES: tuple[UnusedRule, ...] = (
         lambda cfg, _: "--personalized-eval false",
     ),
     UnusedRule(
+        ("dp_delta",),
+        "runs with DP-SGD (--dp-clip)",
+        lambda cfg, _: services.section(cfg, "privacy").active,
+        lambda cfg, _: "a run without --dp-clip",
+    ),
+    UnusedRule(
         ("dashboard",),
         "a local Ray (without --ray-address)",
         lambda _, launch: launch.ray_address in (None, "local"),

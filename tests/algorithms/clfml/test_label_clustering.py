@@ -27,6 +27,7 @@ from dfml.algorithms.clfml.state import SLOT
 from dfml.algorithms.ditto import Ditto
 from dfml.algorithms.fedavg import FedAvg
 from dfml.algorithms.gfml import GFML
+from dfml.algorithms.privacy.dpsgd import DPSGD
 from dfml.errors import ConfigError
 from dfml.experiment import prepare
 from dfml.launch.cli import main
@@ -159,15 +160,20 @@ def test_clfml_is_the_clustering_in_front_of_gfml():
         clustered(FedAvg)
 
 
-def test_clustered_algorithm_pickles_to_its_config_and_switch():
-    """Shipped to an actor (and rebuilt there) it is its config and the switch only."""
+def test_clustered_algorithm_pickles_to_its_config_and_switches():
+    """Shipped to an actor (and rebuilt there) it is its config, the vectorise
+    switch and the DP-SGD settings only."""
     algorithm = algorithm_class("perfedavg", "labels")(
-        clustered(algorithm_class("perfedavg")).Config(clusters="2", inner_lr=0.05),
+        clustered(algorithm_class("perfedavg")).Config(
+            clusters="2", inner_lr=0.05, first_order=True
+        ),
         vectorize=False,
+        privacy=DPSGD(clip=1.5, noise=0.7),
     )
     back = pickle.loads(pickle.dumps(algorithm))
     assert type(back) is type(algorithm) and vars(back) == vars(algorithm)
-    assert set(vars(back)) == {"config", "vectorize"}
+    assert set(vars(back)) == {"config", "vectorize", "privacy"}
+    assert back.privacy == DPSGD(clip=1.5, noise=0.7)
 
 
 def test_recorded_options_rebuild_the_clustered_config():
