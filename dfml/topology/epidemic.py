@@ -22,7 +22,7 @@ spreads over the sequence of graphs, which is the method's point.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import networkx as nx
 import numpy as np
@@ -74,31 +74,33 @@ def push_targets(n: int, s: int, rng: np.random.Generator) -> np.ndarray:
     return picks + (picks >= own)  # skip the client itself
 
 
-def _oracle(n: int, s: int, seed: int) -> nx.Graph:
-    return nx.random_regular_graph(s, n, seed=seed)
+def _oracle(ids: np.ndarray, s: int, seed: int) -> nx.Graph:
+    positional = nx.random_regular_graph(s, len(ids), seed=seed)
+    if ids[-1] == len(ids) - 1:  # sorted distinct ids 0..N-1: already the ids
+        return positional
+    return nx.relabel_nodes(positional, dict(enumerate(ids.tolist())))
 
 
-def _local(n: int, s: int, seed: int) -> nx.DiGraph:
-    targets = push_targets(n, s, np.random.default_rng(seed))
+def _local(ids: np.ndarray, s: int, seed: int) -> nx.DiGraph:
+    targets = push_targets(len(ids), s, np.random.default_rng(seed))
     graph = nx.DiGraph()
-    graph.add_nodes_from(range(n))
-    graph.add_edges_from((p, int(q)) for p in range(n) for q in targets[p])
+    graph.add_nodes_from(ids.tolist())
+    senders = np.repeat(ids, s)
+    graph.add_edges_from(zip(senders.tolist(), ids[targets.ravel()].tolist(), strict=True))
     return graph
 
 
 def epidemic_graph(
-    cfg: TopologyConfig, ids: Sequence[int], seed: int, round_index: int
+    cfg: TopologyConfig, ids: Iterable[int], seed: int, round_index: int
 ) -> nx.Graph | nx.DiGraph:
     """Round ``round_index``'s graph of ``cfg``'s sampler over the live ``ids``.
 
     Undirected for ``oracle``; directed for ``local`` (edge j → i: i receives
     j's model). Raises ConfigError when ``cfg.peers`` does not fit len(ids).
+    The draw is over positions 0..N-1 of the sorted ids; positions become ids
+    as the edges are made (local) or by one relabelling (oracle).
     """
-    ids = sorted(ids)
-    n = len(ids)
-    check_peers(cfg, n)
+    live = np.array(sorted(ids), dtype=np.int64)
+    check_peers(cfg, len(live))
     draw = _oracle if cfg.epidemic == "oracle" else _local
-    graph = draw(n, cfg.peers, round_seed(seed, round_index))
-    if ids != list(range(n)):
-        graph = nx.relabel_nodes(graph, dict(enumerate(ids)))
-    return graph
+    return draw(live, cfg.peers, round_seed(seed, round_index))
