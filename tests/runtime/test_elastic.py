@@ -126,7 +126,8 @@ def test_a_chaos_kill_right_after_a_join_restores_the_new_clients(ray_session, t
 def test_epidemic_peers_follow_joins_leaves_and_a_chaos_kill(ray_session, tmp_path):
     """``--topology epidemic --epidemic local``: each round's graph is the sampler's over
     that round's live clients, and a kill mid-run loses nobody and changes no bit
-    (replicas sit on the static leaf set, not on the round's peers)."""
+    (replicas sit on the static leaf set, not on the round's peers): the Ray run
+    with the kill ends as the in-process run without one."""
     options = {
         "topology": "epidemic",
         "peers": 2,
@@ -134,11 +135,16 @@ def test_epidemic_peers_follow_joins_leaves_and_a_chaos_kill(ray_session, tmp_pa
         "mixing": "uniform",
         "schedule": "1:+2,2:-1",
         "rounds": 3,
-        "clients_per_actor": 2,
-        "recovery": True,
     }
-    clean = run(tmp_path / "clean", **options)
-    chaos = run(tmp_path / "chaos", chaos_rounds=(2,), chaos_fraction=1.0, **options)
+    clean = run(tmp_path / "clean", backend="local", **options)
+    chaos = run(
+        tmp_path / "chaos",
+        clients_per_actor=2,
+        recovery=True,
+        chaos_rounds=(2,),
+        chaos_fraction=1.0,
+        **options,
+    )
     assert chaos["clients_lost"] == 0 and chaos["status"] == clean["status"] == "completed"
     assert any(e["kind"] == "restored" for e in faults(tmp_path / "chaos"))
     assert chaos["per_client_accuracy"] == clean["per_client_accuracy"]
