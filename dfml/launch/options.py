@@ -342,6 +342,12 @@ UNUSED_RULES: tuple[UnusedRule, ...] = (
         lambda cfg, _: cfg.topology.topology == "edge-list",
         _topology,
     ),
+    UnusedRule(
+        ("peers", "epidemic"),
+        "topology epidemic",
+        lambda cfg, _: cfg.topology.topology == "epidemic",
+        _topology,
+    ),
     UnusedRule(("alpha",), "partition dirichlet", _drawn("dirichlet"), _partition),
     UnusedRule(
         ("classes_per_client",), "partition pathological", _drawn("pathological"), _partition

@@ -9,7 +9,9 @@ documented seed contract (mini-batch order from
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
+import networkx as nx
 import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
@@ -20,7 +22,11 @@ from dfml.models.zoo import build_model
 from dfml.topology.mixing import mixing_matrix
 
 
-def reference_dfedavg(cfg: ExperimentConfig, prepared) -> tuple[np.ndarray, list[float]]:
+def reference_dfedavg(
+    cfg: ExperimentConfig, prepared, graph_of_round: Callable[[int], nx.Graph] | None = None
+) -> tuple[np.ndarray, list[float]]:
+    """Final parameter vectors and test accuracies; ``graph_of_round(r)`` is round
+    r's graph (default: the run's static graph)."""
     dataset = load_dataset(cfg.data)
     flat_model = build_model(cfg.model, dataset.input_shape, dataset.num_classes)
     init = flat_model.init_flat(cfg.run.seed)
@@ -34,11 +40,11 @@ def reference_dfedavg(cfg: ExperimentConfig, prepared) -> tuple[np.ndarray, list
     for s in prepared.splits:
         idx = np.concatenate([s.meta_train, s.query])
         data.append((torch.from_numpy(dataset.features(idx)), torch.from_numpy(dataset.y[idx])))
-    # The dense W of the same graph, built independently of the sparse rows dfml uses.
-    dense = mixing_matrix(prepared.graph, cfg.topology.mixing, prepared.train_sizes)
-    w = torch.from_numpy(dense)  # float64
     alg = cfg.algorithm
     for r in range(cfg.run.rounds):
+        # The dense W of the round's graph, built independently of the sparse rows dfml uses.
+        graph = prepared.graph if graph_of_round is None else graph_of_round(r)
+        w = torch.from_numpy(mixing_matrix(graph, cfg.topology.mixing, prepared.train_sizes))
         stacked = torch.stack(
             [parameters_to_vector(m.parameters()).detach().double() for m in modules]
         )
