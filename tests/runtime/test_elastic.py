@@ -76,10 +76,11 @@ def test_python_api_adds_and_removes_clients_between_rounds(tmp_path):
     assert summary["joins"] == {"1": [4, 5]} and summary["leaves"] == {"2": [0, 4]}
     with pytest.raises(Exception, match="only 0 reserved data shares"):
         grow.runtime.add_clients(1)
-    # The algorithm shipped to actors holds its config (and the --vectorize
-    # switch), no driver-side state.
+    # The algorithm shipped to actors holds its config (and the --vectorize and
+    # DP-SGD switches), no driver-side state.
     shipped = vars(pickle.loads(pickle.dumps(grow.runtime.algorithm)))
-    assert set(shipped) == {"config", "vectorize"} and shipped["vectorize"] is True
+    assert set(shipped) == {"config", "vectorize", "privacy"} and shipped["vectorize"] is True
+    assert shipped["privacy"] is None
 
 
 @pytest.mark.parametrize("aggregation", ["gossip", "server"])
