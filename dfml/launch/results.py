@@ -6,7 +6,10 @@ a 1,000-round run never rewrites its table and a killed run keeps every
 round it finished. When the run ends (completed, failed, interrupted) the
 parts are merged into ``metrics.parquet`` with pyarrow's ``ParquetWriter``,
 one row group per round; :func:`read_metrics` reads either form. A resumed
-run first drops the parts of rounds after its checkpoint (they are redone).
+run first drops the parts of rounds after its checkpoint (they are redone)
+and writes back a part for every round the checkpoint holds that has none
+(a run ended by Ctrl-C had merged them into ``metrics.parquet``, which the
+resumed run's merge replaces), so the final table has every round.
 
 A results folder holds one run: :func:`check_results_folder` refuses one
 that already holds results (unless ``--overwrite``), before anything runs;
@@ -218,14 +221,26 @@ class ResultsWriter(Callback):
         self.test_sizes = test_sizes
 
     def on_resume(self, history: Sequence[RoundRecord]) -> None:
-        """Keep the rounds before the checkpoint; drop parts of rounds to be redone."""
+        """Keep the rounds before the checkpoint; drop parts of rounds to be redone.
+
+        Every round of ``history`` (the checkpoint's record of the rounds
+        done) gets its part back if it has none, so the merge at the end
+        holds every round and not only those run after the resume.
+        """
         self.history = list(history)
-        for rnd, path in _parts(self.out).items():
+        parts = _parts(self.out)
+        for rnd, path in parts.items():
             if rnd >= len(history):
                 path.unlink()
+        for record in history:
+            if record.round not in parts:
+                self._write_part(record)
 
     def on_round_end(self, record: RoundRecord) -> None:
         self.history.append(record)
+        self._write_part(record)
+
+    def _write_part(self, record: RoundRecord) -> None:
         folder = self.out / PARTS
         folder.mkdir(exist_ok=True)
         table = records_to_table([record], self.test_sizes)
