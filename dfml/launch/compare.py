@@ -339,7 +339,8 @@ def run_compare(
     plot_accuracy(pooled, root / "accuracy.png")
     if tasks:
         plot_task_accuracy(rows, root / "task_accuracy.png")
-    write_report([job.out for job in jobs], root / "report.html")
+    # OUT/report.html was refused or cleared (--overwrite) before the runs began
+    write_report([job.out for job in jobs], root / "report.html", overwrite=True)
     return root, table
 
 

@@ -206,8 +206,30 @@ def test_fetch_from_shared_storage(capsys, tmp_path):
     code, stdout, _ = dfml(capsys, "fetch", "j", str(out), "--from", str(src))
     assert code == 0 and "2 files" in stdout
     assert json.loads((out / "summary.json").read_text())["rounds_completed"] == 2
-    code, _, err = dfml(capsys, "fetch", "j", str(out), "--from", str(tmp_path / "nope"))
+    code, _, err = dfml(capsys, "fetch", "j", str(tmp_path / "b"), "--from", str(tmp_path / "nope"))
     assert code == 2 and "is not a folder" in err
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
+
+
+def test_fetch_keeps_an_existing_folder_unless_overwrite(capsys, tmp_path):
+    src = tmp_path / "shared" / "run1"
+    src.mkdir(parents=True)
+    (src / "summary.json").write_text('{"rounds_completed": 2}')
+    out = tmp_path / "here"
+    out.mkdir()
+    (out / "summary.json").write_text("precious")
+    (out / "mine.txt").write_text("mine")
+    code, _, err = dfml(capsys, "fetch", "j", str(out), "--from", str(src))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and f"folder '{out}' already holds files" in lines[0]
+    assert (out / "summary.json").read_text() == "precious"
+    # a failing --overwrite fetch leaves the old folder as it was
+    code, _, err = dfml(capsys, "fetch", "j", str(out), "--from", str(src / "nope"), "--overwrite")
+    assert code == 2 and (out / "summary.json").read_text() == "precious"
+    code, _, _ = dfml(capsys, "fetch", "j", str(out), "--from", str(src), "--overwrite")
+    assert code == 0 and json.loads((out / "summary.json").read_text())["rounds_completed"] == 2
+    assert not (out / "mine.txt").exists(), "the folder is replaced as a whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "shared"]
 
 
 # ----- against a local Ray head ----------------------------------------------
