@@ -62,6 +62,10 @@ from dfml.topology.config import TopologyConfig
 #: Ray addresses ``--ray-address`` accepts besides ``HOST:PORT`` and ``ray://HOST:PORT``.
 RAY_ADDRESS_KEYWORDS = ("auto", "local")
 
+#: The experiment options that name local files or folders (``checkpoint_uri``
+#: only when it is a plain path, not ``s3://...``): recorded absolute in run.json.
+PATH_OPTIONS = ("data_root", "partition_file", "edge_list", "tasks_file", "checkpoint_uri")
+
 
 @dataclass(frozen=True)
 class LaunchConfig:
@@ -471,6 +475,20 @@ def build_config(
     )
     check_unused(given, experiment, launch, set(allow_unused))
     return experiment, launch
+
+
+def absolute_paths(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with every local path of :data:`PATH_OPTIONS` made absolute.
+
+    A run records its options this way when it starts, so ``--resume`` from
+    another directory reads the same files and writes the same checkpoints.
+    """
+    out = dict(options)
+    for name in PATH_OPTIONS:
+        value = out.get(name)
+        if isinstance(value, str) and value.strip() and "://" not in value:
+            out[name] = str(Path(value).expanduser().resolve())
+    return out
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -496,7 +496,9 @@ def write_report(paths: Sequence[str | Path], out: str | Path, overwrite: bool =
         tmp.write_text(page, encoding="utf-8")
         os.replace(tmp, target)
     except OSError as err:
-        raise ConfigError(f"report file {str(target)!r} cannot be written ({err.strerror})") from None
+        raise ConfigError(
+            f"report file {str(target)!r} cannot be written ({err.strerror})"
+        ) from None
     return target
 
 

@@ -23,6 +23,7 @@ from dfml.errors import ConfigError, TrainingDivergedError
 from dfml.experiment import ExperimentConfig, Prepared, prepare, run_experiment
 from dfml.fault.report import FaultReport
 from dfml.launch.cluster import probe, resolve
+from dfml.launch.identity import RunRecord
 from dfml.launch.options import LaunchConfig, config_to_dict, config_to_options
 from dfml.launch.progress import ProgressBar
 from dfml.launch.registry import algorithm_class
@@ -34,6 +35,7 @@ from dfml.launch.results import (
     summarize,
 )
 from dfml.launch.services import check_services, service_callbacks
+from dfml.launch.signals import Terminated, reclaim
 from dfml.records import Callback
 from dfml.runtime.checkpoint import RUN_FILE, Checkpoint, Checkpointer
 
@@ -70,14 +72,10 @@ def init_ray(address: str | None, dashboard: bool) -> bool:
     except BaseException:
         ray.shutdown()  # the processes this ray.init started (Ctrl-C during start-up)
         raise
+    reclaim()  # ray.init installed SIGTERM handlers that would end the run as failed
     if dashboard and ctx.dashboard_url:
         log.warning("Ray dashboard: http://%s", ctx.dashboard_url)
     return True
-
-
-def run_record(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
-    """What ``--resume`` needs: every experiment option and the results folder."""
-    return {"options": config_to_options(cfg), "out": str(out.resolve())}
 
 
 def check_checkpoints(checkpointer: Checkpointer, overwrite: bool) -> None:
@@ -119,6 +117,7 @@ def _set_up(
     prepared: Prepared,
     checkpointer: Checkpointer | None,
     resume: Checkpoint | None,
+    record: RunRecord,
 ) -> ResultsWriter:
     """Clear old results (``--overwrite``), create the folder, write run.json and the partition."""
     try:
@@ -128,10 +127,9 @@ def _set_up(
                 checkpointer.fs.delete_dir_contents(checkpointer.base, missing_dir_ok=True)
         writer = ResultsWriter(out, {c: len(sp.test) for c, sp in enumerate(prepared.splits)})
         if resume is None:
-            record = run_record(cfg, out)
-            (out / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+            (out / RUN_FILE).write_text(record.to_json())
             if checkpointer is not None:
-                checkpointer.write_run_file(record)
+                checkpointer.write_run_file(record.to_json())
             writer.write_partition(prepared.splits)
     except OSError as err:
         raise ConfigError(f"results folder {str(out)!r} cannot be written ({err})") from None
@@ -144,8 +142,12 @@ def execute(
     out: Path | None = None,
     callbacks: Sequence[Callback] = (),
     resume: Checkpoint | None = None,
+    record: RunRecord | None = None,
 ) -> dict[str, Any]:
     """Run ``cfg`` (or resume it from ``resume``); write the results folder ``out``.
+
+    ``record`` is the resumed run's identity (:mod:`dfml.launch.identity`);
+    a new run makes its own and writes it as ``run.json``.
 
     Everything that can be checked is checked before anything is written:
     the data, partition, topology and schedule (:func:`prepare`), the results
@@ -155,7 +157,7 @@ def execute(
 
     Results are written also when the run stops early: the summary's
     ``status`` says ``completed``, ``diverged`` (a client's loss became
-    NaN), ``interrupted`` (Ctrl-C) or ``failed`` (with the error), and the
+    NaN), ``interrupted`` (Ctrl-C or SIGTERM) or ``failed`` (with the error), and the
     error is re-raised. Every callback's ``summary()`` is merged into
     summary.json. With ``checkpoint_uri`` set, whole-run checkpoints are
     written every ``checkpoint_every`` rounds and ``run.json`` records the
@@ -176,9 +178,13 @@ def execute(
             "(--schedule)"
         )
     check_results(out, launch, resume)
+    if record is None:
+        record = RunRecord.new(config_to_options(cfg), out)
     checkpointer = None
     if cfg.fault.checkpoint_uri is not None:
-        checkpointer = Checkpointer(cfg.fault.checkpoint_uri, cfg.fault.checkpoint_every)
+        checkpointer = Checkpointer(
+            cfg.fault.checkpoint_uri, cfg.fault.checkpoint_every, run_id=record.run_id
+        )
         checkpointer.check_writable()
         if resume is None:
             check_checkpoints(checkpointer, launch.overwrite)
@@ -186,7 +192,7 @@ def execute(
     started = init_ray(launch.ray_address, launch.dashboard)
     setup["ray"] = time.perf_counter() - t0
     try:
-        writer = _set_up(cfg, launch, out, prepared, checkpointer, resume)
+        writer = _set_up(cfg, launch, out, prepared, checkpointer, resume, record)
         return _run(
             cfg, launch, out, algorithm, prepared, writer, callbacks, checkpointer, resume, setup
         )
@@ -242,8 +248,12 @@ def _run(
     except TrainingDivergedError as err:
         status, error = "diverged", str(err)
         raise
-    except KeyboardInterrupt:
-        status, error = "interrupted", "interrupted by the user (Ctrl-C)"
+    except KeyboardInterrupt as err:
+        status = "interrupted"
+        if isinstance(err, Terminated):
+            error = "terminated by a signal (SIGTERM)"
+        else:
+            error = "interrupted by the user (Ctrl-C)"
         raise
     except BaseException as err:
         status, error = "failed", f"{type(err).__name__}: {err}"
@@ -271,23 +281,3 @@ def _run(
         writer.write_summary(summary)
         writer.plot(f"{cfg.run.algorithm} on {cfg.data.dataset}")
     return summary
-
-
-def load_resume(target: str) -> tuple[dict[str, Any], Checkpointer]:
-    """``--resume OUT`` (a results folder) or ``--resume URI`` (its checkpoint URI).
-
-    Returns the run record (options, out) and the checkpointer to read from.
-    """
-    path = Path(target)
-    if (path / RUN_FILE).is_file():
-        record = json.loads((path / RUN_FILE).read_text())
-    else:
-        record = Checkpointer(target, 1).read_run_file()
-    fault = record["options"]
-    uri, every = fault.get("checkpoint_uri"), int(fault.get("checkpoint_every", 1))
-    if not uri:
-        raise ConfigError(
-            f"the run in {target!r} wrote no checkpoints (it had no --checkpoint-uri); "
-            "it cannot be resumed"
-        )
-    return record, Checkpointer(uri, every)

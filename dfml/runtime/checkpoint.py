@@ -9,7 +9,8 @@ directory, ``s3://``, ``gs://``):
 * ``driver.pkl`` — the :class:`~dfml.steps.DriverState` with every object
   ref replaced by its value (the global model, MEFL's EOA state), plus the
   roster, the topology and the per-round history the results need;
-* ``MANIFEST.json`` — written **last**: file names with their SHA-256.
+* ``MANIFEST.json`` — written **last**: file names with their SHA-256, the
+  round and the id of the run that wrote it.
 
 A checkpoint is complete exactly when its manifest exists and every file
 matches it: a driver killed mid-write leaves a folder without a manifest,
@@ -17,8 +18,10 @@ and a damaged file fails its checksum. :func:`latest` returns the newest
 complete checkpoint and warns about each newer one it skips, so a resumed
 run falls back to the one before. The newest ``keep`` checkpoints are kept.
 
-``run.json`` beside them records the experiment's config, so
-``dfml run --resume URI`` needs nothing else.
+``run.json`` beside them records the experiment's config and the run's id
+(:mod:`dfml.launch.identity`), so ``dfml run --resume URI`` needs nothing
+else; a checkpointer given a ``run_id`` takes no checkpoint another run
+wrote.
 """
 
 from __future__ import annotations
@@ -67,12 +70,16 @@ def _sha256(data: bytes) -> str:
 
 
 class Checkpointer:
-    """Writes and finds checkpoints under ``<uri>/run``."""
+    """Writes and finds checkpoints under ``<uri>/run``.
 
-    def __init__(self, uri: str, every: int, keep: int = 2) -> None:
+    ``run_id`` (the run's identity) is written into every manifest, and a
+    checkpoint whose manifest names another run is not this run's.
+    """
+
+    def __init__(self, uri: str, every: int, keep: int = 2, run_id: str | None = None) -> None:
         if every < 1:
             raise ConfigError(f"checkpoint_every must be >= 1, got {every}")
-        self.uri, self.every, self.keep = uri, every, keep
+        self.uri, self.every, self.keep, self.run_id = uri, every, keep, run_id
         self.fs, base = open_filesystem(uri)
         self.base = f"{base}/run"
         self.seconds = 0.0
@@ -92,15 +99,16 @@ class Checkpointer:
         return rounds_done % self.every == 0
 
     # ----- the config beside the checkpoints ---------------------------
-    def write_run_file(self, record: dict[str, Any]) -> None:
+    def write_run_file(self, text: str) -> None:
         self.fs.create_dir(self.base, recursive=True)
-        self._write(f"{self.base}/{RUN_FILE}", json.dumps(record, indent=2).encode())
+        self._write(f"{self.base}/{RUN_FILE}", text.encode())
 
-    def read_run_file(self) -> dict[str, Any]:
+    def read_run_file(self) -> bytes:
+        """The bytes of ``run/run.json`` (the launch layer parses and checks them)."""
         path = f"{self.base}/{RUN_FILE}"
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             raise ConfigError(f"no run to resume under {self.uri!r} (missing run/{RUN_FILE})")
-        return json.loads(self._read(path))
+        return self._read(path)
 
     # ----- write ----------------------------------------------------------
     def save(self, rounds_done: int, driver: dict[str, Any], states: dict[int, ClientState]) -> str:
@@ -117,6 +125,7 @@ class Checkpointer:
         for name, data in files.items():
             self._write(f"{folder}/{name}", data)
         manifest = {
+            "run_id": self.run_id,
             "round": rounds_done,
             "files": {name: _sha256(data) for name, data in files.items()},
             "clients": sorted(states),
@@ -157,6 +166,10 @@ class Checkpointer:
             manifest = json.loads(self._read(f"{folder}/{MANIFEST}"))
         except ValueError as err:
             raise ReplicaError(f"unreadable manifest: {err}") from None
+        if self.run_id is not None and manifest.get("run_id") != self.run_id:
+            raise ReplicaError(
+                f"written by run {manifest.get('run_id')}, not by this run ({self.run_id})"
+            )
         data = {}
         for name, digest in manifest["files"].items():
             try:

@@ -10,8 +10,12 @@ session's Ray nor start one.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -610,3 +614,31 @@ def test_ctrl_c_mid_run_writes_status_interrupted(tmp_path, ray_session):
     assert summary["status"] == "interrupted" and summary["rounds_completed"] == 2
     assert "Ctrl-C" in summary["error"]
     assert sorted(set(pq.read_table(out / "metrics.parquet").column("round").to_pylist())) == [0, 1]
+
+
+def test_sigterm_mid_run_ends_it_as_interrupted_with_everything_kept(tmp_path, ray_session):
+    """Ray's own SIGTERM handlers made this ``failed`` (SystemExit) or a C++ abort."""
+    out = tmp_path / "run"
+    address = ray_session.get_runtime_context().gcs_address
+    tiny = list(TINY)
+    tiny[tiny.index("--rounds") + 1] = "500"
+    argv = [sys.executable, "-m", "dfml.launch.cli", "run", *tiny, "--out", str(out)]
+    argv += ["--ray-address", address]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    part = out / PARTS / "round-000001.parquet"
+    deadline = time.monotonic() + 120
+    while not part.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == (
+        "dfml: terminated (SIGTERM); results written so far are kept"
+    )
+    assert "Traceback" not in err and "SIGTERM received" not in err  # Ray's C++ dump
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "SIGTERM" in summary["error"]
+    done = summary["rounds_completed"]
+    rounds = pq.read_table(out / "metrics.parquet").column("round").to_pylist()
+    assert done >= 2 and sorted(rounds) == sorted(r for r in range(done) for _ in range(4))
