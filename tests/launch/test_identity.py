@@ -4,15 +4,11 @@ and the checkpoints, and names whatever else it finds instead."""
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
-from dfml.actors.state import ClientState
-from dfml.errors import ConfigError
 from dfml.launch.cli import main
 from dfml.launch.identity import RunRecord, config_hash, load_resume
 from dfml.runtime.checkpoint import RUN_FILE, Checkpointer
@@ -122,14 +118,3 @@ def test_an_edited_run_json_is_named(capsys, tmp_path):
     (tmp_path / "r" / RUN_FILE).write_text(json.dumps(doc))
     code, line = resume(capsys, str(tmp_path / "r"))
     assert code == 2 and "was changed after run" in line
-
-
-def test_a_checkpoint_another_run_wrote_is_skipped(tmp_path, caplog):
-    state = ClientState(0, torch.zeros(3), round=1)
-    Checkpointer(str(tmp_path), 1, run_id="aaaa").save(1, {"round": 1}, {0: state})
-    Checkpointer(str(tmp_path), 1, run_id="bbbb").save(2, {"round": 2}, {0: state})
-    with caplog.at_level(logging.WARNING):
-        assert Checkpointer(str(tmp_path), 1, run_id="aaaa").latest().round == 1
-    assert "written by run bbbb, not by this run (aaaa)" in caplog.text
-    with pytest.raises(ConfigError, match="no complete checkpoint"):
-        Checkpointer(str(tmp_path), 1, run_id="cccc").latest()
