@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from dfml.errors import ConfigError
+from dfml.fault.durable import check_uri
 
 #: How chaos kills: ``ray.kill`` of the client actor, SIGKILL of its worker
 #: process, or a crash of the whole node hosting it (multi-node clusters).
@@ -66,6 +67,8 @@ class FaultConfig:
             raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.checkpoint_uri is not None and not self.checkpoint_uri.strip():
             raise ConfigError("checkpoint_uri must be a directory or URI, got an empty string")
+        if self.checkpoint_uri is not None:
+            check_uri(self.checkpoint_uri)
         if self.keep_versions < 1:
             raise ConfigError(f"keep_versions must be >= 1, got {self.keep_versions}")
         if self.spares < 0:

@@ -56,6 +56,7 @@ def _resume(options: dict[str, Any]) -> int:
     import dataclasses
 
     from dfml.launch.identity import load_resume
+    from dfml.launch.limits import check_path
     from dfml.launch.options import (
         LaunchConfig,
         absolute_paths,
@@ -66,6 +67,7 @@ def _resume(options: dict[str, Any]) -> int:
     from dfml.launch.runner import execute
 
     target = str(options.pop("resume"))
+    check_path("--resume", target)
     if coerce("overwrite", options.get("overwrite", False), bool):
         LaunchConfig(resume=target, overwrite=True)  # refused: one line saying why
     given_out = options.pop("out", None)

@@ -54,6 +54,7 @@ from dfml.errors import ConfigError
 from dfml.experiment import ExperimentConfig, RunConfig
 from dfml.fault.config import FaultConfig
 from dfml.launch import services
+from dfml.launch.limits import check_int, check_path, check_string, shown
 from dfml.launch.registry import ALGORITHMS, algorithm_class, clusters
 from dfml.models.zoo import ModelConfig
 from dfml.runtime.membership import MembershipConfig
@@ -65,6 +66,8 @@ RAY_ADDRESS_KEYWORDS = ("auto", "local")
 #: The experiment options that name local files or folders (``checkpoint_uri``
 #: only when it is a plain path, not ``s3://...``): recorded absolute in run.json.
 PATH_OPTIONS = ("data_root", "partition_file", "edge_list", "tasks_file", "checkpoint_uri")
+#: Launch options that are always local paths (checked as paths, never recorded).
+LOCAL_PATHS = ("out", "resume")
 
 
 @dataclass(frozen=True)
@@ -189,19 +192,25 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
         if hint is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
-            return int(str(value).strip()) if isinstance(value, str) else int(value)
+            number = int(str(value).strip()) if isinstance(value, str) else int(value)
+            check_int(f"--{flag(name)}", number)
+            return number
         if hint is float:
             out = float(value)
             if not math.isfinite(out):
-                raise ConfigError(f"--{flag(name)} must be a finite number, got {value!r}")
+                raise ConfigError(f"--{flag(name)} must be a finite number, got {shown(value)}")
             return out
         if hint is str:
             if not isinstance(value, str | int | float):
                 raise ValueError(value)
-            return str(value)
-    except (TypeError, ValueError):
+            text = str(value)
+            if name in LOCAL_PATHS or (name in PATH_OPTIONS and "://" not in text):
+                check_path(f"--{flag(name)}", text)
+            check_string(f"--{flag(name)}", text)
+            return text
+    except (TypeError, ValueError, OverflowError):
         kind = getattr(hint, "__name__", str(hint))
-        raise ConfigError(f"--{flag(name)} must be {kind}, got {value!r}") from None
+        raise ConfigError(f"--{flag(name)} must be {kind}, got {shown(value)}") from None
     raise TypeError(f"unsupported option type {hint!r} for {name}")
 
 
@@ -243,6 +252,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    check_path("config file", str(path))
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
@@ -463,7 +473,8 @@ def build_config(
 
         # The file fixes the clients (initial + reserve); an explicit --clients is checked later.
         membership = _build(MembershipConfig, opts)
-        opts["clients"] = num_clients_in(str(opts["partition_file"])) - membership.reserve
+        path = coerce("partition_file", opts["partition_file"], str)
+        opts["clients"] = num_clients_in(path) - membership.reserve
     if (opts.get("tasks") or opts.get("tasks_file")) and "train_split" in known:
         # Tasks fine-tune on D^Q: every method pretrains on D^M alone unless told otherwise.
         opts.setdefault("train_split", "meta")

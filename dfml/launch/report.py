@@ -37,6 +37,7 @@ from matplotlib.ticker import MaxNLocator
 
 from dfml.errors import ConfigError, UserError
 from dfml.fault.events import KINDS
+from dfml.launch.limits import check_path
 from dfml.launch.results import PARTS, read_metrics
 
 DEFAULT_OUT = "report.html"
@@ -477,6 +478,9 @@ def write_report(paths: Sequence[str | Path], out: str | Path, overwrite: bool =
     """
     if not paths:
         raise ConfigError("dfml report needs at least one run folder")
+    for path in paths:
+        check_path("run folder", str(path))
+    check_path("--out", str(out))
     target = Path(out)
     if target.is_dir():
         target = target / DEFAULT_OUT

@@ -25,6 +25,7 @@ from dfml.errors import ConfigError, UserError
 from dfml.launch.jobs.dashboard import quiet_ray
 from dfml.launch.jobs.entry import RESULTS_PREFIX
 from dfml.launch.jobs.lifecycle import TERMINAL, wait_terminal
+from dfml.launch.limits import check_path
 
 _RESULTS_LINE = re.compile(rf"^{re.escape(RESULTS_PREFIX)}(.+) on node ([0-9a-fA-F]+)\s*$", re.M)
 _BEGIN, _END, _ERROR = "DFML-FETCH-BEGIN", "DFML-FETCH-END", "DFML-FETCH-ERROR"
@@ -42,6 +43,7 @@ def check_destination(out: Path, overwrite: bool) -> None:
     A folder that holds files is taken only with ``overwrite``; its files are
     then replaced as a whole (:func:`into_folder`).
     """
+    check_path("OUT", str(out))
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{str(out)!r} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
