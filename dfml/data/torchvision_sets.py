@@ -29,7 +29,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 from dfml.data.dataset import ArrayDataset
 from dfml.data.files import DOWNLOAD_ERRORS, check_idx_file, download_failed
 from dfml.errors import DataNotFoundError
-from dfml.safe_pickle import NUMPY_ARRAYS, safe_loads
+from dfml.untrusted import NUMPY_ARRAYS, safe_loads
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One batch: rows of 3072 bytes (R, G, B planes of 32×32) are already CHW.
 
     The batch is a pickle from ``--data-root``: it is read with a restricted
-    unpickler (:func:`~dfml.safe_pickle.safe_loads`) that builds only
+    unpickler (:func:`~dfml.untrusted.safe_loads`) that builds only
     :data:`CIFAR_TYPES`, so a crafted file is refused without running anything.
     """
     try:

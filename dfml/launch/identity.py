@@ -32,6 +32,7 @@ from typing import Any
 from dfml.errors import ConfigError
 from dfml.launch.options import absolute_paths
 from dfml.runtime.checkpoint import RUN_FILE, Checkpointer
+from dfml.untrusted import load_json
 
 
 def config_hash(options: Mapping[str, Any]) -> str:
@@ -68,8 +69,8 @@ class RunRecord:
     def parse(cls, data: bytes | str, where: str) -> RunRecord:
         """Read a record; one ``ConfigError`` line naming ``where`` if it is not one."""
         try:
-            doc = json.loads(data)
-        except (ValueError, RecursionError):
+            doc = load_json(data, where)
+        except ValueError:
             raise ConfigError(f"{where} is not a readable run record (damaged JSON)") from None
         if not isinstance(doc, dict):
             raise ConfigError(f"{where} is not a run record (a JSON object is expected)")

@@ -13,8 +13,10 @@ agree:
   ``--checkpoint-uri``, report and fetch paths): at most
   :data:`MAX_NAME_BYTES` bytes per name and :data:`MAX_PATH_BYTES` in all;
 * **config files**: at most :data:`MAX_CONFIG_BYTES`, nested at most
-  :data:`MAX_DEPTH` deep, no YAML aliases (``*name``, whose expansion can
-  blow a small file up to gigabytes);
+  :data:`~dfml.untrusted.MAX_DEPTH` deep, no YAML aliases (``*name``,
+  whose expansion can blow a small file up to gigabytes; see
+  :mod:`dfml.untrusted`, which also bounds the tasks, partition and edge
+  list files);
 * values quoted back in an error are cut to :data:`SHOWN_CHARS` characters
   (:func:`shown`), so a huge value never fills the terminal.
 """
@@ -30,7 +32,6 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 MAX_NAME_BYTES = 255  # NAME_MAX of Linux and macOS file systems
 MAX_PATH_BYTES = 4096  # PATH_MAX of Linux
 MAX_CONFIG_BYTES = 1 << 20
-MAX_DEPTH = 32
 SHOWN_CHARS = 80
 
 

@@ -54,11 +54,12 @@ from dfml.errors import ConfigError
 from dfml.experiment import ExperimentConfig, RunConfig
 from dfml.fault.config import FaultConfig
 from dfml.launch import services
-from dfml.launch.limits import check_int, check_path, check_string, shown
+from dfml.launch.limits import MAX_CONFIG_BYTES, check_int, check_path, check_string, shown
 from dfml.launch.registry import ALGORITHMS, algorithm_class, clusters
 from dfml.models.zoo import ModelConfig
 from dfml.runtime.membership import MembershipConfig
 from dfml.topology.config import TopologyConfig
+from dfml.untrusted import load_yaml, read_limited
 
 #: Ray addresses ``--ray-address`` accepts besides ``HOST:PORT`` and ``ray://HOST:PORT``.
 RAY_ADDRESS_KEYWORDS = ("auto", "local")
@@ -252,29 +253,29 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file's options: at most ``MAX_CONFIG_BYTES``, no alias, no deep nesting."""
     check_path("config file", str(path))
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
+    what = f"config file {str(p)!r}"
+    if p.exists() and not p.is_file():
+        raise ConfigError(f"{what} is not a file")
     try:
-        loaded = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
+        text = read_limited(p, what, MAX_CONFIG_BYTES).decode("utf-8")
+        loaded = load_yaml(text, what, _UniqueKeyLoader)  # a SafeLoader
     except _DuplicateKey as dup:
         raise ConfigError(
-            f"config file {str(p)!r} gives key {dup.key!r} twice "
-            f"(lines {dup.first} and {dup.second}); keep one"
+            f"{what} gives key {dup.key!r} twice (lines {dup.first} and {dup.second}); keep one"
         ) from None
     except UnicodeDecodeError:
-        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text") from None
-    except OSError as err:
-        raise ConfigError(f"config file {str(p)!r} cannot be read ({err.strerror})") from None
+        raise ConfigError(f"{what} is not UTF-8 text") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}") from None
+        raise ConfigError(f"{what} is not valid YAML{where}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping of option: value")
+        raise ConfigError(f"{what} must hold a mapping of option: value")
     return {str(k).replace("-", "_"): v for k, v in loaded.items()}
 
 

@@ -39,6 +39,7 @@ from dfml.errors import ConfigError, UserError
 from dfml.fault.events import KINDS
 from dfml.launch.limits import check_path
 from dfml.launch.results import PARTS, read_metrics
+from dfml.untrusted import load_json
 
 DEFAULT_OUT = "report.html"
 
@@ -132,7 +133,7 @@ def load_run(path: str | Path, label: str) -> Run:
             f"{str(summary_path)!r} is missing; is {str(folder)!r} a dfml run folder?"
         )
     try:
-        summary = json.loads(summary_path.read_text())
+        summary = load_json(summary_path.read_bytes(), repr(str(summary_path)))
     except json.JSONDecodeError as err:
         raise ConfigError(f"{str(summary_path)!r} is not valid JSON (line {err.lineno})") from None
     if not isinstance(summary, dict):

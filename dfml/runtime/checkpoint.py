@@ -46,7 +46,7 @@ from dfml.errors import ConfigError
 from dfml.fault.durable import open_filesystem
 from dfml.fault.replica import ReplicaError, from_bytes, pack_state, to_bytes, unpack_state
 from dfml.records import RoundRecord
-from dfml.safe_pickle import NUMPY_ARRAYS, safe_loads
+from dfml.untrusted import NUMPY_ARRAYS, safe_loads
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ class Checkpointer:
         object naming this round, this run and exactly :data:`FILES` with
         their SHA-256), every file's hash, the client states' checksums and
         ids, and the driver payload's types (:func:`check_driver`; it is
-        unpickled with :func:`~dfml.safe_pickle.safe_loads`, so a crafted
+        unpickled with :func:`~dfml.untrusted.safe_loads`, so a crafted
         ``driver.pkl`` runs nothing).
         """
         folder = f"{self.base}/round-{rounds_done:06d}"

@@ -101,7 +101,7 @@ def test_out_is_refused_unless_it_is_the_runs_own_folder(capsys, tmp_path):
         ('{"run_id": "ab", "options": {"clients"', "damaged JSON"),
         ("[1, 2]", "a JSON object is expected"),
         ('{"out": "/x"}', "no valid 'run_id'"),
-        ("[" * 100000, "damaged JSON"),
+        ("[" * 100000, "nests deeper than 32 levels"),
     ],
 )
 def test_a_damaged_run_json_is_one_line(capsys, tmp_path, text, message):

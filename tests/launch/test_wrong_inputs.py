@@ -38,6 +38,8 @@ def files(tmp: Path) -> None:
     (tmp / "alias.yaml").write_text("base: &b 4\nclients: *b\n")
     (tmp / "huge.yaml").write_text("# padding\n" * 200_000 + "clients: 4\n")
     (tmp / "list.yaml").write_text("- clients\n- 4\n")
+    (tmp / "bigfloat.yaml").write_text(f"lr: {10**400}\n")
+    (tmp / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (tmp / "edges.txt").write_text("0 1\n1 2\n2 3\n3 0\n0 99999999999999999999\n")
     (tmp / "far.txt").write_text("0 1\n1 2\n2 3\n3 0\n3 40\n")
     part = pa.table(
@@ -77,6 +79,39 @@ ROWS = [
     ("long out path", "--out " + "/x" * 2100, "--out is 4200 bytes long"),
     ("long edge list", "--topology edge-list --edge-list " + "e" * 256, "a name of 256 bytes"),
     ("long resume", "--resume " + "r" * 300, "--resume holds a name of 300 bytes"),
+    # (d) sizes and limits
+    ("seed beyond 64 bits", "--seed " + "9" * 30, "--seed must fit in 64 bits"),
+    ("clients beyond 64 bits", "--clients -" + "9" * 30, "--clients must fit in 64 bits"),
+    ("int of 5000 digits", "--rounds " + "9" * 5000, "--rounds must be int, got '99999"),
+    ("float beyond double", "--lr 1e999", "--lr must be a finite number, got '1e999'"),
+    ("yaml int beyond float", "{tmp}/bigfloat.yaml", "--lr must be float, got 1000000"),
+    ("huge hidden", "--hidden 1000000000", "lower --hidden or choose a smaller --model"),
+    ("absurd hidden", "--hidden 1000000000000000000", "the model with --hidden"),
+    ("huge cnn", "--model cnn --dataset mnist-5k --hidden 100000000", "parameters"),
+    (
+        "huge synthetic samples",
+        "--dataset synthetic --synthetic-samples 100000000000",
+        "synthetic dataset (100000000000 samples of shape 1x28x28) would need",
+    ),
+    (
+        "huge synthetic shape",
+        "--dataset synthetic --synthetic-shape 100000x100000x100",
+        "shape 100000x100000x100) would need",
+    ),
+    (
+        "huge synthetic classes",
+        "--dataset synthetic --synthetic-classes 100000000000",
+        "would need",
+    ),
+    ("deep yaml", "{tmp}/deep.yaml", "deep.yaml' nests deeper than 32 levels"),
+    ("yaml alias bomb", "{tmp}/bomb.yaml", "bomb.yaml' uses a YAML alias (line 2)"),
+    ("yaml alias", "{tmp}/alias.yaml", "alias.yaml' uses a YAML alias (line 2)"),
+    ("huge config", "{tmp}/huge.yaml", "huge.yaml' is 2,000,011 bytes; at most 1,048,576"),
+    ("config a list", "{tmp}/list.yaml", "list.yaml' must hold a mapping"),
+    ("config a folder", "{tmp}", "is not a file"),
+    ("deep tasks file", "--algorithm dfedavg --tasks-file {tmp}/deep.json", "nests deeper than"),
+    ("alias tasks file", "--algorithm dfedavg --tasks-file {tmp}/bomb.yaml", "uses a YAML alias"),
+    ("deep partition", "--partition-file {tmp}/deep.json", "deep.json nests deeper than 32"),
 ]
 
 
