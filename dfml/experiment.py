@@ -173,7 +173,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
         cfg.run.seed,
     )
     sizes = {c: len(splits[c].train) for c in initial}
-    topology = TopologyService(cfg.topology, sizes, cfg.run.seed)
+    topology = TopologyService(cfg.topology, sizes, cfg.run.seed, id_limit=n + reserve)
     check_schedule(topology, schedule, splits)
     cfg.fault.check_rounds(cfg.run.rounds)
     size = model_size(cfg.model, dataset.input_shape, dataset.num_classes)

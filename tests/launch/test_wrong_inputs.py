@@ -112,6 +112,31 @@ ROWS = [
     ("deep tasks file", "--algorithm dfedavg --tasks-file {tmp}/deep.json", "nests deeper than"),
     ("alias tasks file", "--algorithm dfedavg --tasks-file {tmp}/bomb.yaml", "uses a YAML alias"),
     ("deep partition", "--partition-file {tmp}/deep.json", "deep.json nests deeper than 32"),
+    # (e) nonsense that used to be accepted
+    (
+        "pathological drops classes",
+        "--clients 3 --partition pathological --classes-per-client 1",
+        "deals 3 clients × 1 classes = 3 of the 10 classes",
+    ),
+    (
+        "label groups without clients",
+        "--clients 4 --partition label-group --groups 9",
+        "--groups 9 > 4 clients",
+    ),
+    (
+        "edge list id 2**66",
+        "--topology edge-list --edge-list {tmp}/edges.txt",
+        "99999999999999999999",
+    ),
+    ("edge list id past reserve", "--topology edge-list --edge-list {tmp}/far.txt", "client 40"),
+    ("partition index", "--partition-file {tmp}/partition.parquet", "index 999999 is out of range"),
+    ("partition of one client", "--partition-file {tmp}/partition.json", "holds 1 client(s)"),
+    ("tiny heartbeat", "--recovery true --heartbeat-seconds 1e-300", "0.1 to 604,800 seconds"),
+    ("huge heartbeat", "--recovery true --heartbeat-seconds 1e300", "0.1 to 604,800 seconds"),
+    ("tiny unavailable", "--recovery true --unavailable-timeout 0.001", "1 to 604,800 seconds"),
+    ("tiny scale timeout", "--scale-timeout 1e-300", "scale_timeout must be 1 to 604,800"),
+    ("tiny stop timeout", "stop job --timeout 0.0001", "--timeout: must be 1 to 604,800 seconds"),
+    ("tasks count", "--algorithm dfedavg --tasks 9223372036854775807", "tasks must be in 0..10000"),
 ]
 
 
@@ -138,7 +163,7 @@ def run_cli(capsys, argv: list[str]) -> tuple[int, str]:
 def test_a_wrong_input_is_one_line_and_exit_2(capsys, tmp_path, no_ray, args, message):
     files(tmp_path)
     argv = shlex.split(args.replace("{tmp}", str(tmp_path)))
-    command = argv[:1] if argv[0] in ("report", "fetch", "compare", "chaos") else ["run"]
+    command = argv[:1] if argv[0] in ("report", "fetch", "stop", "compare", "chaos") else ["run"]
     rest = argv[1:] if command == argv[:1] else argv
     out = [] if "--out" in rest or command != ["run"] else ["--out", str(tmp_path / "o")]
     code, err = run_cli(capsys, [*command, *rest, *out, *(QUIET if command == ["run"] else [])])

@@ -80,7 +80,7 @@ def add_parser(sub: Any) -> None:
     _address_flag(p)
     p.add_argument(
         "--timeout",
-        type=float,
+        type=timeout_seconds,
         default=60.0,
         metavar="S",
         help="seconds to wait for the job to stop (default 60)",
@@ -106,7 +106,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=timeout_seconds,
         default=300.0,
         metavar="S",
         help="seconds to wait for the retrieval job (default 300)",
@@ -118,6 +118,21 @@ def add_parser(sub: Any) -> None:
         "files are removed only once the new ones are all there",
     )
     p.set_defaults(handler=fetch_command)
+
+
+#: The longest --timeout (a week): Ray's job client overflows far above.
+MAX_TIMEOUT = 7 * 24 * 3600
+
+
+def timeout_seconds(text: str) -> float:
+    """``--timeout``: 1 s to a week (a tiny one gave up at once, a huge one overflowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not 1.0 <= value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_TIMEOUT:,} seconds, got {text!r}")
+    return value
 
 
 def _address_flag(p: argparse.ArgumentParser) -> None:
