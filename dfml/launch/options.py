@@ -24,8 +24,10 @@ Bad input (the rules every command follows):
 * Results are never lost: a run refuses a results folder (``--out``) that
   already holds results, and a checkpoint URI that already holds
   checkpoints, unless ``--overwrite`` is given (every old result file is
-  then removed first, so no file of the old run survives to be mixed with
-  the new one) or the run is continued with ``--resume OUT``. All checks
+  moved aside and removed once the new run has started, so no file of the
+  old run survives to be mixed with the new one, and a run that fails
+  before puts them back: :mod:`dfml.launch.replacement`) or the run is
+  continued with ``--resume OUT``. All checks
   run before anything is written; a run that fails or is interrupted after
   it started keeps what it wrote and says why in ``summary.json``
   (``status``: completed, diverged, interrupted or failed).
@@ -90,9 +92,10 @@ class LaunchConfig:
             names, from its last complete checkpoint; launch flags may be given
             again, experiment flags must equal the checkpoint's.
         overwrite: replace the results already in ``out`` (and the checkpoints
-            under ``checkpoint_uri``): every old result file is removed once
-            Ray has started, before the run writes anything. Without it, a run
-            refuses a folder that holds results.
+            under ``checkpoint_uri``): every old result file is moved aside
+            once Ray has started and removed once the run's actors have
+            started; a run that fails before puts them back. Without it, a
+            run refuses a folder that holds results.
     """
 
     out: str = "runs/latest"

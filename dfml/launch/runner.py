@@ -27,10 +27,11 @@ from dfml.launch.identity import RunRecord
 from dfml.launch.options import LaunchConfig, config_to_dict, config_to_options
 from dfml.launch.progress import ProgressBar
 from dfml.launch.registry import algorithm_class
+from dfml.launch.replacement import Replacement
 from dfml.launch.results import (
+    RUN_OUTPUTS,
     ResultsWriter,
     check_results_folder,
-    clear_results,
     membership_summary,
     summarize,
 )
@@ -111,24 +112,22 @@ def check_results(out: Path, launch: LaunchConfig, resume: Checkpoint | None = N
 
 
 def _set_up(
-    cfg: ExperimentConfig,
-    launch: LaunchConfig,
     out: Path,
     prepared: Prepared,
     checkpointer: Checkpointer | None,
     resume: Checkpoint | None,
     record: RunRecord,
+    replacement: Replacement | None,
 ) -> ResultsWriter:
-    """Clear old results (``--overwrite``), create the folder, write run.json and the partition."""
+    """Move old results aside (``--overwrite``), create the folder, write run.json and
+    the partition (and run.json beside the checkpoints, once no old run's are there)."""
     try:
-        if resume is None and launch.overwrite:
-            clear_results(out)
-            if checkpointer is not None:
-                checkpointer.fs.delete_dir_contents(checkpointer.base, missing_dir_ok=True)
+        if replacement is not None:
+            replacement.move_aside()
         writer = ResultsWriter(out, {c: len(sp.test) for c, sp in enumerate(prepared.splits)})
         if resume is None:
             (out / RUN_FILE).write_text(record.to_json())
-            if checkpointer is not None:
+            if checkpointer is not None and replacement is None:
                 checkpointer.write_run_file(record.to_json())
             writer.write_partition(prepared.splits)
     except OSError as err:
@@ -152,8 +151,10 @@ def execute(
     Everything that can be checked is checked before anything is written:
     the data, partition, topology and schedule (:func:`prepare`), the results
     folder (refused if it holds results, unless ``launch.overwrite``), the
-    checkpoint URI, and Ray's start. Only then are old results removed
-    (``--overwrite``) and new ones written.
+    checkpoint URI, and Ray's start. Only then are old results moved aside
+    (``--overwrite``) and new ones written; the old ones are removed once the
+    run's actors have started, and put back if it ends before
+    (:mod:`dfml.launch.replacement`).
 
     Results are written also when the run stops early: the summary's
     ``status`` says ``completed``, ``diverged`` (a client's loss became
@@ -191,12 +192,18 @@ def execute(
     t0 = time.perf_counter()
     started = init_ray(launch.ray_address, launch.dashboard)
     setup["ray"] = time.perf_counter() - t0
+    replacement = None
+    if resume is None and launch.overwrite:
+        replacement = Replacement(out, RUN_OUTPUTS, checkpointer, record)
+        callbacks = [*callbacks, replacement]
     try:
-        writer = _set_up(cfg, launch, out, prepared, checkpointer, resume, record)
+        writer = _set_up(out, prepared, checkpointer, resume, record, replacement)
         return _run(
             cfg, launch, out, algorithm, prepared, writer, callbacks, checkpointer, resume, setup
         )
     finally:
+        if replacement is not None:
+            replacement.settle()
         if started:
             ray.shutdown()
 

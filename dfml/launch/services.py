@@ -43,10 +43,14 @@ class Service:
             one-line :class:`~dfml.errors.ConfigError` for a section this
             experiment cannot serve, which :func:`check_services` calls
             before any actor starts.
+        outputs: the files the service writes into the results folder (part
+            of :data:`~dfml.launch.results.RUN_OUTPUTS`, so ``--overwrite``
+            replaces them with everything else).
     """
 
     config: type
     build: Callable[[ExperimentConfig, Prepared, int, Path | None], Callback]
+    outputs: tuple[str, ...] = ()
 
 
 def _build_probe(
@@ -90,9 +94,12 @@ def build_task_service(
 
 #: Every service a run can carry, by section name (the one registration).
 SERVICES: dict[str, Service] = {
-    "tasks": Service(TaskConfig, build_task_service),
+    "tasks": Service(TaskConfig, build_task_service, TaskService.OUTPUTS),
     "probe": Service(ProbeConfig, _build_probe),
 }
+
+#: The files the services write into a results folder.
+SERVICE_OUTPUTS: tuple[str, ...] = tuple(f for s in SERVICES.values() for f in s.outputs)
 
 #: Service config section name → its dataclass (options route by field name).
 SECTIONS: dict[str, type] = {name: s.config for name, s in SERVICES.items()}

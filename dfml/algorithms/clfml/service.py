@@ -238,6 +238,10 @@ class TaskService(Callback, StepSource):
     engaged client's task model on held-out samples of all labels of 𝒯.
     """
 
+    #: The files it writes into the results folder: one row per task, and one
+    #: per scored test sample of the final task models.
+    OUTPUTS = ("tasks.parquet", "task_predictions.parquet")
+
     def __init__(
         self,
         cfg: TaskConfig,
@@ -650,10 +654,11 @@ class TaskService(Callback, StepSource):
                 }
                 for r in self.records
             ]
-            pq.write_table(pa.Table.from_pylist(rows), Path(self.out) / "tasks.parquet")
+            tasks_file, predictions_file = self.OUTPUTS
+            pq.write_table(pa.Table.from_pylist(rows), Path(self.out) / tasks_file)
             pq.write_table(
                 pa.Table.from_pylist(self.predictions, schema=PREDICTIONS_SCHEMA),
-                Path(self.out) / "task_predictions.parquet",
+                Path(self.out) / predictions_file,
             )
         return out
 
