@@ -43,6 +43,12 @@ from dfml.runtime.checkpoint import RUN_FILE, Checkpoint, Checkpointer
 log = logging.getLogger(__name__)
 
 
+def ray_logging_level() -> int:
+    """Ray's own log level: its start-up warnings ("Token authentication is enabled",
+    ...) only with ``-v``, so a run's stderr holds dfml's lines; errors always."""
+    return logging.WARNING if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.ERROR
+
+
 def init_ray(address: str | None, dashboard: bool) -> bool:
     """Start (or join) Ray unless this process already did; True if started here.
 
@@ -61,7 +67,7 @@ def init_ray(address: str | None, dashboard: bool) -> bool:
             address=address,
             include_dashboard=dashboard,
             dashboard_host="127.0.0.1",
-            logging_level=logging.WARNING,
+            logging_level=ray_logging_level(),
         )
     except (ConnectionError, RuntimeError) as err:
         ray.shutdown()

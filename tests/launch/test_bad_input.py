@@ -10,6 +10,7 @@ session's Ray nor start one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -642,3 +643,36 @@ def test_sigterm_mid_run_ends_it_as_interrupted_with_everything_kept(tmp_path, r
     done = summary["rounds_completed"]
     rounds = pq.read_table(out / "metrics.parquet").column("round").to_pylist()
     assert done >= 2 and sorted(rounds) == sorted(r for r in range(done) for _ in range(4))
+
+
+def test_ray_start_up_warnings_show_only_with_verbose():
+    root = logging.getLogger()
+    before = root.level
+    try:
+        root.setLevel(logging.WARNING)  # dfml run
+        assert runner.ray_logging_level() == logging.ERROR
+        root.setLevel(logging.DEBUG)  # dfml -v run
+        assert runner.ray_logging_level() == logging.WARNING
+    finally:
+        root.setLevel(before)
+
+
+@pytest.mark.ray
+def test_a_bad_value_found_after_ray_starts_is_exactly_one_stderr_line(tmp_path):
+    """A fresh local Ray with token authentication on by default printed its warning
+    line before dfml's own (RAY_AUTH_MODE unset; HOME keeps its token file here)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    env["HOME"] = str(tmp_path)
+    argv = [a if a != "0.5" else "64" for a in TINY]  # --num-cpus-per-actor 64
+    command = [sys.executable, "-m", "dfml.launch.cli", "run", *argv, "--ray-address", "local"]
+    proc = subprocess.run(
+        [*command, "--out", str(tmp_path / "o")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("dfml: error: --num-cpus-per-actor 64.0 exceeds")

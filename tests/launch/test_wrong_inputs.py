@@ -26,6 +26,10 @@ NUL = "\x00"
 
 def files(tmp: Path) -> None:
     """The user files the rows read (each damaged in one way)."""
+    (tmp / "page.html").write_text("precious")
+    (tmp / "full").mkdir()
+    (tmp / "full" / "summary.json").write_text("precious")
+    (tmp / "run").mkdir()
     (tmp / "deep.yaml").write_text("clients: " + "[" * 5000 + "]" * 5000 + "\n")
     (tmp / "bomb.yaml").write_text(
         'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
@@ -55,6 +59,11 @@ def files(tmp: Path) -> None:
 
 #: (row id, argv with {tmp}, what the one line must say). Grouped by the issue's classes.
 ROWS = [
+    # (a) results that would be overwritten or mixed
+    ("report over a file", "report {tmp}/run --out {tmp}/page.html", "page.html' already exists"),
+    ("fetch into files", "fetch job {tmp}/full --from {tmp}/run", "full' already holds files"),
+    ("resume and overwrite", "--resume {tmp}/run --overwrite", "exclude each other"),
+    ("resume nothing", "--resume {tmp}/run", "no run to resume under"),
     # (c) paths and URIs
     ("uri unknown scheme", "--checkpoint-uri foo://bar", "unknown scheme 'foo'"),
     (
@@ -173,3 +182,5 @@ def test_a_wrong_input_is_one_line_and_exit_2(capsys, tmp_path, no_ray, args, me
     assert message.replace("{tmp}", str(tmp_path)) in lines[0]
     assert "Traceback" not in err and len(lines[0]) < 400
     assert not (tmp_path / "o").exists()
+    assert (tmp_path / "page.html").read_text() == "precious"
+    assert (tmp_path / "full" / "summary.json").read_text() == "precious"
