@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from dfml.errors import ConfigError
+from dfml.launch.limits import MAX_CONFIG_BYTES
 from dfml.launch.options import absolute_paths
 from dfml.runtime.checkpoint import RUN_FILE, Checkpointer
-from dfml.untrusted import load_json
+from dfml.untrusted import load_json, read_limited
 
 
 def config_hash(options: Mapping[str, Any]) -> str:
@@ -90,12 +91,9 @@ class RunRecord:
 
 
 def read_record(path: Path) -> RunRecord:
-    """The record in a results folder's ``run.json``."""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"{str(path)!r} cannot be read ({err.strerror})") from None
-    return RunRecord.parse(data, repr(str(path)))
+    """The record in a results folder's ``run.json`` (at most ``MAX_CONFIG_BYTES``, as a config)."""
+    where = repr(str(path))
+    return RunRecord.parse(read_limited(path, where, MAX_CONFIG_BYTES), where)
 
 
 def load_resume(target: str, out: str | None = None) -> tuple[RunRecord, Checkpointer]:

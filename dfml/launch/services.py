@@ -23,6 +23,7 @@ import numpy as np
 
 from dfml.algorithms.clfml.scoring import ReferenceClassifier, TaskRequester, TaskTestSet
 from dfml.algorithms.clfml.service import TaskConfig, TaskService
+from dfml.algorithms.clfml.tasks import load_tasks
 from dfml.algorithms.probe import DisagreementProbe, ProbeConfig
 from dfml.data.registry import load_dataset
 from dfml.errors import ConfigError
@@ -79,6 +80,8 @@ def build_task_service(
     if any(s.label_permutation is not None for s in prep.splits):
         raise ConfigError("tasks need one meaning per label: use --zeta 1 with --tasks")
     tasks = section(cfg, "tasks")
+    if tasks.tasks_file:  # a bad file is refused before the reference classifier is fitted
+        load_tasks(tasks.tasks_file, sorted(set().union(*prep.client_labels.values())))
     dataset = load_dataset(cfg.data)
     test = TaskTestSet.from_indices(dataset, np.concatenate([s.test for s in prep.splits]))
     model = build_model(cfg.model, dataset.input_shape, dataset.num_classes)
