@@ -26,7 +26,6 @@ from dfml.launch.cluster import probe, resolve
 from dfml.launch.identity import RunRecord
 from dfml.launch.options import LaunchConfig, config_to_dict, config_to_options
 from dfml.launch.progress import ProgressBar
-from dfml.launch.registry import algorithm_class
 from dfml.launch.replacement import Replacement
 from dfml.launch.results import (
     RUN_OUTPUTS,
@@ -35,7 +34,7 @@ from dfml.launch.results import (
     membership_summary,
     summarize,
 )
-from dfml.launch.services import check_services, service_callbacks
+from dfml.launch.services import build_algorithm, check_services, service_callbacks
 from dfml.launch.signals import Terminated, reclaim
 from dfml.records import Callback
 from dfml.runtime.checkpoint import RUN_FILE, Checkpoint, Checkpointer
@@ -171,12 +170,13 @@ def execute(
     config for ``dfml run --resume``.
     """
     out = Path(launch.out) if out is None else out
-    algorithm = algorithm_class(cfg.run.algorithm, cfg.run.cluster_by)(
-        cfg.algorithm, vectorize=cfg.run.vectorize
-    )
     t0 = time.perf_counter()
     prepared = prepare(cfg)
     setup = {"data": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    algorithm = build_algorithm(cfg, prepared)
+    if algorithm.privacy is not None:  # Opacus's import and σ for --dp-epsilon
+        setup["privacy"] = time.perf_counter() - t0
     algorithm.check_setup(prepared.client_labels)
     check_services(cfg, prepared)
     if prepared.schedule and not algorithm.elastic:
@@ -195,9 +195,11 @@ def execute(
         checkpointer.check_writable()
         if resume is None:
             check_checkpoints(checkpointer, launch.overwrite)
-    t0 = time.perf_counter()
-    started = init_ray(launch.ray_address, launch.dashboard)
-    setup["ray"] = time.perf_counter() - t0
+    started = False
+    if cfg.resources.backend == "ray":
+        t0 = time.perf_counter()
+        started = init_ray(launch.ray_address, launch.dashboard)
+        setup["ray"] = time.perf_counter() - t0
     replacement = None
     if resume is None and launch.overwrite:
         replacement = Replacement(out, RUN_OUTPUTS, checkpointer, record)

@@ -2,7 +2,8 @@
 
 * :mod:`helpers.fault`: the fault and runtime tests' small experiment (``run``),
   its results readers and failure-injecting callbacks;
-* :mod:`helpers.contexts`: client contexts over real data for client-half tests.
+* :mod:`helpers.contexts`: client contexts over real data for client-half tests;
+* :mod:`helpers.reference`: DFedAvg as a plain-PyTorch loop.
 """
 
 
