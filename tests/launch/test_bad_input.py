@@ -671,11 +671,12 @@ class SigtermAtRound(Callback):
             signal.sigtimedwait([], 0)  # the handler runs here, in the main thread
 
 
-def test_sigterm_mid_run_ends_it_as_interrupted_with_everything_kept(tmp_path, ray_session):
+def test_sigterm_mid_run_ends_it_as_interrupted_with_everything_kept(tmp_path):
     """Ray's SIGTERM handlers made this 'failed' (SystemExit: 15), or, with a local Ray,
     aborted the driver with a C++ stack dump (exit 134); the CLI's handler makes it an
-    interrupt (the handler is reclaimed from ray.init: tests/launch/test_signals.py)."""
-    cfg, _ = build_config({**CTRL_C_RUN, "rounds": 50})
+    interrupt (the handler is reclaimed from ray.init: tests/launch/test_signals.py).
+    In process (``--backend local``): the subject is the runner's path, not the actors."""
+    cfg, _ = build_config({**CTRL_C_RUN, "rounds": 50, "backend": "local"})
     out = tmp_path / "run"
     launch = LaunchConfig(out=str(out), progress=False, dashboard=False)
     with sigterm_interrupts(), pytest.raises(Terminated):

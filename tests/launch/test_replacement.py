@@ -1,12 +1,11 @@
 """``--overwrite`` moves the old results aside and removes them only once the new run
-has started (no Ray: the run goes through the real runner, loop and writers on the
-in-process federation)."""
+has started (no Ray: ``--backend local`` runs the real runner, loop and writers with
+every client in the test process)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,41 +17,19 @@ from dfml.launch.cli import main
 from dfml.launch.replacement import ASIDE_PREFIX
 from dfml.launch.results import PARTS, RUN_OUTPUTS
 from dfml.records import Callback
-from dfml.runtime.loop import Runtime
 
 TINY = "--dataset digits --clients 4 --rounds 2 --model mlp --hidden 8 --local-epochs 1"
-TINY += " --personalized-eval false --progress false --dashboard false"
+TINY += " --personalized-eval false --progress false --dashboard false --backend local"
 
 
-class FailingFederation(InProcessFederation):
-    """Actors that cannot start, as on a cluster too small for them."""
+@pytest.fixture
+def failing_start(monkeypatch):
+    """Clients that cannot start, as actors on a cluster too small for them."""
 
     def start(self, *args, **kwargs):
         raise ConfigError("--num-cpus-per-actor 64.0 exceeds the cluster's 4 CPUs")
 
-
-@pytest.fixture
-def in_process(monkeypatch):
-    """The runner without Ray: the real loop on an in-process federation of ``kind``."""
-    kind = {"federation": InProcessFederation}
-
-    def run_experiment(cfg, algorithm, callbacks, prepared, checkpointer, resume):
-        fed = kind["federation"](cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources)
-        runtime = Runtime(
-            algorithm,
-            fed,
-            prepared.topology,
-            cfg.run.rounds,
-            callbacks=callbacks,
-            checkpointer=checkpointer,
-            seed=cfg.run.seed,
-        )
-        runtime.run()
-        return SimpleNamespace(runtime=runtime, actors=[])
-
-    monkeypatch.setattr(runner, "init_ray", lambda address, dashboard: False)
-    monkeypatch.setattr(runner, "run_experiment", run_experiment)
-    return kind
+    monkeypatch.setattr(InProcessFederation, "start", start)
 
 
 def old_run(out: Path, uri: Path) -> dict[str, bytes]:
@@ -72,10 +49,9 @@ def dfml(capsys, args: str) -> tuple[int, list[str]]:
     return code, capsys.readouterr().err.strip().splitlines()
 
 
-def test_a_failure_before_start_up_puts_the_old_results_back(capsys, tmp_path, in_process):
+def test_a_failure_before_start_up_puts_the_old_results_back(capsys, tmp_path, failing_start):
     out, uri = tmp_path / "run", tmp_path / "ckpt"
     files = old_run(out, uri)
-    in_process["federation"] = FailingFederation
     code, err = dfml(capsys, f"run {TINY} --out {out} --checkpoint-uri {uri} --overwrite")
     assert code == 2 and err == [
         "dfml: error: --num-cpus-per-actor 64.0 exceeds the cluster's 4 CPUs"
@@ -87,7 +63,7 @@ def test_a_failure_before_start_up_puts_the_old_results_back(capsys, tmp_path, i
     ).read_text() == "old"
 
 
-def test_a_run_that_started_replaces_every_file_of_the_old_kind(capsys, tmp_path, in_process):
+def test_a_run_that_started_replaces_every_file_of_the_old_kind(capsys, tmp_path):
     """A CL-FML run overwritten by a run without tasks keeps no tasks.parquet."""
     out, uri = tmp_path / "run", tmp_path / "ckpt"
     old_run(out, uri)
@@ -115,9 +91,7 @@ class FailAtRound1(Callback):
             raise ConfigError("stopped in round 1")
 
 
-def test_a_failure_after_start_up_keeps_the_new_runs_results(
-    capsys, tmp_path, in_process, monkeypatch
-):
+def test_a_failure_after_start_up_keeps_the_new_runs_results(capsys, tmp_path, monkeypatch):
     out, uri = tmp_path / "run", tmp_path / "ckpt"
     old_run(out, uri)
     run = runner._run
