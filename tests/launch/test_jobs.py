@@ -428,3 +428,17 @@ def test_submission_waits_for_the_job_agent_and_gives_up_at_the_deadline():
     with pytest.raises(RuntimeError, match="invalid"):
         lifecycle.submit_when_ready(other, pause_s=0, submission_id="j")
     assert other.calls == 1  # any other refusal is not retried
+
+
+def test_the_upload_keeps_the_package_and_leaves_out_results_and_data(tmp_path):
+    """Matched as Ray matches ``excludes`` (its gitwildmatch spec): an unanchored
+    ``data/`` left out dfml/data/, so a job ran without the package's data layer."""
+    from ray._private.runtime_env.packaging import _get_excludes
+
+    from dfml.launch.jobs.lifecycle import EXCLUDES
+
+    excluded = _get_excludes(tmp_path, list(EXCLUDES))
+    for kept in ("dfml/data/memory.py", "dfml/launch/runner.py", "tests/data/test_memory.py"):
+        assert not excluded(tmp_path / kept), kept
+    for left_out in ("data/MNIST/raw/x", "runs/quickstart/summary.json", ".venv/bin/python"):
+        assert excluded(tmp_path / left_out), left_out
