@@ -25,12 +25,13 @@ from dfml.actors.federation import Federation
 from dfml.algorithms.base import Algorithm
 from dfml.algorithms.evaluation import EvalConfig
 from dfml.data.config import DataConfig, PartitionConfig
+from dfml.data.memory import check_fits
 from dfml.data.partition import make_partition
 from dfml.data.registry import load_dataset
 from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
 from dfml.fault.config import FaultConfig
-from dfml.models.zoo import ModelConfig, build_model
+from dfml.models.zoo import ModelConfig, model_size
 from dfml.records import Callback, RoundRecord
 from dfml.runtime.checkpoint import Checkpoint, Checkpointer
 from dfml.runtime.loop import Runtime
@@ -39,6 +40,10 @@ from dfml.topology.config import TopologyConfig
 from dfml.topology.service import TopologyService
 
 log = logging.getLogger(__name__)
+
+#: Bytes one model parameter costs a client at least: its float32 value, its
+#: gradient and two working copies (the mixed and the published vector).
+BYTES_PER_PARAMETER = 16
 
 
 @dataclass(frozen=True)
@@ -175,16 +180,21 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
         cfg.run.seed,
     )
     sizes = {c: len(splits[c].train) for c in initial}
-    topology = TopologyService(cfg.topology, sizes, cfg.run.seed)
+    topology = TopologyService(cfg.topology, sizes, cfg.run.seed, id_limit=n + reserve)
     check_schedule(topology, schedule, splits)
     cfg.fault.check_rounds(cfg.run.rounds)
-    model = build_model(cfg.model, dataset.input_shape, dataset.num_classes)
+    size = model_size(cfg.model, dataset.input_shape, dataset.num_classes)
+    check_fits(
+        f"the model ({size:,} parameters: each client's vector, gradients and copies)",
+        size * BYTES_PER_PARAMETER,
+        "lower --hidden or choose a smaller --model",
+    )
     return Prepared(
         splits,
         initial,
         topology,
         schedule,
-        model.size,
+        size,
         dataset.num_classes,
         dataset.input_shape,
         part.repair_moves,

@@ -10,6 +10,8 @@ from dfml.errors import ConfigError
 
 #: How actors are laid over the nodes (see :mod:`dfml.actors.placement`).
 PLACEMENTS = ("default", "spread", "pack")
+#: The longest --scale-timeout (a week): Ray's timeouts overflow far above.
+MAX_SCALE_TIMEOUT = 7 * 24 * 3600
 #: Where clients run: Ray actors, or every client in the driver process.
 BACKENDS = ("ray", "local")
 
@@ -33,7 +35,8 @@ class ResourceConfig:
             opened by joins get a placement group of their own.
         scale_timeout: seconds to wait for the autoscaler when joining clients
             need more actors than the cluster has room for (or a run starts on
-            a cluster with no CPUs yet); then the run fails with one line.
+            a cluster with no CPUs yet; 1 s to a week); then the run fails with
+            one line.
         pack_params: how an actor publishes its clients' parameter vectors
             after a step: ``always`` packed, one object per actor and up to
             4,096 clients (one ``ray.put`` instead of one per client; a
@@ -92,7 +95,8 @@ class ResourceConfig:
                 f"num_gpus_per_actor {gpus} needs --backend ray "
                 "(with --backend local every client runs on the driver's CPU)"
             )
-        if not (math.isfinite(self.scale_timeout) and self.scale_timeout > 0):
+        if not 1.0 <= self.scale_timeout <= MAX_SCALE_TIMEOUT:
             raise ConfigError(
-                f"scale_timeout must be a positive number of seconds, got {self.scale_timeout}"
+                f"scale_timeout must be 1 to {MAX_SCALE_TIMEOUT:,} seconds, got "
+                f"{self.scale_timeout:g}"
             )

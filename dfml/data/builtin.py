@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_digits as _sk_load_digits
 
 from dfml.data.dataset import ArrayDataset
+from dfml.data.memory import check_fits
 from dfml.errors import DataNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -105,10 +107,17 @@ def make_synthetic(
     """Class-conditional Gaussians: sample of class c is ``N(mu_c, I)``.
 
     The class means are drawn once from ``N(0, separation² / dim)·√dim`` so
-    that the task difficulty does not depend on the input size.
+    that the task difficulty does not depend on the input size. A size that
+    would not fit in the memory available is refused before anything is
+    drawn (:func:`~dfml.data.memory.check_fits`).
     """
+    dim = math.prod(shape)
+    check_fits(
+        f"the synthetic dataset ({num_samples} samples of shape {'x'.join(map(str, shape))})",
+        (num_samples * 16 + num_classes * 12) * dim,  # float64 draws, then float32 copies
+        "lower --synthetic-samples, --synthetic-classes or --synthetic-shape",
+    )
     rng = np.random.default_rng(seed)
-    dim = int(np.prod(shape))
     means = rng.normal(0.0, separation, size=(num_classes, dim)).astype(np.float32)
     y = np.arange(num_samples) % num_classes
     rng.shuffle(y)

@@ -11,6 +11,7 @@ client's share (:mod:`dfml.data.split`) and applies ζ relabelling.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -80,6 +81,14 @@ def _pathological(labels, n, cfg, rng):
         raise ConfigError(
             f"classes_per_client={cfg.classes_per_client} exceeds the {len(classes)} classes"
         )
+    dealt = n * cfg.classes_per_client
+    if dealt < len(classes):
+        raise ConfigError(
+            f"--partition pathological deals {n} clients × {cfg.classes_per_client} classes = "
+            f"{dealt} of the {len(classes)} classes; the samples of the other "
+            f"{len(classes) - dealt} would be dropped: give --classes-per-client >= "
+            f"{math.ceil(len(classes) / n)} or at least {math.ceil(len(classes) / cfg.classes_per_client)} clients"
+        )
     owners: dict[int, list[int]] = {int(c): [] for c in classes}
     for client in range(n):
         for j in range(cfg.classes_per_client):
@@ -98,6 +107,12 @@ def _label_group(labels, n, cfg, rng):
     classes = rng.permutation(np.unique(labels))
     if cfg.groups > len(classes):
         raise ConfigError(f"groups={cfg.groups} exceeds the {len(classes)} classes")
+    if cfg.groups > n:
+        raise ConfigError(
+            f"--groups {cfg.groups} > {n} clients: client i draws from group i mod "
+            f"{cfg.groups}, so groups {n}..{cfg.groups - 1} would have no client and their "
+            f"samples would be dropped: give --groups <= {n}"
+        )
     groups = np.array_split(classes, cfg.groups)
     owners: dict[int, list[int]] = {int(c): [] for c in classes}
     for client in range(n):

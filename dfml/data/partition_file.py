@@ -37,10 +37,13 @@ import pyarrow.parquet as pq
 from dfml.data.config import PartitionConfig
 from dfml.data.split import ClientSplit, client_seed, split_train
 from dfml.errors import ConfigError
+from dfml.untrusted import load_json, read_limited
 
 logger = logging.getLogger(__name__)
 
 PARQUET_SPLITS = ("meta_train", "query", "test")
+#: The largest partition file read: a partition of millions of samples fits in far less.
+MAX_PARTITION_BYTES = 256 << 20
 JSON_KEYS = ("train", "query", "test")
 
 
@@ -99,12 +102,10 @@ def _read(path: Path) -> list[_Client]:
     if not path.is_file():
         raise ConfigError(f"partition file {path} is not a file")
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        clients = _read_parquet(path)
-    elif suffix == ".json":
-        clients = _read_json(path)
-    else:
+    if suffix not in (".parquet", ".json"):
         raise ConfigError(f"partition file {path} must end in .parquet or .json, not {suffix!r}")
+    data = read_limited(path, f"partition file {path}", MAX_PARTITION_BYTES)
+    clients = _read_parquet(path, data) if suffix == ".parquet" else _read_json(path, data)
     if len(clients) < 2:
         raise ConfigError(f"partition file {path} holds {len(clients)} client(s); need >= 2")
     for cid, c in enumerate(clients):
@@ -119,9 +120,9 @@ def _read(path: Path) -> list[_Client]:
     return clients
 
 
-def _read_parquet(path: Path) -> list[_Client]:
+def _read_parquet(path: Path, data: bytes) -> list[_Client]:
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(pa.BufferReader(data))
     except OSError as err:
         raise ConfigError(f"partition file {path} cannot be read ({err})") from None
     except pa.ArrowException as err:
@@ -166,11 +167,9 @@ def _read_parquet(path: Path) -> list[_Client]:
     ]
 
 
-def _read_json(path: Path) -> list[_Client]:
+def _read_json(path: Path, data: bytes) -> list[_Client]:
     try:
-        doc = json.loads(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"partition file {path} cannot be read ({err})") from None
+        doc = load_json(data, f"partition file {path}")
     except json.JSONDecodeError as err:
         raise ConfigError(f"partition file {path} is not valid JSON (line {err.lineno})") from None
     except UnicodeDecodeError:

@@ -18,7 +18,6 @@ batches) in one piece, never through per-sample transforms, so loading the
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 from dfml.data.dataset import ArrayDataset
 from dfml.data.files import DOWNLOAD_ERRORS, check_idx_file, download_failed
 from dfml.errors import DataNotFoundError
+from dfml.untrusted import NUMPY_ARRAYS, safe_loads
 
 logger = logging.getLogger(__name__)
 
@@ -192,11 +192,20 @@ def _load_cifar(name: str, root: Path, download: bool) -> tuple[np.ndarray, np.n
     return x, y, num_classes
 
 
+#: What a CIFAR python batch may build: a dict of numpy arrays, lists and
+#: strings (``_codecs.encode`` is how protocol 2 writes bytes from Python 3).
+CIFAR_TYPES = NUMPY_ARRAYS | {("_codecs", "encode")}
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One batch: rows of 3072 bytes (R, G, B planes of 32×32) are already CHW."""
+    """One batch: rows of 3072 bytes (R, G, B planes of 32×32) are already CHW.
+
+    The batch is a pickle from ``--data-root``: it is read with a restricted
+    unpickler (:func:`~dfml.untrusted.safe_loads`) that builds only
+    :data:`CIFAR_TYPES`, so a crafted file is refused without running anything.
+    """
     try:
-        with path.open("rb") as fh:
-            entry = pickle.load(fh, encoding="latin1")
+        entry = safe_loads(path.read_bytes(), CIFAR_TYPES, encoding="latin1")
     except Exception as err:  # a damaged pickle can raise almost anything
         raise DataNotFoundError(
             f"{path} is not a CIFAR python batch ({type(err).__name__}: {err})"

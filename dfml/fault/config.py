@@ -7,10 +7,16 @@ chaos or by ``--recovery true``; a plain run pays nothing for it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from dfml.errors import ConfigError
+from dfml.fault.durable import check_uri
+
+#: The shortest heartbeat: a ping cannot come back sooner, and a shorter one
+#: declared every actor unavailable, then fenced them one after another.
+MIN_HEARTBEAT = 0.1
+#: The longest timeout in seconds (a week): Ray's timeouts overflow far above.
+MAX_SECONDS = 7 * 24 * 3600
 
 #: How chaos kills: ``ray.kill`` of the client actor, SIGKILL of its worker
 #: process, or a crash of the whole node hosting it (multi-node clusters).
@@ -36,9 +42,10 @@ class FaultConfig:
         keep_versions: replica versions every holder keeps per client.
         spares: warm spare actors kept ready to adopt a dead actor's clients.
         heartbeat_seconds: how long a step may run silently before the
-            manager pings its actors.
+            manager pings its actors (0.1 s to a week).
         unavailable_timeout: seconds an unresponsive actor may stay
-            unavailable before it is fenced (killed) and treated as dead.
+            unavailable before it is fenced (killed) and treated as dead
+            (1 s to a week, at least one heartbeat).
         chaos_kill_rate: per-round probability that each client actor fails.
         chaos_rounds: rounds at which ``chaos_fraction`` of the actors fail at once.
         chaos_fraction: fraction of the actors killed at each of ``chaos_rounds``.
@@ -66,14 +73,23 @@ class FaultConfig:
             raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.checkpoint_uri is not None and not self.checkpoint_uri.strip():
             raise ConfigError("checkpoint_uri must be a directory or URI, got an empty string")
+        if self.checkpoint_uri is not None:
+            check_uri(self.checkpoint_uri)
         if self.keep_versions < 1:
             raise ConfigError(f"keep_versions must be >= 1, got {self.keep_versions}")
         if self.spares < 0:
             raise ConfigError(f"spares must be >= 0, got {self.spares}")
-        for name in ("heartbeat_seconds", "unavailable_timeout"):
+        for name, low in (("heartbeat_seconds", MIN_HEARTBEAT), ("unavailable_timeout", 1.0)):
             value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
+            if not low <= value <= MAX_SECONDS:
+                raise ConfigError(
+                    f"{name} must be {low:g} to {MAX_SECONDS:,} seconds, got {value:g}"
+                )
+        if self.unavailable_timeout < self.heartbeat_seconds:
+            raise ConfigError(
+                f"unavailable_timeout {self.unavailable_timeout:g} s is shorter than one "
+                f"heartbeat ({self.heartbeat_seconds:g} s): an outage that short cannot be seen"
+            )
         if not 0.0 <= self.chaos_kill_rate <= 1.0:
             raise ConfigError(f"chaos_kill_rate must be in [0, 1], got {self.chaos_kill_rate}")
         if any(r < 0 for r in self.chaos_rounds):

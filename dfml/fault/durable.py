@@ -11,21 +11,64 @@ from __future__ import annotations
 import logging
 import os
 import re
+from urllib.parse import urlsplit
 
+import pyarrow as pa
 from pyarrow import fs as pafs
 
+from dfml.errors import ConfigError
 from dfml.fault.replica import Replica, from_bytes, to_bytes
 
 log = logging.getLogger(__name__)
 
 _VERSION = re.compile(r"^v(\d+)\.npz$")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+
+#: URI schemes a checkpoint URI may use; anything without ``://`` is a local folder.
+URI_SCHEMES = ("file", "s3", "gs", "gcs")
+_FORMS = "a local folder, file:///ABS/PATH, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX"
+
+
+def check_uri(uri: str) -> None:
+    """One ``ConfigError`` line unless ``uri`` is a local path or a well-formed URI.
+
+    Refused: a scheme other than :data:`URI_SCHEMES` (or in capitals), one of
+    them without ``//`` (``s3:bucket`` would be a local folder named so), a
+    ``file://`` URI with a host, and ``s3://`` / ``gs://`` without a bucket.
+    """
+    found = _SCHEME.match(uri)
+    if found is None and "://" in uri:
+        raise ConfigError(f"checkpoint_uri {uri!r} is malformed (no scheme); give {_FORMS}")
+    if found is None or (found.group(1) not in URI_SCHEMES and "://" not in uri):
+        return  # a local path (which may hold a colon)
+    scheme = found.group(1)
+    if scheme not in URI_SCHEMES:
+        raise ConfigError(f"checkpoint_uri {uri!r}: unknown scheme {scheme!r}; give {_FORMS}")
+    if not uri.startswith(f"{scheme}://"):
+        raise ConfigError(f"checkpoint_uri {uri!r} is malformed; give {_FORMS}")
+    try:
+        parts = urlsplit(uri)
+    except ValueError as err:
+        raise ConfigError(f"checkpoint_uri {uri!r} is malformed ({err}); give {_FORMS}") from None
+    if scheme == "file" and (parts.netloc or not parts.path.startswith("/")):
+        raise ConfigError(
+            f"checkpoint_uri {uri!r}: a file:// URI names no host and an absolute path "
+            "(file:///ABS/PATH)"
+        )
+    if scheme != "file" and not parts.netloc:
+        raise ConfigError(f"checkpoint_uri {uri!r} names no bucket ({scheme}://BUCKET/PREFIX)")
 
 
 def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, base path) for a directory or a URI."""
+    """(filesystem, base path) for a directory or a URI (one ``ConfigError`` line if neither)."""
+    check_uri(uri)
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
-    filesystem, path = pafs.FileSystem.from_uri(uri)
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowException, OSError, ValueError) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise ConfigError(f"checkpoint_uri {uri!r} cannot be opened ({reason})") from None
     return filesystem, path.rstrip("/")
 
 

@@ -74,6 +74,9 @@ def summarize_faults(
 class FaultReport(Callback):
     """Adds the fault keys to summary.json and writes ``faults.parquet``."""
 
+    #: The files it writes into the results folder.
+    OUTPUTS = ("faults.parquet",)
+
     def __init__(self, out: Path | None) -> None:
         self.out = None if out is None else Path(out)
         self.federation: Any = None
@@ -92,7 +95,7 @@ class FaultReport(Callback):
         if self.out is not None:
             table = events_table(fed.events)
             self.out.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, self.out / "faults.parquet")
+            pq.write_table(table, self.out / self.OUTPUTS[0])
         return summarize_faults(
             fed.events,
             fed.replication_bytes,

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from dfml.errors import UserError
 from dfml.launch.flags import add_option_flags, options_from
+from dfml.launch.signals import EXIT_TERMINATED, Terminated, sigterm_interrupts
 
 EXIT_USAGE = 2
 
@@ -54,23 +55,33 @@ def _resume(options: dict[str, Any]) -> int:
     """``dfml run --resume OUT|URI [launch flags]``: continue from the last checkpoint."""
     import dataclasses
 
-    from dfml.launch.options import LaunchConfig, build_config, check_resume_options, coerce
-    from dfml.launch.runner import execute, load_resume
+    from dfml.launch.identity import load_resume
+    from dfml.launch.limits import check_path
+    from dfml.launch.options import (
+        LaunchConfig,
+        absolute_paths,
+        build_config,
+        check_resume_options,
+        coerce,
+    )
+    from dfml.launch.runner import execute
 
     target = str(options.pop("resume"))
+    check_path("--resume", target)
     if coerce("overwrite", options.get("overwrite", False), bool):
         LaunchConfig(resume=target, overwrite=True)  # refused: one line saying why
-    record, checkpointer = load_resume(target)
-    recorded = record["options"]  # every effective option, read or not: exempt
+    given_out = options.pop("out", None)
+    record, checkpointer = load_resume(target, None if given_out is None else str(given_out))
+    recorded = record.options  # every effective option, read or not: exempt
     cfg, _ = build_config(recorded, allow_unused=recorded)
-    check_resume_options(cfg, options)
+    check_resume_options(cfg, absolute_paths(options))
     launch_fields = {f.name for f in dataclasses.fields(LaunchConfig)}
     given = {k: v for k, v in options.items() if k in launch_fields}
     _, launch = build_config(
-        {**recorded, **given, "out": record["out"]}, allow_unused=set(recorded) - set(given)
+        {**recorded, **given, "out": record.out}, allow_unused=set(recorded) - set(given)
     )
     checkpoint = checkpointer.latest()
-    summary = execute(cfg, launch, resume=checkpoint)
+    summary = execute(cfg, launch, resume=checkpoint, record=record)
     print(
         f"resumed at round {checkpoint.round}: final_accuracy={summary['final_accuracy']:.4f}  "
         f"results in {launch.out}"
@@ -175,10 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return args.handler(args)
+        with sigterm_interrupts():
+            return args.handler(args)
     except UserError as err:
         print(f"dfml: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print("dfml: terminated (SIGTERM); results written so far are kept", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("dfml: interrupted; results written so far are kept", file=sys.stderr)
         return 130

@@ -18,6 +18,10 @@ schedule) and every folder it would write is checked: if ``OUT`` or any run
 folder already holds results the command refuses to start, unless
 ``--overwrite``, which then replaces exactly the files this comparison writes
 (other folders under ``OUT`` are left alone). ``--resume`` is ``dfml run``'s.
+
+A run that diverges is kept and counted in the table; when no run completes
+the command still writes everything, then ends with one line and exit code
+2 instead of 0.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from dfml.errors import ConfigError, TrainingDivergedError
+from dfml.errors import ConfigError, TrainingDivergedError, UserError
 from dfml.experiment import ExperimentConfig, RunConfig, prepare
 from dfml.launch.flags import add_option_flags, options_from
 from dfml.launch.options import (
@@ -337,10 +341,17 @@ def run_compare(
     (root / "table.md").write_text(table)
     write_csv(rows, root / "table.csv")
     pooled = {a: pooled_history(h) for a, h in histories.items() if any(h)}
-    plot_accuracy(pooled, root / "accuracy.png")
+    if pooled:  # no run finished a round: nothing to draw
+        plot_accuracy(pooled, root / "accuracy.png")
     if tasks:
         plot_task_accuracy(rows, root / "task_accuracy.png")
-    write_report([job.out for job in jobs], root / "report.html")
+    # OUT/report.html was refused or cleared (--overwrite) before the runs began
+    write_report([job.out for job in jobs], root / "report.html", overwrite=True)
+    if not any(s.get("status") == "completed" for runs in summaries.values() for s in runs):
+        raise UserError(
+            f"no run of the comparison completed (all {len(jobs)} diverged); the table and "
+            f"every run's results are in {root}"
+        )
     return root, table
 
 

@@ -24,8 +24,10 @@ Bad input (the rules every command follows):
 * Results are never lost: a run refuses a results folder (``--out``) that
   already holds results, and a checkpoint URI that already holds
   checkpoints, unless ``--overwrite`` is given (every old result file is
-  then removed first, so no file of the old run survives to be mixed with
-  the new one) or the run is continued with ``--resume OUT``. All checks
+  moved aside and removed once the new run has started, so no file of the
+  old run survives to be mixed with the new one, and a run that fails
+  before puts them back: :mod:`dfml.launch.replacement`) or the run is
+  continued with ``--resume OUT``. All checks
   run before anything is written; a run that fails or is interrupted after
   it started keeps what it wrote and says why in ``summary.json``
   (``status``: completed, diverged, interrupted or failed).
@@ -54,13 +56,21 @@ from dfml.errors import ConfigError
 from dfml.experiment import ExperimentConfig, RunConfig
 from dfml.fault.config import FaultConfig
 from dfml.launch import services
+from dfml.launch.limits import MAX_CONFIG_BYTES, check_int, check_path, check_string, shown
 from dfml.launch.registry import ALGORITHMS, algorithm_class, clusters
 from dfml.models.zoo import ModelConfig
 from dfml.runtime.membership import MembershipConfig
 from dfml.topology.config import TopologyConfig
+from dfml.untrusted import load_yaml, read_limited
 
 #: Ray addresses ``--ray-address`` accepts besides ``HOST:PORT`` and ``ray://HOST:PORT``.
 RAY_ADDRESS_KEYWORDS = ("auto", "local")
+
+#: The experiment options that name local files or folders (``checkpoint_uri``
+#: only when it is a plain path, not ``s3://...``): recorded absolute in run.json.
+PATH_OPTIONS = ("data_root", "partition_file", "edge_list", "tasks_file", "checkpoint_uri")
+#: Launch options that are always local paths (checked as paths, never recorded).
+LOCAL_PATHS = ("out", "resume")
 
 
 @dataclass(frozen=True)
@@ -82,9 +92,10 @@ class LaunchConfig:
             names, from its last complete checkpoint; launch flags may be given
             again, experiment flags must equal the checkpoint's.
         overwrite: replace the results already in ``out`` (and the checkpoints
-            under ``checkpoint_uri``): every old result file is removed once
-            Ray has started, before the run writes anything. Without it, a run
-            refuses a folder that holds results.
+            under ``checkpoint_uri``): every old result file is moved aside
+            once Ray has started and removed once the run's actors have
+            started; a run that fails before puts them back. Without it, a
+            run refuses a folder that holds results.
     """
 
     out: str = "runs/latest"
@@ -185,19 +196,25 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
         if hint is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
-            return int(str(value).strip()) if isinstance(value, str) else int(value)
+            number = int(str(value).strip()) if isinstance(value, str) else int(value)
+            check_int(f"--{flag(name)}", number)
+            return number
         if hint is float:
             out = float(value)
             if not math.isfinite(out):
-                raise ConfigError(f"--{flag(name)} must be a finite number, got {value!r}")
+                raise ConfigError(f"--{flag(name)} must be a finite number, got {shown(value)}")
             return out
         if hint is str:
             if not isinstance(value, str | int | float):
                 raise ValueError(value)
-            return str(value)
-    except (TypeError, ValueError):
+            text = str(value)
+            if name in LOCAL_PATHS or (name in PATH_OPTIONS and "://" not in text):
+                check_path(f"--{flag(name)}", text)
+            check_string(f"--{flag(name)}", text)
+            return text
+    except (TypeError, ValueError, OverflowError):
         kind = getattr(hint, "__name__", str(hint))
-        raise ConfigError(f"--{flag(name)} must be {kind}, got {value!r}") from None
+        raise ConfigError(f"--{flag(name)} must be {kind}, got {shown(value)}") from None
     raise TypeError(f"unsupported option type {hint!r} for {name}")
 
 
@@ -239,28 +256,29 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file's options: at most ``MAX_CONFIG_BYTES``, no alias, no deep nesting."""
+    check_path("config file", str(path))
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
+    what = f"config file {str(p)!r}"
+    if p.exists() and not p.is_file():
+        raise ConfigError(f"{what} is not a file")
     try:
-        loaded = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
+        text = read_limited(p, what, MAX_CONFIG_BYTES).decode("utf-8")
+        loaded = load_yaml(text, what, _UniqueKeyLoader)  # a SafeLoader
     except _DuplicateKey as dup:
         raise ConfigError(
-            f"config file {str(p)!r} gives key {dup.key!r} twice "
-            f"(lines {dup.first} and {dup.second}); keep one"
+            f"{what} gives key {dup.key!r} twice (lines {dup.first} and {dup.second}); keep one"
         ) from None
     except UnicodeDecodeError:
-        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text") from None
-    except OSError as err:
-        raise ConfigError(f"config file {str(p)!r} cannot be read ({err.strerror})") from None
+        raise ConfigError(f"{what} is not UTF-8 text") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}") from None
+        raise ConfigError(f"{what} is not valid YAML{where}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping of option: value")
+        raise ConfigError(f"{what} must hold a mapping of option: value")
     return {str(k).replace("-", "_"): v for k, v in loaded.items()}
 
 
@@ -471,7 +489,8 @@ def build_config(
 
         # The file fixes the clients (initial + reserve); an explicit --clients is checked later.
         membership = _build(MembershipConfig, opts)
-        opts["clients"] = num_clients_in(str(opts["partition_file"])) - membership.reserve
+        path = coerce("partition_file", opts["partition_file"], str)
+        opts["clients"] = num_clients_in(path) - membership.reserve
     if (opts.get("tasks") or opts.get("tasks_file")) and "train_split" in known:
         # Tasks fine-tune on D^Q: every method pretrains on D^M alone unless told otherwise.
         opts.setdefault("train_split", "meta")
@@ -483,6 +502,20 @@ def build_config(
     )
     check_unused(given, experiment, launch, set(allow_unused))
     return experiment, launch
+
+
+def absolute_paths(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with every local path of :data:`PATH_OPTIONS` made absolute.
+
+    A run records its options this way when it starts, so ``--resume`` from
+    another directory reads the same files and writes the same checkpoints.
+    """
+    out = dict(options)
+    for name in PATH_OPTIONS:
+        value = out.get(name)
+        if isinstance(value, str) and value.strip() and "://" not in value:
+            out[name] = str(Path(value).expanduser().resolve())
+    return out
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:

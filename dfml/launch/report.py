@@ -23,6 +23,7 @@ import html
 import io
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,9 @@ from matplotlib.ticker import MaxNLocator
 
 from dfml.errors import ConfigError, UserError
 from dfml.fault.events import KINDS
+from dfml.launch.limits import check_path
 from dfml.launch.results import PARTS, read_metrics
+from dfml.untrusted import load_json
 
 DEFAULT_OUT = "report.html"
 
@@ -130,7 +133,7 @@ def load_run(path: str | Path, label: str) -> Run:
             f"{str(summary_path)!r} is missing; is {str(folder)!r} a dfml run folder?"
         )
     try:
-        summary = json.loads(summary_path.read_text())
+        summary = load_json(summary_path.read_bytes(), repr(str(summary_path)))
     except json.JSONDecodeError as err:
         raise ConfigError(f"{str(summary_path)!r} is not valid JSON (line {err.lineno})") from None
     if not isinstance(summary, dict):
@@ -474,17 +477,39 @@ def render(runs: Sequence[Run]) -> str:
     )
 
 
-def write_report(paths: Sequence[str | Path], out: str | Path) -> Path:
-    """Read every run folder (all checked before anything is written), write the page."""
+def write_report(paths: Sequence[str | Path], out: str | Path, overwrite: bool = False) -> Path:
+    """Read every run folder (all checked before anything is written), write the page.
+
+    An existing file at ``out`` is refused unless ``overwrite``; the page is
+    written to a temp file and renamed, so a failure leaves no half page.
+    """
     if not paths:
         raise ConfigError("dfml report needs at least one run folder")
-    folders = [Path(p) for p in paths]
-    runs = [load_run(p, label) for p, label in zip(folders, run_labels(folders), strict=True)]
+    for path in paths:
+        check_path("run folder", str(path))
+    check_path("--out", str(out))
     target = Path(out)
     if target.is_dir():
         target = target / DEFAULT_OUT
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render(runs), encoding="utf-8")
+    if os.path.lexists(target) and not overwrite:
+        raise ConfigError(
+            f"report file {str(target)!r} already exists; give another --out, or --overwrite "
+            "to replace it"
+        )
+    if target.exists() and not target.is_file():
+        raise ConfigError(f"report file {str(target)!r} is not a file; give a file for --out")
+    folders = [Path(p) for p in paths]
+    runs = [load_run(p, label) for p, label in zip(folders, run_labels(folders), strict=True)]
+    page = render(runs)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError as err:
+        raise ConfigError(
+            f"report file {str(target)!r} cannot be written ({err.strerror})"
+        ) from None
     return target
 
 
@@ -493,10 +518,15 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="one self-contained HTML page about run folders")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (each with summary.json)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"HTML file to write (default {DEFAULT_OUT})")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the file --out names if it exists (default: refuse)",
+    )
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    path = write_report(args.runs, args.out)
+    path = write_report(args.runs, args.out, overwrite=args.overwrite)
     print(f"report written to {path}")
     return 0

@@ -6,12 +6,16 @@ a 1,000-round run never rewrites its table and a killed run keeps every
 round it finished. When the run ends (completed, failed, interrupted) the
 parts are merged into ``metrics.parquet`` with pyarrow's ``ParquetWriter``,
 one row group per round; :func:`read_metrics` reads either form. A resumed
-run first drops the parts of rounds after its checkpoint (they are redone).
+run first drops the parts of rounds after its checkpoint (they are redone)
+and writes back a part for every round the checkpoint holds that has none
+(a run ended by Ctrl-C had merged them into ``metrics.parquet``, which the
+resumed run's merge replaces), so the final table has every round.
 
 A results folder holds one run: :func:`check_results_folder` refuses one
 that already holds results (unless ``--overwrite``), before anything runs;
 :func:`clear_results` removes every file a run writes (:data:`RUN_OUTPUTS`),
-so an overwritten folder keeps nothing of the old run.
+so an overwritten folder keeps nothing of the old run
+(:mod:`dfml.launch.replacement` moves them aside first).
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ import pyarrow.parquet as pq
 
 from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
+from dfml.fault.report import FaultReport
+from dfml.launch.services import SERVICE_OUTPUTS
 from dfml.records import Callback, RoundRecord
+from dfml.runtime.checkpoint import RUN_FILE
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +94,25 @@ def records_to_table(
 PARTS = "metrics.parts"
 _PART = re.compile(r"^round-(\d{6})\.parquet$")
 
-#: Every file (or folder) a run writes into its results folder.
-RUN_OUTPUTS = (
+SUMMARY, METRICS, PARTITION, PLOT = (
     "summary.json",
     "metrics.parquet",
-    PARTS,
-    "run.json",
     "partition.parquet",
-    "faults.parquet",
-    "tasks.parquet",
-    "task_predictions.parquet",
     "accuracy.png",
+)
+
+#: Every file (or folder) a run of any kind writes into its results folder,
+#: the one list: the run's own, the fault report's and every service's (each
+#: writer declares its names), so ``--overwrite`` removes or keeps them together.
+RUN_OUTPUTS = (
+    SUMMARY,
+    METRICS,
+    PARTS,
+    RUN_FILE,
+    PARTITION,
+    *FaultReport.OUTPUTS,
+    *SERVICE_OUTPUTS,
+    PLOT,
 )
 
 
@@ -189,7 +204,7 @@ def read_metrics(out: Path) -> pa.Table:
     if parts:
         _, tables = merge_tables([pq.read_table(p) for p in parts.values()])
         return pa.concat_tables(tables)
-    return pq.read_table(out / "metrics.parquet")
+    return pq.read_table(out / METRICS)
 
 
 def partition_table(splits: Sequence[ClientSplit]) -> pa.Table:
@@ -218,14 +233,26 @@ class ResultsWriter(Callback):
         self.test_sizes = test_sizes
 
     def on_resume(self, history: Sequence[RoundRecord]) -> None:
-        """Keep the rounds before the checkpoint; drop parts of rounds to be redone."""
+        """Keep the rounds before the checkpoint; drop parts of rounds to be redone.
+
+        Every round of ``history`` (the checkpoint's record of the rounds
+        done) gets its part back if it has none, so the merge at the end
+        holds every round and not only those run after the resume.
+        """
         self.history = list(history)
-        for rnd, path in _parts(self.out).items():
+        parts = _parts(self.out)
+        for rnd, path in parts.items():
             if rnd >= len(history):
                 path.unlink()
+        for record in history:
+            if record.round not in parts:
+                self._write_part(record)
 
     def on_round_end(self, record: RoundRecord) -> None:
         self.history.append(record)
+        self._write_part(record)
+
+    def _write_part(self, record: RoundRecord) -> None:
         folder = self.out / PARTS
         folder.mkdir(exist_ok=True)
         table = records_to_table([record], self.test_sizes)
@@ -245,22 +272,22 @@ class ResultsWriter(Callback):
                 for table in tables:
                     writer.write_table(table)
 
-        _atomic_write(self.out / "metrics.parquet", write)
+        _atomic_write(self.out / METRICS, write)
         for path in parts.values():
             path.unlink()
         (self.out / PARTS).rmdir()
 
     def write_partition(self, splits: Sequence[ClientSplit]) -> None:
         table = partition_table(splits)
-        _atomic_write(self.out / "partition.parquet", lambda p: pq.write_table(table, p))
+        _atomic_write(self.out / PARTITION, lambda p: pq.write_table(table, p))
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         text = json.dumps(summary, indent=2, default=_json_default)
-        _atomic_write(self.out / "summary.json", lambda p: p.write_text(text + "\n"))
+        _atomic_write(self.out / SUMMARY, lambda p: p.write_text(text + "\n"))
 
     def plot(self, title: str) -> None:
         if self.history:
-            plot_accuracy({title: self.history}, self.out / "accuracy.png")
+            plot_accuracy({title: self.history}, self.out / PLOT)
 
 
 def membership_summary(history: Sequence[RoundRecord]) -> dict[str, Any]:

@@ -23,20 +23,29 @@ from dfml.errors import ConfigError, TrainingDivergedError
 from dfml.experiment import ExperimentConfig, Prepared, prepare, run_experiment
 from dfml.fault.report import FaultReport
 from dfml.launch.cluster import probe, resolve
+from dfml.launch.identity import RunRecord
 from dfml.launch.options import LaunchConfig, config_to_dict, config_to_options
 from dfml.launch.progress import ProgressBar
+from dfml.launch.replacement import Replacement
 from dfml.launch.results import (
+    RUN_OUTPUTS,
     ResultsWriter,
     check_results_folder,
-    clear_results,
     membership_summary,
     summarize,
 )
 from dfml.launch.services import build_algorithm, check_services, service_callbacks
+from dfml.launch.signals import Terminated, reclaim
 from dfml.records import Callback
 from dfml.runtime.checkpoint import RUN_FILE, Checkpoint, Checkpointer
 
 log = logging.getLogger(__name__)
+
+
+def ray_logging_level() -> int:
+    """Ray's own log level: its start-up warnings ("Token authentication is enabled",
+    ...) only with ``-v``, so a run's stderr holds dfml's lines; errors always."""
+    return logging.WARNING if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.ERROR
 
 
 def init_ray(address: str | None, dashboard: bool) -> bool:
@@ -57,7 +66,7 @@ def init_ray(address: str | None, dashboard: bool) -> bool:
             address=address,
             include_dashboard=dashboard,
             dashboard_host="127.0.0.1",
-            logging_level=logging.WARNING,
+            logging_level=ray_logging_level(),
         )
     except (ConnectionError, RuntimeError) as err:
         ray.shutdown()
@@ -69,14 +78,10 @@ def init_ray(address: str | None, dashboard: bool) -> bool:
     except BaseException:
         ray.shutdown()  # the processes this ray.init started (Ctrl-C during start-up)
         raise
+    reclaim()  # ray.init installed SIGTERM handlers that would end the run as failed
     if dashboard and ctx.dashboard_url:
         log.warning("Ray dashboard: http://%s", ctx.dashboard_url)
     return True
-
-
-def run_record(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
-    """What ``--resume`` needs: every experiment option and the results folder."""
-    return {"options": config_to_options(cfg), "out": str(out.resolve())}
 
 
 def check_checkpoints(checkpointer: Checkpointer, overwrite: bool) -> None:
@@ -112,25 +117,23 @@ def check_results(out: Path, launch: LaunchConfig, resume: Checkpoint | None = N
 
 
 def _set_up(
-    cfg: ExperimentConfig,
-    launch: LaunchConfig,
     out: Path,
     prepared: Prepared,
     checkpointer: Checkpointer | None,
     resume: Checkpoint | None,
+    record: RunRecord,
+    replacement: Replacement | None,
 ) -> ResultsWriter:
-    """Clear old results (``--overwrite``), create the folder, write run.json and the partition."""
+    """Move old results aside (``--overwrite``), create the folder, write run.json and
+    the partition (and run.json beside the checkpoints, once no old run's are there)."""
     try:
-        if resume is None and launch.overwrite:
-            clear_results(out)
-            if checkpointer is not None:
-                checkpointer.fs.delete_dir_contents(checkpointer.base, missing_dir_ok=True)
+        if replacement is not None:
+            replacement.move_aside()
         writer = ResultsWriter(out, {c: len(sp.test) for c, sp in enumerate(prepared.splits)})
         if resume is None:
-            record = run_record(cfg, out)
-            (out / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
-            if checkpointer is not None:
-                checkpointer.write_run_file(record)
+            (out / RUN_FILE).write_text(record.to_json())
+            if checkpointer is not None and replacement is None:
+                checkpointer.write_run_file(record.to_json())
             writer.write_partition(prepared.splits)
     except OSError as err:
         raise ConfigError(f"results folder {str(out)!r} cannot be written ({err})") from None
@@ -143,18 +146,24 @@ def execute(
     out: Path | None = None,
     callbacks: Sequence[Callback] = (),
     resume: Checkpoint | None = None,
+    record: RunRecord | None = None,
 ) -> dict[str, Any]:
     """Run ``cfg`` (or resume it from ``resume``); write the results folder ``out``.
+
+    ``record`` is the resumed run's identity (:mod:`dfml.launch.identity`);
+    a new run makes its own and writes it as ``run.json``.
 
     Everything that can be checked is checked before anything is written:
     the data, partition, topology and schedule (:func:`prepare`), the results
     folder (refused if it holds results, unless ``launch.overwrite``), the
-    checkpoint URI, and Ray's start. Only then are old results removed
-    (``--overwrite``) and new ones written.
+    checkpoint URI, and Ray's start. Only then are old results moved aside
+    (``--overwrite``) and new ones written; the old ones are removed once the
+    run's actors have started, and put back if it ends before
+    (:mod:`dfml.launch.replacement`).
 
     Results are written also when the run stops early: the summary's
     ``status`` says ``completed``, ``diverged`` (a client's loss became
-    NaN), ``interrupted`` (Ctrl-C) or ``failed`` (with the error), and the
+    NaN), ``interrupted`` (Ctrl-C or SIGTERM) or ``failed`` (with the error), and the
     error is re-raised. Every callback's ``summary()`` is merged into
     summary.json. With ``checkpoint_uri`` set, whole-run checkpoints are
     written every ``checkpoint_every`` rounds and ``run.json`` records the
@@ -176,9 +185,13 @@ def execute(
             "(--schedule)"
         )
     check_results(out, launch, resume)
+    if record is None:
+        record = RunRecord.new(config_to_options(cfg), out)
     checkpointer = None
     if cfg.fault.checkpoint_uri is not None:
-        checkpointer = Checkpointer(cfg.fault.checkpoint_uri, cfg.fault.checkpoint_every)
+        checkpointer = Checkpointer(
+            cfg.fault.checkpoint_uri, cfg.fault.checkpoint_every, run_id=record.run_id
+        )
         checkpointer.check_writable()
         if resume is None:
             check_checkpoints(checkpointer, launch.overwrite)
@@ -187,12 +200,18 @@ def execute(
         t0 = time.perf_counter()
         started = init_ray(launch.ray_address, launch.dashboard)
         setup["ray"] = time.perf_counter() - t0
+    replacement = None
+    if resume is None and launch.overwrite:
+        replacement = Replacement(out, RUN_OUTPUTS, checkpointer, record)
+        callbacks = [*callbacks, replacement]
     try:
-        writer = _set_up(cfg, launch, out, prepared, checkpointer, resume)
+        writer = _set_up(out, prepared, checkpointer, resume, record, replacement)
         return _run(
             cfg, launch, out, algorithm, prepared, writer, callbacks, checkpointer, resume, setup
         )
     finally:
+        if replacement is not None:
+            replacement.settle()
         if started:
             ray.shutdown()
 
@@ -244,8 +263,12 @@ def _run(
     except TrainingDivergedError as err:
         status, error = "diverged", str(err)
         raise
-    except KeyboardInterrupt:
-        status, error = "interrupted", "interrupted by the user (Ctrl-C)"
+    except KeyboardInterrupt as err:
+        status = "interrupted"
+        if isinstance(err, Terminated):
+            error = "terminated by a signal (SIGTERM)"
+        else:
+            error = "interrupted by the user (Ctrl-C)"
         raise
     except BaseException as err:
         status, error = "failed", f"{type(err).__name__}: {err}"
@@ -273,23 +296,3 @@ def _run(
         writer.write_summary(summary)
         writer.plot(f"{cfg.run.algorithm} on {cfg.data.dataset}")
     return summary
-
-
-def load_resume(target: str) -> tuple[dict[str, Any], Checkpointer]:
-    """``--resume OUT`` (a results folder) or ``--resume URI`` (its checkpoint URI).
-
-    Returns the run record (options, out) and the checkpointer to read from.
-    """
-    path = Path(target)
-    if (path / RUN_FILE).is_file():
-        record = json.loads((path / RUN_FILE).read_text())
-    else:
-        record = Checkpointer(target, 1).read_run_file()
-    fault = record["options"]
-    uri, every = fault.get("checkpoint_uri"), int(fault.get("checkpoint_every", 1))
-    if not uri:
-        raise ConfigError(
-            f"the run in {target!r} wrote no checkpoints (it had no --checkpoint-uri); "
-            "it cannot be resumed"
-        )
-    return record, Checkpointer(uri, every)

@@ -27,6 +27,7 @@ import numpy as np
 from dfml.algorithms.base import Algorithm
 from dfml.algorithms.clfml.scoring import ReferenceClassifier, TaskRequester, TaskTestSet
 from dfml.algorithms.clfml.service import TaskConfig, TaskService
+from dfml.algorithms.clfml.tasks import load_tasks
 from dfml.algorithms.privacy.accountant import PrivacyAccountant
 from dfml.algorithms.privacy.accounting import DataSizes, Usage, run_noise
 from dfml.algorithms.privacy.config import PrivacyConfig
@@ -52,10 +53,14 @@ class Service:
             one-line :class:`~dfml.errors.ConfigError` for a section this
             experiment cannot serve, which :func:`check_services` calls
             before any actor starts.
+        outputs: the files the service writes into the results folder (part
+            of :data:`~dfml.launch.results.RUN_OUTPUTS`, so ``--overwrite``
+            replaces them with everything else).
     """
 
     config: type
     build: Callable[[ExperimentConfig, Prepared, int, Path | None], Callback]
+    outputs: tuple[str, ...] = ()
 
 
 def _build_probe(
@@ -143,6 +148,8 @@ def build_task_service(
     if any(s.label_permutation is not None for s in prep.splits):
         raise ConfigError("tasks need one meaning per label: use --zeta 1 with --tasks")
     tasks = section(cfg, "tasks")
+    if tasks.tasks_file:  # a bad file is refused before the reference classifier is fitted
+        load_tasks(tasks.tasks_file, sorted(set().union(*prep.client_labels.values())))
     dataset = load_dataset(cfg.data)
     test = TaskTestSet.from_indices(dataset, np.concatenate([s.test for s in prep.splits]))
     model = build_model(cfg.model, dataset.input_shape, dataset.num_classes)
@@ -158,10 +165,13 @@ def build_task_service(
 
 #: Every service a run can carry, by section name (the one registration).
 SERVICES: dict[str, Service] = {
-    "tasks": Service(TaskConfig, build_task_service),
+    "tasks": Service(TaskConfig, build_task_service, TaskService.OUTPUTS),
     "probe": Service(ProbeConfig, _build_probe),
     "privacy": Service(PrivacyConfig, _build_accountant),
 }
+
+#: The files the services write into a results folder.
+SERVICE_OUTPUTS: tuple[str, ...] = tuple(f for s in SERVICES.values() for f in s.outputs)
 
 #: Service config section name → its dataclass (options route by field name).
 SECTIONS: dict[str, type] = {name: s.config for name, s in SERVICES.items()}

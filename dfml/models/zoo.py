@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from dfml.errors import ConfigError
@@ -146,3 +147,20 @@ def default_model_name(input_shape: tuple[int, ...]) -> str:
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> FlatModel:
     name = default_model_name(input_shape) if cfg.model == "auto" else cfg.model
     return FlatModel(MODELS[name](tuple(input_shape), num_classes, cfg))
+
+
+def model_size(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> int:
+    """The number of parameters ``build_model`` would give, without allocating them.
+
+    The model is built on PyTorch's ``meta`` device (shapes, no storage), so
+    a width too large for any machine is measured, not allocated. A size
+    PyTorch cannot even describe is one ``ConfigError`` line.
+    """
+    try:
+        with torch.device("meta"):
+            return build_model(cfg, input_shape, num_classes).size
+    except (RuntimeError, OverflowError, ValueError) as err:
+        reason = " ".join(str(err).split())[:160]
+        raise ConfigError(
+            f"the model with --hidden {cfg.hidden} cannot be built ({reason})"
+        ) from None

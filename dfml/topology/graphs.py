@@ -21,6 +21,7 @@ import numpy as np
 from dfml.errors import ConfigError
 from dfml.topology.config import TopologyConfig
 from dfml.topology.epidemic import epidemic_graph
+from dfml.untrusted import read_limited
 
 # Random kinds redraw with derived seeds until the graph is connected.
 MAX_TRIES = 100
@@ -145,6 +146,10 @@ def _mst(cfg: TopologyConfig, n: int, seed: int) -> nx.Graph:
     return minimum_spanning_tree(link_cost_graph(n, seed))
 
 
+#: The largest edge list read (a million edges take about 20 MB).
+MAX_EDGE_LIST_BYTES = 256 << 20
+
+
 def read_edge_list(path: str | Path, num_clients: int | None = None) -> nx.Graph:
     """Read a user graph: lines ``u v`` or ``u v weight``, ``#`` comments, blank lines.
 
@@ -155,11 +160,9 @@ def read_edge_list(path: str | Path, num_clients: int | None = None) -> nx.Graph
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"edge list file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read edge list {path}: {exc}") from None
+        text = read_limited(path, f"edge list {path}", MAX_EDGE_LIST_BYTES).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"edge list {path} is not UTF-8 text") from None
 
     graph = nx.Graph()
     if num_clients is not None:

@@ -228,14 +228,30 @@ class TopologyService:
     round: int
     graph: nx.Graph
 
-    def __init__(self, cfg: TopologyConfig, sizes: Mapping[int, float], seed: int) -> None:
-        """Build epoch 0 over the clients in ``sizes`` (id -> |D_i|)."""
+    def __init__(
+        self,
+        cfg: TopologyConfig,
+        sizes: Mapping[int, float],
+        seed: int,
+        id_limit: int | None = None,
+    ) -> None:
+        """Build epoch 0 over the clients in ``sizes`` (id -> |D_i|).
+
+        ``id_limit``: the run's clients will only ever have ids below it
+        (initial + reserve); an edge list naming a larger id is refused
+        instead of wiring a client that can never exist.
+        """
         _check_seed(seed)
         live = _check_sizes(sizes)
         if len(live) < MIN_CLIENTS:
             raise ConfigError(f"a topology needs at least {MIN_CLIENTS} clients, got {len(live)}")
         ids = list(live)
         edge_file = read_edge_list(cfg.edge_list) if cfg.edge_list is not None else None
+        if edge_file and id_limit is not None and max(edge_file) >= id_limit:
+            raise ConfigError(
+                f"edge list {cfg.edge_list} names client {max(edge_file)}, but this run's "
+                f"clients are 0..{id_limit - 1} (initial and reserve)"
+            )
         if edge_file is not None:
             graph = _edge_list_graph(cfg, edge_file, ids, ids)
         elif cfg.topology == "mst":

@@ -123,8 +123,9 @@ def test_wait_for_fails_with_one_line_naming_the_need_and_the_flag():
     ("kwargs", "match"),
     [
         ({"placement": "scatter"}, "placement must be one of default, spread, pack, got 'scatter'"),
-        ({"scale_timeout": 0}, "scale_timeout must be a positive number of seconds, got 0"),
-        ({"scale_timeout": float("inf")}, "scale_timeout must be a positive number"),
+        ({"scale_timeout": 0}, "scale_timeout must be 1 to 604,800 seconds, got 0"),
+        ({"scale_timeout": 1e-300}, "scale_timeout must be 1 to 604,800 seconds, got 1e-300"),
+        ({"scale_timeout": float("inf")}, "scale_timeout must be 1 to 604,800 seconds, got inf"),
     ],
 )
 def test_bad_placement_options(kwargs, match):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +234,45 @@ def test_registry_dispatches_to_the_real_loaders(tmp_path: Path) -> None:
     assert (path.name, path.input_shape) == ("medmnist:pathmnist", (3, 28, 28))
     with pytest.raises(ConfigError, match="--data-root"):
         load_dataset(DataConfig(dataset="cifar10"))
+
+
+class _Payload:
+    """What a crafted batch pickles: unpickling it would run ``command``."""
+
+    def __init__(self, call, command) -> None:
+        self.call, self.command = call, command
+
+    def __reduce__(self):
+        return (self.call, self.command)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        lambda m: _Payload(os.system, (f"touch {m}",)),
+        lambda m: _Payload(subprocess.Popen, (["touch", str(m)],)),
+        lambda m: {"data": _Payload(os.system, (f"touch {m}",)), "labels": [0]},
+    ],
+)
+def test_a_crafted_cifar_batch_is_refused_without_running_it(capsys, tmp_path, payload) -> None:
+    """The batches are pickles from --data-root: read by the CLI, none may run code."""
+    from dfml.launch.cli import main
+
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(folder, *CIFAR_CASES[0][2:], 2)
+    marker = tmp_path / "pwned"
+    (folder / "data_batch_3").write_bytes(pickle.dumps(payload(marker), protocol=2))
+    argv = [
+        "run",
+        "--dataset",
+        "cifar10",
+        "--data-root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main([*argv, "--progress", "false", "--dashboard", "false"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{folder / 'data_batch_3'} is not a CIFAR python batch" in err[0]
+    assert "refused to build" in err[0]
+    assert not marker.exists(), "reading the batch ran the file's code"

@@ -29,9 +29,32 @@ def test_partition_is_deterministic_disjoint_and_covering(scheme):
     assert any(not np.array_equal(x, y) for x, y in zip(a, c, strict=True))
     joined = np.concatenate(a)
     assert len(np.unique(joined)) == len(joined), "a sample went to two clients"
-    if scheme in ("iid", "dirichlet", "quantity"):
-        assert len(joined) == len(LABELS)
+    assert len(joined) == len(LABELS), "a sample went to no client"
     assert min(len(p) for p in a) >= cfg.min_samples
+
+
+@pytest.mark.parametrize(
+    ("scheme", "knob", "values"),
+    [("pathological", "classes_per_client", range(1, 4)), ("label-group", "groups", range(1, 7))],
+)
+def test_a_partition_either_places_every_sample_or_is_refused(scheme, knob, values):
+    """Brute force over client counts: no partition may drop data silently (it dropped
+    up to 70 % of digits when clients x classes_per_client < 10 or groups > clients)."""
+    refused = 0
+    for n in range(2, 13):
+        for value in values:
+            cfg = PartitionConfig(partition=scheme, **{knob: value}, min_samples=3)
+            dealt = n * value if scheme == "pathological" else 10 if value <= n else 0
+            try:
+                parts = partition(LABELS, n, cfg, seed=n)
+            except ConfigError as err:
+                refused += 1
+                assert dealt < 10 and "would be dropped" in str(err)
+                continue
+            assert dealt >= 10
+            joined = np.concatenate(parts)
+            assert np.array_equal(np.sort(joined), np.arange(len(LABELS)))
+    assert refused > 0
 
 
 def test_pathological_gives_exactly_c_classes():

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from dfml.actors.state import ClientState
+from dfml.errors import ConfigError
 from dfml.fault import replica as replica_module
-from dfml.fault.durable import list_versions, read_replica, write_replica
+from dfml.fault.config import FaultConfig
+from dfml.fault.durable import check_uri, list_versions, read_replica, write_replica
 from dfml.fault.replica import (
     PARAMS,
     Replica,
@@ -138,3 +140,30 @@ def test_durable_copy_keeps_the_newest_versions(tmp_path, scheme):
     assert _bits(unpack_state(back).params) == _bits(_state().params)
     with pytest.raises(FileNotFoundError):
         read_replica(uri, 3, 1)
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("foo://bar", "unknown scheme 'foo'"),
+        ("FILE:///tmp/x", "unknown scheme 'FILE'"),
+        ("http://host/x", "unknown scheme 'http'"),
+        ("://x", "is malformed (no scheme)"),
+        ("s3:bucket/x", "is malformed"),
+        ("s3://[::1/x", "is malformed (Invalid IPv6 URL)"),
+        ("file://host/tmp/x", "a file:// URI names no host"),
+        ("file://", "a file:// URI names no host and an absolute path"),
+        ("s3://", "names no bucket"),
+        ("gs:///prefix", "names no bucket"),
+    ],
+)
+def test_a_malformed_checkpoint_uri_is_one_line(uri, message):
+    with pytest.raises(ConfigError) as err:
+        FaultConfig(checkpoint_uri=uri)
+    assert message in str(err.value) and repr(uri) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("uri", ["runs/ckpt", "/abs/a:b", "file:///tmp/x", "s3://b/p", "gs://b"])
+def test_well_formed_checkpoint_uris_pass(uri):
+    check_uri(uri)

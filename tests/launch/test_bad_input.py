@@ -10,8 +10,13 @@ session's Ray nor start one.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -32,6 +37,7 @@ from dfml.launch.cluster import probe
 from dfml.launch.flags import options_from
 from dfml.launch.options import LaunchConfig, build_config, config_to_options
 from dfml.launch.results import PARTS, RUN_OUTPUTS
+from dfml.launch.signals import Terminated, sigterm_interrupts
 from dfml.records import Callback
 
 QUIET = ["--progress", "false", "--dashboard", "false"]
@@ -627,19 +633,22 @@ class CtrlCAtRound(Callback):
             raise KeyboardInterrupt
 
 
+#: A small run a test interrupts after its round 1.
+CTRL_C_RUN = {
+    "dataset": "digits",
+    "clients": 4,
+    "rounds": 4,
+    "model": "mlp",
+    "hidden": 8,
+    "local_epochs": 1,
+    "personalized_eval": False,
+    "num_cpus_per_actor": 0.5,
+    "clients_per_actor": 2,
+}
+
+
 def test_ctrl_c_mid_run_writes_status_interrupted(tmp_path, ray_session):
-    options = {
-        "dataset": "digits",
-        "clients": 4,
-        "rounds": 4,
-        "model": "mlp",
-        "hidden": 8,
-        "local_epochs": 1,
-        "personalized_eval": False,
-        "num_cpus_per_actor": 0.5,
-        "clients_per_actor": 2,
-    }
-    cfg, _ = build_config(options)
+    cfg, _ = build_config(CTRL_C_RUN)
     out = tmp_path / "run"
     launch = LaunchConfig(out=str(out), progress=False, dashboard=False)
     with pytest.raises(KeyboardInterrupt):
@@ -648,3 +657,65 @@ def test_ctrl_c_mid_run_writes_status_interrupted(tmp_path, ray_session):
     assert summary["status"] == "interrupted" and summary["rounds_completed"] == 2
     assert "Ctrl-C" in summary["error"]
     assert sorted(set(pq.read_table(out / "metrics.parquet").column("round").to_pylist())) == [0, 1]
+
+
+class SigtermAtRound(Callback):
+    """Sends this process SIGTERM when round ``round_index`` ends, as ``kill`` would."""
+
+    def __init__(self, round_index: int) -> None:
+        self.round_index = round_index
+
+    def on_round_end(self, record) -> None:
+        if record.round == self.round_index:
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0)  # the handler runs here, in the main thread
+
+
+def test_sigterm_mid_run_ends_it_as_interrupted_with_everything_kept(tmp_path):
+    """Ray's SIGTERM handlers made this 'failed' (SystemExit: 15), or, with a local Ray,
+    aborted the driver with a C++ stack dump (exit 134); the CLI's handler makes it an
+    interrupt (the handler is reclaimed from ray.init: tests/launch/test_signals.py).
+    In process (``--backend local``): the subject is the runner's path, not the actors."""
+    cfg, _ = build_config({**CTRL_C_RUN, "rounds": 50, "backend": "local"})
+    out = tmp_path / "run"
+    launch = LaunchConfig(out=str(out), progress=False, dashboard=False)
+    with sigterm_interrupts(), pytest.raises(Terminated):
+        runner.execute(cfg, launch, callbacks=[SigtermAtRound(1)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["rounds_completed"] == 2
+    assert summary["error"] == "terminated by a signal (SIGTERM)"
+    rounds = pq.read_table(out / "metrics.parquet").column("round").to_pylist()
+    assert sorted(rounds) == [0] * 4 + [1] * 4
+
+
+def test_ray_start_up_warnings_show_only_with_verbose():
+    root = logging.getLogger()
+    before = root.level
+    try:
+        root.setLevel(logging.WARNING)  # dfml run
+        assert runner.ray_logging_level() == logging.ERROR
+        root.setLevel(logging.DEBUG)  # dfml -v run
+        assert runner.ray_logging_level() == logging.WARNING
+    finally:
+        root.setLevel(before)
+
+
+@pytest.mark.ray
+def test_a_bad_value_found_after_ray_starts_is_exactly_one_stderr_line(tmp_path):
+    """A fresh local Ray with token authentication on by default printed its warning
+    line before dfml's own (RAY_AUTH_MODE unset; HOME keeps its token file here)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    env["HOME"] = str(tmp_path)
+    argv = [a if a != "0.5" else "64" for a in TINY]  # --num-cpus-per-actor 64
+    command = [sys.executable, "-m", "dfml.launch.cli", "run", *argv, "--ray-address", "local"]
+    proc = subprocess.run(
+        [*command, "--out", str(tmp_path / "o")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("dfml: error: --num-cpus-per-actor 64.0 exceeds")

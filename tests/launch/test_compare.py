@@ -188,3 +188,36 @@ def test_task_accuracy_plot_draws_one_bar_per_algorithm_and_case(tmp_path):
     assert len(heights) == len(TASK_BARS)
     assert heights[0] == pytest.approx([0.1, 0.15]) and heights[4] == pytest.approx([0.5, 0.55])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["clfml", "dfedavg"]
+
+
+def test_a_comparison_where_no_run_completes_exits_2_and_keeps_everything(
+    tmp_path, capsys, monkeypatch
+):
+    """Every run diverges: the table and runs are written, then one line and exit 2 (was 0)."""
+    from dfml.errors import TrainingDivergedError
+    from dfml.launch import compare
+
+    def diverging_execute(cfg, launch, out, callbacks):
+        out.mkdir(parents=True)
+        (out / "summary.json").write_text(
+            json.dumps({"status": "diverged", "final_accuracy": None, "config": {}})
+        )
+        raise TrainingDivergedError(0, 0, float("nan"))
+
+    monkeypatch.setattr(compare, "execute", diverging_execute)
+    monkeypatch.setattr(compare, "init_ray", lambda address, dashboard: False)
+    monkeypatch.setattr(compare, "write_report", lambda paths, out, overwrite: out.write_text("r"))
+    root = tmp_path / "cmp"
+    argv = ["compare", "--algorithms", "fedavg,fedprox", "--seeds", "0,1", "--clients", "4"]
+    code = main([*argv, "--out", str(root), "--progress", "false", "--dashboard", "false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0] == (
+        f"dfml: error: no run of the comparison completed (all 4 diverged); the table and "
+        f"every run's results are in {root}"
+    )
+    rows = list(csv.DictReader((root / "table.csv").open()))
+    assert [(r["algorithm"], r["runs"], r["diverged"]) for r in rows] == [
+        ("fedavg", "2", "2"),
+        ("fedprox", "2", "2"),
+    ]

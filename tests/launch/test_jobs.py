@@ -206,8 +206,30 @@ def test_fetch_from_shared_storage(capsys, tmp_path):
     code, stdout, _ = dfml(capsys, "fetch", "j", str(out), "--from", str(src))
     assert code == 0 and "2 files" in stdout
     assert json.loads((out / "summary.json").read_text())["rounds_completed"] == 2
-    code, _, err = dfml(capsys, "fetch", "j", str(out), "--from", str(tmp_path / "nope"))
+    code, _, err = dfml(capsys, "fetch", "j", str(tmp_path / "b"), "--from", str(tmp_path / "nope"))
     assert code == 2 and "is not a folder" in err
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
+
+
+def test_fetch_keeps_an_existing_folder_unless_overwrite(capsys, tmp_path):
+    src = tmp_path / "shared" / "run1"
+    src.mkdir(parents=True)
+    (src / "summary.json").write_text('{"rounds_completed": 2}')
+    out = tmp_path / "here"
+    out.mkdir()
+    (out / "summary.json").write_text("precious")
+    (out / "mine.txt").write_text("mine")
+    code, _, err = dfml(capsys, "fetch", "j", str(out), "--from", str(src))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and f"folder '{out}' already holds files" in lines[0]
+    assert (out / "summary.json").read_text() == "precious"
+    # a failing --overwrite fetch leaves the old folder as it was
+    code, _, err = dfml(capsys, "fetch", "j", str(out), "--from", str(src / "nope"), "--overwrite")
+    assert code == 2 and (out / "summary.json").read_text() == "precious"
+    code, _, _ = dfml(capsys, "fetch", "j", str(out), "--from", str(src), "--overwrite")
+    assert code == 0 and json.loads((out / "summary.json").read_text())["rounds_completed"] == 2
+    assert not (out / "mine.txt").exists(), "the folder is replaced as a whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "shared"]
 
 
 # ----- against a local Ray head ----------------------------------------------
@@ -406,3 +428,17 @@ def test_submission_waits_for_the_job_agent_and_gives_up_at_the_deadline():
     with pytest.raises(RuntimeError, match="invalid"):
         lifecycle.submit_when_ready(other, pause_s=0, submission_id="j")
     assert other.calls == 1  # any other refusal is not retried
+
+
+def test_the_upload_keeps_the_package_and_leaves_out_results_and_data(tmp_path):
+    """Matched as Ray matches ``excludes`` (its gitwildmatch spec): an unanchored
+    ``data/`` left out dfml/data/, so a job ran without the package's data layer."""
+    from ray._private.runtime_env.packaging import _get_excludes
+
+    from dfml.launch.jobs.lifecycle import EXCLUDES
+
+    excluded = _get_excludes(tmp_path, list(EXCLUDES))
+    for kept in ("dfml/data/memory.py", "dfml/launch/runner.py", "tests/data/test_memory.py"):
+        assert not excluded(tmp_path / kept), kept
+    for left_out in ("data/MNIST/raw/x", "runs/quickstart/summary.json", ".venv/bin/python"):
+        assert excluded(tmp_path / left_out), left_out

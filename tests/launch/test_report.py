@@ -294,3 +294,20 @@ def test_headless_browser_loads_the_report(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert report.ACCURACY in proc.stdout and PNG in proc.stdout
+
+
+def test_an_existing_report_is_kept_unless_overwrite(tmp_path, capsys):
+    run = fake_run(tmp_path / "a")
+    out = tmp_path / "r.html"
+    out.write_text("precious")
+    assert main(["report", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"report file '{out}' already exists" in err[0]
+    assert "--overwrite" in err[0] and out.read_text() == "precious"
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / report.DEFAULT_OUT).write_text("precious")
+    assert main(["report", str(run), "--out", str(tmp_path / "folder")]) == 2
+    assert (tmp_path / "folder" / report.DEFAULT_OUT).read_text() == "precious"
+    capsys.readouterr()
+    assert main(["report", str(run), "--out", str(out), "--overwrite"]) == 0
+    assert parse(out.read_text()).headings and not list(tmp_path.glob(".*.tmp"))

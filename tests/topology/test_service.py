@@ -544,3 +544,17 @@ def test_fixed_topology_needs_sizes_for_data_size_and_a_known_scheme() -> None:
         FixedTopology(nx.path_graph(3), "data-size")
     with pytest.raises(ValueError, match="client 7 is not in"):
         FixedTopology(nx.path_graph(3), "uniform").neighbors(7)
+
+
+def test_an_edge_list_naming_a_client_the_run_never_has_is_refused(edge_file):
+    """The file wires ids 0..59; a run whose ids stop below that cannot use it (was
+    accepted silently, wiring clients that never exist)."""
+    cfg = TopologyConfig(topology="edge-list", edge_list=edge_file)
+    sizes = {c: 10.0 for c in range(8)}
+    TopologyService(cfg, sizes, seed=0, id_limit=EDGE_FILE_IDS)  # 8 clients + 52 reserve
+    with pytest.raises(ConfigError) as err:
+        TopologyService(cfg, sizes, seed=0, id_limit=EDGE_FILE_IDS - 1)
+    assert str(err.value) == (
+        f"edge list {edge_file} names client {EDGE_FILE_IDS - 1}, but this run's clients "
+        f"are 0..{EDGE_FILE_IDS - 2} (initial and reserve)"
+    )

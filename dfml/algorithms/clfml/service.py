@@ -63,6 +63,7 @@ from dfml.algorithms.clfml.phases import TASK_EVALUATE, TASK_FINETUNE, TRAIN_GEN
 from dfml.algorithms.clfml.scoring import TaskRequester, score_task
 from dfml.algorithms.clfml.state import SLOT
 from dfml.algorithms.clfml.tasks import (
+    MAX_TASKS,
     Task,
     load_tasks,
     missing_labels,
@@ -82,6 +83,9 @@ from dfml.topology.service import FixedTopology
 
 TASK_SALT = 0x7A5C
 FINETUNE_MIXING = ("cluster", "engaged")
+#: The most samples a client generates per missing label (far beyond any D^Q).
+MAX_GENERATED_PER_LABEL = 100_000
+
 #: What a task's model starts from: the trained models, or the run's initial model.
 TASK_STARTS = ("trained", "scratch")
 
@@ -91,7 +95,8 @@ class TaskConfig:
     """On-demand tasks served after training (CL-FML and its baselines).
 
     Attributes:
-        tasks: number of random tasks of 2–5 labels drawn with the seed (0: none).
+        tasks: number of random tasks of 2–5 labels drawn with the seed (0: none;
+            at most :data:`MAX_TASKS`).
         tasks_file: a YAML/JSON list of tasks (label lists, or ``{labels, q}``).
         finetune_rounds: T′, decentralized fine-tuning rounds per task.
         finetune_lr: SGD step size of task fine-tuning.
@@ -100,7 +105,8 @@ class TaskConfig:
         generated_per_label: samples a client generates per missing label;
             0: as many as it holds real support samples per present label
             (at least 1), so the generated labels do not outnumber the real
-            ones and pull the task model towards them.
+            ones and pull the task model towards them. At most
+            :data:`MAX_GENERATED_PER_LABEL`.
         task_clusters: K of the central clustering that picks the engaged
             clients for algorithms that do not cluster (dfedavg, gfml).
         finetune_mixing: who averages models while fine-tuning: ``engaged``
@@ -142,16 +148,16 @@ class TaskConfig:
                 f"finetune_mixing must be one of {', '.join(FINETUNE_MIXING)}, "
                 f"got {self.finetune_mixing!r}"
             )
-        if self.tasks < 0:
-            raise ConfigError(f"tasks must be >= 0, got {self.tasks}")
+        if not 0 <= self.tasks <= MAX_TASKS:
+            raise ConfigError(f"tasks must be in 0..{MAX_TASKS}, got {self.tasks}")
         if self.shots < 0:
             raise ConfigError(f"shots must be >= 0 (0: all support samples), got {self.shots}")
         if self.tasks and self.tasks_file:
             raise ConfigError("give tasks or tasks_file, not both")
-        if self.generated_per_label < 0:
+        if not 0 <= self.generated_per_label <= MAX_GENERATED_PER_LABEL:
             raise ConfigError(
-                "generated_per_label must be >= 0 (0: as many as the real support samples "
-                f"per label), got {self.generated_per_label}"
+                f"generated_per_label must be in 0..{MAX_GENERATED_PER_LABEL} (0: as many as "
+                f"the real support samples per label), got {self.generated_per_label}"
             )
         for name in ("finetune_rounds", "generator_rounds", "task_clusters"):
             if getattr(self, name) < 1:
@@ -231,6 +237,10 @@ class TaskService(Callback, StepSource):
     rounds in :data:`CURVE_ROUNDS` (and the last) the requester scores every
     engaged client's task model on held-out samples of all labels of 𝒯.
     """
+
+    #: The files it writes into the results folder: one row per task, and one
+    #: per scored test sample of the final task models.
+    OUTPUTS = ("tasks.parquet", "task_predictions.parquet")
 
     def __init__(
         self,
@@ -644,10 +654,11 @@ class TaskService(Callback, StepSource):
                 }
                 for r in self.records
             ]
-            pq.write_table(pa.Table.from_pylist(rows), Path(self.out) / "tasks.parquet")
+            tasks_file, predictions_file = self.OUTPUTS
+            pq.write_table(pa.Table.from_pylist(rows), Path(self.out) / tasks_file)
             pq.write_table(
                 pa.Table.from_pylist(self.predictions, schema=PREDICTIONS_SCHEMA),
-                Path(self.out) / "task_predictions.parquet",
+                Path(self.out) / predictions_file,
             )
         return out
 

@@ -35,6 +35,7 @@ import yaml
 
 from dfml.algorithms.clfml.labels import TIE_TOL, hellinger, nearest, task_distribution
 from dfml.errors import ConfigError
+from dfml.untrusted import load_json, load_yaml, read_limited
 
 
 def _is_int(value: Any) -> bool:
@@ -199,29 +200,36 @@ def _parse_entry(entry: Any) -> Task:
     return Task(tuple(labels), None if q is None else tuple(float(v) for v in q))
 
 
+#: The largest tasks file read (MAX_TASKS tasks fit in far less).
+MAX_TASKS_BYTES = 16 << 20
+#: The most tasks one run serves (each fine-tunes for T′ rounds: 10,000 take days).
+MAX_TASKS = 10_000
+
+
 def load_tasks(path: str | Path, universe: Iterable[int] | None = None) -> list[Task]:
     """Tasks from a YAML or JSON file: a list (or ``{tasks: [...]}``) of entries.
+
+    The file is read as untrusted (:mod:`dfml.untrusted`): at most
+    :data:`MAX_TASKS_BYTES`, no YAML alias, no nesting deeper than its limit.
 
     An entry is a list of labels, or ``{labels: [...], q: [...]}`` with q
     aligned with the labels. With ``universe``, every label must be in ℒ.
     Errors name the file and the entry (0-based).
     """
     path = Path(path)
+    what = f"tasks file {path}"
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"tasks file {path} not found") from None
-    except OSError as exc:
-        raise ConfigError(f"tasks file {path}: cannot read ({exc.strerror})") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        text = read_limited(path, what, MAX_TASKS_BYTES).decode("utf-8")
+        data = load_json(text, what) if path.suffix == ".json" else load_yaml(text, what)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"tasks file {path}: not valid YAML/JSON ({first})") from None
+        raise ConfigError(f"tasks file {path}: not valid YAML/JSON ({first[:200]})") from None
     if isinstance(data, Mapping) and set(data) == {"tasks"}:
         data = data["tasks"]
     if not isinstance(data, list) or not data:
         raise ConfigError(f"tasks file {path}: expected a non-empty list of tasks")
+    if len(data) > MAX_TASKS:
+        raise ConfigError(f"tasks file {path} lists {len(data):,} tasks; at most {MAX_TASKS:,}")
     known = None if universe is None else list(universe)
     tasks = []
     for i, entry in enumerate(data):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dfml.errors import ConfigError, UserError
+from dfml.errors import UserError
 from dfml.launch.flags import add_option_flags
 from dfml.launch.jobs.dashboard import connect, quiet_ray
 from dfml.launch.jobs.lifecycle import (
@@ -22,7 +22,14 @@ from dfml.launch.jobs.lifecycle import (
     submit_when_ready,
     wait_terminal,
 )
-from dfml.launch.jobs.retrieval import copy_from_uri, results_location, retrieve, unpack
+from dfml.launch.jobs.retrieval import (
+    check_destination,
+    copy_from_uri,
+    into_folder,
+    results_location,
+    retrieve,
+    unpack,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -74,7 +81,7 @@ def add_parser(sub: Any) -> None:
     _address_flag(p)
     p.add_argument(
         "--timeout",
-        type=float,
+        type=timeout_seconds,
         default=60.0,
         metavar="S",
         help="seconds to wait for the job to stop (default 60)",
@@ -100,12 +107,33 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=timeout_seconds,
         default=300.0,
         metavar="S",
         help="seconds to wait for the retrieval job (default 300)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files of an OUT that already holds some (default: refuse); the old "
+        "files are removed only once the new ones are all there",
+    )
     p.set_defaults(handler=fetch_command)
+
+
+#: The longest --timeout (a week): Ray's job client overflows far above.
+MAX_TIMEOUT = 7 * 24 * 3600
+
+
+def timeout_seconds(text: str) -> float:
+    """``--timeout``: 1 s to a week (a tiny one gave up at once, a huge one overflowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not 1.0 <= value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_TIMEOUT:,} seconds, got {text!r}")
+    return value
 
 
 def _address_flag(p: argparse.ArgumentParser) -> None:
@@ -184,10 +212,9 @@ def stop_command(args: argparse.Namespace) -> int:
 
 def fetch_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{args.out!r} exists and is not a folder")
+    check_destination(out, args.overwrite)
     if args.source:
-        count = copy_from_uri(args.source, out)
+        count = into_folder(out, lambda staging: copy_from_uri(args.source, staging))
         print(f"{out}: {count} files from {args.source}")
         return 0
     client, address = connect(args.address)
@@ -200,7 +227,7 @@ def fetch_command(args: argparse.Namespace) -> int:
         )
     folder, node = where
     data = retrieve(client, folder, node, args.timeout)
-    count = unpack(data, out)
+    count = into_folder(out, lambda staging: unpack(data, staging))
     note = (
         f"; the job is still {state}: these are the results so far" if state not in TERMINAL else ""
     )

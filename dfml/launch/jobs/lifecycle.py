@@ -33,15 +33,17 @@ AGENT_WAIT_S = 60.0
 #: What Ray's dashboard answers while no job agent is up yet.
 NO_AGENT = "No available agent to submit job"
 #: Left out of the uploaded working directory (Ray's ``excludes``, gitignore syntax).
+#: Folders that hold results or data are anchored to the top (``/data/``): an
+#: unanchored ``data/`` also left out the package's own ``dfml/data/``.
 EXCLUDES = [
     ".venv/",
     "venv/",
     ".git/",
-    "runs/",
-    "out/",
-    "data/",
-    "build/",
-    "dist/",
+    "/runs/",
+    "/out/",
+    "/data/",
+    "/build/",
+    "/dist/",
     "*.egg-info/",
     "__pycache__/",
     ".pytest_cache/",

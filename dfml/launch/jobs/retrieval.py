@@ -14,8 +14,10 @@ import inspect
 import io
 import re
 import secrets
+import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from dfml.errors import ConfigError, UserError
 from dfml.launch.jobs.dashboard import quiet_ray
 from dfml.launch.jobs.entry import RESULTS_PREFIX
 from dfml.launch.jobs.lifecycle import TERMINAL, submit_when_ready, wait_terminal
+from dfml.launch.limits import check_path
 
 _RESULTS_LINE = re.compile(rf"^{re.escape(RESULTS_PREFIX)}(.+) on node ([0-9a-fA-F]+)\s*$", re.M)
 _BEGIN, _END, _ERROR = "DFML-FETCH-BEGIN", "DFML-FETCH-END", "DFML-FETCH-ERROR"
@@ -32,6 +35,48 @@ def results_location(log: str) -> tuple[str, str] | None:
     """(folder, node id) from the job's results line, if it printed one."""
     found = _RESULTS_LINE.findall(log)
     return (found[-1][0], found[-1][1]) if found else None
+
+
+def check_destination(out: Path, overwrite: bool) -> None:
+    """Refuse, before anything is fetched, an ``out`` that is a file or a folder with files.
+
+    A folder that holds files is taken only with ``overwrite``; its files are
+    then replaced as a whole (:func:`into_folder`).
+    """
+    check_path("OUT", str(out))
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{str(out)!r} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"folder {str(out)!r} already holds files; give another OUT, or --overwrite to "
+            "replace them"
+        )
+
+
+def into_folder(out: Path, fill: Callable[[Path], int]) -> int:
+    """Run ``fill`` on a staging folder beside ``out``, then swap it in for ``out``.
+
+    ``out`` is never half old, half new: a failed fetch leaves it as it was,
+    and old files are removed only once the new ones are all there.
+    """
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(4)
+    staging = out.with_name(f".{out.name}.dfml-new-{token}")
+    try:
+        count = fill(staging)
+    except BaseException:
+        if staging.exists():
+            shutil.rmtree(staging)
+        raise
+    if out.exists():
+        aside = out.with_name(f".{out.name}.dfml-old-{token}")
+        out.rename(aside)
+        staging.rename(out)
+        shutil.rmtree(aside)
+    else:
+        staging.rename(out)
+    return count
 
 
 def copy_from_uri(uri: str, out: Path) -> int:

@@ -239,7 +239,7 @@ def test_bad_tasks_file(tmp_path, text, message):
 
 
 def test_missing_or_bad_json_file(tmp_path):
-    with pytest.raises(ConfigError, match=r"tasks file .*nope\.yaml not found$"):
+    with pytest.raises(ConfigError, match=r"tasks file .*nope\.yaml does not exist$"):
         load_tasks(tmp_path / "nope.yaml")
     bad = tmp_path / "t.json"
     bad.write_text("[[1, 2],")
