@@ -184,6 +184,7 @@ def table_columns(
     ]
     if target is not None:
         cols.append(("rounds_to_target", f"rounds to {target:g}"))
+        cols.append(("bytes_to_target", f"MB to {target:g}"))
     if tasks:
         cols[1:1] = [
             ("task_accuracy", "task (all labels)"),
@@ -227,7 +228,7 @@ def aggregate(
 def _cell(key: str, mean: float, std: float) -> str:
     if math.isnan(mean):
         return "–"
-    if key == "bytes_sent":
+    if key in ("bytes_sent", "bytes_to_target"):
         mean, std = mean / 1e6, std / 1e6
         return f"{mean:.2f} ± {std:.2f}"
     if key in ("wall_seconds", "rounds_to_target"):

@@ -175,6 +175,12 @@ def execute(
             f"algorithm {cfg.run.algorithm!r} does not support clients joining or leaving "
             "(--schedule)"
         )
+    sampled = cfg.membership.clients_per_round is not None or cfg.membership.participation < 1
+    if sampled and not algorithm.partial_participation:
+        raise ConfigError(
+            f"algorithm {cfg.run.algorithm!r} needs every client in every round: "
+            "--clients-per-round and --participation do not apply to it"
+        )
     check_results(out, launch, resume)
     checkpointer = None
     if cfg.fault.checkpoint_uri is not None:

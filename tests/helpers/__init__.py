@@ -2,7 +2,9 @@
 
 * :mod:`helpers.fault`: the fault and runtime tests' small experiment (``run``),
   its results readers and failure-injecting callbacks;
-* :mod:`helpers.contexts`: client contexts over real data for client-half tests.
+* :mod:`helpers.contexts`: client contexts over real data for client-half tests;
+* :mod:`helpers.plain`: clients as plain ``nn.Module``s with ``torch.optim.SGD``,
+  a training reference that shares no code with dfml's.
 """
 
 
