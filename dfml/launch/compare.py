@@ -125,8 +125,11 @@ def split_options(options: Mapping[str, Any], algorithms: Sequence[str]) -> dict
         raise ConfigError("--resume applies to dfml run, not dfml compare")
     specific = algorithm_only_options()
     cluster_by = str(options.get("cluster_by", RunConfig.cluster_by))
+    compressor = str(options.get("compressor", "none"))
     declared = {
-        a: field_types(algorithm_class(a, "labels" if clusters(a) else cluster_by).Config)
+        a: field_types(
+            algorithm_class(a, "labels" if clusters(a) else cluster_by, compressor).Config
+        )
         for a in algorithms
     }
     per: dict[str, dict] = {a: {} for a in algorithms}

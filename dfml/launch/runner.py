@@ -25,7 +25,7 @@ from dfml.fault.report import FaultReport
 from dfml.launch.cluster import probe, resolve
 from dfml.launch.options import LaunchConfig, config_to_dict, config_to_options
 from dfml.launch.progress import ProgressBar
-from dfml.launch.registry import algorithm_class
+from dfml.launch.registry import build_algorithm
 from dfml.launch.results import (
     ResultsWriter,
     check_results_folder,
@@ -162,9 +162,7 @@ def execute(
     config for ``dfml run --resume``.
     """
     out = Path(launch.out) if out is None else out
-    algorithm = algorithm_class(cfg.run.algorithm, cfg.run.cluster_by)(
-        cfg.algorithm, vectorize=cfg.run.vectorize
-    )
+    algorithm = build_algorithm(cfg)
     t0 = time.perf_counter()
     prepared = prepare(cfg)
     setup = {"data": time.perf_counter() - t0}
