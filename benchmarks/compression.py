@@ -12,7 +12,10 @@ personalized evaluation, for its local-only accuracy (the context: what
 local SGD alone reaches on this split).
 
 Writes ``OUT/table.md`` (mean ± std over seeds) and ``OUT/table.json``, and
-with ``--figure`` the mean accuracy against cumulative megabytes sent.
+with ``--figure`` the mean accuracy against cumulative megabytes sent. A
+second table repeats the bytes-to-target reading against DFedAvg stopped at
+round ``--early`` (default 30, the quick-start length), from the per-round
+means. Completed runs found under ``OUT`` are reused, not run again.
 
     .venv/bin/python benchmarks/compression.py [--seeds 0,1,2] [--out runs/compression] \\
         [--figure docs/communication-accuracy-vs-bytes.png]
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from dfml.algorithms.evaluation import bytes_to_target
 from dfml.errors import TrainingDivergedError
 from dfml.launch.compare import mean_std
 from dfml.launch.options import LaunchConfig, build_config
@@ -45,15 +49,16 @@ GAMMA = {0.01: 0.1, 0.1: 0.5, 0.5: 0.5}
 MARGIN = 0.03
 
 
-def runs() -> list[tuple[str, dict[str, Any]]]:
-    """(row name, options) of every compressed run of one seed."""
+def runs() -> list[tuple[str, dict[str, Any], tuple[str, str]]]:
+    """(row name, options, (colour, line style) in the figure) of every
+    compressed run of one seed: one colour per kept fraction, naive dashed."""
     out = []
-    for ratio in RATIOS:
+    for i, ratio in enumerate(RATIOS):
         pct = f"{ratio:.0%}"
         naive = {"algorithm": "dfedavg", "compressor": "topk", "compression": ratio}
-        out.append((f"compressed DFedAvg, top-k {pct}", naive))
+        out.append((f"compressed DFedAvg, top-k {pct}", naive, (f"C{i}", "--")))
         choco = {"algorithm": "choco-sgd", "compression": ratio, "consensus_lr": GAMMA[ratio]}
-        out.append((f"CHOCO-SGD, top-k {pct}, γ {GAMMA[ratio]}", choco))
+        out.append((f"CHOCO-SGD, top-k {pct}, γ {GAMMA[ratio]}", choco, (f"C{i}", "-")))
     return out
 
 
@@ -76,9 +81,12 @@ def run_one(options: dict[str, Any], out: Path) -> dict[str, Any]:
     return summary
 
 
-def row(name: str, rounds: int, summaries: list[dict[str, Any]], reference: list[float]) -> str:
-    """One table row: final accuracy, MB sent, MB to the target and its share of
-    DFedAvg's bytes, rounds to the target, and how many seeds reached it."""
+def row(
+    name: str, rounds: int, summaries: list[dict[str, Any]], reference: list[float], at: int
+) -> str:
+    """One table row: final accuracy, accuracy after ``at`` rounds (DFedAvg's),
+    MB sent, MB to the target and its share of DFedAvg's bytes, rounds to the
+    target, and how many seeds reached it."""
 
     def cell(values: list[float | None], scale: float = 1.0, digits: int = 3) -> str:
         mean, std = mean_std([None if v is None else v * scale for v in values])
@@ -86,34 +94,72 @@ def row(name: str, rounds: int, summaries: list[dict[str, Any]], reference: list
 
     to_target = [s.get("bytes_to_target") for s in summaries]
     share = [None if b is None else b / ref for b, ref in zip(to_target, reference, strict=True)]
-    reached = sum(b is not None for b in to_target)
+    reached = f"{sum(b is not None for b in to_target)}/{len(summaries)}"
     status = {s["status"] for s in summaries} - {"completed"}
     return (
         f"| {name} | {rounds} | {cell([s['final_accuracy'] for s in summaries])} "
+        f"| {cell([s['mean_accuracy'][at - 1] for s in summaries])} "
         f"| {cell([s['bytes_sent'] for s in summaries], 1e-6, 1)} "
         f"| {cell(to_target, 1e-6, 1)} | {cell(share, 100, 1)} "
         f"| {cell([s.get('rounds_to_target') for s in summaries], 1, 0)} "
-        f"| {reached}/{len(summaries)}{' (' + ', '.join(sorted(status)) + ')' if status else ''} |"
+        f"| {'–' if name == 'DFedAvg' else reached}"
+        f"{' (' + ', '.join(sorted(status)) + ')' if status else ''} |"
     )
 
 
-def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
+def early_rows(results: dict[str, list[dict[str, Any]]], early: int) -> list[str]:
+    """Against DFedAvg stopped after ``early`` rounds (read from its per-round
+    means): the MB each method sent until its mean accuracy first reached
+    DFedAvg's accuracy then minus the margin, as a share of DFedAvg's MB then."""
+    lines = [
+        f"| method | DFedAvg's accuracy at round {early} − {MARGIN:.2f} "
+        "| MB to it | % of DFedAvg's MB | reached |",
+        "|---|---|---|---|---|",
+    ]
+    bases = results["DFedAvg"]
+    targets = [b["mean_accuracy"][early - 1] - MARGIN for b in bases]
+    budgets = [sum(b["bytes_sent_per_round"][:early]) for b in bases]
+    for name, summaries in results.items():
+        if name == "DFedAvg":
+            continue
+        sent = [
+            bytes_to_target(s["mean_accuracy"], s["bytes_sent_per_round"], t)
+            for s, t in zip(summaries, targets, strict=True)
+        ]
+        mb = mean_std([None if b is None else b / 1e6 for b in sent])
+        share = mean_std(
+            [None if b is None else 100 * b / x for b, x in zip(sent, budgets, strict=True)]
+        )
+        cell = "– | –"
+        if not np.isnan(mb[0]):
+            cell = f"{mb[0]:.2f} ± {mb[1]:.2f} | {share[0]:.1f} ± {share[1]:.1f}"
+        reached = sum(b is not None for b in sent)
+        target = mean_std(targets)
+        lines.append(
+            f"| {name} | {target[0]:.3f} ± {target[1]:.3f} | {cell} | {reached}/{len(sent)} |"
+        )
+    return lines
+
+
+def plot(
+    curves: dict[str, list[dict[str, Any]]], styles: dict[str, tuple[str, str]], path: Path
+) -> None:
     """Mean accuracy over seeds against the mean cumulative MB sent, per method."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.2), dpi=120)
+    fig = Figure(figsize=(9.5, 4.2), dpi=120)
     ax = fig.subplots()
-    for i, (name, summaries) in enumerate(curves.items()):
+    for name, summaries in curves.items():
         rounds = min(len(s["mean_accuracy"]) for s in summaries)
         acc = np.mean([s["mean_accuracy"][:rounds] for s in summaries], axis=0)
         sent = np.mean([np.cumsum(s["bytes_sent_per_round"][:rounds]) for s in summaries], axis=0)
         keep = sent > 0  # log axis: CHOCO-SGD sends nothing in round 0
-        style = "--" if name.startswith("compressed") else "-"
-        ax.plot(sent[keep] / 1e6, acc[keep], style, color=f"C{i}", label=name)
+        color, style = styles[name]
+        ax.plot(sent[keep] / 1e6, acc[keep], style, color=color, label=name)
     ax.set_xscale("log")
     ax.set(xlabel="MB sent (all clients, cumulative)", ylabel="mean client accuracy", ylim=(0, 1))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, format="png")
 
@@ -127,6 +173,7 @@ def main() -> None:
     parser.add_argument("--dfedavg-rounds", type=int, default=100, help="DFedAvg's rounds (100)")
     parser.add_argument("--out", default="runs/compression", help="results (runs/compression)")
     parser.add_argument("--figure", default=None, help="accuracy-vs-bytes PNG (none)")
+    parser.add_argument("--early", type=int, default=30, help="second target's round (30)")
     parser.add_argument("--ray-address", default="local", help="Ray to use (a new local one)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -140,7 +187,7 @@ def main() -> None:
         target = round(base["final_accuracy"] - MARGIN, 4)
         results.setdefault("DFedAvg", []).append(base)
         log.info("seed %d: DFedAvg %.4f, target %.4f", seed, base["final_accuracy"], target)
-        for name, options in runs():
+        for name, options, _ in runs():
             tag = "-".join(f"{k}{v}" for k, v in options.items() if k != "algorithm")
             summary = run_one(
                 {
@@ -167,13 +214,14 @@ def main() -> None:
         f"Seeds {seeds}; target = DFedAvg's final accuracy − {MARGIN:.2f} per seed; "
         f"local-only accuracy {local[0]:.3f} ± {local[1]:.3f}.",
         "",
-        "| method | rounds | final accuracy | MB sent | MB to target | % of DFedAvg's MB "
-        "| rounds to target | reached |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| method | rounds | final accuracy | accuracy at round {args.dfedavg_rounds} "
+        "| MB sent | MB to target | % of DFedAvg's MB | rounds to target | reached |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, summaries in results.items():
         rounds = args.dfedavg_rounds if name == "DFedAvg" else args.rounds
-        lines.append(row(name, rounds, summaries, reference))
+        lines.append(row(name, rounds, summaries, reference, args.dfedavg_rounds))
+    lines += ["", *early_rows(results, args.early)]
     text = "\n".join(lines) + "\n"
     print(text)
     (out / "table.md").write_text(text)
@@ -181,7 +229,8 @@ def main() -> None:
     slim = {n: [{k: s.get(k) for k in keys} for s in ss] for n, ss in results.items()}
     (out / "table.json").write_text(json.dumps(slim, indent=2) + "\n")
     if args.figure:
-        plot(results, Path(args.figure))
+        styles = {"DFedAvg": ("k", "-"), **{name: style for name, _, style in runs()}}
+        plot(results, styles, Path(args.figure))
 
 
 if __name__ == "__main__":
