@@ -90,5 +90,9 @@ def _decoded(value: Any) -> Any:
 
 
 def get_value(handle: Any, timeout: float | None = None) -> Any:
-    """One handle's value through ``ray.get`` (the driver's and the fault layer's read)."""
+    """One handle's value through ``ray.get`` (the driver's and the fault layer's read;
+    in-process the handle holds the value)."""
+    base = handle.ref if isinstance(handle, Row) else handle
+    if not isinstance(base, ray.ObjectRef):
+        return fetch(list, [handle])[0]
     return fetch(lambda refs: ray.get(refs, timeout=timeout), [handle])[0]

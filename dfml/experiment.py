@@ -98,6 +98,13 @@ class ExperimentConfig:
     services: dict[str, Any] = field(default_factory=dict)
     algorithm: Any = None
 
+    def __post_init__(self) -> None:
+        if self.resources.backend == "local" and self.fault.active:
+            raise ConfigError(
+                "the fault layer (--chaos-*, --recovery true) needs "
+                "--backend ray: it replicates state between Ray actors"
+            )
+
 
 @dataclass
 class Prepared:
@@ -189,7 +196,14 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
 
 
 def make_federation(cfg: ExperimentConfig, prep: Prepared) -> Federation:
-    """The plain or the fault-tolerant federation (chaos or ``--recovery true``)."""
+    """The in-process (``--backend local``), plain or fault-tolerant federation
+    (chaos or ``--recovery true``)."""
+    if cfg.resources.backend == "local":
+        from dfml.actors.inprocess import InProcessFederation
+
+        return InProcessFederation(
+            cfg.data, cfg.model, prep.splits, cfg.run.seed, cfg.resources, initial=prep.initial
+        )
     if cfg.fault.active:
         from dfml.fault.federation import FaultTolerantFederation
 

@@ -55,3 +55,13 @@ def test_handles_through_the_object_store(ray_session):
     assert Row(packed, 1) == Row(packed, 1) and len({Row(packed, 1), Row(packed, 1)}) == 1
     np.testing.assert_array_equal(get_value(Row(packed, 1)), [3, 4, 5])
     np.testing.assert_array_equal(get_value(plain), [1, 1, 1])
+
+
+def test_get_value_in_process_reads_the_handle_itself_without_ray(monkeypatch):
+    def no_ray(*_, **__):
+        raise AssertionError("an in-process handle went through ray.get")
+
+    monkeypatch.setattr(ray, "get", no_ray)
+    stacked = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert get_value(stacked) is stacked
+    np.testing.assert_array_equal(get_value(Row(stacked, 1)), [3.0, 4.0, 5.0])

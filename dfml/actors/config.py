@@ -10,6 +10,8 @@ from dfml.errors import ConfigError
 
 #: How actors are laid over the nodes (see :mod:`dfml.actors.placement`).
 PLACEMENTS = ("default", "spread", "pack")
+#: Where clients run: Ray actors, or every client in the driver process.
+BACKENDS = ("ray", "local")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,12 @@ class ResourceConfig:
             with CPUs when the run starts (across nodes a reader would pull a
             whole cohort's object to read one row; nodes that join later do
             not change it).
+        backend: ``ray`` (clients in Ray actors) or ``local``: every client
+            in the driver process, one after another, without starting Ray,
+            for stepping through an algorithm in a debugger and for small
+            runs where actor start-up costs more than the training; the
+            same client programs and the same numbers (placement, GPU
+            fractions and the fault layer need ``ray``).
     """
 
     clients_per_actor: int | None = None
@@ -49,6 +57,7 @@ class ResourceConfig:
     placement: str = "default"
     scale_timeout: float = 600.0
     pack_params: str = "auto"
+    backend: str = "ray"
 
     def __post_init__(self) -> None:
         if self.clients_per_actor is not None and self.clients_per_actor < 1:
@@ -70,6 +79,18 @@ class ResourceConfig:
         if self.pack_params not in PACK_MODES:
             raise ConfigError(
                 f"pack_params must be one of {', '.join(PACK_MODES)}, got {self.pack_params!r}"
+            )
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.backend == "local" and self.placement != "default":
+            raise ConfigError(
+                f"placement {self.placement!r} needs --backend ray "
+                "(with --backend local every client runs in the driver)"
+            )
+        if self.backend == "local" and gpus > 0:
+            raise ConfigError(
+                f"num_gpus_per_actor {gpus} needs --backend ray "
+                "(with --backend local every client runs on the driver's CPU)"
             )
         if not (math.isfinite(self.scale_timeout) and self.scale_timeout > 0):
             raise ConfigError(

@@ -99,6 +99,9 @@ class Federation:
         assert self.roster is not None
         return self.roster.ids()
 
+    def put(self, value: Any) -> Any:
+        return ray.put(value)
+
     def slot_nodes(self) -> dict[int, str]:
         """Actor slot → the node its actor runs on (asked once per actor: here
         an actor never moves)."""

@@ -53,6 +53,9 @@ class InProcessFederation(Federation):
         self.roster.remove(ids)
         self.local.remove_clients(list(ids))
 
+    def put(self, value: Any) -> Any:
+        return value
+
     def get_states(self, client_ids: Sequence[int] | None = None) -> dict[int, Any]:
         ids = self.live() if client_ids is None else list(client_ids)
         return {cid: self.local.get_state(cid) for cid in ids}

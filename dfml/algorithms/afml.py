@@ -51,6 +51,7 @@ from dfml.algorithms.base import Metrics
 from dfml.algorithms.fml import MetaAlgorithm, MetaConfig, check_positive
 from dfml.algorithms.meta.afml import AFMLLayout, AFMLNoise, afml_layout, afml_objective, head_loss
 from dfml.algorithms.meta.maml import inner_loop, sample_batch
+from dfml.algorithms.privacy.dpsgd import DPSGD, Privatizer
 from dfml.errors import ConfigError
 
 
@@ -93,8 +94,10 @@ class AFML(MetaAlgorithm):
     name = "afml"
     Config = AFMLConfig
 
-    def __init__(self, config: AFMLConfig, *, vectorize: bool = True) -> None:
-        super().__init__(config, vectorize=vectorize)
+    def __init__(
+        self, config: AFMLConfig, *, vectorize: bool = True, privacy: DPSGD | None = None
+    ) -> None:
+        super().__init__(config, vectorize=vectorize, privacy=privacy)
         self._layouts: dict[int, tuple[AFMLLayout, torch.Tensor]] = {}
 
     def layout(self, ctx: ClientContext) -> tuple[AFMLLayout, torch.Tensor]:
@@ -124,7 +127,11 @@ class AFML(MetaAlgorithm):
         return self.layout(ctx)[0].mean_model(vector)
 
     def meta_update(
-        self, ctx: ClientContext, vector: torch.Tensor, rng: np.random.Generator
+        self,
+        ctx: ClientContext,
+        vector: torch.Tensor,
+        rng: np.random.Generator,
+        privacy: Privatizer | None = None,
     ) -> tuple[torch.Tensor, Metrics]:
         cfg = self.config
         layout, rates = self.layout(ctx)

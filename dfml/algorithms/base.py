@@ -17,11 +17,11 @@ An :class:`Algorithm` holds both halves of itself (after pfl-research):
   :mod:`dfml.programs`; each calls the algorithm's method, so a subclass
   changes a program by overriding the method.
 
-The algorithm object itself holds only its config (and the ``vectorize``
-switch), so shipping it to an actor (also a replacement made mid-run) ships
-no driver refs. The loop that drives steps is written once, in
-:mod:`dfml.runtime.loop` (:func:`dfml.runtime.loop.run` runs an algorithm
-on a federation).
+The algorithm object itself holds only its config, the ``vectorize``
+switch and the run's DP-SGD settings (``privacy``), so shipping it to an
+actor (also a replacement made mid-run) ships no driver refs. The loop
+that drives steps is written once, in :mod:`dfml.runtime.loop`
+(:func:`dfml.runtime.loop.run` runs an algorithm on a federation).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ import torch
 from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.aggregate import weighted_average
 from dfml.algorithms.batched import batched_evaluate, batched_sgd_epochs, vectorizable
+from dfml.algorithms.privacy.accounting import DataSizes, Usage, sgd_usage
+from dfml.algorithms.privacy.dpsgd import DPSGD, NOISE_SALT, Privatizer
 from dfml.algorithms.sgd import Regularizer, evaluate, sgd_epochs
 from dfml.errors import ConfigError
 from dfml.models.flat import FlatModel
@@ -166,18 +168,29 @@ class Algorithm(StepSource):
     Config: ClassVar[type] = LocalSGDConfig
     #: Whether clients may join and leave while it runs (``--schedule``).
     elastic: ClassVar[bool] = True
-    #: Whether a round may train a sample of the clients (``--clients-per-round``,
-    #: ``--participation``); false where a client must hear every message.
-    partial_participation: ClassVar[bool] = True
+    #: Whether a client keeps state about each neighbour's messages (CHOCO-SGD's
+    #: sum of public copies): then every client takes part in every round, over
+    #: the same weighted graph, so sampling (``--clients-per-round``,
+    #: ``--participation``) and a graph drawn afresh each round (a dynamic
+    #: topology) are refused.
+    fixed_neighbours: ClassVar[bool] = False
     #: The channel a client's neighbours read to mix (:meth:`round_messages`):
     #: its vector, or a compressed form of it.
     gossip_channel: ClassVar[str] = PARAMS
 
-    def __init__(self, config: Any, *, vectorize: bool = True) -> None:
+    def __init__(
+        self, config: Any, *, vectorize: bool = True, privacy: DPSGD | None = None
+    ) -> None:
         """``vectorize``: let an actor run a cohort's plain local SGD as one
-        vectorised computation (:meth:`vectorized_client_step`; ``--vectorize``)."""
+        vectorised computation (:meth:`vectorized_client_step`; ``--vectorize``).
+        ``privacy``: train with DP-SGD (clipping bound and noise multiplier;
+        ``--dp-clip``); a config whose training DP-SGD cannot privatise
+        refuses it here (:meth:`private_usage`'s one line), also from Python."""
         self.config = config
         self.vectorize = vectorize
+        self.privacy = privacy
+        if privacy is not None:
+            self.private_usage(DataSizes(meta=1, query=1))
 
     # ----- driver half -------------------------------------------------
     def next_step(self, state: DriverState, env: RunEnv) -> Step | None:
@@ -241,6 +254,32 @@ class Algorithm(StepSource):
     def summary(self, state: DriverState) -> dict[str, Any]:
         """Keys this algorithm adds to summary.json (from its driver state)."""
         return {}
+
+    def private_usage(self, sizes: DataSizes) -> Usage:
+        """The DP-SGD steps one round of local training takes on a client with
+        ``sizes``, and the rate to account them at (privacy accounting and the
+        σ of ``--dp-epsilon`` read it before any actor starts).
+
+        Default: E local epochs of SGD on :meth:`local_data`, E·⌈n/B⌉ steps at
+        q = B/n, where the local update is the base's. An algorithm that
+        trains otherwise overrides this, or cannot train privately: one
+        :class:`ConfigError` line saying why.
+        """
+        cls = type(self)
+        if any(getattr(cls, hook) is not getattr(Algorithm, hook) for hook in PLAIN_SGD_HOOKS):
+            raise ConfigError(
+                f"algorithm {self.name!r} trains with its own local update, which DP-SGD "
+                "does not privatise"
+            )
+        cfg = self.config
+        meta_only = getattr(cfg, "train_split", "all") == "meta"
+        return sgd_usage(sizes.meta if meta_only else sizes.train, cfg.batch_size, cfg.local_epochs)
+
+    def privatizer(self, ctx: ClientContext, state: ClientState) -> Privatizer | None:
+        """The client's DP-SGD for this round (its own noise seed), or ``None`` without DP."""
+        if self.privacy is None:
+            return None
+        return self.privacy.start(ctx.round_seed(state.round, NOISE_SALT))
 
     # ----- client half (runs in actors) --------------------------------
     def vectorized_client_step(self, model: FlatModel) -> BatchedStepFn | None:
@@ -338,6 +377,7 @@ class Algorithm(StepSource):
             batch_size=cfg.batch_size,
             seed=ctx.round_seed(state.round),
             regularizer=self.regularizer(params),
+            privacy=self.privatizer(ctx, state),
         )
         return state.evolve(params=new, last_loss=loss), {"train_loss": loss}
 
@@ -361,6 +401,11 @@ class Algorithm(StepSource):
             epochs=cfg.local_epochs,
             batch_size=cfg.batch_size,
             seeds=[ctx.round_seed(state.round) for ctx, state in zip(ctxs, states, strict=True)],
+            privacy=self.privacy,
+            noise_seeds=[
+                ctx.round_seed(state.round, NOISE_SALT)
+                for ctx, state in zip(ctxs, states, strict=True)
+            ],
         )
         # One copy per client: a row view would keep the whole cohort's
         # matrix alive as long as any client holds it (partial participation).

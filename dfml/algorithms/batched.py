@@ -28,6 +28,15 @@ is in the block. That keeps a client's training a function of (parameters,
 data, seed) — the fault layer's redo of a few clients after a failure, on
 another actor, gives the bits of the failure-free run.
 
+**DP-SGD** (``privacy`` with a finite clipping bound): every sample of
+every client gets its own copy of θ_c (a [c, W, P] tensor), the model is
+vmapped over clients and samples, and one reverse pass gives every
+per-sample gradient; each is clipped, each client's sum gets its own noise
+from its own generator (seeded per client, drawn only on the steps the
+client takes), as :class:`~dfml.algorithms.privacy.dpsgd.Privatizer` does
+for one client. A block then holds W times the vectors, so it holds W
+times fewer clients (:func:`blocks`).
+
 Only models built of :data:`STACKABLE_LAYERS` (the MLPs) are batched;
 callers check :func:`vectorizable`.
 """
@@ -43,6 +52,7 @@ from torch import nn
 from torch.func import vmap
 from torch.nn.utils.rnn import pad_sequence
 
+from dfml.algorithms.privacy.dpsgd import DPSGD, clip_factors, draw_noise, noise_generator
 from dfml.algorithms.sgd import minibatches
 from dfml.models.flat import FlatModel
 
@@ -69,16 +79,16 @@ def vectorizable(model: FlatModel) -> bool:
     return all(type(m) in STACKABLE_LAYERS for m in model.module.modules())
 
 
-def blocks(thetas: torch.Tensor, xs: Sequence[torch.Tensor]) -> list[slice]:
+def blocks(thetas: torch.Tensor, xs: Sequence[torch.Tensor], copies: int = 1) -> list[slice]:
     """The client ranges of one vectorised call each, under :data:`BLOCK_BYTES`.
 
     Per client: about four copies of its vector (θ, its gradient, the new θ,
-    autograd's saved views) and its padded samples. At least one client a
-    block.
+    autograd's saved views), each ``copies`` times (DP-SGD: one per sample
+    of a batch), and its padded samples. At least one client a block.
     """
     samples = max([1, *(len(x) for x in xs)])
     sample_numel = math.prod(xs[0].shape[1:]) if xs else 1
-    per_client = 4 * (4 * thetas.shape[1] + samples * sample_numel)
+    per_client = 4 * (4 * copies * thetas.shape[1] + samples * sample_numel)
     size = max(1, BLOCK_BYTES // per_client)
     return [slice(start, start + size) for start in range(0, len(thetas), size)]
 
@@ -143,20 +153,34 @@ def batched_sgd_epochs(
     epochs: int,
     batch_size: int,
     seeds: Sequence[int],
+    privacy: DPSGD | None = None,
+    noise_seeds: Sequence[int] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`sgd_epochs` of C clients at once: θ_c ← θ_c − η ∇ℓ_c(θ_c; batch_c).
 
     ``thetas``: [C, P], one start vector per client; ``xs``/``ys``: each
     client's samples (any sizes, also 0); ``seeds``: each client's
-    mini-batch seed. Returns the new vectors [C, P] and each client's mean
-    training loss over its batches [C] (float64; NaN for a client without
-    samples, as :func:`sgd_epochs` returns). One ``vmap`` call per step and
-    block of clients (:func:`blocks`).
+    mini-batch seed. With ``privacy``, DP-SGD's step (clipped per-sample
+    gradients, each client's noise from its seed in ``noise_seeds``), as
+    :func:`sgd_epochs` takes it with a
+    :class:`~dfml.algorithms.privacy.dpsgd.Privatizer`. Returns the new
+    vectors [C, P] and each client's mean training loss over its batches
+    [C] (float64; NaN for a client without samples, as :func:`sgd_epochs`
+    returns). One ``vmap`` call per step and block of clients
+    (:func:`blocks`).
     """
     out = thetas.detach().clone()
     losses = torch.empty(len(ys), dtype=torch.float64, device=thetas.device)
-    for b in blocks(thetas, xs):
-        losses[b] = _sgd_block(model, out[b], xs[b], ys[b], lr, epochs, batch_size, seeds[b])
+    # C = ∞ (σ = 0): clipping is the identity, the plain step is DP-SGD's.
+    private = privacy if privacy is not None and privacy.clipped else None
+    if private is not None and len(noise_seeds) != len(ys):
+        raise ValueError(f"DP-SGD needs one noise seed per client, got {len(noise_seeds)}")
+    for b in blocks(thetas, xs, 1 if private is None else batch_size):
+        args = (model, out[b], xs[b], ys[b], lr, epochs, batch_size, seeds[b])
+        if private is None:
+            losses[b] = _sgd_block(*args)
+        else:
+            losses[b] = _private_sgd_block(*args, private, noise_seeds[b])
     return out, losses
 
 
@@ -197,6 +221,58 @@ def _sgd_block(
             grads.masked_fill_(~active[:, None], 0.0)
         theta.sub_(grads, alpha=lr)
         total += torch.where(active, losses.detach().double(), 0.0)
+        count += active.double()
+    return torch.where(count > 0, total / count.clamp_min(1.0), math.nan)
+
+
+def _private_sgd_block(
+    model: FlatModel,
+    theta: torch.Tensor,
+    xs: Sequence[torch.Tensor],
+    ys: Sequence[torch.Tensor],
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    seeds: Sequence[int],
+    privacy: DPSGD,
+    noise_seeds: Sequence[int],
+) -> torch.Tensor:
+    """:func:`_sgd_block` with DP-SGD's step; trains ``theta`` in place, returns mean losses."""
+    device = theta.device
+    plan = torch.from_numpy(step_plan([len(y) for y in ys], batch_size, epochs, seeds)).to(device)
+    x_all, y_all = pad_clients(xs, ys)
+    rows = torch.arange(len(ys), device=device)[:, None]
+    forward = vmap(vmap(model, randomness="different"), randomness="different")
+    generators = [noise_generator(s) for s in noise_seeds]
+    std = privacy.noise * privacy.clip
+    total = torch.zeros(len(ys), dtype=torch.float64, device=device)
+    count = torch.zeros(len(ys), dtype=torch.float64, device=device)
+    for s in range(plan.shape[1]):
+        idx = plan[:, s]  # [c, batch_size], -1 in the unused slots
+        valid = idx >= 0
+        mask = valid.to(theta.dtype)
+        take = idx.clamp_min(0)
+        y = y_all[rows, take]
+        copies = theta.detach()[:, None, :].expand(-1, batch_size, -1).clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = forward(copies, x_all[rows, take].unsqueeze(2))  # [c, W, 1, K]
+            per_sample = torch.nn.functional.cross_entropy(
+                logits.flatten(0, 2), y.flatten(), reduction="none"
+            ).view_as(mask)
+            # Sample (c, w)'s loss depends on copy (c, w) alone: the gradient of
+            # the masked sum is, copy by copy, every per-sample gradient.
+            (grads,) = torch.autograd.grad((per_sample * mask).sum(), copies)
+        factors = clip_factors(torch.linalg.vector_norm(grads, dim=2), privacy.clip) * mask
+        summed = torch.einsum("cw,cwp->cp", factors, grads)
+        active = valid.any(1)
+        if privacy.noise > 0:
+            for c in active.nonzero().flatten().tolist():
+                summed[c] += draw_noise(generators[c], summed.shape[1], std, device)
+        n = mask.sum(1)
+        grad = torch.where(active[:, None], summed / n.clamp_min(1.0)[:, None], 0.0)
+        theta.sub_(grad, alpha=lr)
+        losses = (per_sample.detach() * mask).sum(1) / n.clamp_min(1.0)
+        total += torch.where(active, losses.double(), 0.0)
         count += active.double()
     return torch.where(count > 0, total / count.clamp_min(1.0), math.nan)
 

@@ -35,8 +35,10 @@ builds x⁰ from the seed, so starting there costs no bytes and the first
 messages carry the first round's progress instead of x⁰ itself; then
 s_i = x⁰ too (a mixing row sums to 1).
 
-Every client must hear every message of every neighbour, so clients may
-not join or leave (``--schedule``) or sit out rounds (``--participation``).
+Every client must hear every message of every neighbour, weighted the same
+each round, so clients may not join or leave (``--schedule``), sit out
+rounds (``--participation``) or draw new peers each round (``--topology
+epidemic``).
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ class ChocoSGD(Algorithm):
     name = "choco-sgd"
     Config = ChocoConfig
     elastic: ClassVar[bool] = False
-    partial_participation: ClassVar[bool] = False
+    fixed_neighbours: ClassVar[bool] = True
     gossip_channel = CHOCO
 
     # ----- driver half -------------------------------------------------

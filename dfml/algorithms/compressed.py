@@ -33,6 +33,7 @@ import numpy as np
 
 from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.base import Algorithm, gossips
+from dfml.algorithms.privacy.dpsgd import DPSGD
 from dfml.compression import CompressionConfig
 from dfml.errors import ConfigError
 from dfml.steps import PARAMS
@@ -124,8 +125,11 @@ def _reduce_algorithm(algorithm: Any) -> tuple[Any, tuple[Any, ...]]:
         type(algorithm).learner_class,
         algorithm.config,
         algorithm.vectorize,
+        algorithm.privacy,
     )
 
 
-def _rebuild_algorithm(learner: type[Algorithm], config: Any, vectorize: bool) -> Algorithm:
-    return compressed(learner)(config, vectorize=vectorize)
+def _rebuild_algorithm(
+    learner: type[Algorithm], config: Any, vectorize: bool, privacy: DPSGD | None
+) -> Algorithm:
+    return compressed(learner)(config, vectorize=vectorize, privacy=privacy)

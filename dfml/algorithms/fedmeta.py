@@ -33,6 +33,7 @@ from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.base import Metrics
 from dfml.algorithms.fml import MetaAlgorithm
 from dfml.algorithms.meta.maml import (
+    first_order_gradient,
     inner_loop,
     maml_gradient,
     meta_sgd_gradient,
@@ -40,6 +41,9 @@ from dfml.algorithms.meta.maml import (
     sample_batch,
     split_meta_sgd,
 )
+from dfml.algorithms.privacy.accounting import DataSizes, Usage
+from dfml.algorithms.privacy.dpsgd import Privatizer
+from dfml.errors import ConfigError
 
 
 class FedMetaMAML(MetaAlgorithm):
@@ -47,11 +51,34 @@ class FedMetaMAML(MetaAlgorithm):
 
     name = "fedmeta-maml"
 
+    def private_usage(self, sizes: DataSizes) -> Usage:
+        """FOMAML: K + 1 noised gradients per meta-update (K support, 1 query)."""
+        if not self.config.first_order:
+            raise ConfigError(
+                "fedmeta-maml's second-order meta-gradient is not a sum of per-sample "
+                "gradients: DP-SGD needs --first-order true"
+            )
+        return self.first_order_usage(sizes, self.config.inner_steps + 1)
+
     def meta_update(
-        self, ctx: ClientContext, vector: torch.Tensor, rng: np.random.Generator
+        self,
+        ctx: ClientContext,
+        vector: torch.Tensor,
+        rng: np.random.Generator,
+        privacy: Privatizer | None = None,
     ) -> tuple[torch.Tensor, Metrics]:
         cfg = self.config
         support, query = self.support_query(ctx, rng)
+        if privacy is not None:
+            g, loss = first_order_gradient(
+                privacy.gradient_fn(ctx.model),
+                vector,
+                support,
+                query,
+                cfg.inner_lr,
+                cfg.inner_steps,
+            )
+            return vector - cfg.meta_lr * g, {"train_loss": float(loss)}
         g, loss = maml_gradient(
             model_loss(ctx.model),
             vector,
@@ -76,7 +103,11 @@ class FedMetaSGD(MetaAlgorithm):
         return split_meta_sgd(vector)[0]
 
     def meta_update(
-        self, ctx: ClientContext, vector: torch.Tensor, rng: np.random.Generator
+        self,
+        ctx: ClientContext,
+        vector: torch.Tensor,
+        rng: np.random.Generator,
+        privacy: Privatizer | None = None,
     ) -> tuple[torch.Tensor, Metrics]:
         cfg = self.config
         support, query = self.support_query(ctx, rng)

@@ -36,6 +36,8 @@ import torch
 from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.base import Metrics
 from dfml.algorithms.meta.maml import inner_loop, model_loss, sample_batch
+from dfml.algorithms.privacy.accounting import DataSizes, Usage, meta_usage
+from dfml.algorithms.privacy.dpsgd import Privatizer
 from dfml.algorithms.server import ServerOrGossip, check_aggregation
 from dfml.algorithms.sgd import evaluate
 from dfml.errors import ConfigError
@@ -117,19 +119,43 @@ class MetaAlgorithm(ServerOrGossip):
         return vector
 
     def meta_update(
-        self, ctx: ClientContext, vector: torch.Tensor, rng: np.random.Generator
+        self,
+        ctx: ClientContext,
+        vector: torch.Tensor,
+        rng: np.random.Generator,
+        privacy: Privatizer | None = None,
     ) -> tuple[torch.Tensor, Metrics]:
-        """One meta-update v ← rule(v; batches drawn with ``rng``); metrics need ``train_loss``."""
+        """One meta-update v ← rule(v; batches drawn with ``rng``); metrics need ``train_loss``.
+
+        ``privacy``: the round's DP-SGD, given only to a method whose
+        :meth:`private_usage` accepts the config (its gradients then come
+        from ``privacy.gradient_fn``).
+        """
         raise NotImplementedError
+
+    def private_usage(self, sizes: DataSizes) -> Usage:
+        """A meta-learner trains privately only through a first-order path it declares."""
+        raise ConfigError(
+            f"algorithm {self.name!r} meta-learns through a gradient that is not a sum of "
+            "per-sample gradients, which DP-SGD does not privatise"
+        )
+
+    def first_order_usage(self, sizes: DataSizes, gradients_per_update: int) -> Usage:
+        """``local_steps`` meta-updates of ``gradients_per_update`` noised gradients each,
+        on batches of :meth:`support_query`'s sets (D^M, and D^Q unless it is empty)."""
+        sets = [sizes.meta, sizes.query] if sizes.query else [sizes.meta]
+        steps = self.config.local_steps * gradients_per_update
+        return meta_usage(sets, self.config.batch_size, steps)
 
     def local_update(
         self, ctx: ClientContext, state: ClientState, params: torch.Tensor
     ) -> tuple[ClientState, Metrics]:
         rng = np.random.default_rng(ctx.round_seed(state.round))
+        privacy = self.privatizer(ctx, state)
         vector = params.detach()
         sums: dict[str, float] = {}
         for _ in range(self.config.local_steps):
-            vector, m = self.meta_update(ctx, vector, rng)
+            vector, m = self.meta_update(ctx, vector, rng, privacy)
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         metrics = {k: v / self.config.local_steps for k, v in sums.items()}

@@ -43,12 +43,15 @@ from dfml.algorithms.base import Metrics, check_train_split
 from dfml.algorithms.fml import EVAL_SALT, adapt_on_meta
 from dfml.algorithms.meta.episodes import EPISODE_LABELS, label_episode, restricted_loss
 from dfml.algorithms.meta.maml import (
+    first_order_gradient,
     inner_loop,
     maml_gradient,
     model_loss,
     sample_batch,
 )
 from dfml.algorithms.meta.reptile import reptile_step
+from dfml.algorithms.privacy.accounting import DataSizes, Usage, meta_usage, sgd_usage
+from dfml.algorithms.privacy.dpsgd import Privatizer
 from dfml.algorithms.server import FederatedSGDConfig, ServerOrGossip
 from dfml.algorithms.sgd import evaluate
 from dfml.errors import ConfigError
@@ -117,6 +120,7 @@ def meta_update(
     x: torch.Tensor,
     y: torch.Tensor,
     rng: np.random.Generator,
+    privacy: Privatizer | None = None,
 ) -> tuple[torch.Tensor, float]:
     """One meta-update of ``cfg.meta_learner`` on an episode of (x, y); also its loss.
 
@@ -126,7 +130,8 @@ def meta_update(
     is two independent batches of D^M (``episodes: batch``), or a label
     subset with its losses over those labels' logits (``episodes: labels``,
     :func:`~dfml.algorithms.meta.episodes.label_episode`); reptile's inner
-    steps then run on S ∪ Q.
+    steps then run on S ∪ Q. With ``privacy`` (``batch`` episodes, fomaml
+    or reptile) every gradient is DP-SGD's, clipped and noised.
     """
     b = cfg.batch_size
     loss_fn = model_loss(model)
@@ -135,10 +140,16 @@ def meta_update(
         query = max(cfg.episode_shots, b // EPISODE_LABELS[1])
         episode = label_episode(x, y, cfg.episode_shots, query, rng)
     if episode is None:  # the draws of the plain rule, in its order
+        gradient = None if privacy is None else privacy.gradient_fn(model)
         if cfg.meta_learner == "reptile":
             batches = [sample_batch(x, y, b, rng) for _ in range(cfg.inner_steps)]
-            return reptile_step(loss_fn, theta, batches, cfg.inner_lr, cfg.lr)
+            return reptile_step(loss_fn, theta, batches, cfg.inner_lr, cfg.lr, gradient)
         support, query_batch = sample_batch(x, y, b, rng), sample_batch(x, y, b, rng)
+        if gradient is not None:  # fomaml (maml is refused by private_usage)
+            g, value = first_order_gradient(
+                gradient, theta, support, query_batch, cfg.inner_lr, cfg.inner_steps
+            )
+            return theta - cfg.lr * g, float(value)
     else:
         labels, support, query_batch = episode
         loss_fn = restricted_loss(model, labels)
@@ -171,6 +182,29 @@ class GFML(ServerOrGossip):
         """The meta-learner (``sgd`` for configs without one: C-DFedAvg)."""
         return getattr(self.config, "meta_learner", "sgd")
 
+    def private_usage(self, sizes: DataSizes) -> Usage:
+        """sgd: plain DP-SGD epochs; fomaml: K + 1 noised gradients per meta-update;
+        reptile: K; E_M·⌈n/B⌉ meta-updates on the local data. Not maml (second
+        order) nor ``labels`` episodes (label-stratified batches have no single
+        sampling rate)."""
+        cfg = self.config
+        n = sizes.meta if cfg.train_split == "meta" else sizes.train
+        if self.learner == "sgd":
+            return sgd_usage(n, cfg.batch_size, cfg.local_epochs)
+        if self.learner == "maml":
+            raise ConfigError(
+                "gfml's second-order MAML meta-gradient is not a sum of per-sample gradients: "
+                "DP-SGD needs --meta-learner fomaml, reptile or sgd"
+            )
+        if cfg.episodes != "batch":
+            raise ConfigError(
+                "DP-SGD accounts uniformly sampled batches: it needs --episodes batch, "
+                f"not {cfg.episodes}"
+            )
+        updates = cfg.local_epochs * math.ceil(n / cfg.batch_size)
+        per_update = cfg.inner_steps + (1 if self.learner == "fomaml" else 0)
+        return meta_usage([n], cfg.batch_size, updates * per_update)
+
     def local_update(
         self, ctx: ClientContext, state: ClientState, params: torch.Tensor
     ) -> tuple[ClientState, Metrics]:
@@ -187,10 +221,11 @@ class GFML(ServerOrGossip):
         if len(y) == 0:
             return state.evolve(params=params.detach()), {}
         rng = np.random.default_rng(ctx.round_seed(state.round))
+        privacy = self.privatizer(ctx, state)
         updates = cfg.local_epochs * math.ceil(len(y) / cfg.batch_size)
         theta, total = params.detach(), 0.0
         for _ in range(updates):
-            theta, loss = meta_update(cfg, ctx.model, theta, x, y, rng)
+            theta, loss = meta_update(cfg, ctx.model, theta, x, y, rng, privacy)
             total += loss
         loss = total / updates
         return state.evolve(params=theta.detach(), last_loss=loss), {"train_loss": loss}

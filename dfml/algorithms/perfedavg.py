@@ -35,7 +35,14 @@ import torch
 from dfml.actors.state import ClientContext
 from dfml.algorithms.base import Metrics
 from dfml.algorithms.fml import MetaAlgorithm, MetaConfig
-from dfml.algorithms.meta.maml import model_loss, perfedavg_gradient, sample_batch
+from dfml.algorithms.meta.maml import (
+    first_order_gradient,
+    model_loss,
+    perfedavg_gradient,
+    sample_batch,
+)
+from dfml.algorithms.privacy.accounting import DataSizes, Usage
+from dfml.algorithms.privacy.dpsgd import Privatizer
 from dfml.errors import ConfigError
 
 
@@ -65,11 +72,29 @@ class PerFedAvg(MetaAlgorithm):
     name = "perfedavg"
     Config = PerFedAvgConfig
 
+    def private_usage(self, sizes: DataSizes) -> Usage:
+        """FO: two noised gradients per step (θ̃ on D, the step on D′)."""
+        if not self.config.first_order:
+            raise ConfigError(
+                "perfedavg's Hessian-free step differences gradients, which DP-SGD does not "
+                "privatise: use --first-order true"
+            )
+        return self.first_order_usage(sizes, 2)
+
     def meta_update(
-        self, ctx: ClientContext, vector: torch.Tensor, rng: np.random.Generator
+        self,
+        ctx: ClientContext,
+        vector: torch.Tensor,
+        rng: np.random.Generator,
+        privacy: Privatizer | None = None,
     ) -> tuple[torch.Tensor, Metrics]:
         cfg = self.config
         inner, outer = self.support_query(ctx, rng)
+        if privacy is not None:  # FO: θ̃ = θ − α g̃(θ; D), step g̃(θ̃; D′)
+            g, loss = first_order_gradient(
+                privacy.gradient_fn(ctx.model), vector, inner, outer, cfg.inner_lr, 1
+            )
+            return vector - cfg.meta_lr * g, {"train_loss": float(loss)}
         hessian = (
             None
             if cfg.first_order

@@ -35,6 +35,8 @@ from dfml.algorithms.base import Metrics
 from dfml.algorithms.fml import MetaAlgorithm, MetaConfig
 from dfml.algorithms.meta.maml import model_loss, sample_batch
 from dfml.algorithms.meta.reptile import reptile_step
+from dfml.algorithms.privacy.accounting import DataSizes, Usage, meta_usage
+from dfml.algorithms.privacy.dpsgd import Privatizer
 from dfml.errors import ConfigError
 
 
@@ -61,13 +63,23 @@ class Reptile(MetaAlgorithm):
     name = "reptile"
     Config = ReptileConfig
 
+    def private_usage(self, sizes: DataSizes) -> Usage:
+        """τ·k noised inner steps, batches of D^M ∪ D^Q."""
+        cfg = self.config
+        return meta_usage([sizes.train], cfg.batch_size, cfg.local_steps * cfg.inner_steps)
+
     def meta_update(
-        self, ctx: ClientContext, vector: torch.Tensor, rng: np.random.Generator
+        self,
+        ctx: ClientContext,
+        vector: torch.Tensor,
+        rng: np.random.Generator,
+        privacy: Privatizer | None = None,
     ) -> tuple[torch.Tensor, Metrics]:
         cfg = self.config
         x, y = ctx.data.x_train, ctx.data.y_train
         batches = [sample_batch(x, y, cfg.batch_size, rng) for _ in range(cfg.inner_steps)]
+        gradient = None if privacy is None else privacy.gradient_fn(ctx.model)
         theta, loss = reptile_step(
-            model_loss(ctx.model), vector, batches, cfg.inner_lr, cfg.meta_lr
+            model_loss(ctx.model), vector, batches, cfg.inner_lr, cfg.meta_lr, gradient
         )
         return theta, {"train_loss": loss}

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from dfml.algorithms.privacy.dpsgd import Privatizer, Regularizer
 from dfml.models.flat import FlatModel
 
-#: Optional extra term added to the loss, e.g. FedProx's proximal penalty.
-Regularizer = Callable[[torch.Tensor], torch.Tensor]
+__all__ = ["Regularizer", "cross_entropy", "evaluate", "minibatches", "sgd_epochs"]
 
 
 def minibatches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -43,14 +43,19 @@ def sgd_epochs(
     seed: int,
     regularizer: Regularizer | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    privacy: Privatizer | None = None,
 ) -> tuple[torch.Tensor, float]:
     """``epochs`` passes of plain SGD, θ ← θ − η ∇ℓ(θ; batch).
 
     ``loss_fn(θ, x, y)`` replaces the model's cross-entropy (e.g. a task's
-    loss over its own labels' logits). Returns the new vector and the mean
-    training loss over all batches (NaN propagates, so callers can detect
-    divergence).
+    loss over its own labels' logits). With ``privacy`` the step is DP-SGD's,
+    θ ← θ − η g̃ (:meth:`~dfml.algorithms.privacy.dpsgd.Privatizer.gradient`:
+    clipped per-sample gradients plus noise; the model's cross-entropy
+    only). Returns the new vector and the mean training loss over all
+    batches (NaN propagates, so callers can detect divergence).
     """
+    if privacy is not None and loss_fn is not None:
+        raise ValueError("DP-SGD trains on the model's cross-entropy: give privacy or loss_fn")
 
     rng = np.random.default_rng(seed)
     theta = flat.detach()
@@ -60,16 +65,19 @@ def sgd_epochs(
     for _ in range(epochs):
         for idx in minibatches(len(y), batch_size, rng):
             ib = torch.from_numpy(idx).to(x.device)
-            with torch.enable_grad():
-                leaf = theta.requires_grad_(True)
-                if loss_fn is None:
-                    loss = cross_entropy(model, leaf, x[ib], y[ib])
-                else:
-                    loss = loss_fn(leaf, x[ib], y[ib])
-                if regularizer is not None:
-                    loss = loss + regularizer(leaf)
-                (g,) = torch.autograd.grad(loss, leaf)
-            theta = (leaf.detach() - lr * g).detach()
+            if privacy is not None:
+                g, loss = privacy.gradient(model, theta, x[ib], y[ib], regularizer)
+            else:
+                with torch.enable_grad():
+                    leaf = theta.requires_grad_(True)
+                    if loss_fn is None:
+                        loss = cross_entropy(model, leaf, x[ib], y[ib])
+                    else:
+                        loss = loss_fn(leaf, x[ib], y[ib])
+                    if regularizer is not None:
+                        loss = loss + regularizer(leaf)
+                    (g,) = torch.autograd.grad(loss, leaf)
+            theta = (theta.detach() - lr * g).detach()
             total += float(loss.detach())
             count += 1
     return theta, (total / count if count else float("nan"))

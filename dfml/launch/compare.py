@@ -314,7 +314,8 @@ def run_compare(
     check_folders(jobs, launch, root)
     summaries: dict[str, list[dict[str, Any]]] = {a: [] for a in algorithms}
     histories: dict[str, list[list[RoundRecord]]] = {a: [] for a in algorithms}
-    started = init_ray(launch.ray_address, launch.dashboard)
+    on_ray = jobs[0].cfg.resources.backend == "ray"
+    started = init_ray(launch.ray_address, launch.dashboard) if on_ray else False
     try:
         if launch.overwrite:
             clear_results(root, COMPARE_OUTPUTS)

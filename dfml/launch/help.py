@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from dfml.actors.config import PLACEMENTS, ResourceConfig
+from dfml.actors.config import BACKENDS, PLACEMENTS, ResourceConfig
 from dfml.algorithms.clfml.label_clustering import ClusteringConfig
 from dfml.algorithms.fml import MetaConfig
 from dfml.algorithms.server import AGGREGATIONS, FederatedSGDConfig
@@ -37,7 +37,7 @@ from dfml.fault.config import CHAOS_MODES, FaultConfig
 from dfml.launch.options import SECTIONS, field_types
 from dfml.launch.registry import ALGORITHMS, CLUSTER_BY
 from dfml.models.zoo import MODELS, ModelConfig
-from dfml.topology.config import MIXINGS, TOPOLOGIES, TopologyConfig
+from dfml.topology.config import EPIDEMIC_VARIANTS, MIXINGS, TOPOLOGIES, TopologyConfig
 
 #: Allowed values of the string options that take one of a fixed set.
 CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
@@ -48,9 +48,11 @@ CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (ModelConfig, "model"): ("auto", *sorted(MODELS)),
     (TopologyConfig, "topology"): TOPOLOGIES,
     (TopologyConfig, "mixing"): MIXINGS,
+    (TopologyConfig, "epidemic"): EPIDEMIC_VARIANTS,
     (FaultConfig, "chaos_mode"): CHAOS_MODES,
     (ResourceConfig, "placement"): PLACEMENTS,
     (ResourceConfig, "pack_params"): PACK_MODES,
+    (ResourceConfig, "backend"): BACKENDS,
     (FederatedSGDConfig, "aggregation"): AGGREGATIONS,
     (MetaConfig, "aggregation"): AGGREGATIONS,
     (CompressionConfig, "compressor"): COMPRESSORS,

@@ -351,6 +351,12 @@ UNUSED_RULES: tuple[UnusedRule, ...] = (
         lambda cfg, _: cfg.topology.topology == "edge-list",
         _topology,
     ),
+    UnusedRule(
+        ("peers", "epidemic"),
+        "topology epidemic",
+        lambda cfg, _: cfg.topology.topology == "epidemic",
+        _topology,
+    ),
     UnusedRule(("alpha",), "partition dirichlet", _drawn("dirichlet"), _partition),
     UnusedRule(
         ("classes_per_client",), "partition pathological", _drawn("pathological"), _partition
@@ -413,6 +419,12 @@ UNUSED_RULES: tuple[UnusedRule, ...] = (
         "runs with --personalized-eval true",
         lambda cfg, _: cfg.evaluation.personalized_eval,
         lambda cfg, _: "--personalized-eval false",
+    ),
+    UnusedRule(
+        ("dp_delta",),
+        "runs with DP-SGD (--dp-clip)",
+        lambda cfg, _: services.section(cfg, "privacy").active,
+        lambda cfg, _: "a run without --dp-clip",
     ),
     UnusedRule(
         ("dashboard",),

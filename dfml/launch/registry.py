@@ -25,7 +25,6 @@ from dfml.algorithms.pfedme import PFedMe
 from dfml.algorithms.reptile import Reptile
 from dfml.compression import check_compressor
 from dfml.errors import ConfigError
-from dfml.experiment import ExperimentConfig
 
 #: The federated meta-learning family (issue 3, part A).
 META_LEARNING = (FedMetaMAML, FedMetaSGD, Reptile, PerFedAvg, GFML, MEFL, AFML)
@@ -93,10 +92,3 @@ def algorithm_class(
             f"aggregates at a server; allowed: {allowed}"
         )
     return compressed(cls)
-
-
-def build_algorithm(cfg: ExperimentConfig) -> Algorithm:
-    """The algorithm ``cfg`` asks for: its class (clustered, compressed) with its config."""
-    compressor = getattr(cfg.algorithm, "compressor", "none")
-    cls = algorithm_class(cfg.run.algorithm, cfg.run.cluster_by, compressor)
-    return cls(cfg.algorithm, vectorize=cfg.run.vectorize)

@@ -298,11 +298,12 @@ def final_histogram(run: Run) -> str:
 
 
 def topology_figure(run: Run) -> str:
-    """The communication graph rebuilt from the saved config (same seed: the same graph)."""
+    """The communication graph rebuilt from the saved config (same seed: the same graph);
+    for a topology drawn afresh every round, round 0's."""
     import networkx as nx
     from matplotlib.collections import LineCollection
 
-    from dfml.topology import TopologyConfig, build_topology
+    from dfml.topology import DYNAMIC_TOPOLOGIES, TopologyConfig, build_topology
 
     config = run.summary.get("config") or {}
     saved = config.get("topology")
@@ -342,7 +343,12 @@ def topology_figure(run: Run) -> str:
     if clients <= 40:
         for n, (px, py) in zip(nodes, xy, strict=True):
             ax.annotate(str(n), (px, py), ha="center", va="center", fontsize=7, zorder=3)
-    ax.set_title(f"{saved.get('topology')}, {clients} clients, mixing {saved.get('mixing')}")
+    title = f"{saved.get('topology')}, {clients} clients, mixing {saved.get('mixing')}"
+    if saved.get("topology") in DYNAMIC_TOPOLOGIES:  # a new graph every round: show round 0's
+        title += (
+            f"\n{saved.get('epidemic')} peer sampler, s = {saved.get('peers')}: round 0's graph"
+        )
+    ax.set_title(title)
     ax.set_aspect("equal")
     ax.axis("off")
     return image(fig, f"topology of {run.label}")

@@ -25,7 +25,6 @@ from dfml.fault.report import FaultReport
 from dfml.launch.cluster import probe, resolve
 from dfml.launch.options import LaunchConfig, config_to_dict, config_to_options
 from dfml.launch.progress import ProgressBar
-from dfml.launch.registry import build_algorithm
 from dfml.launch.results import (
     ResultsWriter,
     check_results_folder,
@@ -33,7 +32,7 @@ from dfml.launch.results import (
     membership_summary,
     summarize,
 )
-from dfml.launch.services import check_services, service_callbacks
+from dfml.launch.services import build_algorithm, check_services, service_callbacks
 from dfml.records import Callback
 from dfml.runtime.checkpoint import RUN_FILE, Checkpoint, Checkpointer
 
@@ -112,6 +111,22 @@ def check_results(out: Path, launch: LaunchConfig, resume: Checkpoint | None = N
     check_results_folder(out, launch.overwrite, hint=hint)
 
 
+def check_fixed_neighbours(cfg: ExperimentConfig) -> None:
+    """An algorithm whose clients keep state about each neighbour's messages
+    (CHOCO-SGD) needs every client in every round, over one weighted graph."""
+    name = cfg.run.algorithm
+    if cfg.membership.clients_per_round is not None or cfg.membership.participation < 1:
+        raise ConfigError(
+            f"algorithm {name!r} needs every client in every round: "
+            "--clients-per-round and --participation do not apply to it"
+        )
+    if cfg.topology.dynamic:
+        raise ConfigError(
+            f"algorithm {name!r} needs the same neighbours every round: "
+            f"--topology {cfg.topology.topology} draws new ones each round"
+        )
+
+
 def _set_up(
     cfg: ExperimentConfig,
     launch: LaunchConfig,
@@ -162,10 +177,13 @@ def execute(
     config for ``dfml run --resume``.
     """
     out = Path(launch.out) if out is None else out
-    algorithm = build_algorithm(cfg)
     t0 = time.perf_counter()
     prepared = prepare(cfg)
     setup = {"data": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    algorithm = build_algorithm(cfg, prepared)
+    if algorithm.privacy is not None:  # Opacus's import and σ for --dp-epsilon
+        setup["privacy"] = time.perf_counter() - t0
     algorithm.check_setup(prepared.client_labels)
     check_services(cfg, prepared)
     if prepared.schedule and not algorithm.elastic:
@@ -173,12 +191,8 @@ def execute(
             f"algorithm {cfg.run.algorithm!r} does not support clients joining or leaving "
             "(--schedule)"
         )
-    sampled = cfg.membership.clients_per_round is not None or cfg.membership.participation < 1
-    if sampled and not algorithm.partial_participation:
-        raise ConfigError(
-            f"algorithm {cfg.run.algorithm!r} needs every client in every round: "
-            "--clients-per-round and --participation do not apply to it"
-        )
+    if algorithm.fixed_neighbours:
+        check_fixed_neighbours(cfg)
     check_results(out, launch, resume)
     checkpointer = None
     if cfg.fault.checkpoint_uri is not None:
@@ -186,9 +200,11 @@ def execute(
         checkpointer.check_writable()
         if resume is None:
             check_checkpoints(checkpointer, launch.overwrite)
-    t0 = time.perf_counter()
-    started = init_ray(launch.ray_address, launch.dashboard)
-    setup["ray"] = time.perf_counter() - t0
+    started = False
+    if cfg.resources.backend == "ray":
+        t0 = time.perf_counter()
+        started = init_ray(launch.ray_address, launch.dashboard)
+        setup["ray"] = time.perf_counter() - t0
     try:
         writer = _set_up(cfg, launch, out, prepared, checkpointer, resume)
         return _run(

@@ -4,7 +4,10 @@ A service is a step source with its own config section, registered here in
 :data:`SERVICES` and nowhere else: the task service
 (:mod:`~dfml.algorithms.clfml.service`, section ``tasks``,
 :class:`~dfml.algorithms.clfml.service.TaskConfig`) and the disagreement
-probe (:mod:`~dfml.algorithms.probe`, section ``probe``). The launch layer
+probe (:mod:`~dfml.algorithms.probe`, section ``probe``) and the privacy
+accountant (:mod:`~dfml.algorithms.privacy`, section ``privacy``: DP-SGD,
+whose settings the run's algorithm also receives, :func:`private_training`).
+The launch layer
 routes a section's options there by field name (:data:`SECTIONS`), keeps it
 in :attr:`~dfml.experiment.ExperimentConfig.services`, checks it before
 anything starts and adds the active services to the run's callbacks, where
@@ -21,12 +24,18 @@ from typing import Any
 
 import numpy as np
 
+from dfml.algorithms.base import Algorithm
 from dfml.algorithms.clfml.scoring import ReferenceClassifier, TaskRequester, TaskTestSet
 from dfml.algorithms.clfml.service import TaskConfig, TaskService
+from dfml.algorithms.privacy.accountant import PrivacyAccountant
+from dfml.algorithms.privacy.accounting import DataSizes, Usage, run_noise
+from dfml.algorithms.privacy.config import PrivacyConfig
+from dfml.algorithms.privacy.dpsgd import DPSGD
 from dfml.algorithms.probe import DisagreementProbe, ProbeConfig
 from dfml.data.registry import load_dataset
 from dfml.errors import ConfigError
 from dfml.experiment import Experiment, ExperimentConfig, Prepared
+from dfml.launch.registry import ALGORITHMS, algorithm_class
 from dfml.models.zoo import build_model
 from dfml.records import Callback
 
@@ -53,6 +62,72 @@ def _build_probe(
     cfg: ExperimentConfig, prep: Prepared, rounds: int, out: Path | None = None
 ) -> DisagreementProbe:
     return DisagreementProbe(section(cfg, "probe"), rounds)
+
+
+def private_usage(cfg: ExperimentConfig, prep: Prepared) -> dict[int, Usage]:
+    """Every client's (initial and reserve) noised steps per round and their sampling
+    rate, as the run's algorithm declares them; one line if it cannot train privately."""
+    algorithm = run_class(cfg)(cfg.algorithm)
+    try:
+        return {
+            cid: algorithm.private_usage(DataSizes(len(s.meta_train), len(s.query)))
+            for cid, s in enumerate(prep.splits)
+        }
+    except ConfigError as err:
+        raise ConfigError(f"--dp-clip: {err}; DP-SGD trains {_private_algorithms()}") from None
+
+
+def _private_algorithms() -> str:
+    """The algorithms that train privately with their default knobs, for the error line."""
+    names = []
+    for name, cls in sorted(ALGORITHMS.items()):
+        try:
+            cls(cls.Config()).private_usage(DataSizes(8, 2))
+        except ConfigError:
+            continue
+        names.append(name)
+    return ", ".join(names) + " (fedmeta-maml and perfedavg with --first-order true)"
+
+
+def private_training(cfg: ExperimentConfig, prep: Prepared) -> DPSGD | None:
+    """The DP-SGD settings the run's clients train with, or ``None`` (no ``--dp-clip``).
+
+    With ``--dp-epsilon``, σ is the smallest that keeps every client within
+    ε after ``rounds`` rounds of its declared usage (Opacus's
+    ``get_noise_multiplier`` per client, the largest kept).
+    """
+    sec: PrivacyConfig = section(cfg, "privacy")
+    if not sec.active:
+        return None
+    assert sec.dp_clip is not None
+    usage = private_usage(cfg, prep)  # one line for an algorithm that cannot train privately
+    noise = sec.dp_noise
+    if noise is None:
+        assert sec.dp_epsilon is not None
+        noise = run_noise(sec.dp_epsilon, sec.dp_delta, usage.values(), cfg.run.rounds)
+    return DPSGD(sec.dp_clip, noise)
+
+
+def run_class(cfg: ExperimentConfig) -> type[Algorithm]:
+    """The class that runs ``cfg``'s algorithm: clustered and compressed as it asks."""
+    compressor = getattr(cfg.algorithm, "compressor", "none")
+    return algorithm_class(cfg.run.algorithm, cfg.run.cluster_by, compressor)
+
+
+def build_algorithm(cfg: ExperimentConfig, prep: Prepared) -> Algorithm:
+    """The run's algorithm: its class and config, ``--vectorize``, and DP-SGD if asked."""
+    return run_class(cfg)(
+        cfg.algorithm, vectorize=cfg.run.vectorize, privacy=private_training(cfg, prep)
+    )
+
+
+def _build_accountant(
+    cfg: ExperimentConfig, prep: Prepared, rounds: int, out: Path | None = None
+) -> PrivacyAccountant:
+    sec: PrivacyConfig = section(cfg, "privacy")
+    dp = private_training(cfg, prep)
+    assert dp is not None  # built only for an active section
+    return PrivacyAccountant(dp, sec.dp_delta, private_usage(cfg, prep), sec.dp_epsilon)
 
 
 def section(cfg: ExperimentConfig, name: str) -> Any:
@@ -92,6 +167,7 @@ def build_task_service(
 SERVICES: dict[str, Service] = {
     "tasks": Service(TaskConfig, build_task_service),
     "probe": Service(ProbeConfig, _build_probe),
+    "privacy": Service(PrivacyConfig, _build_accountant),
 }
 
 #: Service config section name → its dataclass (options route by field name).

@@ -59,6 +59,11 @@ class FederationProtocol(Protocol):
         """The live client ids, sorted."""
         ...
 
+    def put(self, value: Any) -> Any:
+        """A handle clients can read ``value`` through (an object ref; the value
+        itself in-process)."""
+        ...
+
     def get_states(self, client_ids: Sequence[int] | None = None) -> dict[int, Any]:
         """The clients' states (all live ones by default), for checkpoints."""
         ...

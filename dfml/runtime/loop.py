@@ -2,12 +2,15 @@
 
 Each round, the :class:`Runtime`
 
-1. applies the membership changes due before it (the schedule's, and those
-   asked for through :meth:`Runtime.add_clients` / :meth:`Runtime.remove_clients`):
-   the roster places or drops clients, the topology rewires by its rule, a
-   joining client starts from the data-size weighted average of its nearest
-   clients that hold a model (its new neighbours when they do), or from the
-   global model in server mode;
+1. tells the topology the round begins (a dynamic topology, such as
+   ``epidemic``, draws the round's graph), then applies the membership
+   changes due before it (the schedule's, and those asked for through
+   :meth:`Runtime.add_clients` / :meth:`Runtime.remove_clients`): the roster
+   places or drops clients, the topology rewires by its rule, a joining
+   client starts from the data-size weighted average of its nearest clients
+   that hold a model (its new neighbours when they do; on a round graph that
+   reaches none, the nearest such client on the ring of live ids), or from
+   the global model in server mode;
 2. samples the round's training cohort (partial participation);
 3. asks its step sources in order for the next step until none has one:
    the algorithm's driver half, then the callbacks that are step sources
@@ -34,9 +37,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import networkx as nx
 import numpy as np
-import ray
 from ray.exceptions import RayTaskError
 
 from dfml import programs
@@ -48,7 +49,7 @@ from dfml.errors import ConfigError, TrainingDivergedError
 from dfml.records import RoundRecord
 from dfml.runtime.checkpoint import Checkpoint, Checkpointer
 from dfml.runtime.federation import FederationProtocol
-from dfml.runtime.membership import Change, sample_clients
+from dfml.runtime.membership import Change, join_sources, sample_clients
 from dfml.steps import PARAMS, DriverState, Phase, Step, StepResult, StepSource
 from dfml.topology.service import TopologyService
 
@@ -209,7 +210,7 @@ class Runtime:
         self.state.round = ckpt.round
         self.state.sources = saved["sources"]
         if saved["global"] is not None:
-            self.state.global_ref = ray.put(saved["global"])
+            self.state.global_ref = self.federation.put(saved["global"])
             for cid in saved["global_holders"]:
                 self.state.refs[cid] = self.state.global_ref
         self.history = [RoundRecord(**r) for r in driver["history"]]
@@ -275,12 +276,8 @@ class Runtime:
         state = self.state
         if state.global_ref is not None:
             return Message(state.round, (state.global_ref,), (1.0,), 0.0)
-        graph = self.topology.graph
-        nearest: list[int] = []
-        for layer in nx.bfs_layers(graph, cid):
-            nearest = sorted(c for c in layer if c not in joining and c in state.refs)
-            if nearest:
-                break
+        holders = {c for c in state.refs if c not in joining}
+        nearest = join_sources(self.topology.graph, cid, holders, self.topology.ids())
         sizes = np.array([self.env.sizes[c] for c in nearest], dtype=np.float64)
         weights = tuple(float(w) for w in sizes / sizes.sum())
         return Message(state.round, tuple(state.refs[c] for c in nearest), weights, 0.0)
@@ -378,6 +375,7 @@ class Runtime:
         while self.state.round < self.rounds:
             t0 = time.perf_counter()
             r = self.state.round
+            self.topology.begin_round(r)
             self._apply_changes(r)
             self.env.sampled = sample_clients(
                 self.env.live(), r, self.seed, self.clients_per_round, self.participation

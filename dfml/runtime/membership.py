@@ -11,18 +11,21 @@ reused. Which clients a count-removal takes is drawn from the seed.
 
 The whole schedule is turned into explicit ids (:func:`plan_membership`)
 and validated before any actor starts, so a bad schedule costs nothing.
+A joining client starts from its nearest clients' models (:func:`join_sources`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
+import networkx as nx
 import numpy as np
 
 from dfml.errors import ConfigError
+from dfml.fault.dispatcher import ring_order
 
 _EVENT = re.compile(r"\s*(\d+)\s*:\s*([+-])\s*(\d+|\[[\d\s,]*\])\s*")
 LEAVE_SALT = 0x1EA5E
@@ -209,3 +212,25 @@ def sample_clients(
         return ids
     rng = np.random.default_rng(np.random.SeedSequence([seed, round_index, SAMPLE_SALT]))
     return sorted(int(c) for c in rng.choice(ids, k, replace=False))
+
+
+def join_sources(
+    graph: nx.Graph, cid: int, holders: Collection[int], ids: Sequence[int]
+) -> list[int]:
+    """The clients whose models joining client ``cid`` starts from, sorted.
+
+    The nearest clients on ``graph`` that hold a model (``holders``): every
+    holder of the first breadth-first layer around ``cid`` that has one,
+    following links either way on a directed graph (a model is near whichever
+    way it flows). A dynamic topology's round graph may leave ``cid`` with no
+    holder in reach (an epidemic matching that paired two joiners); then it is
+    the nearest holder on the ring of the live ``ids``, the order the fault
+    layer's leaf sets use.
+    """
+    if graph.is_directed():
+        graph = graph.to_undirected(as_view=True)
+    for layer in nx.bfs_layers(graph, cid):
+        nearest = sorted(c for c in layer if c in holders)
+        if nearest:
+            return nearest
+    return [next(c for c in ring_order(cid, ids) if c in holders)]

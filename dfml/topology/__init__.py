@@ -1,6 +1,13 @@
 """Communication topologies, gossip mixing, and the elastic service that rewires them."""
 
-from dfml.topology.config import MIXINGS, TOPOLOGIES, TopologyConfig
+from dfml.topology.config import (
+    DYNAMIC_TOPOLOGIES,
+    EPIDEMIC_VARIANTS,
+    MIXINGS,
+    TOPOLOGIES,
+    TopologyConfig,
+)
+from dfml.topology.epidemic import epidemic_graph
 from dfml.topology.graphs import (
     build_topology,
     chain_components,
@@ -17,6 +24,7 @@ from dfml.topology.mixing import (
     data_size_weights,
     metropolis_hastings_weights,
     mixing_matrix,
+    senders,
     spectral_gap,
     uniform_weights,
 )
@@ -29,6 +37,8 @@ from dfml.topology.service import (
 )
 
 __all__ = [
+    "DYNAMIC_TOPOLOGIES",
+    "EPIDEMIC_VARIANTS",
     "MIXINGS",
     "TOPOLOGIES",
     "Change",
@@ -38,6 +48,7 @@ __all__ = [
     "build_topology",
     "chain_components",
     "data_size_weights",
+    "epidemic_graph",
     "grouped_subgraph",
     "link_cost",
     "link_cost_graph",
@@ -47,6 +58,7 @@ __all__ = [
     "neighbors",
     "read_edge_list",
     "ring_successor",
+    "senders",
     "sparse_mixing_row",
     "spectral_gap",
     "uniform_weights",

@@ -2,7 +2,10 @@
 
 Every graph :func:`build_topology` returns is simple, has exactly the nodes
 0..N-1 and is connected: gossip over a disconnected graph never reaches
-consensus, so that is a user error raised before any actor starts.
+consensus, so that is a user error raised before any actor starts. The one
+exception is a dynamic topology (``epidemic``), whose graph is drawn afresh
+every round: one round's graph may be disconnected, the rounds together are
+not, and :func:`build_topology` returns round 0's.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 
 from dfml.errors import ConfigError
 from dfml.topology.config import TopologyConfig
+from dfml.topology.epidemic import epidemic_graph
 
 # Random kinds redraw with derived seeds until the graph is connected.
 MAX_TRIES = 100
@@ -211,6 +215,10 @@ def _edge_list(cfg: TopologyConfig, n: int, seed: int) -> nx.Graph:
     return read_edge_list(cfg.edge_list, n)
 
 
+def _epidemic(cfg: TopologyConfig, n: int, seed: int) -> nx.Graph:
+    return epidemic_graph(cfg, range(n), seed, 0)
+
+
 _BUILDERS: dict[str, Callable[[TopologyConfig, int, int], nx.Graph]] = {
     "ring": _ring,
     "star": _star,
@@ -220,6 +228,7 @@ _BUILDERS: dict[str, Callable[[TopologyConfig, int, int], nx.Graph]] = {
     "small-world": _small_world,
     "mst": _mst,
     "edge-list": _edge_list,
+    "epidemic": _epidemic,
 }
 
 
@@ -255,12 +264,15 @@ def build_topology(cfg: TopologyConfig, num_clients: int, seed: int) -> nx.Graph
     """The communication graph G = (V, E) over clients V = {0, ..., N-1}.
 
     Random kinds (k-regular, erdos-renyi, small-world, mst) are a pure function
-    of ``seed``; the result is validated connected and loop-free.
+    of ``seed``; the result is validated connected and loop-free. For a
+    dynamic kind it is round 0's graph (:func:`~dfml.topology.epidemic.epidemic_graph`),
+    loop-free by construction and not necessarily connected.
     """
     _check_clients(num_clients)
     _check_seed(seed)
     graph = _BUILDERS[cfg.topology](cfg, num_clients, seed)
-    validate_topology(graph, num_clients, cfg.topology)
+    if not cfg.dynamic:
+        validate_topology(graph, num_clients, cfg.topology)
     graph.graph["kind"] = cfg.topology
     return graph
 

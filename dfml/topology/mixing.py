@@ -2,7 +2,8 @@
 
 Client i's aggregate after a round is θ_i ← Σ_j W_ij θ_j. Every scheme here
 returns an N×N row-stochastic W whose row i is nonzero only on N(i) ∪ {i}, so
-a client mixes only models it can actually receive.
+a client mixes only models it can actually receive. Over a directed graph
+(an edge j → i: j sends to i) N(i) is i's senders, :func:`senders`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,16 @@ def _num_nodes(graph: nx.Graph) -> int:
     return n
 
 
+def senders(graph: nx.Graph, i: int) -> list[int]:
+    """The clients whose models ``i`` receives, sorted: its neighbours, or over a
+    directed graph its predecessors (an epidemic ``local`` client does not
+    receive from the peers it pushes to)."""
+    links = graph.pred if graph.is_directed() else graph.adj
+    return sorted(links[i])
+
+
 def _closed_neighbourhood(graph: nx.Graph, i: int) -> list[int]:
-    return sorted({i, *graph.neighbors(i)})
+    return sorted({i, *senders(graph, i)})
 
 
 def _check_sizes(sizes: Sizes | None, n: int) -> np.ndarray:
@@ -61,7 +70,12 @@ def metropolis_hastings_weights(graph: nx.Graph) -> np.ndarray:
 
     Symmetric and doubly stochastic on any connected graph, so repeated mixing
     converges to the exact average (1/N) Σ_j θ_j using only local degrees.
+    Refused over a directed graph, whose links are not symmetric.
     """
+    if graph.is_directed():
+        raise ConfigError(
+            "mixing 'metropolis-hastings' needs symmetric links; this graph is directed"
+        )
     n = _num_nodes(graph)
     deg = dict(graph.degree())
     w = np.zeros((n, n))

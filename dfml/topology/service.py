@@ -1,8 +1,10 @@
-"""The live topology of an elastic run: neighbours and sparse mixing rows per membership epoch.
+"""The live topology of an elastic run: neighbours and sparse mixing rows per membership
+epoch (and, for a dynamic topology, per round).
 
 Client ids are opaque non-negative ints, never reused; clients join and leave
 between steps. Each successful change bumps the membership epoch and rewires
-the graph so that it stays simple, connected and of its kind:
+the graph so that it stays simple, of its kind and (but for a dynamic kind's
+round graph) connected:
 
 - ring: the cycle through the live ids in sorted order (a joiner goes between
   its id neighbours; a leaver's two neighbours are linked).
@@ -18,6 +20,11 @@ the graph so that it stays simple, connected and of its kind:
   :func:`~dfml.topology.graphs.link_cost`, which do not depend on who else is live.
 - edge-list: the user file's edges among the live ids; every live id must be in
   the file and the live subgraph must stay connected.
+- epidemic (dynamic): a fresh graph every round, drawn by the peer sampler
+  (:func:`~dfml.topology.epidemic.epidemic_graph`) over the live ids from
+  (seed, round) when the round begins (:meth:`TopologyService.begin_round`),
+  and redrawn for the same round over the new ids when clients join or
+  leave; a client's neighbours are the clients it receives from.
 
 Epoch 0 over ids 0..N-1 is exactly :func:`~dfml.topology.graphs.build_topology`;
 other initial ids get that graph relabelled to the sorted ids (mst and edge-list
@@ -41,6 +48,7 @@ import numpy as np
 
 from dfml.errors import ConfigError
 from dfml.topology.config import MIXINGS, TopologyConfig
+from dfml.topology.epidemic import epidemic_graph
 from dfml.topology.graphs import (
     _check_seed,
     _derived_seed,
@@ -52,6 +60,7 @@ from dfml.topology.graphs import (
     minimum_spanning_tree,
     read_edge_list,
 )
+from dfml.topology.mixing import senders
 
 # One membership change: the joining ids with their |D|, and the leaving ids.
 Change = tuple[Mapping[int, float], Iterable[int]]
@@ -205,13 +214,18 @@ class TopologyService:
         cfg: the topology and mixing scheme.
         seed: the topology seed; every random choice derives from it.
         epoch: 0 at start, +1 per change that joined or removed someone.
+        round: the round begun last (:meth:`begin_round`); a dynamic
+            topology's graph is this round's.
         graph: the current graph over the live ids. Read it, never mutate it;
-            a change may update it in place or replace it.
+            a change may update it in place or replace it. Directed (an
+            ``nx.DiGraph``, edge j → i: i receives from j) for epidemic
+            ``local``.
     """
 
     cfg: TopologyConfig
     seed: int
     epoch: int
+    round: int
     graph: nx.Graph
 
     def __init__(self, cfg: TopologyConfig, sizes: Mapping[int, float], seed: int) -> None:
@@ -228,7 +242,9 @@ class TopologyService:
             graph = minimum_spanning_tree(link_cost_graph(ids, seed))
         else:
             graph = _positional(cfg, ids, seed)
-        self._set(cfg, seed, live, graph, epoch=0, retired=set(), edge_file=edge_file)
+        self._set(
+            cfg, seed, live, graph, epoch=0, retired=set(), edge_file=edge_file, round_index=0
+        )
 
     def _set(
         self,
@@ -240,10 +256,12 @@ class TopologyService:
         epoch: int,
         retired: set[int],
         edge_file: nx.Graph | None,
+        round_index: int,
     ) -> None:
         self.cfg = cfg
         self.seed = seed
         self.epoch = epoch
+        self.round = round_index
         self.graph = graph
         self.graph.graph["kind"] = cfg.topology
         self._sizes = sizes
@@ -262,9 +280,10 @@ class TopologyService:
             raise ValueError(f"client {cid} is not live at epoch {self.epoch}")
 
     def neighbors(self, cid: int) -> list[int]:
-        """N(cid), sorted so that iteration order (and float summation) is reproducible."""
+        """N(cid), the clients whose models ``cid`` receives, sorted so that
+        iteration order (and float summation) is reproducible."""
         self._check_live(cid)
-        return sorted(self.graph.adj[cid])
+        return senders(self.graph, cid)
 
     def mixing_row(self, cid: int) -> tuple[float, dict[int, float]]:
         """(w_ii, {j: w_ij for j in N(i)}) of the configured mixing scheme.
@@ -276,7 +295,26 @@ class TopologyService:
             self.graph, self._ids, self._sizes, cid, self.neighbors(cid), self.cfg.mixing
         )
 
-    # ---- changes --------------------------------------------------------------------
+    # ---- rounds and changes -----------------------------------------------------------
+
+    def begin_round(self, round_index: int) -> None:
+        """Round ``round_index`` begins: a dynamic topology draws its graph.
+
+        The runtime calls this before the round's membership changes, which
+        then redraw the same round's graph over the new ids. A static
+        topology only records the round. The graph depends on (seed, round,
+        live ids) alone, so calling this again for the same round, or after
+        a resume, gives the same graph.
+        """
+        self.round = round_index
+        if self.cfg.dynamic:
+            self.graph = self._draw(self._ids)
+
+    def _draw(self, ids: list[int]) -> nx.Graph:
+        """The dynamic topology's graph of the current round over ``ids``."""
+        graph = epidemic_graph(self.cfg, ids, self.seed, self.round)
+        graph.graph["kind"] = self.cfg.topology
+        return graph
 
     def join(self, sizes: Mapping[int, float]) -> None:
         """Add the clients in ``sizes`` (new id -> |D|) as one change."""
@@ -344,6 +382,8 @@ class TopologyService:
         :attr:`graph` in place, so a failed change never leaves a half-rewired graph.
         """
         kind = self.cfg.topology
+        if self.cfg.dynamic:
+            return self._draw(plan.ids)
         if kind in ("k-regular", "small-world"):
             return _positional(self.cfg, plan.ids, _rebuild_seed(self.seed, plan.epoch))
         if kind == "edge-list":
@@ -426,19 +466,26 @@ class TopologyService:
             epoch=self.epoch,
             retired=set(self._retired),
             edge_file=self._edge_file,
+            round_index=self.round,
         )
         return other
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-able state; :meth:`from_state` with the same cfg resumes it exactly."""
+        """JSON-able state; :meth:`from_state` with the same cfg resumes it exactly.
+
+        A directed graph's edges keep their direction ([sender, receiver]).
+        """
+        directed = self.graph.is_directed()
         edges = []
         for u, v, w in self.graph.edges(data="weight"):
-            edge = [min(u, v), max(u, v)]
+            edge = [u, v] if directed else [min(u, v), max(u, v)]
             edges.append(edge if w is None else [*edge, w])
         return {
             "topology": self.cfg.topology,
             "seed": self.seed,
             "epoch": self.epoch,
+            "round": self.round,
+            "directed": directed,
             "sizes": [[cid, self._sizes[cid]] for cid in self._ids],
             "edges": sorted(edges),
             "retired": sorted(self._retired),
@@ -457,7 +504,9 @@ class TopologyService:
             )
         _check_seed(state["seed"])
         sizes = {_check_id(cid): _check_size(cid, size) for cid, size in state["sizes"]}
-        graph = nx.Graph()
+        # "round" and "directed" are absent from states saved before dynamic
+        # topologies existed; those were undirected and read no round.
+        graph = nx.DiGraph() if state.get("directed", False) else nx.Graph()
         graph.add_nodes_from(sorted(sizes))
         for u, v, *weight in state["edges"]:
             if u not in sizes or v not in sizes:
@@ -473,6 +522,7 @@ class TopologyService:
             epoch=int(state["epoch"]),
             retired={_check_id(cid) for cid in state["retired"]},
             edge_file=edge_file,
+            round_index=int(state.get("round", 0)),
         )
         return service
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers.plain import PlainClients, topk_reference
+from helpers.reference import PlainClients, topk_reference
 
 from dfml.actors.inprocess import InProcessFederation
 from dfml.algorithms.choco import (
@@ -159,4 +159,4 @@ def test_the_state_it_needs_is_client_state():
     replicas and the whole-run checkpoints carry them with the vector."""
     _, _, _, states = run_in_process(algorithm="choco-sgd", compressor="sign", rounds=1)
     assert set(states[0].extras) == {PUBLIC, PUBLIC_SUM, MESSAGE}
-    assert ChocoSGD.elastic is False and ChocoSGD.partial_participation is False
+    assert ChocoSGD.elastic is False and ChocoSGD.fixed_neighbours is True

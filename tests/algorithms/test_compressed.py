@@ -8,11 +8,12 @@ import pickle
 
 import numpy as np
 import pytest
-from helpers.plain import PlainClients, topk_reference
+from helpers.reference import PlainClients, topk_reference
 from ray import cloudpickle
 
 from dfml.actors.inprocess import InProcessFederation
 from dfml.algorithms.compressed import COMPRESSED, CompressedGossip
+from dfml.algorithms.privacy.dpsgd import DPSGD
 from dfml.errors import ConfigError
 from dfml.experiment import prepare
 from dfml.launch.options import build_config
@@ -81,7 +82,9 @@ def test_the_composed_algorithm_pickles_to_its_config_and_switch():
     assert cfg.algorithm.aggregation == "gossip" and cfg.algorithm.levels == 4
     back = pickle.loads(pickle.dumps(algorithm))
     assert type(back) is type(algorithm) and vars(back) == vars(algorithm)
-    assert set(vars(back)) == {"config", "vectorize"}
+    assert set(vars(back)) == {"config", "vectorize", "privacy"}
+    private = type(algorithm)(cfg.algorithm, privacy=DPSGD(clip=1.0, noise=0.5))
+    assert pickle.loads(pickle.dumps(private)).privacy == private.privacy
 
 
 def test_it_composes_with_label_clustering():

@@ -1,20 +1,12 @@
-"""The Ray runtime computes exactly DFedAvg: compare with a plain-torch loop.
-
-The reference below shares no code with dfml's training path: it uses an
-``nn.Module`` with ``torch.optim.SGD`` and mixes parameters with a float64
-matrix product. Only the documented seed contract (mini-batch order from
-``SeedSequence([seed, client, round, 0])``) and the data split are shared.
-"""
+"""The Ray runtime computes exactly DFedAvg: compare with a plain-torch loop
+(:func:`helpers.reference.reference_dfedavg`)."""
 
 from __future__ import annotations
-
-import copy
 
 import numpy as np
 import pytest
 import ray
-import torch
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from helpers.reference import reference_dfedavg
 
 from dfml.actors.config import ResourceConfig
 from dfml.actors.inprocess import InProcessFederation
@@ -22,13 +14,13 @@ from dfml.algorithms.base import LocalSGDConfig
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.channels import Row
 from dfml.data.config import DataConfig, PartitionConfig
-from dfml.data.registry import load_dataset
 from dfml.experiment import ExperimentConfig, RunConfig, prepare, run_experiment
-from dfml.models.zoo import ModelConfig, build_model
+from dfml.launch.options import build_config
+from dfml.models.zoo import ModelConfig
 from dfml.records import Callback
 from dfml.runtime.loop import run
 from dfml.topology.config import TopologyConfig
-from dfml.topology.mixing import mixing_matrix
+from dfml.topology.epidemic import epidemic_graph
 
 
 class CaptureStates(Callback):
@@ -39,50 +31,6 @@ class CaptureStates(Callback):
         self.states = self.federation.get_states()
         if getattr(self.federation, "actors", None):  # how the first Ray actor publishes
             self.published = ray.get(self.federation.actors[0].publish_all.remote())
-
-
-def reference_dfedavg(cfg: ExperimentConfig, prepared) -> tuple[np.ndarray, list[float]]:
-    dataset = load_dataset(cfg.data)
-    flat_model = build_model(cfg.model, dataset.input_shape, dataset.num_classes)
-    init = flat_model.init_flat(cfg.run.seed)
-    n = cfg.run.clients
-    modules = []
-    for _ in range(n):
-        m = copy.deepcopy(flat_model.module)
-        vector_to_parameters(init.clone(), m.parameters())
-        modules.append(m)
-    data = []
-    for s in prepared.splits:
-        idx = np.concatenate([s.meta_train, s.query])
-        data.append((torch.from_numpy(dataset.features(idx)), torch.from_numpy(dataset.y[idx])))
-    # The dense W of the same graph, built independently of the sparse rows dfml uses.
-    dense = mixing_matrix(prepared.graph, cfg.topology.mixing, prepared.train_sizes)
-    w = torch.from_numpy(dense)  # float64
-    alg = cfg.algorithm
-    for r in range(cfg.run.rounds):
-        stacked = torch.stack(
-            [parameters_to_vector(m.parameters()).detach().double() for m in modules]
-        )
-        mixed = (w @ stacked).float()
-        for i, m in enumerate(modules):
-            vector_to_parameters(mixed[i].clone(), m.parameters())
-            opt = torch.optim.SGD(m.parameters(), lr=alg.lr)
-            seed = int(np.random.SeedSequence([cfg.run.seed, i, r, 0]).generate_state(1)[0])
-            rng = np.random.default_rng(seed)
-            x, y = data[i]
-            for _ in range(alg.local_epochs):
-                order = rng.permutation(len(y))
-                for start in range(0, len(y), alg.batch_size):
-                    b = torch.from_numpy(order[start : start + alg.batch_size])
-                    opt.zero_grad()
-                    torch.nn.functional.cross_entropy(m(x[b]), y[b]).backward()
-                    opt.step()
-    accs = []
-    for m, s in zip(modules, prepared.splits, strict=True):
-        with torch.no_grad():
-            xt = torch.from_numpy(dataset.features(s.test))
-            accs.append(float((m(xt).argmax(1).numpy() == dataset.y[s.test]).mean()))
-    return np.stack([parameters_to_vector(m.parameters()).detach().numpy() for m in modules]), accs
 
 
 @pytest.mark.parametrize("clients_per_actor, pack", [(1, "auto"), (3, "always"), (3, "never")])
@@ -138,3 +86,43 @@ def test_in_process_federation_runs_the_same_client_code(monkeypatch):
     expected, _ = reference_dfedavg(cfg, prepared)
     got = np.stack([capture.states[i].params.numpy() for i in range(4)])
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("sampler", ["oracle", "local"])
+def test_epidemic_dfedavg_mixes_over_a_fresh_graph_every_round(sampler):
+    """``--topology epidemic --peers 2``: the run equals the plain-torch loop whose
+    round r mixes with the dense W of round r's sampled graph (in-process)."""
+    cfg, _ = build_config(
+        {
+            "algorithm": "dfedavg",
+            "dataset": "digits",
+            "clients": 6,
+            "rounds": 4,
+            "seed": 3,
+            "model": "mlp",
+            "hidden": "8",
+            "local_epochs": 1,
+            "batch_size": 16,
+            "topology": "epidemic",
+            "peers": 2,
+            "epidemic": sampler,
+            "mixing": "uniform",
+            "personalized_eval": False,
+        }
+    )
+    prepared = prepare(cfg)
+    fed = InProcessFederation(cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources)
+    capture = CaptureStates()
+    history = run(DFedAvg(cfg.algorithm), fed, 4, [capture], topology=prepared.topology.copy())
+
+    graphs = [epidemic_graph(cfg.topology, range(6), cfg.run.seed, r) for r in range(4)]
+    links = [frozenset(g.edges() if g.is_directed() else map(frozenset, g.edges())) for g in graphs]
+    assert len(set(links)) > 1  # not one graph four times
+    expected, expected_acc = reference_dfedavg(cfg, prepared, lambda r: graphs[r])
+    got = np.stack([capture.states[i].params.numpy() for i in range(6)])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(
+        [history[-1].metrics[i]["accuracy"] for i in range(6)], expected_acc, atol=1e-9
+    )
+    # Bytes: each client fetches the vectors it receives, 2 per client every round.
+    assert [h.bytes_sent for h in history] == [6 * 2 * prepared.param_count * 4] * 4

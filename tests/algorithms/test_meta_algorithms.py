@@ -1,4 +1,4 @@
-"""The meta-learning family on Ray: smoke runs, and server ≡ gossip on a complete graph."""
+"""The meta-learning family: smoke runs (in-process, and one on Ray), and server ≡ gossip\non a complete graph."""
 
 from __future__ import annotations
 
@@ -63,22 +63,35 @@ def test_smoke_list_covers_the_family():
     assert sorted(SMOKE) == sorted(cls.name for cls in META_LEARNING)
 
 
-@pytest.mark.parametrize(("name", "aggregation"), sorted(SMOKE.items()))
-def test_algorithm_runs_three_rounds_on_digits(ray_session, name, aggregation):
+def smoke_run(name: str, aggregation: str, on_ray: bool) -> None:
+    """Three rounds with personalized evaluation; every client's metrics and
+    its published vector checked."""
     cfg = experiment(name, aggregation=aggregation)
     prepared = prepare(cfg)
     algorithm = algorithm_class(name)(cfg.algorithm)
     evaluation = PersonalizedEvaluation(EvalConfig(pers_steps=(0, 1, 5)), cfg.run.rounds)
     capture = CaptureStates()
-    result = run_experiment(cfg, algorithm, [evaluation, capture], prepared)
-    assert [r.round for r in result.history] == [0, 1, 2]
-    for record in result.history:
+    if on_ray:
+        history = run_experiment(cfg, algorithm, [evaluation, capture], prepared).history
+    else:
+        federation = InProcessFederation(
+            cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources
+        )
+        history = run(
+            algorithm,
+            federation,
+            cfg.run.rounds,
+            [evaluation, capture],
+            topology=prepared.topology,
+        )
+    assert [r.round for r in history] == [0, 1, 2]
+    for record in history:
         assert sorted(record.metrics) == [0, 1, 2, 3]
         for cid, m in record.metrics.items():
             assert math.isfinite(m["train_loss"]) and math.isfinite(m["test_loss"])
             assert_test_accuracy(m["accuracy"], len(prepared.splits[cid].test))
         assert record.bytes_sent > 0
-    final = result.history[-1].metrics
+    final = history[-1].metrics
     for cid, m in final.items():
         for key in ("global_accuracy", "pers0_accuracy", "pers1_accuracy", "pers5_accuracy"):
             assert_test_accuracy(m[key], len(prepared.splits[cid].test))
@@ -92,8 +105,20 @@ def test_algorithm_runs_three_rounds_on_digits(ray_session, name, aggregation):
     else:
         assert sizes.pop() == factor * prepared.param_count
     vector_bytes = 4 * capture.states[0].params.numel()
-    per_round = result.history[-1].bytes_sent
+    per_round = history[-1].bytes_sent
     assert per_round % vector_bytes == 0  # bytes are counted in published vectors
+
+
+@pytest.mark.parametrize(("name", "aggregation"), sorted(SMOKE.items()))
+def test_algorithm_runs_three_rounds_on_digits(name, aggregation):
+    # In-process: the same client programs, arrays instead of object refs.
+    smoke_run(name, aggregation, on_ray=False)
+
+
+def test_the_family_runs_on_ray_actors(ray_session):
+    # One Ray run for the family: MEFL's server step is a Ray task there, its
+    # θ‖α vectors cross the object store, and two actors host the clients.
+    smoke_run("mefl", "server", on_ray=True)
 
 
 def equal_sizes_experiment(name: str, aggregation: str) -> ExperimentConfig:
@@ -112,7 +137,7 @@ def equal_sizes_experiment(name: str, aggregation: str) -> ExperimentConfig:
 
 def test_server_and_gossip_agree_on_a_complete_graph_with_uniform_weights():
     # In-process (same client code, arrays instead of refs); the Ray server task
-    # of MEFL is exercised by the smoke run above.
+    # of MEFL is exercised by the Ray run above.
     name = "mefl"  # Meta-SGD's θ‖α vector and EOA, the most stateful aggregation
     runs = {}
     for aggregation in ("server", "gossip"):

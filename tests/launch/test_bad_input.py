@@ -440,6 +440,11 @@ def test_ctrl_c_during_ray_start_shuts_ray_down_and_keeps_old_results(
             ["--topology", "k-regular", "--rewire-probability", "0.2"],
             "--rewire-probability applies to topology small-world, not k-regular",
         ),
+        (["--peers", "2"], "--peers applies to topology epidemic, not ring"),
+        (
+            ["--topology", "k-regular", "--epidemic", "local"],
+            "--epidemic applies to topology epidemic, not k-regular",
+        ),
         (["--alpha", "0.1"], "--alpha applies to partition dirichlet, not iid"),
         (["--partition", "dirichlet", "--classes-per-client", "2"], "partition pathological"),
         (["--groups", "3"], "--groups applies to partition label-group, not iid"),
@@ -471,6 +476,39 @@ def test_an_option_the_setup_does_not_read_is_an_error(capsys, tmp_path, no_ray,
     code, _, err = run_cli(capsys, "run", *argv, *quiet, "--out", str(tmp_path / "o"))
     assert code == 2 and message in one_line(err)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--peers", "0"], "peers must be >= 1, got 0"),
+        (["--peers", "4"], "epidemic peers must be < number of live clients (4), got 4"),
+        (
+            ["--peers", "3", "--clients", "5"],
+            "epidemic oracle draws a random 3-regular graph each round, which needs "
+            "peers * live clients even, got 3 * 5",
+        ),
+        (
+            ["--peers", "2", "--rounds", "3", "--schedule", "1:-2"],
+            "schedule before round 1: epoch 1 (leaving [",
+        ),
+        (["--epidemic", "push"], "unknown epidemic sampler 'push'; allowed: oracle, local"),
+        (
+            ["--epidemic", "local", "--mixing", "metropolis-hastings"],
+            "mixing 'metropolis-hastings' needs symmetric links",
+        ),
+    ],
+)
+def test_a_peer_count_the_epidemic_sampler_cannot_serve(capsys, tmp_path, no_ray, argv, message):
+    """Checked before Ray starts, with the live clients of every round of the schedule."""
+    options = dict(zip(TINY[::2], TINY[1::2], strict=True))  # TINY's flags, overridden
+    options.update(zip(argv[::2], argv[1::2], strict=True))
+    flags = [part for pair in options.items() for part in pair]
+    code, _, err = run_cli(
+        capsys, "run", *flags, "--topology", "epidemic", "--out", str(tmp_path / "o")
+    )
+    assert code == 2 and message in one_line(err)
+    assert no_ray["init"] == 0 and not (tmp_path / "o").exists()
 
 
 def test_the_partition_file_fixes_what_drawn_partitions_read(tmp_path):
@@ -656,6 +694,11 @@ def test_ctrl_c_mid_run_writes_status_interrupted(tmp_path, ray_session):
         (
             ["--algorithm", "choco-sgd", "--participation", "0.5"],
             "algorithm 'choco-sgd' needs every client in every round",
+        ),
+        (
+            ["--algorithm", "choco-sgd", "--topology", "epidemic", "--peers", "2"],
+            "algorithm 'choco-sgd' needs the same neighbours every round: "
+            "--topology epidemic draws new ones each round",
         ),
     ],
 )

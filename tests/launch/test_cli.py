@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers.reference import reference_dfedavg
 
+from dfml.experiment import prepare
 from dfml.launch.cli import main
 from dfml.launch.options import build_config
 
@@ -181,7 +184,7 @@ def test_run_writes_results(capsys, tmp_path, ray_session):
         assert summary["probe_disagreement_mean"][r] == pytest.approx(sum(values) / 4)
 
 
-def test_divergence_stops_with_exit_2_and_keeps_results(capsys, tmp_path, ray_session):
+def test_divergence_stops_with_exit_2_and_keeps_results(capsys, tmp_path):
     out = tmp_path / "nan"
     code, _, err = run_cli(
         capsys,
@@ -194,10 +197,8 @@ def test_divergence_stops_with_exit_2_and_keeps_results(capsys, tmp_path, ray_se
         "5",
         "--lr",
         "1e30",
-        "--clients-per-actor",
-        "2",
-        "--num-cpus-per-actor",
-        "0.5",
+        "--backend",
+        "local",
         "--out",
         str(out),
         *QUIET,
@@ -207,3 +208,44 @@ def test_divergence_stops_with_exit_2_and_keeps_results(capsys, tmp_path, ray_se
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged"
     assert Path(out / "metrics.parquet").exists()
+
+
+def test_local_backend_runs_the_same_dfedavg_without_starting_ray(capsys, tmp_path, monkeypatch):
+    """``--backend local``: every client in the driver, Ray never called; the
+    clients end where the plain-PyTorch DFedAvg loop ends."""
+    import ray
+
+    def no_ray(*_, **__):
+        raise AssertionError("--backend local called into Ray")
+
+    for name in ("init", "get", "put", "wait"):
+        monkeypatch.setattr(ray, name, no_ray)
+    options = ["--dataset", "digits", "--clients", "4", "--rounds", "2", "--hidden", "8"]
+    out = tmp_path / "local"
+    code, stdout, _ = run_cli(
+        capsys, "run", *options, "--backend", "local", "--out", str(out), *QUIET
+    )
+    assert code == 0, stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and "ray" not in summary["setup_phases"]
+    cfg, _ = build_config({"dataset": "digits", "clients": 4, "rounds": 2, "hidden": 8})
+    _, expected = reference_dfedavg(cfg, prepare(cfg))
+    table = pq.read_table(out / "metrics.parquet").to_pydict()
+    last = [a for r, a in zip(table["round"], table["accuracy"], strict=True) if r == 1]
+    np.testing.assert_allclose(last, expected, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--placement", "spread"], "placement 'spread' needs --backend ray"),
+        (["--num-gpus-per-actor", "0.25"], "num_gpus_per_actor 0.25 needs --backend ray"),
+        (["--chaos-rounds", "1"], "the fault layer (--chaos-*, --recovery true) needs --backend"),
+        (["--backend", "threads"], "backend must be one of ray, local, got 'threads'"),
+    ],
+)
+def test_what_the_local_backend_cannot_do_is_one_line(capsys, argv, message):
+    backend = [] if "--backend" in argv else ["--backend", "local"]
+    code, _, err = run_cli(capsys, "run", *backend, *argv, "--out", "/nonexistent/never")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines

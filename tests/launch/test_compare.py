@@ -106,11 +106,19 @@ def test_mean_std_and_table():
     assert with_tasks[1:4] == ["task_accuracy", "task_accuracy_before", "task_accuracy_case1"]
 
 
-def test_compare_end_to_end(ray_session, tmp_path, capsys):
+def test_compare_end_to_end(tmp_path, capsys, monkeypatch):
+    import ray
+
+    def no_ray(*_, **__):
+        raise AssertionError("compare --backend local started Ray")
+
+    monkeypatch.setattr(ray, "init", no_ray)
     out = tmp_path / "cmp"
     code = main(
         [
             "compare",
+            "--backend",
+            "local",
             "--algorithms",
             "fedavg,fedprox",
             "--seeds",
@@ -121,10 +129,6 @@ def test_compare_end_to_end(ray_session, tmp_path, capsys):
             "digits",
             "--clients",
             "4",
-            "--clients-per-actor",
-            "4",
-            "--num-cpus-per-actor",
-            "1",
             "--rounds",
             "2",
             "--local-epochs",

@@ -365,7 +365,8 @@ def test_submit_status_logs_fetch(capsys, ray_head, tmp_path):
 
 @pytest.mark.slow
 def test_stop_ends_a_long_job(capsys, ray_head, tmp_path):
-    config = write_config(tmp_path, rounds=5000)
+    # What the long job runs does not matter here: its clients stay in its driver.
+    config = write_config(tmp_path, rounds=5000, backend="local")
     code, out, err = dfml(
         capsys, "submit", str(config), "--address", ray_head, "--working-dir", str(REPO)
     )
@@ -379,3 +380,29 @@ def test_stop_ends_a_long_job(capsys, ray_head, tmp_path):
     assert out.startswith(f"{job}: STOPPED")
     code, out, _ = dfml(capsys, "stop", job, "--address", ray_head)
     assert code == 0 and out.strip() == f"{job}: already STOPPED"
+
+
+class AgentLater:
+    """A Jobs client whose head refuses ``refusals`` submissions: no agent yet."""
+
+    def __init__(self, refusals: int, error: str = lifecycle.NO_AGENT) -> None:
+        self.refusals, self.error, self.calls = refusals, error, 0
+
+    def submit_job(self, **job):
+        self.calls += 1
+        if self.calls <= self.refusals:
+            raise RuntimeError(f"Request failed with status code 500: {self.error}, try later.")
+        return job["submission_id"]
+
+
+def test_submission_waits_for_the_job_agent_and_gives_up_at_the_deadline():
+    client = AgentLater(refusals=2)
+    assert lifecycle.submit_when_ready(client, pause_s=0, submission_id="j") == "j"
+    assert client.calls == 3
+    never = AgentLater(refusals=10**9)
+    with pytest.raises(RuntimeError, match="No available agent"):
+        lifecycle.submit_when_ready(never, wait_s=0.05, pause_s=0.01, submission_id="j")
+    other = AgentLater(refusals=1, error="runtime_env is invalid")
+    with pytest.raises(RuntimeError, match="invalid"):
+        lifecycle.submit_when_ready(other, pause_s=0, submission_id="j")
+    assert other.calls == 1  # any other refusal is not retried

@@ -209,6 +209,16 @@ def test_topology_that_cannot_be_rebuilt_is_a_note_not_a_crash(tmp_path):
     assert text.count(PNG) == 2
 
 
+@pytest.mark.parametrize("sampler", ["oracle", "local"])
+def test_an_epidemic_topology_draws_round_zeros_graph(tmp_path, sampler):
+    run = fake_run(tmp_path / "a")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["config"]["topology"].update(topology="epidemic", peers=1, epidemic=sampler)
+    (run / "summary.json").write_text(json.dumps(summary))
+    text = report.write_report([run], tmp_path / "r.html").read_text()
+    assert "topology not rebuilt" not in text and text.count(PNG) == 3
+
+
 def test_out_may_be_a_folder(tmp_path):
     run = fake_run(tmp_path / "a")
     assert report.write_report([run], tmp_path) == tmp_path / report.DEFAULT_OUT

@@ -15,6 +15,7 @@ from dfml.launch.options import build_config
 from dfml.launch.registry import algorithm_class
 from dfml.records import Callback
 from dfml.runtime.loop import Runtime
+from dfml.topology.epidemic import epidemic_graph
 
 ELASTIC = {"rounds": 6, "clients_per_actor": 2, "topology": "ring"}
 
@@ -66,9 +67,10 @@ class Grow(Callback):
             self.runtime.remove_clients([0, 4])
 
 
-def test_python_api_adds_and_removes_clients_between_rounds(ray_session, tmp_path):
+def test_python_api_adds_and_removes_clients_between_rounds(tmp_path):
+    # In-process: membership is loop semantics; joins onto new actors are the test above.
     grow = Grow()
-    summary = run(tmp_path, [grow], reserve_clients=2, rounds=3, clients_per_actor=2)
+    summary = run(tmp_path, [grow], reserve_clients=2, rounds=3, backend="local")
     live = live_per_round(metrics(tmp_path))
     assert live == {0: [0, 1, 2, 3], 1: [0, 1, 2, 3, 4, 5], 2: [1, 2, 3, 5]}
     assert summary["joins"] == {"1": [4, 5]} and summary["leaves"] == {"2": [0, 4]}
@@ -77,7 +79,7 @@ def test_python_api_adds_and_removes_clients_between_rounds(ray_session, tmp_pat
     # The algorithm shipped to actors holds its config (and the --vectorize
     # switch), no driver-side state.
     shipped = vars(pickle.loads(pickle.dumps(grow.runtime.algorithm)))
-    assert set(shipped) == {"config", "vectorize"} and shipped["vectorize"] is True
+    assert set(shipped) == {"config", "vectorize", "privacy"} and shipped["vectorize"] is True
 
 
 @pytest.mark.parametrize("aggregation", ["gossip", "server"])
@@ -119,3 +121,39 @@ def test_a_chaos_kill_right_after_a_join_restores_the_new_clients(ray_session, t
     assert {4, 5} <= restored
     assert chaos["clients_lost"] == 0
     assert chaos["per_client_accuracy"] == clean["per_client_accuracy"]
+
+
+def test_epidemic_peers_follow_joins_leaves_and_a_chaos_kill(ray_session, tmp_path):
+    """``--topology epidemic --epidemic local``: each round's graph is the sampler's over
+    that round's live clients, and a kill mid-run loses nobody and changes no bit
+    (replicas sit on the static leaf set, not on the round's peers): the Ray run
+    with the kill ends as the in-process run without one."""
+    options = {
+        "topology": "epidemic",
+        "peers": 2,
+        "epidemic": "local",
+        "mixing": "uniform",
+        "schedule": "1:+2,2:-1",
+        "rounds": 3,
+    }
+    clean = run(tmp_path / "clean", backend="local", **options)
+    chaos = run(
+        tmp_path / "chaos",
+        clients_per_actor=2,
+        recovery=True,
+        chaos_rounds=(2,),
+        chaos_fraction=1.0,
+        **options,
+    )
+    assert chaos["clients_lost"] == 0 and chaos["status"] == clean["status"] == "completed"
+    assert any(e["kind"] == "restored" for e in faults(tmp_path / "chaos"))
+    assert chaos["per_client_accuracy"] == clean["per_client_accuracy"]
+    live = live_per_round(metrics(tmp_path / "clean"))
+    assert [len(live[r]) for r in range(3)] == [4, 6, 5]
+    # Bytes, recounted from the sampler: every client fetches each model it receives.
+    cfg, _ = build_config({**BASE, **options})
+    vector = prepare(cfg).param_count * 4
+    received = sum(
+        epidemic_graph(cfg.topology, live[r], cfg.run.seed, r).number_of_edges() for r in range(3)
+    )
+    assert clean["bytes_sent"] == chaos["bytes_sent"] == received * vector

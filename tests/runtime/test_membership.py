@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import networkx as nx
 import pytest
 
 from dfml.errors import ConfigError
@@ -11,6 +12,7 @@ from dfml.runtime.loop import run
 from dfml.runtime.membership import (
     Event,
     MembershipConfig,
+    join_sources,
     parse_schedule,
     plan_membership,
     sample_clients,
@@ -121,3 +123,18 @@ def test_a_client_error_names_the_client_phase_and_round():
     # Ray pickles it from the actor to the driver: it must survive the trip.
     back = pickle.loads(pickle.dumps(err))
     assert str(back) == str(err) and back.phase == "train"
+
+
+def test_a_joiner_starts_from_its_nearest_holders() -> None:
+    """Hand examples: the first BFS layer with a model, links either way, else the ring."""
+    path = nx.path_graph(4)  # 0 - 1 - 2 - 3; 2 and 3 join
+    assert join_sources(path, 3, holders={0, 1}, ids=range(4)) == [1]
+    star = nx.Graph([(5, 1), (5, 2), (1, 0)])
+    assert join_sources(star, 5, holders={0, 1, 2}, ids=[0, 1, 2, 5]) == [1, 2]
+    pushes = nx.DiGraph([(4, 1), (0, 4), (2, 3)])  # 4 pushes to 1 and receives from 0
+    assert join_sources(pushes, 4, holders={0, 1, 2, 3}, ids=range(5)) == [0, 1]
+    # An epidemic matching that paired the two joiners 4 and 5: nobody in reach,
+    # so the nearest holder on the ring 0..5: after 4 comes 5 (a joiner), before it 3.
+    matching = nx.Graph([(0, 1), (2, 3), (4, 5)])
+    assert join_sources(matching, 4, holders={0, 1, 2, 3}, ids=range(6)) == [3]
+    assert join_sources(matching, 5, holders={0, 1, 2, 3}, ids=range(6)) == [0]

@@ -71,17 +71,18 @@ def test_a_killed_driver_resumes_to_the_uninterrupted_result(ray_session, tmp_pa
     assert sorted(set(rounds)) == list(range(8)) and len(rounds) == 8 * 4  # appended, no repeats
 
 
-def test_resume_rejects_a_changed_experiment_flag(ray_session, tmp_path, capsys):
+def test_resume_rejects_a_changed_experiment_flag(tmp_path, capsys):
     out = tmp_path / "run"
-    run(out, **{**RESUMABLE, "rounds": 2}, checkpoint_uri=str(tmp_path / "ckpt"))
+    options = {**RESUMABLE, "rounds": 2, "backend": "local"}
+    run(out, **options, checkpoint_uri=str(tmp_path / "ckpt"))
     code = main(["run", "--resume", str(out), "--lr", "0.5", "--progress", "false"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--lr 0.5 differs" in err[0]
 
 
-def test_a_run_without_checkpoints_cannot_be_resumed(ray_session, tmp_path, capsys):
+def test_a_run_without_checkpoints_cannot_be_resumed(tmp_path, capsys):
     out = tmp_path / "run"
-    run(out, **{**BASE, "rounds": 1})
+    run(out, **{**BASE, "rounds": 1, "backend": "local"})
     assert main(["run", "--resume", str(out)]) == 2
     assert "wrote no checkpoints" in capsys.readouterr().err
     assert main(["run", "--resume", str(tmp_path / "nothing")]) == 2

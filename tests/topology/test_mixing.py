@@ -14,6 +14,7 @@ from dfml.topology import (
     data_size_weights,
     metropolis_hastings_weights,
     mixing_matrix,
+    senders,
     spectral_gap,
     uniform_weights,
 )
@@ -146,3 +147,22 @@ def test_mixing_errors(scheme: str, sizes: list | None, match: str) -> None:
 def test_data_size_weights_validates_sizes_directly() -> None:
     with pytest.raises(ConfigError, match="must be positive"):
         data_size_weights(nx.cycle_graph(3), [1, 0, 1])
+
+
+def test_directed_graph_rows_mix_what_a_client_receives() -> None:
+    """Hand example: 0 → 1, 2 → 1, 1 → 0 (j → i: i receives j's model)."""
+    graph = nx.DiGraph([(0, 1), (2, 1), (1, 0)])
+    assert [senders(graph, i) for i in range(3)] == [[1], [0, 2], []]
+    np.testing.assert_array_equal(
+        uniform_weights(graph),
+        [[1 / 2, 1 / 2, 0], [1 / 3, 1 / 3, 1 / 3], [0, 0, 1]],
+    )
+    sizes = [1.0, 2.0, 5.0]
+    np.testing.assert_allclose(
+        data_size_weights(graph, sizes),
+        [[1 / 3, 2 / 3, 0], [1 / 8, 2 / 8, 5 / 8], [0, 0, 1]],
+        rtol=0,
+        atol=1e-15,
+    )
+    with pytest.raises(ConfigError, match="metropolis-hastings' needs symmetric links"):
+        mixing_matrix(graph, "metropolis-hastings")

@@ -28,6 +28,7 @@ from dfml.topology import (
     read_edge_list,
     validate_changes,
 )
+from dfml.topology.epidemic import epidemic_graph
 from dfml.topology.service import _dense_row_sum
 
 EDGE_FILE_IDS = 60  # the shared edge-list file wires ids 0..59, offsets 1, 2 and 3
@@ -54,7 +55,17 @@ def _configs(edge_file: str) -> dict[str, TopologyConfig]:
         "small-world": TopologyConfig(topology="small-world", degree=2, rewire_probability=0.3),
         "mst": TopologyConfig(topology="mst"),
         "edge-list": TopologyConfig(topology="edge-list", edge_list=edge_file),
+        "epidemic-oracle": TopologyConfig(topology="epidemic", peers=2),
+        "epidemic-local": TopologyConfig(topology="epidemic", peers=2, epidemic="local"),
     }
+
+
+def _with_mixing(cfg: TopologyConfig, mixing: str) -> TopologyConfig:
+    """``cfg`` with ``mixing``; a directed graph has no Metropolis–Hastings rows, so it
+    keeps its own mixing there (the refusal is tested in test_epidemic.py)."""
+    if cfg.directed and mixing == "metropolis-hastings":
+        return cfg
+    return dataclasses.replace(cfg, mixing=mixing)
 
 
 CONFIG_NAMES = list(_configs("unused"))
@@ -89,13 +100,17 @@ def _assert_rows_are_dense_rows(service: TopologyService, sizes: dict[int, float
 
 def _assert_rows_stochastic(service: TopologyService) -> None:
     rows = {cid: service.mixing_row(cid) for cid in service.ids()}
-    regular = len({d for _, d in service.graph.degree()}) == 1
+    graph = service.graph
+    directed = graph.is_directed()
+    regular = len({d for _, d in graph.degree()}) == 1
     for cid, (self_weight, row) in rows.items():
-        assert set(row) <= set(service.graph.adj[cid])
+        senders = graph.predecessors(cid) if directed else graph.neighbors(cid)
+        assert set(row) <= set(senders)
         assert self_weight >= 0 and all(w >= 0 for w in row.values())
         assert abs(self_weight + sum(row.values()) - 1.0) <= 1e-12
-        symmetric = service.cfg.mixing == "metropolis-hastings" or (
-            service.cfg.mixing == "uniform" and regular
+        symmetric = not directed and (
+            service.cfg.mixing == "metropolis-hastings"
+            or (service.cfg.mixing == "uniform" and regular)
         )
         if symmetric:
             assert all(rows[j][1][cid] == w for j, w in row.items())
@@ -117,12 +132,14 @@ def _assert_rows_stochastic(service: TopologyService) -> None:
         ("small-world", 12),
         ("mst", 11),
         ("edge-list", EDGE_FILE_IDS),
+        ("epidemic-oracle", 10),
+        ("epidemic-local", 9),
     ],
 )
 def test_epoch0_is_build_topology_with_dense_rows(
     edge_file: str, name: str, n: int, mixing: str
 ) -> None:
-    cfg = dataclasses.replace(_configs(edge_file)[name], mixing=mixing)
+    cfg = _with_mixing(_configs(edge_file)[name], mixing)
     ids = list(range(n))
     sizes = _sizes(ids)
     service = TopologyService(cfg, sizes, seed=5)
@@ -130,7 +147,7 @@ def test_epoch0_is_build_topology_with_dense_rows(
     assert service.epoch == 0
     assert service.ids() == ids
     assert _edges(service.graph) == _edges(static)
-    dense = mixing_matrix(static, mixing, [sizes[c] for c in ids])
+    dense = mixing_matrix(static, cfg.mixing, [sizes[c] for c in ids])
     for i in ids:
         self_weight, row = service.mixing_row(i)
         assert self_weight == dense[i, i]
@@ -143,7 +160,17 @@ def test_every_topology_is_covered() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["ring", "star", "complete", "k-regular-3", "erdos-renyi", "small-world"]
+    "name",
+    [
+        "ring",
+        "star",
+        "complete",
+        "k-regular-3",
+        "erdos-renyi",
+        "small-world",
+        "epidemic-oracle",
+        "epidemic-local",
+    ],
 )
 def test_noncontiguous_ids_get_the_static_graph_relabelled(name: str) -> None:
     cfg = _configs("unused")[name]
@@ -192,6 +219,8 @@ def _predicted_error(
         return k >= n or (n * k) % 2 == 1 or (k == 1 and n > 2)
     if cfg.topology == "small-world":
         return cfg.degree >= n
+    if cfg.topology == "epidemic":
+        return cfg.peers >= n or (cfg.epidemic == "oracle" and (n * cfg.peers) % 2 == 1)
     if cfg.topology == "edge-list":
         return any(c not in file_graph for c in joined) or not nx.is_connected(
             file_graph.subgraph(live)
@@ -219,6 +248,10 @@ def _assert_kind_rule(
         assert _edges(graph) == _edges(minimum_spanning_tree(link_cost_graph(ids, service.seed)))
     elif kind == "edge-list":
         assert _edges(graph) == _edges(file_graph.subgraph(ids))
+    elif kind == "epidemic":  # the sampler's graph of this round over the live ids
+        fresh = epidemic_graph(cfg, ids, service.seed, service.round)
+        assert set(graph.edges()) == set(fresh.edges())
+        assert graph.is_directed() == (cfg.epidemic == "local")
     elif kind == "erdos-renyi":
         survivors = before.subgraph(set(before) - set(left))
         kept = _edges(survivors)
@@ -242,7 +275,7 @@ def _initial_ids(draw: st.DrawFn) -> list[int]:
 def test_random_schedules_keep_every_rule(
     edge_file: str, name: str, ids: list[int], mixing: str, data: st.DataObject
 ) -> None:
-    cfg = dataclasses.replace(_configs(edge_file)[name], mixing=mixing)
+    cfg = _with_mixing(_configs(edge_file)[name], mixing)
     file_graph = read_edge_list(edge_file)
     sizes = _sizes(ids)
     seed = data.draw(st.integers(0, 2**16), label="seed")
@@ -254,6 +287,9 @@ def test_random_schedules_keep_every_rule(
     retired: set[int] = set()
     next_id = max(ids) + 1
     for _ in range(data.draw(st.integers(1, 6), label="steps")):
+        if cfg.dynamic:  # a new round between changes: a new graph, same rules
+            service.begin_round(service.round + data.draw(st.integers(0, 3), label="rounds"))
+            _assert_kind_rule(service, service.graph, [], file_graph)
         before, state = service.graph.copy(), service.state_dict()
         live = service.ids()
         action = data.draw(st.sampled_from(["change", "change", "change", "reuse", "ghost"]))
@@ -289,7 +325,7 @@ def test_random_schedules_keep_every_rule(
         sizes = {c: s for c, s in sizes.items() if c not in left} | joined
         assert service.epoch == state["epoch"] + 1
         assert service.ids() == after == sorted(service.graph)
-        assert nx.is_connected(service.graph)
+        assert cfg.dynamic or nx.is_connected(service.graph)  # a round's graph need not be
         assert nx.number_of_selfloops(service.graph) == 0
         _assert_kind_rule(service, before, left, file_graph)
         _assert_rows_stochastic(service)
@@ -392,7 +428,7 @@ def test_edge_list_names_future_ids_and_rejects_unknown_ones(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_state_dict_round_trip_resumes_exactly(edge_file: str, name: str) -> None:
-    cfg = dataclasses.replace(_configs(edge_file)[name], mixing="metropolis-hastings")
+    cfg = _with_mixing(_configs(edge_file)[name], "metropolis-hastings")
     service = TopologyService(cfg, _sizes(list(range(8))), seed=4)
     service.apply(joined={8: 7.0, 9: 70.0}, left=[3, 5])
     resumed = TopologyService.from_state(cfg, json.loads(json.dumps(service.state_dict())))

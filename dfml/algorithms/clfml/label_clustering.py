@@ -72,6 +72,7 @@ from dfml.algorithms.clfml.phases import (
     Phase,
 )
 from dfml.algorithms.clfml.state import SLOT, ClusterState
+from dfml.algorithms.privacy.dpsgd import DPSGD
 from dfml.errors import ConfigError
 from dfml.programs import Program, register
 from dfml.steps import DriverState, Step, StepResult
@@ -446,11 +447,14 @@ def _reduce_algorithm(algorithm: Any) -> tuple[Any, tuple[Any, ...]]:
         type(algorithm).learner_class,
         algorithm.config,
         algorithm.vectorize,
+        algorithm.privacy,
     )
 
 
-def _rebuild_algorithm(learner: type[Algorithm], config: Any, vectorize: bool) -> Algorithm:
-    return clustered(learner)(config, vectorize=vectorize)
+def _rebuild_algorithm(
+    learner: type[Algorithm], config: Any, vectorize: bool, privacy: DPSGD | None
+) -> Algorithm:
+    return clustered(learner)(config, vectorize=vectorize, privacy=privacy)
 
 
 def ray_get(ref: Any) -> Any:

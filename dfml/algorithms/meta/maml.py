@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch.func import grad, grad_and_value, jvp
 
+from dfml.algorithms.privacy.dpsgd import GradientFn
 from dfml.algorithms.sgd import cross_entropy
 from dfml.models.flat import FlatModel
 
@@ -120,6 +121,32 @@ def maml_gradient(
         return maml_objective(loss_fn, t, support, query, lr, steps, first_order=first_order)
 
     g, value = grad_and_value(objective)(theta.detach())
+    return g, value.detach()
+
+
+def first_order_gradient(
+    gradient: GradientFn,
+    theta: torch.Tensor,
+    support: Batch,
+    query: Batch,
+    lr: float,
+    steps: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FOMAML's meta-gradient from a gradient oracle: (∇L_Q(φ_K), L_Q(φ_K)).
+
+    φ_{k+1} = φ_k − lr ∇L_S(φ_k), and the meta-gradient is the query
+    gradient at φ_K (the inner gradients are constants). Each of the K + 1
+    gradients comes from ``gradient(θ, x, y) → (g, loss)``; with DP-SGD's
+    (:meth:`~dfml.algorithms.privacy.dpsgd.Privatizer.gradient_fn`) each is
+    clipped and noised. Equals :func:`maml_gradient` with ``first_order``
+    when ``gradient`` is the plain one. Per-FedAvg's first-order step is
+    this with K = 1 and α as ``lr``.
+    """
+    phi = theta.detach()
+    for _ in range(steps):
+        g, _ = gradient(phi, *support)
+        phi = phi - lr * g
+    g, value = gradient(phi, *query)
     return g, value.detach()
 
 

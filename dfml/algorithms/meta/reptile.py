@@ -20,6 +20,7 @@ import torch
 from torch.func import grad_and_value
 
 from dfml.algorithms.meta.maml import Batch, LossFn
+from dfml.algorithms.privacy.dpsgd import GradientFn
 
 
 def reptile_step(
@@ -28,11 +29,17 @@ def reptile_step(
     batches: Sequence[Batch],
     inner_lr: float,
     epsilon: float,
+    gradient: GradientFn | None = None,
 ) -> tuple[torch.Tensor, float]:
-    """θ + ε(φ_k − θ) after one SGD step per batch; also the mean inner loss."""
+    """θ + ε(φ_k − θ) after one SGD step per batch; also the mean inner loss.
+
+    ``gradient(φ, x, y) → (g, loss)`` replaces ∇``loss_fn`` (DP-SGD's
+    clipped, noised gradient: Reptile's inner steps are its only contact
+    with the data, and the interpolation is post-processing).
+    """
     if not batches:
         raise ValueError("Reptile needs at least one inner batch")
-    step = grad_and_value(loss_fn)
+    step = grad_and_value(loss_fn) if gradient is None else gradient
     theta = theta.detach()
     phi, total = theta, 0.0
     for x, y in batches:

@@ -19,6 +19,7 @@ from dfml.launch.jobs.lifecycle import (
     job_options,
     runtime_env_for,
     submission_id,
+    submit_when_ready,
     wait_terminal,
 )
 from dfml.launch.jobs.retrieval import copy_from_uri, results_location, retrieve, unpack
@@ -127,7 +128,8 @@ def submit_command(args: argparse.Namespace) -> int:
     metadata = {"dfml": "run", "dfml_config": str(args.config or "")}
     try:
         with quiet_ray():
-            client.submit_job(
+            submit_when_ready(
+                client,
                 entrypoint=entrypoint,
                 runtime_env=runtime_env,
                 submission_id=job,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import secrets
 import sys
@@ -20,10 +21,17 @@ from typing import Any
 from dfml.errors import ConfigError, UserError
 from dfml.launch.flags import options_from
 
+log = logging.getLogger(__name__)
+
 #: Seconds between two looks at a job's status or log.
 POLL_S = 1.0
 #: Job states after which nothing changes.
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+#: Seconds a submission waits for the head's job agent (just after ``ray up``
+#: or ``ray start`` the dashboard answers before its agent has registered).
+AGENT_WAIT_S = 60.0
+#: What Ray's dashboard answers while no job agent is up yet.
+NO_AGENT = "No available agent to submit job"
 #: Left out of the uploaded working directory (Ray's ``excludes``, gitignore syntax).
 EXCLUDES = [
     ".venv/",
@@ -63,6 +71,27 @@ def job_info(client: Any, job: str, address: str) -> Any:
 def status(client: Any, job: str) -> str:
     state = client.get_job_status(job)
     return str(getattr(state, "value", state))
+
+
+def submit_when_ready(
+    client: Any, wait_s: float = AGENT_WAIT_S, pause_s: float = POLL_S, **job: Any
+) -> str:
+    """``client.submit_job(**job)``, retried while the cluster has no job agent yet.
+
+    A head that has just started answers HTTP before its job agent has
+    registered and refuses every job with :data:`NO_AGENT`; that is a wait,
+    not an error, for up to ``wait_s`` seconds. Any other refusal is raised
+    at once.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return client.submit_job(**job)
+        except Exception as err:
+            if NO_AGENT not in str(err) or time.monotonic() >= deadline:
+                raise
+            log.info("the cluster's job agent is not up yet; submitting again")
+            time.sleep(pause_s)
 
 
 def wait_terminal(client: Any, job: str, timeout: float) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 from dfml.errors import ConfigError, UserError
 from dfml.launch.jobs.dashboard import quiet_ray
 from dfml.launch.jobs.entry import RESULTS_PREFIX
-from dfml.launch.jobs.lifecycle import TERMINAL, wait_terminal
+from dfml.launch.jobs.lifecycle import TERMINAL, submit_when_ready, wait_terminal
 
 _RESULTS_LINE = re.compile(rf"^{re.escape(RESULTS_PREFIX)}(.+) on node ([0-9a-fA-F]+)\s*$", re.M)
 _BEGIN, _END, _ERROR = "DFML-FETCH-BEGIN", "DFML-FETCH-END", "DFML-FETCH-ERROR"
@@ -110,7 +110,8 @@ def retrieve(client: Any, folder: str, node: str, timeout: float) -> bytes:
     with tempfile.TemporaryDirectory(prefix="dfml-fetch-") as tmp:
         Path(tmp, "dfml_fetch.py").write_text(packer_script(folder, node, timeout))
         with quiet_ray():
-            fetch_job = client.submit_job(
+            fetch_job = submit_when_ready(
+                client,
                 entrypoint="python dfml_fetch.py",
                 runtime_env={"working_dir": tmp},
                 submission_id=f"dfml-fetch-{secrets.token_hex(4)}",

@@ -1,4 +1,5 @@
-"""CL-FML's label phases and cluster meta-training through real Ray actors."""
+"""CL-FML's label phases, cluster meta-training and tasks through real Ray actors (the
+scenario), and the task service on the in-process backend."""
 
 from __future__ import annotations
 
@@ -187,7 +188,13 @@ def check_task_predictions(out, summary, client_labels) -> None:
 def test_baselines_serve_the_same_tasks_on_the_same_clients(clfml_run, tmp_path):
     clfml = clfml_run
     for name in ("dfedavg", "cdfedavg"):  # which clients a task engages needs no fine-tuning
-        options = {**SCENARIO, "algorithm": name, "finetune_rounds": 1, "augment": False}
+        options = {
+            **SCENARIO,
+            "algorithm": name,
+            "finetune_rounds": 1,
+            "augment": False,
+            "backend": "local",
+        }
         if name == "dfedavg":
             options.pop("clusters")
         summary = run(tmp_path / name, **options)
@@ -252,8 +259,9 @@ def _requester_accuracy(prep, cfg, vectors, labels) -> tuple[float, float]:
     return float(pooled), correct / total
 
 
-def test_submit_serves_tasks_on_the_live_trained_system(ray_session):
-    cfg, _ = build_config({**BASE, **{**SCENARIO, "tasks": 0}})
+def test_submit_serves_tasks_on_the_live_trained_system():
+    # In-process: the same service and client programs; the scenario above serves on Ray.
+    cfg, _ = build_config({**BASE, **{**SCENARIO, "tasks": 0, "backend": "local"}})
     prep = prepare(cfg)
     algorithm = algorithm_class("clfml")(cfg.algorithm)
     with Experiment(cfg, algorithm, prepared=prep) as exp:
@@ -304,8 +312,8 @@ def test_submit_serves_tasks_on_the_live_trained_system(ray_session):
         assert [r["labels"] for r in service.records] == [one, spread]
 
 
-def test_any_algorithm_that_trained_models_serves_tasks(ray_session):
-    cfg, _ = build_config({**BASE, "algorithm": "fedavg", "rounds": 1})
+def test_any_algorithm_that_trained_models_serves_tasks():
+    cfg, _ = build_config({**BASE, "algorithm": "fedavg", "rounds": 1, "backend": "local"})
     with Experiment(cfg, algorithm_class("fedavg")(cfg.algorithm)) as exp:
         exp.run()
         service = task_service(exp)

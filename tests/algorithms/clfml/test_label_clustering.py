@@ -27,6 +27,7 @@ from dfml.algorithms.clfml.state import SLOT
 from dfml.algorithms.ditto import Ditto
 from dfml.algorithms.fedavg import FedAvg
 from dfml.algorithms.gfml import GFML
+from dfml.algorithms.privacy.dpsgd import DPSGD
 from dfml.errors import ConfigError
 from dfml.experiment import prepare
 from dfml.launch.cli import main
@@ -159,15 +160,20 @@ def test_clfml_is_the_clustering_in_front_of_gfml():
         clustered(FedAvg)
 
 
-def test_clustered_algorithm_pickles_to_its_config_and_switch():
-    """Shipped to an actor (and rebuilt there) it is its config and the switch only."""
+def test_clustered_algorithm_pickles_to_its_config_and_switches():
+    """Shipped to an actor (and rebuilt there) it is its config, the vectorise
+    switch and the DP-SGD settings only."""
     algorithm = algorithm_class("perfedavg", "labels")(
-        clustered(algorithm_class("perfedavg")).Config(clusters="2", inner_lr=0.05),
+        clustered(algorithm_class("perfedavg")).Config(
+            clusters="2", inner_lr=0.05, first_order=True
+        ),
         vectorize=False,
+        privacy=DPSGD(clip=1.5, noise=0.7),
     )
     back = pickle.loads(pickle.dumps(algorithm))
     assert type(back) is type(algorithm) and vars(back) == vars(algorithm)
-    assert set(vars(back)) == {"config", "vectorize"}
+    assert set(vars(back)) == {"config", "vectorize", "privacy"}
+    assert back.privacy == DPSGD(clip=1.5, noise=0.7)
 
 
 def test_recorded_options_rebuild_the_clustered_config():
@@ -202,8 +208,9 @@ def test_bad_clustering_input_is_one_line(capsys, argv, message):
     assert code == 2 and len(err) == 1 and message in err[0], err
 
 
-def test_clustered_perfedavg_serves_tasks_end_to_end(ray_session, tmp_path):
-    """``--cluster-by labels --algorithm perfedavg --tasks 2`` through the runner."""
+def test_clustered_perfedavg_serves_tasks_end_to_end(tmp_path):
+    """``--cluster-by labels --algorithm perfedavg --tasks 2`` through the runner
+    (in-process: the label phases and tasks on Ray are test_clfml_ray's)."""
     options = {
         **SCENARIO,
         "algorithm": "perfedavg",
@@ -213,6 +220,7 @@ def test_clustered_perfedavg_serves_tasks_end_to_end(ray_session, tmp_path):
         "tasks": 2,
         "finetune_rounds": 1,
         "augment": False,
+        "backend": "local",
     }
     cfg, _ = build_config(options)
     execute(cfg, LaunchConfig(out=str(tmp_path), progress=False, dashboard=False))

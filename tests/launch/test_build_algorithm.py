@@ -7,11 +7,11 @@ from dfml.algorithms.clfml.label_clustering import LabelClustering
 from dfml.algorithms.compressed import COMPRESSED, CompressedGossip
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.launch.options import build_config
-from dfml.launch.registry import build_algorithm
+from dfml.launch.services import build_algorithm
 
 
 def built(**options):
-    return build_algorithm(build_config(options)[0])
+    return build_algorithm(build_config(options)[0], None)  # no --dp-clip: nothing prepared
 
 
 def test_each_option_set_builds_its_algorithm():
