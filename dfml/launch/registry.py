@@ -76,12 +76,11 @@ def algorithm_class(
     if cluster_by not in CLUSTER_BY:
         raise ConfigError(f"unknown cluster_by {cluster_by!r}; allowed: {', '.join(CLUSTER_BY)}")
     check_compressor(compressor)
-    allowed = ", ".join(sorted(n for n, c in ALGORITHMS.items() if gossips(c)))
     if cluster_by == "labels":
         if not gossips(cls):
             raise ConfigError(
                 f"--cluster-by labels trains within clusters by gossip, but algorithm {name!r} "
-                f"aggregates at a server; allowed: {allowed}"
+                f"aggregates at a server; allowed: {_gossiping()}"
             )
         cls = clustered(cls)
     if compressor == "none" or "compressor" in {f.name for f in fields(cls.Config)}:
@@ -89,6 +88,11 @@ def algorithm_class(
     if not gossips(cls):
         raise ConfigError(
             f"--compressor compresses the vectors clients gossip, but algorithm {name!r} "
-            f"aggregates at a server; allowed: {allowed}"
+            f"aggregates at a server; allowed: {_gossiping()}"
         )
     return compressed(cls)
+
+
+def _gossiping() -> str:
+    """The algorithms whose clients can gossip, for an error line."""
+    return ", ".join(sorted(n for n, c in ALGORITHMS.items() if gossips(c)))

@@ -1,11 +1,12 @@
-"""CHOCO-SGD end to end on Ray actors, and under chaos.
+"""CHOCO-SGD end to end through the CLI's runner, and under chaos on Ray actors.
 
-The run goes through the CLI's runner; its ``bytes_sent`` must be exactly the
-top-k messages that travel, and ``bytes_to_target`` the bytes up to the first
-round that reached the target (both recomputed here from the message format
-and metrics.parquet). A chaos run kills an actor mid-round: its clients come
-back from their replicas — public copies, their sum and the last message
-included — and the run ends bit-identical to the failure-free one.
+The failure-free run is in-process (``--backend local``): its ``bytes_sent``
+must be exactly the top-k messages that travel, and ``bytes_to_target`` the
+bytes up to the first round that reached the target (both recomputed here
+from the message format and metrics.parquet). The chaos run, on Ray, kills an
+actor mid-round: its clients come back from their replicas — public copies,
+their sum and the last message included — and the run ends bit-identical to
+the failure-free one, on the other backend.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ CHOCO = {
 
 
 @pytest.fixture(scope="module")
-def choco_run(ray_session, tmp_path_factory):
+def choco_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("choco")
-    return out, run(out, clients_per_actor=4, **CHOCO)
+    return out, run(out, backend="local", **CHOCO)
 
 
 def test_bytes_sent_are_the_compressed_messages(choco_run):
@@ -44,7 +45,7 @@ def test_bytes_sent_are_the_compressed_messages(choco_run):
     assert summary["bytes_to_target"] == sum(per_round[: reached + 1])
 
 
-def test_choco_under_chaos_loses_no_client_and_ends_bit_identical(choco_run, tmp_path):
+def test_choco_under_chaos_loses_no_client_and_ends_bit_identical(ray_session, choco_run, tmp_path):
     reference, _ = choco_run
     summary = run(
         tmp_path, clients_per_actor=2, chaos_rounds="1", chaos_fraction=0.5, spares=1, **CHOCO
