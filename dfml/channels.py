@@ -12,14 +12,22 @@ nodes, hence ``--pack-params auto`` packs only on a one-node cluster.
 Every reader of published vectors goes through :func:`fetch`, so the rest of
 dfml treats the two kinds alike (both are hashable handles, compared and
 swapped by the fault layer without being read).
+
+A published value may also be :class:`Encoded`: the bytes of a compressed
+vector (:mod:`dfml.compression`). It travels as those bytes — its ``nbytes``
+is what a reader fetches — and :func:`fetch` hands readers the decoded
+vector, so client code that mixes neighbours' vectors needs no change to
+read compressed ones.
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import ray
 
 #: When actors publish their clients' parameter vectors packed.
@@ -34,6 +42,26 @@ class Row:
     index: int
 
 
+class Encoded(abc.ABC):
+    """A published value that travels encoded and is read decoded.
+
+    Immutable: the in-process store's ``put`` copies a value with
+    :meth:`copy`, which may return the value itself.
+    """
+
+    @property
+    @abc.abstractmethod
+    def nbytes(self) -> int:
+        """The bytes that travel when a reader fetches the value."""
+
+    @abc.abstractmethod
+    def decode(self) -> np.ndarray:
+        """The vector a reader receives."""
+
+    def copy(self) -> Encoded:
+        return self
+
+
 def is_handle(value: Any) -> bool:
     """True for a published-channel handle (an object ref or a :class:`Row`)."""
     return isinstance(value, ray.ObjectRef | Row)
@@ -44,16 +72,21 @@ def fetch(get: Callable[[list[Any]], list[Any]], handles: Sequence[Any]) -> list
 
     ``get`` reads a list of object refs (``ray.get``, or an actor's store;
     in-process the "refs" are the arrays themselves); a :class:`Row` is
-    sliced out of its object (a read-only view, no copy).
+    sliced out of its object (a read-only view, no copy); an
+    :class:`Encoded` value is decoded.
     """
     bases = [h.ref if isinstance(h, Row) else h for h in handles]
     keys = [b if isinstance(b, ray.ObjectRef) else id(b) for b in bases]  # arrays in-process
     first = dict(zip(keys, bases, strict=True))
     values = dict(zip(first, get(list(first.values())), strict=True))
     return [
-        values[key][h.index] if isinstance(h, Row) else values[key]
+        values[key][h.index] if isinstance(h, Row) else _decoded(values[key])
         for h, key in zip(handles, keys, strict=True)
     ]
+
+
+def _decoded(value: Any) -> Any:
+    return value.decode() if isinstance(value, Encoded) else value
 
 
 def get_value(handle: Any, timeout: float | None = None) -> Any:

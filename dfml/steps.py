@@ -77,18 +77,23 @@ class Step:
 class StepResult:
     """A client's answer: refs of its published channels and small metrics.
 
-    ``nbytes`` is the size of its published parameter vector (what a
-    neighbour fetching it receives).
+    ``sizes`` is the size in bytes of each published channel value: what a
+    neighbour fetching it receives (a compressed channel's encoded bytes).
     """
 
     refs: Mapping[str, Any]
     metrics: Metrics
-    nbytes: int = 0
+    sizes: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def ref(self) -> Any:
         """The ref of the ``params`` channel (``None`` if nothing was published)."""
         return self.refs.get(PARAMS)
+
+    @property
+    def nbytes(self) -> int:
+        """The size of the published parameter vector (0 if none was published)."""
+        return self.sizes.get(PARAMS, 0)
 
 
 @dataclass
@@ -99,7 +104,7 @@ class DriverState:
         round: the round in progress (completed rounds before it).
         phases: phases already run in this round, in order.
         channels: channel name → client id → latest published ref.
-        nbytes: client id → size of its published parameter vector.
+        sizes: channel name → client id → bytes of its latest published value.
         global_ref: the server's model (server mode), else ``None``.
         sources: step source name → that source's own state (a dataclass it
             owns, e.g. MEFL's EOA, CL-FML's clustering); checkpointed with the rest.
@@ -111,7 +116,7 @@ class DriverState:
     round: int = 0
     phases: list[str] = field(default_factory=list)
     channels: dict[str, dict[int, Any]] = field(default_factory=lambda: {PARAMS: {}})
-    nbytes: dict[int, int] = field(default_factory=dict)
+    sizes: dict[str, dict[int, int]] = field(default_factory=lambda: {PARAMS: {}})
     global_ref: Any = None
     sources: dict[str, Any] = field(default_factory=dict)
     metrics: dict[int, Metrics] = field(default_factory=dict)
@@ -123,13 +128,18 @@ class DriverState:
         """The ``params`` channel: client id → ref of its latest vector."""
         return self.channels[PARAMS]
 
+    @property
+    def nbytes(self) -> dict[int, int]:
+        """The ``params`` channel's sizes: client id → bytes of its latest vector."""
+        return self.sizes.setdefault(PARAMS, {})
+
     def publish(self, results: Mapping[int, StepResult]) -> None:
-        """Record every published channel of ``results``."""
+        """Record every published channel of ``results`` and its size."""
         for cid, res in results.items():
             for name, ref in res.refs.items():
                 self.channels.setdefault(name, {})[cid] = ref
-            if res.nbytes:
-                self.nbytes[cid] = res.nbytes
+            for name, size in res.sizes.items():
+                self.sizes.setdefault(name, {})[cid] = size
 
     def merge_metrics(self, results: Mapping[int, Any]) -> None:
         for cid, res in results.items():
@@ -137,11 +147,10 @@ class DriverState:
 
     def forget(self, ids: list[int]) -> None:
         """Drop departed clients from every channel."""
-        for refs in self.channels.values():
+        for per_client in [*self.channels.values(), *self.sizes.values()]:
             for cid in ids:
-                refs.pop(cid, None)
+                per_client.pop(cid, None)
         for cid in ids:
-            self.nbytes.pop(cid, None)
             self.metrics.pop(cid, None)
         self.trained -= set(ids)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import ray
 
-from dfml.channels import Row, fetch, get_value, is_handle
+from dfml.channels import Encoded, Row, fetch, get_value, is_handle
 
 
 def test_fetch_reads_each_packed_object_once_and_slices_rows():
@@ -24,6 +24,28 @@ def test_fetch_reads_each_packed_object_once_and_slices_rows():
     np.testing.assert_array_equal(got[2], [0, 1, 2, 3])
     np.testing.assert_array_equal(got[3], got[0])
     assert fetch(get, []) == []
+
+
+class Halves(Encoded):
+    """Travels as half of its vector; reads as the vector repeated twice."""
+
+    def __init__(self, half: np.ndarray) -> None:
+        self.half = half
+
+    @property
+    def nbytes(self) -> int:
+        return self.half.nbytes
+
+    def decode(self) -> np.ndarray:
+        return np.concatenate([self.half, self.half])
+
+
+def test_an_encoded_value_is_read_decoded():
+    value = Halves(np.array([1.0, 2.0]))
+    got = fetch(lambda refs: list(refs), [value, np.zeros(2)])
+    np.testing.assert_array_equal(got[0], [1, 2, 1, 2])
+    np.testing.assert_array_equal(got[1], [0, 0])
+    assert value.copy() is value and value.nbytes == 16
 
 
 def test_handles_through_the_object_store(ray_session):

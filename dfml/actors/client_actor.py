@@ -220,7 +220,8 @@ class ClientActor:
         """Each client's :class:`StepResult`: its metrics (none by default)
         and, if ``publish``, its channels put in the store — the parameter
         vectors of each :data:`CHUNK` of them as one packed object when the
-        spec says so (a :class:`~dfml.channels.Row` each)."""
+        spec says so (a :class:`~dfml.channels.Row` each) — with each
+        channel value's size in bytes (an encoded value's travelling bytes)."""
         order = sorted(client_ids)
         metrics = metrics or {}
         if not publish:
@@ -237,12 +238,11 @@ class ClientActor:
                 name: rows[cid] if name == PARAMS and rows else self.store.put(value)
                 for name, value in channels[cid].items()
             }
-            out[cid] = StepResult(
-                refs, dict(metrics.get(cid, {})), int(channels[cid][PARAMS].nbytes)
-            )
+            sizes = {name: int(value.nbytes) for name, value in channels[cid].items()}
+            out[cid] = StepResult(refs, dict(metrics.get(cid, {})), sizes)
         return out
 
-    def _channels(self, cid: int) -> dict[str, np.ndarray]:
+    def _channels(self, cid: int) -> dict[str, Any]:
         """The algorithm's channels of client ``cid``, plus every state extra a
         registered program publishes (:attr:`~dfml.programs.Program.channels`)."""
         state = self.states[cid]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -168,6 +168,15 @@ class Algorithm(StepSource):
     Config: ClassVar[type] = LocalSGDConfig
     #: Whether clients may join and leave while it runs (``--schedule``).
     elastic: ClassVar[bool] = True
+    #: Whether a client keeps state about each neighbour's messages (CHOCO-SGD's
+    #: sum of public copies): then every client takes part in every round, over
+    #: the same weighted graph, so sampling (``--clients-per-round``,
+    #: ``--participation``) and a graph drawn afresh each round (a dynamic
+    #: topology) are refused.
+    fixed_neighbours: ClassVar[bool] = False
+    #: The channel a client's neighbours read to mix (:meth:`round_messages`):
+    #: its vector, or a compressed form of it.
+    gossip_channel: ClassVar[str] = PARAMS
 
     def __init__(
         self, config: Any, *, vectorize: bool = True, privacy: DPSGD | None = None
@@ -204,8 +213,9 @@ class Algorithm(StepSource):
         )
 
     def round_messages(self, state: DriverState, env: RunEnv) -> dict[int, Message]:
-        """Gossip: client i mixes its neighbours' last vectors with its mixing row."""
-        refs = state.refs
+        """Gossip: client i mixes its neighbours' last vectors (their
+        :attr:`gossip_channel`) with its mixing row."""
+        refs = state.channels[self.gossip_channel]
         messages = {}
         for i in env.sampled:
             self_weight, row = env.topology.mixing_row(i)
@@ -219,8 +229,10 @@ class Algorithm(StepSource):
         return messages
 
     def gossip_bytes(self, state: DriverState, env: RunEnv, messages: Mapping[int, Any]) -> int:
-        """Bytes of the neighbour vectors ``messages`` make clients fetch."""
-        return sum(state.nbytes.get(j, 0) for i in messages for j in env.topology.neighbors(i))
+        """Bytes of the neighbour values ``messages`` make clients fetch (the
+        sizes of their :attr:`gossip_channel`: compressed where it is)."""
+        sizes = state.sizes.get(self.gossip_channel, {})
+        return sum(sizes.get(j, 0) for i in messages for j in env.topology.neighbors(i))
 
     def absorb(
         self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: RunEnv
@@ -312,13 +324,14 @@ class Algorithm(StepSource):
         labels = tuple(int(v) for v in torch.unique(ctx.data.y_train).tolist())
         return ClientState(ctx.client_id, init_params, labels=labels)
 
-    def publish(self, ctx: ClientContext, state: ClientState) -> dict[str, np.ndarray]:
+    def publish(self, ctx: ClientContext, state: ClientState) -> dict[str, Any]:
         """The named channels of this algorithm a client publishes after a step.
 
-        Its vector (``params``); an algorithm may add its own. (The actor adds
-        the extras a program declares as channels, :attr:`Program.channels`.)
-        Channels are functions of the state, so a restored client
-        re-publishes every one of them.
+        Its vector (``params``); an algorithm may add its own, each a numpy
+        array or an :class:`~dfml.channels.Encoded` value (a compressed
+        vector). (The actor adds the extras a program declares as channels,
+        :attr:`Program.channels`.) Channels are functions of the state, so a
+        restored client re-publishes every one of them.
         """
         return {PARAMS: state.params.detach().cpu().numpy()}
 
@@ -506,6 +519,16 @@ register(
         ),
     )
 )
+
+
+def gossips(cls: type[Algorithm]) -> bool:
+    """Whether ``cls``'s clients can meet by gossip over a graph (and so train
+    on a sub-graph, or send compressed messages): false for an algorithm that
+    aggregates at a server even when its config, where it has the choice,
+    says ``gossip``."""
+    names = {f.name for f in fields(cls.Config)}
+    config = cls.Config(**({"aggregation": "gossip"} if "aggregation" in names else {}))
+    return not getattr(cls(config), "centralized", False)
 
 
 def scores(algorithm: Algorithm, ctx: ClientContext, state: ClientState, msg: Message) -> Metrics:

@@ -26,9 +26,10 @@ Vectors are scored with :meth:`Algorithm.evaluate_client` (``params`` given:
 exactly that vector), so an algorithm whose vector has its own layout can
 override scoring. The summary adds fairness over clients (std and the mean
 of the worst 10 % of clients) of the final ``accuracy`` and of Pers.K, and the
-number of rounds until the mean ``accuracy`` first reached
-``target_accuracy``. The extra cost is a few local epochs per client, once;
-``personalized_eval: false`` turns it off.
+number of rounds and of model bytes sent until the mean ``accuracy`` first
+reached ``target_accuracy`` (``rounds_to_target``, ``bytes_to_target``). The
+extra cost is a few local epochs per client, once; ``personalized_eval:
+false`` turns it off.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class EvalConfig:
         local_only_epochs: epochs of the local-only baseline; ``None`` means the
             federated run's budget, rounds × local_epochs; 0 skips it (no QoI).
         local_only_lr: SGD step size of the local-only baseline.
-        target_accuracy: report the first round whose mean accuracy reaches it.
+        target_accuracy: report the first round whose mean accuracy reaches it,
+            and the bytes sent until then.
     """
 
     eval_every: int = 1
@@ -125,6 +127,15 @@ def rounds_to_target(mean_accuracy: Sequence[float], target: float) -> int | Non
         if acc >= target:
             return r + 1
     return None
+
+
+def bytes_to_target(
+    mean_accuracy: Sequence[float], bytes_sent: Sequence[int], target: float
+) -> int | None:
+    """Model bytes sent in the rounds up to and including the first whose mean
+    accuracy is ≥ target (what reaching it cost), else None."""
+    rounds = rounds_to_target(mean_accuracy, target)
+    return None if rounds is None else int(sum(bytes_sent[:rounds]))
 
 
 # ----- client side (runs in the actors) ------------------------------------
@@ -190,6 +201,7 @@ class PersonalizedEvaluation(Callback, StepSource):
         self.cfg, self.rounds = cfg, rounds
         self.local_epochs = LocalSGDConfig.local_epochs
         self.mean_accuracy: list[float] = []
+        self.bytes_sent: list[int] = []
         self.final: dict[int, Metrics] = {}
         self.last_accuracy: list[float] = []
         self.seconds = 0.0
@@ -232,22 +244,32 @@ class PersonalizedEvaluation(Callback, StepSource):
         self.final = {cid: dict(res.metrics) for cid, res in results.items()}
         log.info("personalized evaluation of %d clients done", len(results))
 
+    def on_resume(self, history: Sequence[RoundRecord]) -> None:
+        """A resumed run: the rounds before the checkpoint count towards the target."""
+        self.mean_accuracy = [r.mean("accuracy") for r in history]
+        self.bytes_sent = [r.bytes_sent for r in history]
+
     def on_round_end(self, record: RoundRecord) -> None:
         self.mean_accuracy.append(record.mean("accuracy"))
+        self.bytes_sent.append(record.bytes_sent)
         self.last_accuracy = [
             float(record.metrics[c].get("accuracy", np.nan)) for c in sorted(record.metrics)
         ]
         self.seconds = record.phase_seconds.get(Phase.FINAL_EVALUATION, self.seconds)
 
     def summary(self) -> dict[str, Any]:
+        target = self.cfg.target_accuracy
         out: dict[str, Any] = {
             "accuracy_worst10": worst_fraction_mean(self.last_accuracy)
             if self.last_accuracy
             else None,
-            "target_accuracy": self.cfg.target_accuracy,
+            "target_accuracy": target,
             "rounds_to_target": None
-            if self.cfg.target_accuracy is None
-            else rounds_to_target(self.mean_accuracy, self.cfg.target_accuracy),
+            if target is None
+            else rounds_to_target(self.mean_accuracy, target),
+            "bytes_to_target": None
+            if target is None
+            else bytes_to_target(self.mean_accuracy, self.bytes_sent, target),
         }
         if not self.final:
             return out

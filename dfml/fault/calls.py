@@ -244,7 +244,7 @@ class StepRunner:
         if checkpoint:
             self.replicator.replicated_seq = seq
         if call.publish:
-            self.directory.step_published({c: (res.ref, digests[c]) for c, res in results.items()})
+            self.directory.step_published({c: (res.refs, digests[c]) for c, res in results.items()})
         return dict(sorted(results.items()))
 
     def settle(self) -> None:

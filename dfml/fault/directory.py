@@ -1,12 +1,16 @@
-"""Which vector each client has published, and what old refs now stand for.
+"""Which channels each client has published, and what old refs now stand for.
 
-A restored client re-publishes its vector under a new ref (the old one died
-with its owner). Messages written before the restore still name the old
-ref; the :class:`RefDirectory` keeps the *renamed* map (old ref → the
-client and its new ref) and rewrites messages with it before they are sent
-again. It also keeps each client's published ``(ref, digest)``: the digest
-(of the vector's bytes) tells whether a re-published vector differs from
-the one neighbours already mixed — only then must they redo the call.
+A restored client re-publishes its channels under new refs (the old ones
+died with their owner). Messages written before the restore still name the
+old refs; the :class:`RefDirectory` keeps the *renamed* map (old ref → the
+client and the channel whose current ref replaces it) and rewrites messages
+with it before they are sent again. Every channel counts, not only the
+parameter vector: a step may read a neighbour's compressed message or
+label set as well as its vector. It also keeps each client's published
+``(refs, digest)``: the digest (of the parameter vector's bytes) tells
+whether a re-published client differs from the one neighbours already read
+— only then must they redo the call. Every channel is a function of the
+client's state, so an equal vector from an equal replica means equal channels.
 
 Pure bookkeeping: no Ray calls (refs are only compared and swapped), so it
 is tested without a Ray session.
@@ -22,47 +26,57 @@ from ray import ObjectRef
 
 from dfml.algorithms.base import Message
 from dfml.channels import Row, is_handle
+from dfml.steps import PARAMS
 
-#: A client's published vector: its handle (an object ref, or a
-#: :class:`~dfml.channels.Row` of a packed object) and the digest of its bytes.
-Published = tuple[ObjectRef | Row, str]
+#: A published channel value's handle: an object ref, or a
+#: :class:`~dfml.channels.Row` of a packed object.
+Handle = ObjectRef | Row
+#: A client's published channels (name → handle) and the digest of its vector's bytes.
+Published = tuple[Mapping[str, Handle], str]
 
 
-def refs_in(msg: Any) -> set[ObjectRef]:
-    """The object refs a message names (neighbour vectors and extras)."""
+def refs_in(msg: Any) -> set[Handle]:
+    """The handles a message names (neighbour values and extras)."""
     if not isinstance(msg, Message):
         return set()
     values = [*msg.neighbors, *msg.extra.values()]
     return {v for v in values if is_handle(v)}
 
 
-def changed_refs(before: Mapping[int, Published], restored: Mapping[int, str]) -> set[ObjectRef]:
-    """Refs from ``before`` whose client came back with a different vector.
+def changed_refs(before: Mapping[int, Published], restored: Mapping[int, str]) -> set[Handle]:
+    """Every channel handle from ``before`` whose client came back with a different vector.
 
     ``restored``: client → digest of its re-published vector. A restored
     client whose vector is the one it had published before the call (its
     replica is exactly that state) changes nothing for its neighbours.
     """
-    return {before[c][0] for c, dg in restored.items() if c in before and before[c][1] != dg}
+    return {
+        ref
+        for c, dg in restored.items()
+        if c in before and before[c][1] != dg
+        for ref in before[c][0].values()
+    }
 
 
 class RefDirectory:
-    """Published ``(ref, digest)`` per client and the renamed-refs map.
+    """Published ``(refs, digest)`` per client and the renamed-refs map.
 
     Attributes:
-        published: client → its latest published vector.
-        renamed: old ref → (client, the ref that replaces it).
+        published: client → its latest published channels and digest.
+        renamed: old handle → (client, channel): the client's current handle
+            of that channel replaces it.
     """
 
     def __init__(self) -> None:
         self.published: dict[int, Published] = {}
-        self.renamed: dict[ObjectRef, tuple[int, ObjectRef]] = {}
+        self.renamed: dict[Handle, tuple[int, str]] = {}
 
-    def publish(self, cid: int, ref: ObjectRef, digest: str) -> None:
-        self.published[cid] = (ref, digest)
+    def publish(self, cid: int, refs: Mapping[str, Handle], digest: str) -> None:
+        self.published[cid] = (dict(refs), digest)
 
-    def ref(self, cid: int) -> ObjectRef:
-        return self.published[cid][0]
+    def ref(self, cid: int, channel: str = PARAMS) -> Handle:
+        """``cid``'s current handle of ``channel`` (its parameter vector by default)."""
+        return self.published[cid][0][channel]
 
     def snapshot(self, clients: Iterable[int]) -> dict[int, Published]:
         """What ``clients`` have published now (those that have)."""
@@ -73,34 +87,39 @@ class RefDirectory:
         for cid in clients:
             self.published.pop(cid, None)
 
-    def republished(self, cid: int, ref: ObjectRef, digest: str) -> None:
-        """``cid`` was restored and published ``ref``: old refs of it now mean ``ref``."""
+    def republished(self, cid: int, refs: Mapping[str, Handle], digest: str) -> None:
+        """``cid`` was restored and published ``refs``: its old handles now mean these."""
         old = self.published.get(cid)
         if old is not None:
-            for key, (c, _) in list(self.renamed.items()):
-                if c == cid:
-                    self.renamed[key] = (cid, ref)
-            self.renamed[old[0]] = (cid, ref)
-        self.published[cid] = (ref, digest)
+            self.rename(old[0], cid)
+        self.published[cid] = (dict(refs), digest)
 
-    def rename(self, old: ObjectRef, cid: int) -> None:
-        """``old`` (a vector of ``cid``) now means ``cid``'s currently published one."""
-        self.renamed[old] = (cid, self.published[cid][0])
+    def rename(self, old: Mapping[str, Handle], cid: int) -> None:
+        """``old`` (channel → a handle of ``cid``'s) now means ``cid``'s current ones."""
+        for channel, ref in old.items():
+            self.renamed[ref] = (cid, channel)
 
     def step_published(self, published: Mapping[int, Published]) -> None:
         """A call completed and these clients published: later messages name
         their new refs, so renames that lead to them are no longer needed."""
-        self.published.update(published)
+        self.published.update({c: (dict(refs), dg) for c, (refs, dg) in published.items()})
         self.renamed = {old: v for old, v in self.renamed.items() if v[0] not in published}
 
+    def current(self, ref: Handle) -> Handle:
+        """The handle that replaces ``ref`` now (``ref`` itself if none does)."""
+        if ref not in self.renamed:
+            return ref
+        cid, channel = self.renamed[ref]
+        refs = self.published.get(cid, ({}, ""))[0]
+        return refs.get(channel, ref)
+
     def substitute(self, msg: Any) -> Any:
-        """The message with every renamed ref swapped for its replacement."""
-        renamed = self.renamed
-        if not renamed or not isinstance(msg, Message):
+        """The message with every renamed handle swapped for its replacement."""
+        if not self.renamed or not isinstance(msg, Message):
             return msg
 
         def swap(v: Any) -> Any:
-            return renamed[v][1] if is_handle(v) and v in renamed else v
+            return self.current(v) if is_handle(v) else v
 
         return dataclasses.replace(
             msg,

@@ -14,7 +14,7 @@ wires the fault layer's parts together; each has one job:
 * :class:`~dfml.fault.spares.SparePool` and
   :class:`~dfml.fault.store.StoreKeeper` — the processes kept besides the
   client actors;
-* :class:`~dfml.fault.directory.RefDirectory` — published vectors and the
+* :class:`~dfml.fault.directory.RefDirectory` — published channels and the
   refs renamed by restores;
 * :class:`~dfml.fault.chaos.Chaos` — seeded kills, an observer of steps.
 
@@ -202,7 +202,7 @@ class FaultTolerantFederation(Federation):
         for k, info in enumerate(self._wait_placed(pending)):
             self._processes.placed(self._processes.incarnation(k), info)
             for cid, res in info["results"].items():
-                self._directory.publish(cid, res.ref, info["digests"][cid])
+                self._directory.publish(cid, res.refs, info["digests"][cid])
             started.update(info["results"])
         if self.restores:
             everyone = set(range(len(self.cohorts)))
@@ -246,7 +246,7 @@ class FaultTolerantFederation(Federation):
         for part in ray.get([self.actors[k].digests.remote(ids) for k, ids in slots.items()]):
             digests.update(part)
         for cid, res in results.items():
-            self._directory.publish(cid, res.ref, digests[cid])
+            self._directory.publish(cid, res.refs, digests[cid])
         if self.restores:
             todo = set(slots)
             self._runner.retry(

@@ -30,6 +30,7 @@ from dfml.fault.events import FaultEvent
 from dfml.fault.processes import Processes
 from dfml.fault.retriever import order_candidates
 from dfml.fault.timeline import Timeline
+from dfml.steps import PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class Restorer:
         actor_of = roster.actor_of
         published = self.directory.published
         neighbors = tuple(
-            (j, [published[j][0]])
+            (j, [published[j][0][PARAMS]])
             for j in ring_order(cid, roster.ids())
             if actor_of[j] not in dead and j in published
         )[:4]
@@ -160,6 +161,6 @@ class Restorer:
             if kind == "lost":
                 log.warning("client %d lost its meta-knowledge: restarted from %s", cid, source)
             digest = res["digests"][cid]
-            self.directory.republished(cid, res["results"][cid].ref, digest)
+            self.directory.republished(cid, res["results"][cid].refs, digest)
             out[cid] = digest
         return out

@@ -129,8 +129,11 @@ def split_options(options: Mapping[str, Any], algorithms: Sequence[str]) -> dict
         raise ConfigError("--resume applies to dfml run, not dfml compare")
     specific = algorithm_only_options()
     cluster_by = str(options.get("cluster_by", RunConfig.cluster_by))
+    compressor = str(options.get("compressor", "none"))
     declared = {
-        a: field_types(algorithm_class(a, "labels" if clusters(a) else cluster_by).Config)
+        a: field_types(
+            algorithm_class(a, "labels" if clusters(a) else cluster_by, compressor).Config
+        )
         for a in algorithms
     }
     per: dict[str, dict] = {a: {} for a in algorithms}
@@ -188,6 +191,7 @@ def table_columns(
     ]
     if target is not None:
         cols.append(("rounds_to_target", f"rounds to {target:g}"))
+        cols.append(("bytes_to_target", f"MB to {target:g}"))
     if tasks:
         cols[1:1] = [
             ("task_accuracy", "task (all labels)"),
@@ -231,7 +235,7 @@ def aggregate(
 def _cell(key: str, mean: float, std: float) -> str:
     if math.isnan(mean):
         return "–"
-    if key == "bytes_sent":
+    if key in ("bytes_sent", "bytes_to_target"):
         mean, std = mean / 1e6, std / 1e6
         return f"{mean:.2f} ± {std:.2f}"
     if key in ("wall_seconds", "rounds_to_target"):

@@ -29,6 +29,7 @@ from dfml.algorithms.clfml.label_clustering import ClusteringConfig
 from dfml.algorithms.fml import MetaConfig
 from dfml.algorithms.server import AGGREGATIONS, FederatedSGDConfig
 from dfml.channels import PACK_MODES
+from dfml.compression import COMPRESSORS, CompressionConfig
 from dfml.data.config import PARTITIONS, DataConfig, PartitionConfig
 from dfml.data.registry import DATASETS
 from dfml.experiment import RunConfig
@@ -54,10 +55,13 @@ CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (ResourceConfig, "backend"): BACKENDS,
     (FederatedSGDConfig, "aggregation"): AGGREGATIONS,
     (MetaConfig, "aggregation"): AGGREGATIONS,
+    (CompressionConfig, "compressor"): COMPRESSORS,
 }
 
 #: Knobs the label clustering adds to an algorithm run with ``--cluster-by labels``.
 CLUSTERING_KNOBS = frozenset(field_types(ClusteringConfig))
+#: Knobs a compressor adds to a gossip algorithm run with ``--compressor``.
+COMPRESSION_KNOBS = frozenset(field_types(CompressionConfig))
 
 #: Argument-group titles of the config sections; a section added to
 #: ``SECTIONS`` without an entry here is titled by its key.
@@ -257,6 +261,8 @@ def algorithm_option(name: str) -> Option:
         text = f"{parts} {details}"
     if name in CLUSTERING_KNOBS:
         text += " [and by any algorithm with --cluster-by labels]"
+    if name in COMPRESSION_KNOBS:
+        text += " [and by any gossip algorithm with --compressor]"
     return Option(name, field_types(next(iter(users.values())))[name], text)
 
 

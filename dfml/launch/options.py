@@ -50,6 +50,7 @@ import yaml
 from dfml.actors.config import ResourceConfig
 from dfml.algorithms.clfml.label_clustering import ClusteringConfig
 from dfml.algorithms.evaluation import EvalConfig
+from dfml.compression import QUANTIZERS, SPARSIFIERS, CompressionConfig
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.data.registry import MEDMNIST_PREFIX, TORCHVISION_NAMES
 from dfml.errors import ConfigError
@@ -333,6 +334,14 @@ def _dataset(cfg: ExperimentConfig, _: LaunchConfig) -> str:
     return cfg.data.dataset
 
 
+def _compressor(cfg: ExperimentConfig, _: LaunchConfig) -> str:
+    return f"compressor {getattr(cfg.algorithm, 'compressor', 'none')}"
+
+
+def _compresses_with(methods: tuple[str, ...]) -> Callable[[ExperimentConfig, LaunchConfig], bool]:
+    return lambda cfg, _: getattr(cfg.algorithm, "compressor", "none") in methods
+
+
 #: Which options each setup reads. build_config refuses an explicitly given
 #: option whose rule says the chosen setup does not read it.
 UNUSED_RULES: tuple[UnusedRule, ...] = (
@@ -398,6 +407,18 @@ UNUSED_RULES: tuple[UnusedRule, ...] = (
         lambda cfg, _: _file_dataset(cfg.data.dataset),
         _dataset,
         when_true=True,
+    ),
+    UnusedRule(
+        ("compression",),
+        f"compressor {' or '.join(SPARSIFIERS)}",
+        _compresses_with(SPARSIFIERS),
+        _compressor,
+    ),
+    UnusedRule(
+        ("levels",),
+        f"compressor {' or '.join(QUANTIZERS)}",
+        _compresses_with(QUANTIZERS),
+        _compressor,
     ),
     UnusedRule(
         ("chaos_fraction",),
@@ -470,7 +491,12 @@ def build_config(
                 f"--cluster-by {opts['cluster_by']} does not apply"
             )
         opts["cluster_by"] = "labels"
-    algo_cls = algorithm_class(algo_name, str(opts.get("cluster_by", RunConfig.cluster_by)))
+    compressor = str(opts.get("compressor", "none"))
+    algo_cls = algorithm_class(
+        algo_name, str(opts.get("cluster_by", RunConfig.cluster_by)), compressor
+    )
+    if "compressor" not in field_types(algo_cls.Config):
+        opts.pop("compressor", None)  # --compressor none: the algorithm as it is
     known = set(field_types(algo_cls.Config))
     for cls in SECTIONS.values():
         known |= set(field_types(cls))
@@ -479,7 +505,11 @@ def build_config(
         if key in known:
             continue
         if key in others:
-            needs = " without --cluster-by labels" if key in field_types(ClusteringConfig) else ""
+            needs = ""
+            if key in field_types(ClusteringConfig):
+                needs = " without --cluster-by labels"
+            elif key in field_types(CompressionConfig):
+                needs = " without --compressor"
             raise ConfigError(
                 f"option --{flag(key)} does not apply to algorithm {algo_name!r}{needs}"
             )

@@ -1,12 +1,17 @@
 """The one name → class table through which the CLI finds algorithms, and
-the clusterings (``--cluster-by``) that compose with them."""
+the clusterings (``--cluster-by``) and compressors (``--compressor``) that
+compose with them."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from dfml.algorithms.afml import AFML
-from dfml.algorithms.base import Algorithm
+from dfml.algorithms.base import Algorithm, gossips
+from dfml.algorithms.choco import ChocoSGD
 from dfml.algorithms.clfml.algorithm import CLFML, CDFedAvg
-from dfml.algorithms.clfml.label_clustering import LabelClustering, clustered, gossips
+from dfml.algorithms.clfml.label_clustering import LabelClustering, clustered
+from dfml.algorithms.compressed import compressed
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.algorithms.ditto import Ditto
 from dfml.algorithms.fedavg import FedAvg
@@ -18,6 +23,7 @@ from dfml.algorithms.mefl import MEFL
 from dfml.algorithms.perfedavg import PerFedAvg
 from dfml.algorithms.pfedme import PFedMe
 from dfml.algorithms.reptile import Reptile
+from dfml.compression import check_compressor
 from dfml.errors import ConfigError
 
 #: The federated meta-learning family (issue 3, part A).
@@ -25,7 +31,18 @@ META_LEARNING = (FedMetaMAML, FedMetaSGD, Reptile, PerFedAvg, GFML, MEFL, AFML)
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     cls.name: cls
-    for cls in (DFedAvg, FedAvg, FedAvgFT, FedProx, PFedMe, Ditto, *META_LEARNING, CLFML, CDFedAvg)
+    for cls in (
+        DFedAvg,
+        FedAvg,
+        FedAvgFT,
+        FedProx,
+        PFedMe,
+        Ditto,
+        *META_LEARNING,
+        CLFML,
+        CDFedAvg,
+        ChocoSGD,
+    )
 }
 
 #: ``--cluster-by`` values: ``none`` runs the algorithm as it is; ``labels``
@@ -38,12 +55,17 @@ def clusters(name: str) -> bool:
     return issubclass(algorithm_class(name), LabelClustering)
 
 
-def algorithm_class(name: str, cluster_by: str = "none") -> type[Algorithm]:
-    """The class that runs algorithm ``name``, clustered by ``cluster_by``.
+def algorithm_class(
+    name: str, cluster_by: str = "none", compressor: str = "none"
+) -> type[Algorithm]:
+    """The class that runs algorithm ``name``, clustered by ``cluster_by``, its
+    gossip compressed by ``compressor``.
 
-    One :class:`ConfigError` line for an unknown name or clustering, and for
-    ``labels`` with an algorithm that aggregates at a server (naming the
-    algorithms that can cluster).
+    One :class:`ConfigError` line for an unknown name, clustering or
+    compressor, and for ``labels`` or a compressor with an algorithm that
+    aggregates at a server (naming the algorithms that can). An algorithm
+    that compresses by itself (choco-sgd) reads ``compressor`` from its own
+    config and is returned as it is.
     """
     try:
         cls = ALGORITHMS[name]
@@ -53,12 +75,24 @@ def algorithm_class(name: str, cluster_by: str = "none") -> type[Algorithm]:
         ) from None
     if cluster_by not in CLUSTER_BY:
         raise ConfigError(f"unknown cluster_by {cluster_by!r}; allowed: {', '.join(CLUSTER_BY)}")
-    if cluster_by == "none":
+    check_compressor(compressor)
+    if cluster_by == "labels":
+        if not gossips(cls):
+            raise ConfigError(
+                f"--cluster-by labels trains within clusters by gossip, but algorithm {name!r} "
+                f"aggregates at a server; allowed: {_gossiping()}"
+            )
+        cls = clustered(cls)
+    if compressor == "none" or "compressor" in {f.name for f in fields(cls.Config)}:
         return cls
     if not gossips(cls):
-        allowed = ", ".join(sorted(n for n, c in ALGORITHMS.items() if gossips(c)))
         raise ConfigError(
-            f"--cluster-by labels trains within clusters by gossip, but algorithm {name!r} "
-            f"aggregates at a server; allowed: {allowed}"
+            f"--compressor compresses the vectors clients gossip, but algorithm {name!r} "
+            f"aggregates at a server; allowed: {_gossiping()}"
         )
-    return clustered(cls)
+    return compressed(cls)
+
+
+def _gossiping() -> str:
+    """The algorithms whose clients can gossip, for an error line."""
+    return ", ".join(sorted(n for n, c in ALGORITHMS.items() if gossips(c)))

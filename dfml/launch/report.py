@@ -68,6 +68,7 @@ COMPARISON_KEYS = (
     "global_accuracy",
     "qoi",
     "rounds_to_target",
+    "bytes_to_target",
     "bytes_sent",
     "wall_seconds",
     "failures_injected",

@@ -324,7 +324,9 @@ def summarize(
     imports and warm-up; ``first_round_seconds`` reports it).
     ``weighted_accuracy`` = Σ_i acc_i n_i / Σ_i n_i with n_i the client's
     test samples (what PFLlib and Flower report), given ``test_sizes``.
-    ``cross_node_bytes`` is the part of the gossip that crossed nodes.
+    ``bytes_sent`` is the model bytes clients fetched from each other (the
+    compressed messages' bytes where gossip is compressed), in all and per
+    round; ``cross_node_bytes`` is the part of it that crossed nodes.
     """
     if not history:
         return {"rounds_completed": 0, "final_accuracy": None, "per_client_accuracy": []}
@@ -345,6 +347,7 @@ def summarize(
         "first_round_seconds": float(seconds[0]),
         "phase_seconds": phases,
         "bytes_sent": int(sum(r.bytes_sent for r in history)),
+        "bytes_sent_per_round": [int(r.bytes_sent) for r in history],
         "cross_node_bytes": int(sum(r.cross_node_bytes for r in history)),
         "cross_node_bytes_per_round": [int(r.cross_node_bytes) for r in history],
     }

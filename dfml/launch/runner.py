@@ -116,6 +116,22 @@ def check_results(out: Path, launch: LaunchConfig, resume: Checkpoint | None = N
     check_results_folder(out, launch.overwrite, hint=hint)
 
 
+def check_fixed_neighbours(cfg: ExperimentConfig) -> None:
+    """An algorithm whose clients keep state about each neighbour's messages
+    (CHOCO-SGD) needs every client in every round, over one weighted graph."""
+    name = cfg.run.algorithm
+    if cfg.membership.clients_per_round is not None or cfg.membership.participation < 1:
+        raise ConfigError(
+            f"algorithm {name!r} needs every client in every round: "
+            "--clients-per-round and --participation do not apply to it"
+        )
+    if cfg.topology.dynamic:
+        raise ConfigError(
+            f"algorithm {name!r} needs the same neighbours every round: "
+            f"--topology {cfg.topology.topology} draws new ones each round"
+        )
+
+
 def _set_up(
     out: Path,
     prepared: Prepared,
@@ -184,6 +200,8 @@ def execute(
             f"algorithm {cfg.run.algorithm!r} does not support clients joining or leaving "
             "(--schedule)"
         )
+    if algorithm.fixed_neighbours:
+        check_fixed_neighbours(cfg)
     check_results(out, launch, resume)
     if record is None:
         record = RunRecord.new(config_to_options(cfg), out)

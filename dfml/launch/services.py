@@ -72,7 +72,7 @@ def _build_probe(
 def private_usage(cfg: ExperimentConfig, prep: Prepared) -> dict[int, Usage]:
     """Every client's (initial and reserve) noised steps per round and their sampling
     rate, as the run's algorithm declares them; one line if it cannot train privately."""
-    algorithm = algorithm_class(cfg.run.algorithm, cfg.run.cluster_by)(cfg.algorithm)
+    algorithm = run_class(cfg)(cfg.algorithm)
     try:
         return {
             cid: algorithm.private_usage(DataSizes(len(s.meta_train), len(s.query)))
@@ -113,10 +113,17 @@ def private_training(cfg: ExperimentConfig, prep: Prepared) -> DPSGD | None:
     return DPSGD(sec.dp_clip, noise)
 
 
+def run_class(cfg: ExperimentConfig) -> type[Algorithm]:
+    """The class that runs ``cfg``'s algorithm: clustered and compressed as it asks."""
+    compressor = getattr(cfg.algorithm, "compressor", "none")
+    return algorithm_class(cfg.run.algorithm, cfg.run.cluster_by, compressor)
+
+
 def build_algorithm(cfg: ExperimentConfig, prep: Prepared) -> Algorithm:
     """The run's algorithm: its class and config, ``--vectorize``, and DP-SGD if asked."""
-    cls = algorithm_class(cfg.run.algorithm, cfg.run.cluster_by)
-    return cls(cfg.algorithm, vectorize=cfg.run.vectorize, privacy=private_training(cfg, prep))
+    return run_class(cfg)(
+        cfg.algorithm, vectorize=cfg.run.vectorize, privacy=private_training(cfg, prep)
+    )
 
 
 def _build_accountant(

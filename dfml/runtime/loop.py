@@ -291,18 +291,23 @@ class Runtime:
 
     # ----- the loop ---------------------------------------------------------
     def _cross_node_bytes(self, step: Step) -> int:
-        """Bytes of the client vectors ``step`` makes clients fetch from another node."""
+        """Bytes of the channel values ``step`` makes clients fetch from another
+        node (each channel counted with its own sizes: a compressed channel
+        with its encoded bytes)."""
         if len(set(self.federation.slot_nodes().values())) < 2:
             return 0  # one node: skip the per-client work on every step
         nodes = self.federation.client_nodes()
-        sender = {ref: cid for cid, ref in self.state.refs.items()}
-        fetches = [
-            (cid, sender[ref])
-            for cid, msg in step.messages.items()
-            for ref in msg.neighbors
-            if ref in sender
-        ]
-        return cross_node_bytes(fetches, nodes, self.state.nbytes)
+        total = 0
+        for name, refs in self.state.channels.items():
+            sender = {ref: cid for cid, ref in refs.items()}
+            fetches = [
+                (cid, sender[ref])
+                for cid, msg in step.messages.items()
+                for ref in msg.neighbors
+                if ref in sender
+            ]
+            total += cross_node_bytes(fetches, nodes, self.state.sizes.get(name, {}))
+        return total
 
     def _steps(self) -> tuple[dict[str, float], int, int]:
         """Run the round's steps; (seconds per phase, model bytes moved, of them across nodes)."""

@@ -15,6 +15,7 @@ from dfml.algorithms.evaluation import (
     EVALUATE_PERSONALIZED,
     EvalConfig,
     PersonalizedEvaluation,
+    bytes_to_target,
     personalization_metrics,
     qoi,
     rounds_to_target,
@@ -48,6 +49,27 @@ def test_rounds_to_target():
     assert rounds_to_target([0.1, 0.5, 0.4, 0.7], 0.45) == 2
     assert rounds_to_target([0.1, 0.5, 0.4, 0.7], 0.7) == 4
     assert rounds_to_target([0.1, 0.5], 0.9) is None
+
+
+def test_bytes_to_target_counts_the_rounds_up_to_the_first_that_reaches_it():
+    acc, sent = [0.1, 0.5, 0.4, 0.7], [100, 20, 3, 4000]
+    assert bytes_to_target(acc, sent, 0.45) == 120
+    assert bytes_to_target(acc, sent, 0.7) == 4123
+    assert bytes_to_target(acc, sent, 0.05) == 100
+    assert bytes_to_target(acc, sent, 0.9) is None
+    assert bytes_to_target([float("nan"), 0.5], [7, 8], 0.5) == 15  # an unscored round counts
+
+
+def test_a_resumed_run_counts_the_rounds_before_its_checkpoint():
+    cb = PersonalizedEvaluation(EvalConfig(personalized_eval=False, target_accuracy=0.6), rounds=3)
+    done = [
+        RoundRecord(0, {0: {"accuracy": 0.2}}, 50, 0.0),
+        RoundRecord(1, {0: {"accuracy": 0.5}}, 60, 0.0),
+    ]
+    cb.on_resume(done)
+    cb.on_round_end(RoundRecord(2, {0: {"accuracy": 0.6}}, 70, 0.0))
+    s = cb.summary()
+    assert (s["rounds_to_target"], s["bytes_to_target"]) == (3, 180)
 
 
 @pytest.mark.parametrize(
@@ -134,7 +156,7 @@ def test_evaluation_step_runs_once_in_the_last_round_and_summarizes():
     acc = [{0: {"accuracy": 0.2}, 1: {"accuracy": 0.4}, 2: {"accuracy": 0.3}}]
     acc.append({0: {"accuracy": 0.6}, 1: {"accuracy": 0.5}, 2: {"accuracy": 0.7}})
     assert cb.next_step(ds, env) is None  # round 0 is not the last
-    cb.on_round_end(RoundRecord(0, acc[0], 0, 0.0))
+    cb.on_round_end(RoundRecord(0, acc[0], 1000, 0.0))
     ds.next_round()
     ds.metrics = acc[1]
     step = cb.next_step(ds, env)
@@ -143,11 +165,11 @@ def test_evaluation_step_runs_once_in_the_last_round_and_summarizes():
     cb.absorb(ds, step, run_in_process(algo, ctxs, states, step), env)
     ds.phases.append(step.phase)
     assert cb.next_step(ds, env) is None  # once
-    record = RoundRecord(1, ds.metrics, 0, 0.0)
+    record = RoundRecord(1, ds.metrics, 500, 0.0)
     cb.on_round_end(record)
     assert set(record.metrics[0]) >= {"accuracy", "pers5_accuracy", "qoi", "global_accuracy"}
     s = cb.summary()
-    assert s["rounds_to_target"] == 2
+    assert (s["rounds_to_target"], s["bytes_to_target"]) == (2, 1500)
     assert s["accuracy_worst10"] == pytest.approx(0.5)
     per_client = [record.metrics[c]["pers5_accuracy"] for c in range(3)]
     assert s["pers5_accuracy"] == pytest.approx(np.mean(per_client))
@@ -164,3 +186,4 @@ def test_callback_can_be_turned_off():
     cb.on_round_end(RoundRecord(0, {0: {"accuracy": 0.5}}, 0, 0.0))
     s = cb.summary()
     assert "pers5_accuracy" not in s and s["rounds_to_target"] is None
+    assert s["bytes_to_target"] is None

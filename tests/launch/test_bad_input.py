@@ -719,3 +719,69 @@ def test_a_bad_value_found_after_ray_starts_is_exactly_one_stderr_line(tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("dfml: error: --num-cpus-per-actor 64.0 exceeds")
+
+
+# ----- compressed gossip ----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--algorithm", "choco-sgd", "--compressor", "zip"],
+            "unknown compressor 'zip'; allowed: none, topk, randk, qsgd, sign",
+        ),
+        (["--compressor", "zip"], "unknown compressor 'zip'; allowed: none, topk"),
+        (["--algorithm", "choco-sgd", "--compression", "0"], "compression must be in (0, 1]"),
+        (
+            ["--compressor", "randk", "--compression", "1.5"],
+            "compression must be in (0, 1], got 1.5",
+        ),
+        (
+            ["--algorithm", "choco-sgd", "--compressor", "qsgd", "--levels", "0"],
+            "levels must be an integer >= 1, got 0",
+        ),
+        (
+            ["--algorithm", "fedavg", "--compressor", "topk"],
+            "--compressor compresses the vectors clients gossip, but algorithm 'fedavg' "
+            "aggregates at a server; allowed: afml, cdfedavg, choco-sgd, clfml, dfedavg",
+        ),
+        (
+            ["--algorithm", "ditto", "--aggregation", "server", "--compressor", "sign"],
+            "aggregation must be gossip, got 'server'",
+        ),
+        (["--algorithm", "choco-sgd", "--consensus-lr", "0"], "consensus_lr must be in (0, 1]"),
+        (
+            ["--compression", "0.1"],
+            "--compression does not apply to algorithm 'dfedavg' without --compressor",
+        ),
+        (["--consensus-lr", "0.5"], "option --consensus-lr does not apply to algorithm 'dfedavg'"),
+        (
+            ["--algorithm", "choco-sgd", "--compressor", "sign", "--compression", "0.1"],
+            "--compression applies to compressor topk or randk, not compressor sign",
+        ),
+        (
+            ["--compressor", "topk", "--levels", "4"],
+            "--levels applies to compressor qsgd, not compressor topk",
+        ),
+        (
+            ["--algorithm", "choco-sgd", "--participation", "0.5"],
+            "algorithm 'choco-sgd' needs every client in every round",
+        ),
+        (
+            ["--algorithm", "choco-sgd", "--topology", "epidemic", "--peers", "2"],
+            "algorithm 'choco-sgd' needs the same neighbours every round: "
+            "--topology epidemic draws new ones each round",
+        ),
+    ],
+)
+def test_bad_compression_input_is_one_line_before_ray(capsys, tmp_path, no_ray, argv, message):
+    code, _, err = run_cli(capsys, "run", *TINY, *argv, "--out", str(tmp_path / "o"))
+    assert code == 2 and message in one_line(err)
+    assert no_ray["init"] == 0 and not (tmp_path / "o").exists()
+
+
+def test_compressor_none_is_the_algorithm_as_it_is(tmp_path):
+    plain, _ = build_config({"algorithm": "dfedavg"})
+    none, _ = build_config({"algorithm": "dfedavg", "compressor": "none"})
+    assert none == plain
+    choco, _ = build_config({"algorithm": "choco-sgd", "compressor": "none"})
+    assert choco.algorithm.compressor == "none"  # CHOCO-SGD sends dense differences

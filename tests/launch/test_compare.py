@@ -101,7 +101,7 @@ def test_mean_std_and_table():
     assert md[3] == "| b | 1 (1 diverged) | 0.900 ± 0.000 | 1.00 ± 0.00 | – |"
     titles = [t for _, t in table_columns((0, 1, 5), 0.8)]
     assert titles[:5] == ["accuracy", "weighted", "global", "Pers.1", "Pers.5"]
-    assert titles[-1] == "rounds to 0.8"
+    assert titles[-2:] == ["rounds to 0.8", "MB to 0.8"]
     with_tasks = [k for k, _ in table_columns((0, 1, 5), None, tasks=True)]
     assert with_tasks[1:4] == ["task_accuracy", "task_accuracy_before", "task_accuracy_case1"]
 

@@ -174,6 +174,15 @@ def test_clustering_knobs_say_they_apply_with_cluster_by_labels():
     assert "one of none, labels" in next(o.help for o in run.options if o.name == "cluster_by")
 
 
+def test_compression_knobs_say_they_apply_to_any_gossip_algorithm():
+    group = next(g for g in helpgen.option_groups() if g.title == helpgen.ALGORITHM_GROUP)
+    helps = {o.name: o.help for o in group.options}
+    marked = {n for n, h in helps.items() if "any gossip algorithm with --compressor" in h}
+    assert marked == {"compressor", "compression", "levels"}
+    assert "one of none, topk, randk, qsgd, sign" in helps["compressor"]
+    assert "[used by: choco-sgd]" in helps["consensus_lr"]
+
+
 def test_choices_name_real_fields():
     for (cls, name), values in helpgen.CHOICES.items():
         assert name in {f.name for f in dataclasses.fields(cls)}, (cls, name)

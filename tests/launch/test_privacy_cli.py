@@ -63,7 +63,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
         (
             ["--algorithm", "pfedme", "--dp-clip", "1", "--dp-noise", "1"],
             "'pfedme' trains with its own local update, which DP-SGD does not privatise; "
-            "DP-SGD trains cdfedavg, clfml, dfedavg, fedavg, fedavg-ft, fedprox, gfml, reptile",
+            "DP-SGD trains cdfedavg, choco-sgd, clfml, dfedavg, fedavg, fedavg-ft, fedprox, gfml, reptile",
         ),
         (
             ["--algorithm", "fedmeta-maml", "--dp-clip", "1", "--dp-epsilon", "3"],

@@ -54,7 +54,7 @@ import ray
 import torch
 
 from dfml.actors.state import ClientContext, ClientState
-from dfml.algorithms.base import Algorithm, Message, Metrics, RunEnv
+from dfml.algorithms.base import Algorithm, Message, Metrics, RunEnv, gossips
 from dfml.algorithms.clfml.clustering import (
     OnlineKMeans,
     cluster_distribution,
@@ -381,15 +381,6 @@ class LabelClustering(Algorithm):
         clusters = torch.from_numpy(np.array(table, copy=True))
         extras = {**state.extras, "clusters": clusters, "cluster_id": torch.tensor(k)}
         return state.evolve(extras=extras), {}
-
-
-def gossips(cls: type[Algorithm]) -> bool:
-    """Whether ``cls``'s clients can meet by gossip over a graph (and so train
-    on a cluster sub-graph): false for an algorithm that aggregates at a
-    server even when its config, where it has the choice, says ``gossip``."""
-    names = {f.name for f in dataclasses.fields(cls.Config)}
-    config = cls.Config(**({"aggregation": "gossip"} if "aggregation" in names else {}))
-    return not getattr(cls(config), "centralized", False)
 
 
 @functools.cache

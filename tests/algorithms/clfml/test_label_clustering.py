@@ -190,7 +190,7 @@ def test_recorded_options_rebuild_the_clustered_config():
     [
         (
             ["--algorithm", "fedavg", "--cluster-by", "labels"],
-            "'fedavg' aggregates at a server; allowed: afml, cdfedavg, clfml, dfedavg, ditto",
+            "'fedavg' aggregates at a server; allowed: afml, cdfedavg, choco-sgd, clfml, dfedavg",
         ),
         (["--cluster-by", "kmeans"], "unknown cluster_by 'kmeans'; allowed: none, labels"),
         (["--algorithm", "clfml", "--cluster-by", "none"], "always clusters by labels"),
