@@ -140,12 +140,13 @@ def test_a_failed_ray_start_writes_nothing_even_with_overwrite(capsys, tmp_path,
     assert code == 2 and not fresh.exists(), "a run that never started left a folder"
 
 
-def test_overwrite_removes_every_old_result_file(capsys, tmp_path, ray_session):
+def test_overwrite_removes_every_old_result_file(capsys, tmp_path):
     out = tmp_path / "run"
     old_results(out)
     (out / "metrics.parts").mkdir()
     (out / "metrics.parts" / "round-000007.parquet").write_bytes(b"old")
-    code, _, err = run_cli(capsys, "run", *TINY, "--out", str(out), "--overwrite")
+    argv = ["run", *TINY, "--backend", "local", "--out", str(out), "--overwrite"]
+    code, _, err = run_cli(capsys, *argv)
     assert code == 0, err
     assert not (out / "faults.parquet").exists() and not (out / "metrics.parts").exists()
     assert (out / "notes.txt").read_text() == "mine", "only result files are removed"
@@ -174,15 +175,14 @@ def test_compare_checks_every_folder_before_running(capsys, tmp_path, no_ray):
     assert code == 2 and "--resume applies to dfml run, not dfml compare" in one_line(err)
 
 
-def test_compare_overwrite_replaces_exactly_its_own_files(capsys, tmp_path, ray_session):
+def test_compare_overwrite_replaces_exactly_its_own_files(capsys, tmp_path):
     root = tmp_path / "cmp"
     old_results(root / "fedavg" / "seed0")
     (root / "report.html").write_text("old report")
     (root / "table.md").write_text("old table")
     (root / "other").mkdir()
-    code, _, err = run_cli(
-        capsys, "compare", "--algorithms", "fedavg", *TINY, "--out", str(root), "--overwrite"
-    )
+    argv = ["compare", "--algorithms", "fedavg", *TINY, "--backend", "local"]
+    code, _, err = run_cli(capsys, *argv, "--out", str(root), "--overwrite")
     assert code == 0, err
     run = root / "fedavg" / "seed0"
     assert not (run / "faults.parquet").exists()
@@ -647,8 +647,9 @@ CTRL_C_RUN = {
 }
 
 
-def test_ctrl_c_mid_run_writes_status_interrupted(tmp_path, ray_session):
-    cfg, _ = build_config(CTRL_C_RUN)
+def test_ctrl_c_mid_run_writes_status_interrupted(tmp_path):
+    """In process: the subject is the runner's path, not the actors."""
+    cfg, _ = build_config({**CTRL_C_RUN, "backend": "local"})
     out = tmp_path / "run"
     launch = LaunchConfig(out=str(out), progress=False, dashboard=False)
     with pytest.raises(KeyboardInterrupt):
