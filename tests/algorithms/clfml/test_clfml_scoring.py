@@ -133,7 +133,7 @@ def test_balanced_generation_matches_the_real_support_per_label():
     assert balanced_count(torch.tensor([3])) == 1
     assert balanced_count(torch.tensor([], dtype=torch.long)) == 1
     assert TaskConfig(generated_per_label=0).generated_per_label == 0
-    with pytest.raises(ConfigError, match="generated_per_label must be in 0..100000"):
+    with pytest.raises(ConfigError, match=r"generated_per_label must be in 0\.\.100000"):
         TaskConfig(generated_per_label=-1)
 
 
