@@ -20,7 +20,14 @@ from dfml.errors import ConfigError
 from dfml.launch.cli import main
 from dfml.runtime.checkpoint import Checkpointer
 
-RESUMABLE = {**BASE, "rounds": 8, "personalized_eval": True, "checkpoint_every": 1}
+#: Two actors of two clients: the driver's kill and resume are the subject, not placement.
+RESUMABLE = {
+    **BASE,
+    "rounds": 8,
+    "personalized_eval": True,
+    "checkpoint_every": 1,
+    "clients_per_actor": 2,
+}
 
 
 def cli_args(options: dict) -> list[str]:
@@ -31,7 +38,9 @@ def cli_args(options: dict) -> list[str]:
 
 
 def test_a_killed_driver_resumes_to_the_uninterrupted_result(ray_session, tmp_path):
-    reference = run(tmp_path / "ref", **RESUMABLE, checkpoint_uri=str(tmp_path / "ref-ckpt"))
+    # the uninterrupted run, in process: the same numbers as on Ray, without its actors
+    ref_options = {**RESUMABLE, "backend": "local", "checkpoint_uri": str(tmp_path / "ref-ckpt")}
+    reference = run(tmp_path / "ref", **ref_options)
     out, uri = tmp_path / "run", tmp_path / "ckpt"
     address = ray.get_runtime_context().gcs_address
     argv = [
