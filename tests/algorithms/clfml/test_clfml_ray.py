@@ -45,6 +45,7 @@ SCENARIO = {
     "tasks": 4,
     "finetune_rounds": 2,
     "generator_rounds": 2,
+    "clients_per_actor": 3,  # three actors: neighbours within an actor and across actors
 }
 
 
