@@ -10,7 +10,7 @@ Every other option is shared (a YAML file overlaid with flags; chaos comes
 from ``--chaos-kill-rate`` / ``--chaos-rounds``). Results: ``OUT/<mode>/``
 per run, then ``OUT/table.md`` and ``OUT/table.csv``.
 
-As with ``dfml compare``, every run is prepared and every folder checked
+As with ``dfml compare``, every run is validated and every folder checked
 before Ray starts; folders that hold results are refused unless
 ``--overwrite``, which replaces exactly the files this command writes. The
 chaos knobs (``--chaos-fraction``, ``--chaos-mode``) are dropped from the
@@ -30,11 +30,11 @@ from typing import Any
 import ray
 
 from dfml.errors import ConfigError
-from dfml.experiment import prepare
 from dfml.launch.flags import add_option_flags, options_from
 from dfml.launch.options import build_config
 from dfml.launch.results import RUN_OUTPUTS, check_results_folder, clear_results
 from dfml.launch.runner import execute, init_ray
+from dfml.launch.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def run_chaos(
     root = Path(options.get("out", DEFAULT_OUT))
     launch = jobs[0][2]
     for _, cfg, _ in jobs:
-        prepare(cfg)
+        validate(cfg)
     check_results_folder(root, launch.overwrite, CHAOS_OUTPUTS)
     for mode, _, _ in jobs:
         check_results_folder(root / mode, launch.overwrite, RUN_OUTPUTS)

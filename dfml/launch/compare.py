@@ -13,8 +13,9 @@ per round over all seeds' clients, band min–max), with tasks
 ``OUT/task_accuracy.png`` (task accuracy per algorithm and case) and ``OUT/report.html``
 (:mod:`dfml.launch.report` over every run folder).
 
-Before Ray starts, every run is also prepared (data, partition, topology,
-schedule) and every folder it would write is checked: if ``OUT`` or any run
+Before Ray starts, every run also passes the one validation pass of ``dfml
+run`` (data, partition, topology, schedule, algorithm, services:
+:mod:`dfml.launch.validation`) and every folder it would write is checked: if ``OUT`` or any run
 folder already holds results the command refuses to start, unless
 ``--overwrite``, which then replaces exactly the files this comparison writes
 (other folders under ``OUT`` are left alone). ``--resume`` is ``dfml run``'s.
@@ -40,7 +41,7 @@ import numpy as np
 import ray
 
 from dfml.errors import ConfigError, TrainingDivergedError, UserError
-from dfml.experiment import ExperimentConfig, RunConfig, prepare
+from dfml.experiment import ExperimentConfig, RunConfig
 from dfml.launch.flags import add_option_flags, options_from
 from dfml.launch.options import (
     SECTIONS,
@@ -60,6 +61,7 @@ from dfml.launch.results import (
 )
 from dfml.launch.runner import execute, init_ray
 from dfml.launch.services import section
+from dfml.launch.validation import validate
 from dfml.records import Callback, RoundRecord
 
 log = logging.getLogger(__name__)
@@ -163,9 +165,9 @@ def plan(
 
 
 def check_folders(jobs: Sequence[Job], launch: LaunchConfig, root: Path) -> None:
-    """Prepare every run and check every folder before anything runs or is written."""
+    """Validate every run and check every folder before anything runs or is written."""
     for job in jobs:
-        prepare(job.cfg)
+        validate(job.cfg)
     check_results_folder(root, launch.overwrite, COMPARE_OUTPUTS)
     for job in jobs:
         check_results_folder(job.out, launch.overwrite, RUN_OUTPUTS)

@@ -20,7 +20,7 @@ from dfml.actors.device import device_summary
 from dfml.algorithms.base import Algorithm
 from dfml.algorithms.evaluation import PersonalizedEvaluation
 from dfml.errors import ConfigError, TrainingDivergedError
-from dfml.experiment import ExperimentConfig, Prepared, prepare, run_experiment
+from dfml.experiment import ExperimentConfig, Prepared, run_experiment
 from dfml.fault.report import FaultReport
 from dfml.launch.cluster import probe, resolve
 from dfml.launch.identity import RunRecord
@@ -34,8 +34,9 @@ from dfml.launch.results import (
     membership_summary,
     summarize,
 )
-from dfml.launch.services import build_algorithm, check_services, service_callbacks
+from dfml.launch.services import service_callbacks
 from dfml.launch.signals import Terminated, reclaim
+from dfml.launch.validation import validate
 from dfml.records import Callback
 from dfml.runtime.checkpoint import RUN_FILE, Checkpoint, Checkpointer
 
@@ -116,22 +117,6 @@ def check_results(out: Path, launch: LaunchConfig, resume: Checkpoint | None = N
     check_results_folder(out, launch.overwrite, hint=hint)
 
 
-def check_fixed_neighbours(cfg: ExperimentConfig) -> None:
-    """An algorithm whose clients keep state about each neighbour's messages
-    (CHOCO-SGD) needs every client in every round, over one weighted graph."""
-    name = cfg.run.algorithm
-    if cfg.membership.clients_per_round is not None or cfg.membership.participation < 1:
-        raise ConfigError(
-            f"algorithm {name!r} needs every client in every round: "
-            "--clients-per-round and --participation do not apply to it"
-        )
-    if cfg.topology.dynamic:
-        raise ConfigError(
-            f"algorithm {name!r} needs the same neighbours every round: "
-            f"--topology {cfg.topology.topology} draws new ones each round"
-        )
-
-
 def _set_up(
     out: Path,
     prepared: Prepared,
@@ -170,7 +155,8 @@ def execute(
     a new run makes its own and writes it as ``run.json``.
 
     Everything that can be checked is checked before anything is written:
-    the data, partition, topology and schedule (:func:`prepare`), the results
+    the config's one validation pass (:func:`~dfml.launch.validation.validate`:
+    data, partition, topology, schedule, algorithm, services), the results
     folder (refused if it holds results, unless ``launch.overwrite``), the
     checkpoint URI, and Ray's start. Only then are old results moved aside
     (``--overwrite``) and new ones written; the old ones are removed once the
@@ -186,22 +172,8 @@ def execute(
     config for ``dfml run --resume``.
     """
     out = Path(launch.out) if out is None else out
-    t0 = time.perf_counter()
-    prepared = prepare(cfg)
-    setup = {"data": time.perf_counter() - t0}
-    t0 = time.perf_counter()
-    algorithm = build_algorithm(cfg, prepared)
-    if algorithm.privacy is not None:  # Opacus's import and σ for --dp-epsilon
-        setup["privacy"] = time.perf_counter() - t0
-    algorithm.check_setup(prepared.client_labels)
-    check_services(cfg, prepared)
-    if prepared.schedule and not algorithm.elastic:
-        raise ConfigError(
-            f"algorithm {cfg.run.algorithm!r} does not support clients joining or leaving "
-            "(--schedule)"
-        )
-    if algorithm.fixed_neighbours:
-        check_fixed_neighbours(cfg)
+    valid = validate(cfg)
+    prepared, algorithm, setup = valid.prepared, valid.algorithm, dict(valid.seconds)
     check_results(out, launch, resume)
     if record is None:
         record = RunRecord.new(config_to_options(cfg), out)

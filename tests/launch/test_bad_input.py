@@ -175,6 +175,17 @@ def test_compare_checks_every_folder_before_running(capsys, tmp_path, no_ray):
     assert code == 2 and "--resume applies to dfml run, not dfml compare" in one_line(err)
 
 
+def test_compare_validates_every_run_before_the_first_starts(capsys, tmp_path, no_ray):
+    """The second algorithm's own rule (CHOCO-SGD needs fixed neighbours) is found in
+    the one validation pass, before DFedAvg's run could start: nothing is written."""
+    root = tmp_path / "cmp"
+    argv = ["compare", "--algorithms", "dfedavg,choco-sgd", *TINY, "--topology", "epidemic"]
+    code, _, err = run_cli(capsys, *argv, "--peers", "2", "--out", str(root))
+    line = one_line(err)
+    assert code == 2 and "'choco-sgd' needs the same neighbours every round" in line
+    assert no_ray["init"] == 0 and not root.exists()
+
+
 def test_compare_overwrite_replaces_exactly_its_own_files(capsys, tmp_path):
     root = tmp_path / "cmp"
     old_results(root / "fedavg" / "seed0")
