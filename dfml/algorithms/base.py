@@ -531,6 +531,56 @@ def gossips(cls: type[Algorithm]) -> bool:
     return not getattr(cls(config), "centralized", False)
 
 
+def composed(
+    mixin: type,
+    learner: type[Algorithm],
+    factory: Callable[[type[Algorithm]], type[Algorithm]],
+    name: str,
+    doc: str,
+    config: type,
+) -> type[Algorithm]:
+    """``mixin`` (a step source that wraps a learner's rounds) in front of ``learner``.
+
+    The class is built at run time, so it cannot be pickled by reference: its
+    instances pickle as ``factory(learner)(config, ...)``, which is why the
+    factory (a module-level, cached function such as ``clustered`` or
+    ``compressed``) travels with the class. ``config`` is the composed config
+    class (the learner's fields plus the mixin's section).
+    """
+    namespace: dict[str, Any] = {
+        "__module__": factory.__module__,
+        "__qualname__": name,
+        "__doc__": doc,
+        "__reduce__": _reduce_composed,
+        "composer": staticmethod(factory),
+        "learner_class": learner,
+        "name": learner.name,
+        "Config": config,
+    }
+    return type(name, (mixin, learner), namespace)
+
+
+def _reduce_composed(algorithm: Any) -> tuple[Any, tuple[Any, ...]]:
+    cls = type(algorithm)
+    return _rebuild_composed, (
+        cls.composer,
+        cls.learner_class,
+        algorithm.config,
+        algorithm.vectorize,
+        algorithm.privacy,
+    )
+
+
+def _rebuild_composed(
+    factory: Callable[[type[Algorithm]], type[Algorithm]],
+    learner: type[Algorithm],
+    config: Any,
+    vectorize: bool,
+    privacy: DPSGD | None,
+) -> Algorithm:
+    return factory(learner)(config, vectorize=vectorize, privacy=privacy)
+
+
 def scores(algorithm: Algorithm, ctx: ClientContext, state: ClientState, msg: Message) -> Metrics:
     """The client's evaluation metrics after a step, or none in a round not scored."""
     return algorithm.evaluate_client(ctx, state) if msg.evaluate else {}

@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 
 from dfml.actors.state import ClientContext, ClientState
-from dfml.algorithms.base import Algorithm, gossips
-from dfml.algorithms.privacy.dpsgd import DPSGD
+from dfml.algorithms.base import Algorithm, composed, gossips
 from dfml.compression import CompressionConfig
 from dfml.errors import ConfigError
 from dfml.steps import PARAMS
@@ -107,29 +106,11 @@ def compressed(learner: type[Algorithm]) -> type[Algorithm]:
             f"algorithm {learner.name!r} aggregates at a server, so it sends no gossip "
             "to compress; --compressor needs an algorithm whose clients gossip"
         )
-    name = f"Compressed{learner.__name__}"
-    namespace: dict[str, Any] = {
-        "__module__": __name__,
-        "__qualname__": name,
-        "__doc__": f"{learner.__name__} with the vectors it gossips compressed.",
-        "__reduce__": _reduce_algorithm,
-        "learner_class": learner,
-        "name": learner.name,
-        "Config": compressed_config(learner.Config),
-    }
-    return type(name, (CompressedGossip, learner), namespace)
-
-
-def _reduce_algorithm(algorithm: Any) -> tuple[Any, tuple[Any, ...]]:
-    return _rebuild_algorithm, (
-        type(algorithm).learner_class,
-        algorithm.config,
-        algorithm.vectorize,
-        algorithm.privacy,
+    return composed(
+        CompressedGossip,
+        learner,
+        compressed,
+        f"Compressed{learner.__name__}",
+        f"{learner.__name__} with the vectors it gossips compressed.",
+        compressed_config(learner.Config),
     )
-
-
-def _rebuild_algorithm(
-    learner: type[Algorithm], config: Any, vectorize: bool, privacy: DPSGD | None
-) -> Algorithm:
-    return compressed(learner)(config, vectorize=vectorize, privacy=privacy)

@@ -54,7 +54,7 @@ import ray
 import torch
 
 from dfml.actors.state import ClientContext, ClientState
-from dfml.algorithms.base import Algorithm, Message, Metrics, RunEnv, gossips
+from dfml.algorithms.base import Algorithm, Message, Metrics, RunEnv, composed, gossips
 from dfml.algorithms.clfml.clustering import (
     OnlineKMeans,
     cluster_distribution,
@@ -72,7 +72,6 @@ from dfml.algorithms.clfml.phases import (
     Phase,
 )
 from dfml.algorithms.clfml.state import SLOT, ClusterState
-from dfml.algorithms.privacy.dpsgd import DPSGD
 from dfml.errors import ConfigError
 from dfml.programs import Program, register
 from dfml.steps import DriverState, Step, StepResult
@@ -429,32 +428,14 @@ def clustered(learner: type[Algorithm]) -> type[Algorithm]:
             f"algorithm {learner.name!r} aggregates at a server, so it cannot train within "
             "clusters; label clustering needs an algorithm whose clients gossip"
         )
-    name = f"Clustered{learner.__name__}"
-    namespace: dict[str, Any] = {
-        "__module__": __name__,
-        "__qualname__": name,
-        "__doc__": f"Label clustering, then {learner.__name__}'s rounds within each cluster.",
-        "__reduce__": _reduce_algorithm,
-        "learner_class": learner,
-        "name": learner.name,
-        "Config": clustered_config(learner.Config),
-    }
-    return type(name, (LabelClustering, learner), namespace)
-
-
-def _reduce_algorithm(algorithm: Any) -> tuple[Any, tuple[Any, ...]]:
-    return _rebuild_algorithm, (
-        type(algorithm).learner_class,
-        algorithm.config,
-        algorithm.vectorize,
-        algorithm.privacy,
+    return composed(
+        LabelClustering,
+        learner,
+        clustered,
+        f"Clustered{learner.__name__}",
+        f"Label clustering, then {learner.__name__}'s rounds within each cluster.",
+        clustered_config(learner.Config),
     )
-
-
-def _rebuild_algorithm(
-    learner: type[Algorithm], config: Any, vectorize: bool, privacy: DPSGD | None
-) -> Algorithm:
-    return clustered(learner)(config, vectorize=vectorize, privacy=privacy)
 
 
 def ray_get(ref: Any) -> Any:
