@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ import ray
 
 from dfml.errors import ConfigError
 from dfml.launch.flags import add_option_flags, options_from
+from dfml.launch.kept import add_keep_flag, finished_summary
 from dfml.launch.options import build_config
 from dfml.launch.results import RUN_OUTPUTS, check_results_folder, clear_results
 from dfml.launch.runner import execute, init_ray
@@ -116,8 +118,13 @@ def run_chaos(
     options: Mapping[str, Any],
     modes: Sequence[str],
     report: Callable[[str], None] = log.info,
+    keep: bool = False,
 ) -> tuple[Path, str, list[dict[str, Any]]]:
-    """Run each mode; write table.md and table.csv; return (OUT, table, rows)."""
+    """Run each mode; write table.md and table.csv; return (OUT, table, rows).
+
+    ``keep`` (``--keep-completed``): modes an earlier invocation finished with
+    the same options are kept, not run again (:mod:`dfml.launch.kept`).
+    """
     if "resume" in options:
         raise ConfigError("--resume applies to dfml run, not dfml chaos")
     jobs = [(mode, *build_config(mode_options(mode, options))) for mode in modes]
@@ -129,19 +136,34 @@ def run_chaos(
         )
     root = Path(options.get("out", DEFAULT_OUT))
     launch = jobs[0][2]
+    if keep and launch.overwrite:
+        raise ConfigError(
+            "--keep-completed and --overwrite exclude each other: --keep-completed keeps the "
+            "finished runs, --overwrite replaces every run"
+        )
     for _, cfg, _ in jobs:
         validate(cfg)
-    check_results_folder(root, launch.overwrite, CHAOS_OUTPUTS)
-    for mode, _, _ in jobs:
-        check_results_folder(root / mode, launch.overwrite, RUN_OUTPUTS)
+    check_results_folder(root, launch.overwrite or keep, CHAOS_OUTPUTS)
+    kept = {}
+    for mode, cfg, _ in jobs:
+        summary = finished_summary(root / mode, cfg) if keep else None
+        if summary is not None:
+            kept[mode] = summary
+        else:
+            check_results_folder(root / mode, launch.overwrite or keep, RUN_OUTPUTS)
     rows = []
-    started = init_ray(launch.ray_address, launch.dashboard)
+    started = init_ray(launch.ray_address, launch.dashboard) if len(kept) < len(jobs) else False
     try:
-        if launch.overwrite:
+        if launch.overwrite or keep:
             clear_results(root, CHAOS_OUTPUTS)
         root.mkdir(parents=True, exist_ok=True)
         for k, (mode, cfg, run_launch) in enumerate(jobs):
+            if mode in kept:
+                report(f"[{k + 1}/{len(jobs)}] {mode}: kept {root / mode}")
+                rows.append(table_row(mode, kept[mode]))
+                continue
             report(f"[{k + 1}/{len(jobs)}] {mode} -> {root / mode}")
+            run_launch = dataclasses.replace(run_launch, overwrite=run_launch.overwrite or keep)
             summary = execute(cfg, run_launch, root / mode)
             rows.append(table_row(mode, summary))
     finally:
@@ -165,14 +187,17 @@ def add_parser(sub: Any) -> None:
         metavar="M,M,...",
         help=f"failure regimes to run, from {', '.join(MODES)}",
     )
+    add_keep_flag(p)
     add_option_flags(p)
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
     modes = parse_modes(args.modes)
-    options = options_from(args, {"modes"})
-    root, table, _ = run_chaos(options, modes, lambda line: print(line, flush=True))
+    options = options_from(args, {"modes", "keep_completed"})
+    root, table, _ = run_chaos(
+        options, modes, lambda line: print(line, flush=True), args.keep_completed
+    )
     print(table, end="")
     print(f"results in {root} (table.md, table.csv)")
     return 0

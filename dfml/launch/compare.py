@@ -43,6 +43,7 @@ import ray
 from dfml.errors import ConfigError, TrainingDivergedError, UserError
 from dfml.experiment import ExperimentConfig, RunConfig
 from dfml.launch.flags import add_option_flags, options_from
+from dfml.launch.kept import add_keep_flag, finished_summary, history_from_metrics
 from dfml.launch.options import (
     SECTIONS,
     LaunchConfig,
@@ -164,13 +165,31 @@ def plan(
     return jobs, replace(launch, out=str(root)), root
 
 
-def check_folders(jobs: Sequence[Job], launch: LaunchConfig, root: Path) -> None:
-    """Validate every run and check every folder before anything runs or is written."""
+def check_folders(
+    jobs: Sequence[Job], launch: LaunchConfig, root: Path, keep: bool = False
+) -> dict[Path, dict[str, Any]]:
+    """Validate every run and check every folder before anything runs or is written.
+
+    With ``keep`` (``--keep-completed``), return the summaries of the runs an
+    earlier invocation finished with the same options (:mod:`dfml.launch.kept`);
+    the other runs' folders, and the comparison's own files, will be replaced.
+    """
+    if keep and launch.overwrite:
+        raise ConfigError(
+            "--keep-completed and --overwrite exclude each other: --keep-completed keeps the "
+            "finished runs, --overwrite replaces every run"
+        )
     for job in jobs:
         validate(job.cfg)
-    check_results_folder(root, launch.overwrite, COMPARE_OUTPUTS)
+    check_results_folder(root, launch.overwrite or keep, COMPARE_OUTPUTS)
+    kept = {}
     for job in jobs:
-        check_results_folder(job.out, launch.overwrite, RUN_OUTPUTS)
+        summary = finished_summary(job.out, job.cfg) if keep else None
+        if summary is not None:
+            kept[job.out] = summary
+        else:
+            check_results_folder(job.out, launch.overwrite or keep, RUN_OUTPUTS)
+    return kept
 
 
 # ----- aggregation -------------------------------------------------------------
@@ -314,23 +333,35 @@ def run_compare(
     algorithms: Sequence[str],
     seeds: Sequence[int],
     report: Callable[[str], None] = log.info,
+    keep: bool = False,
 ) -> tuple[Path, str]:
-    """Run every algorithm × seed; write the table, CSV, plot and report; return (OUT, table)."""
+    """Run every algorithm × seed; write the table, CSV, plot and report; return (OUT, table).
+
+    ``keep`` (``--keep-completed``): runs an earlier invocation finished with
+    the same options are kept, not run again.
+    """
     jobs, launch, root = plan(options, algorithms, seeds)
-    check_folders(jobs, launch, root)
+    kept = check_folders(jobs, launch, root, keep)
+    to_run = [job for job in jobs if job.out not in kept]
     summaries: dict[str, list[dict[str, Any]]] = {a: [] for a in algorithms}
     histories: dict[str, list[list[RoundRecord]]] = {a: [] for a in algorithms}
-    on_ray = jobs[0].cfg.resources.backend == "ray"
+    on_ray = bool(to_run) and jobs[0].cfg.resources.backend == "ray"
     started = init_ray(launch.ray_address, launch.dashboard) if on_ray else False
     try:
-        if launch.overwrite:
+        if launch.overwrite or keep:
             clear_results(root, COMPARE_OUTPUTS)
         root.mkdir(parents=True, exist_ok=True)
         for k, job in enumerate(jobs):
+            if job.out in kept:
+                report(f"[{k + 1}/{len(jobs)}] {job.algorithm} seed {job.seed}: kept {job.out}")
+                summaries[job.algorithm].append(kept[job.out])
+                histories[job.algorithm].append(history_from_metrics(job.out))
+                continue
             report(f"[{k + 1}/{len(jobs)}] {job.algorithm} seed {job.seed} -> {job.out}")
             collector = HistoryCollector()
+            run_launch = replace(job.launch, overwrite=job.launch.overwrite or keep)
             try:
-                summary = execute(job.cfg, job.launch, job.out, [collector])
+                summary = execute(job.cfg, run_launch, job.out, [collector])
             except TrainingDivergedError as err:
                 report(f"{job.algorithm} seed {job.seed}: {err}")
                 summary = json.loads((job.out / "summary.json").read_text())
@@ -368,6 +399,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("config", nargs="?", help="YAML file of options shared by all runs")
     p.add_argument("--algorithms", required=True, metavar="A,B,...", help="algorithms to compare")
     p.add_argument("--seeds", default="0", metavar="S,S,...", help="seeds per algorithm")
+    add_keep_flag(p)
     add_option_flags(p)
     p.set_defaults(handler=handle)
 
@@ -375,8 +407,10 @@ def add_parser(sub: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     algorithms = parse_algorithms(args.algorithms)
     seeds = parse_seeds(args.seeds)
-    options = options_from(args, {"algorithms", "seeds"})
-    root, table = run_compare(options, algorithms, seeds, lambda line: print(line, flush=True))
+    options = options_from(args, {"algorithms", "seeds", "keep_completed"})
+    root, table = run_compare(
+        options, algorithms, seeds, lambda line: print(line, flush=True), args.keep_completed
+    )
     print(table, end="")
     print(f"results in {root} (table.md, table.csv, accuracy.png, report.html)")
     return 0
