@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from dfml.launch.cluster import probe, resolve
 from dfml.launch.identity import RunRecord
 from dfml.launch.options import LaunchConfig, config_to_dict, config_to_options
 from dfml.launch.progress import ProgressBar
+from dfml.launch.reaper import start as start_reaper
 from dfml.launch.replacement import Replacement
 from dfml.launch.results import (
     RUN_OUTPUTS,
@@ -47,6 +49,11 @@ def ray_logging_level() -> int:
     """Ray's own log level: its start-up warnings ("Token authentication is enabled",
     ...) only with ``-v``, so a run's stderr holds dfml's lines; errors always."""
     return logging.WARNING if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.ERROR
+
+
+#: The reapers of the local Rays this process started (:mod:`dfml.launch.reaper`),
+#: held so that they are not reported as abandoned while they watch.
+REAPERS: list[subprocess.Popen] = []
 
 
 def init_ray(address: str | None, dashboard: bool) -> bool:
@@ -80,6 +87,9 @@ def init_ray(address: str | None, dashboard: bool) -> bool:
         ray.shutdown()  # the processes this ray.init started (Ctrl-C during start-up)
         raise
     reclaim()  # ray.init installed SIGTERM handlers that would end the run as failed
+    reaper = start_reaper()  # a local Ray's agents would outlive a SIGKILLed driver
+    if reaper is not None:
+        REAPERS.append(reaper)
     if dashboard and ctx.dashboard_url:
         log.warning("Ray dashboard: http://%s", ctx.dashboard_url)
     return True
