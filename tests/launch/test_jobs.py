@@ -42,6 +42,7 @@ TINY = {
     "local_epochs": 1,
     "personalized_eval": False,
     "num_cpus_per_actor": 0.5,
+    "clients_per_actor": 2,
 }
 
 
