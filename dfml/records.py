@@ -10,8 +10,9 @@ results writer are callbacks.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,3 +80,8 @@ class Callback:
     def summary(self) -> dict[str, Any]:
         """Keys this callback adds to summary.json."""
         return {}
+
+    def on_results(self, summary: Mapping[str, Any], out: Path | None) -> None:
+        """``summary`` (summary.json, however the run ended) and the plots are
+        written in ``out``: for callbacks that copy results elsewhere (trackers)."""
+        return None

@@ -59,6 +59,7 @@ from dfml.fault.config import FaultConfig
 from dfml.launch import services
 from dfml.launch.limits import MAX_CONFIG_BYTES, check_int, check_path, check_string, shown
 from dfml.launch.registry import ALGORITHMS, algorithm_class, clusters
+from dfml.launch.tracking import check_tracking
 from dfml.models.zoo import ModelConfig
 from dfml.runtime.membership import MembershipConfig
 from dfml.topology.config import TopologyConfig
@@ -71,7 +72,7 @@ RAY_ADDRESS_KEYWORDS = ("auto", "local")
 #: only when it is a plain path, not ``s3://...``): recorded absolute in run.json.
 PATH_OPTIONS = ("data_root", "partition_file", "edge_list", "tasks_file", "checkpoint_uri")
 #: Launch options that are always local paths (checked as paths, never recorded).
-LOCAL_PATHS = ("out", "resume")
+LOCAL_PATHS = ("out", "resume", "tensorboard_dir")
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,15 @@ class LaunchConfig:
             once Ray has started and removed once the run's actors have
             started; a run that fails before puts them back. Without it, a
             run refuses a folder that holds results.
+        tracking: trackers that also receive the run (comma-separated):
+            ``tensorboard``, ``mlflow``; the options, every round's client
+            metrics (mean and spread), bytes and seconds, the summary, and
+            in MLflow the results files. A tracker that fails warns once and
+            the run goes on. Empty: none.
+        tracking_uri: MLflow's tracking URI (``sqlite:///PATH`` or
+            ``http(s)://HOST``); ``None``: ``sqlite:///OUT/mlflow.db``.
+        tensorboard_dir: TensorBoard's log folder (one sub-folder per run);
+            ``None``: ``OUT/tensorboard``.
     """
 
     out: str = "runs/latest"
@@ -105,6 +115,9 @@ class LaunchConfig:
     dashboard: bool = True
     resume: str | None = None
     overwrite: bool = False
+    tracking: tuple[str, ...] = ()
+    tracking_uri: str | None = None
+    tensorboard_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not str(self.out).strip():
@@ -115,6 +128,7 @@ class LaunchConfig:
                 "--overwrite and --resume exclude each other: --resume continues the results "
                 "in the folder, --overwrite replaces them"
             )
+        check_tracking(self.tracking, self.tracking_uri, self.tensorboard_dir)
 
 
 def split_host_port(address: str) -> tuple[str, int] | None:

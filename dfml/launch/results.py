@@ -38,6 +38,7 @@ from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
 from dfml.fault.report import FaultReport
 from dfml.launch.services import SERVICE_OUTPUTS
+from dfml.launch.tracking import OUTPUTS as TRACKING_OUTPUTS
 from dfml.records import Callback, RoundRecord
 from dfml.runtime.checkpoint import RUN_FILE
 
@@ -113,6 +114,7 @@ RUN_OUTPUTS = (
     *FaultReport.OUTPUTS,
     *SERVICE_OUTPUTS,
     PLOT,
+    *TRACKING_OUTPUTS,
 )
 
 

@@ -38,6 +38,7 @@ from dfml.launch.results import (
 )
 from dfml.launch.services import service_callbacks
 from dfml.launch.signals import Terminated, reclaim
+from dfml.launch.tracking import Tracker
 from dfml.launch.validation import validate
 from dfml.records import Callback
 from dfml.runtime.checkpoint import RUN_FILE, Checkpoint, Checkpointer
@@ -252,6 +253,18 @@ def _run(
     try:
         evaluation = PersonalizedEvaluation(cfg.evaluation, cfg.run.rounds)
         all_callbacks = [bar, evaluation, writer, *callbacks]
+        if launch.tracking:
+            name = f"{cfg.run.algorithm}-{cfg.data.dataset}-seed{cfg.run.seed}-{out.name}"
+            all_callbacks.append(
+                Tracker(
+                    launch.tracking,
+                    out,
+                    summary["config"],
+                    name,
+                    launch.tracking_uri,
+                    launch.tensorboard_dir,
+                )
+            )
         if cfg.fault.active:
             all_callbacks.append(FaultReport(out))
         all_callbacks.extend(service_callbacks(cfg, prepared, out))
@@ -295,4 +308,6 @@ def _run(
         summary.update(status=status, error=error, wall_seconds=time.perf_counter() - t0)
         writer.write_summary(summary)
         writer.plot(f"{cfg.run.algorithm} on {cfg.data.dataset}")
+        for cb in all_callbacks:
+            cb.on_results(summary, out)
     return summary
