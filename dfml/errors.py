@@ -28,3 +28,10 @@ class TrainingDivergedError(UserError):
         self.client_id = client_id
         self.round_index = round_index
         self.loss = loss
+
+
+class Interruption(KeyboardInterrupt):
+    """A run stopped from outside before its last round, for ``reason``: it ends as
+    ``interrupted`` (not ``failed``) and keeps everything written so far."""
+
+    reason = "interrupted"

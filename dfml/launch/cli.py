@@ -140,6 +140,12 @@ def _chaos_parser(sub: Any) -> None:
     add_parser(sub)
 
 
+def _tune_parser(sub: Any) -> None:
+    from dfml.launch.sweep import add_parser
+
+    add_parser(sub)
+
+
 def _report_parser(sub: Any) -> None:
     from dfml.launch.report import add_parser
 
@@ -164,6 +170,7 @@ COMMANDS: list[Callable[[Any], None]] = [
     _list_parser,
     _compare_parser,
     _chaos_parser,
+    _tune_parser,
     _report_parser,
     _recipes_parser,
     _jobs_parser,

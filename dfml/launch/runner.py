@@ -20,7 +20,7 @@ from pyarrow import fs as pafs
 from dfml.actors.device import device_summary
 from dfml.algorithms.base import Algorithm
 from dfml.algorithms.evaluation import PersonalizedEvaluation
-from dfml.errors import ConfigError, TrainingDivergedError
+from dfml.errors import ConfigError, Interruption, TrainingDivergedError
 from dfml.experiment import ExperimentConfig, Prepared, run_experiment
 from dfml.fault.report import FaultReport
 from dfml.launch.cluster import probe, resolve
@@ -37,7 +37,7 @@ from dfml.launch.results import (
     summarize,
 )
 from dfml.launch.services import service_callbacks
-from dfml.launch.signals import Terminated, reclaim
+from dfml.launch.signals import reclaim
 from dfml.launch.tracking import Tracker
 from dfml.launch.validation import validate
 from dfml.records import Callback
@@ -278,10 +278,9 @@ def _run(
         raise
     except KeyboardInterrupt as err:
         status = "interrupted"
-        if isinstance(err, Terminated):
-            error = "terminated by a signal (SIGTERM)"
-        else:
-            error = "interrupted by the user (Ctrl-C)"
+        # SIGTERM and a sweep's scheduler say why; a plain KeyboardInterrupt is Ctrl-C
+        ctrl_c = "interrupted by the user (Ctrl-C)"
+        error = err.reason if isinstance(err, Interruption) else ctrl_c
         raise
     except BaseException as err:
         status, error = "failed", f"{type(err).__name__}: {err}"

@@ -22,14 +22,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from dfml.errors import Interruption
+
 log = logging.getLogger(__name__)
 
 #: Exit status of a command ended by SIGTERM (128 + 15, what a shell reports).
 EXIT_TERMINATED = 143
 
 
-class Terminated(KeyboardInterrupt):
+class Terminated(Interruption):
     """The process received SIGTERM; raised where the main thread runs."""
+
+    reason = "terminated by a signal (SIGTERM)"
 
 
 _active = False

@@ -1,0 +1,347 @@
+"""``dfml tune SPACE.yaml``: hyper-parameter sweeps on Ray Tune.
+
+SPACE.yaml holds a search space over any ``dfml run`` option and,
+optionally, options every trial shares (flags override them)::
+
+    space:
+      lr: {loguniform: [0.01, 0.5]}
+      local_epochs: {choice: [1, 2, 3]}
+      hidden: {grid: [8, 16]}
+      mu: {uniform: [0.0, 1.0]}
+    options:
+      algorithm: fedprox
+      dataset: digits
+
+Each trial is a whole ``dfml run`` with its own results folder
+(``OUT/trials/TRIAL``), driven by Ray Tune's ``Tuner``: ``--num-samples``
+draws per grid point, ``--scheduler asha`` stops weak trials early from the
+mean client accuracy each round reports (``fifo`` runs every trial to the
+end), trials run as many at a time as the cluster's CPUs hold
+(``--trial-cpus`` each), and an interrupted sweep continues with
+``--resume OUT`` (Tune's own restore: finished trials are kept, unfinished
+and errored ones run again). The objective
+is any number of ``summary.json`` (``--metric``, ``--mode``); the sweep
+writes ``OUT/table.md`` (every trial, best first) and ``OUT/best.json``.
+
+Every trial's options are checked before Tune starts: each dimension's
+bounds and values go through the same validation as ``dfml run`` (one line,
+exit 2, for a bad name, a bad distribution, a value the option refuses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dfml.errors import ConfigError, Interruption, UserError
+from dfml.launch.flags import add_option_flags, options_from
+from dfml.launch.options import build_config, read_yaml
+from dfml.launch.validation import validate
+from dfml.records import Callback, RoundRecord
+
+log = logging.getLogger(__name__)
+
+DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform")
+SCHEDULERS = ("fifo", "asha")
+MODES = ("max", "min")
+#: Where Tune keeps its experiment state under OUT (what ``--resume`` restores).
+TUNE_DIR = "tune"
+#: The per-round number ASHA compares trials by.
+ROUND_METRIC = "accuracy"
+#: The key of a trial's last report once its run has ended (Tune's own ``done``
+#: is also set for the trials ASHA stopped).
+COMPLETED = "dfml_run_ended"
+
+
+def parse_space(space: Any) -> dict[str, tuple[str, list[Any]]]:
+    """``{option: {distribution: values}}`` → option → (distribution, values); one line if not."""
+    if not isinstance(space, Mapping) or not space:
+        raise ConfigError("the space file needs a non-empty 'space:' mapping of option: {kind: …}")
+    parsed = {}
+    for name, spec in space.items():
+        if not isinstance(spec, Mapping) or len(spec) != 1:
+            raise ConfigError(
+                f"space option {name!r} must be one of {{{', '.join(DISTRIBUTIONS)}: …}}, "
+                f"got {spec!r}"
+            )
+        ((kind, values),) = spec.items()
+        if kind not in DISTRIBUTIONS:
+            raise ConfigError(
+                f"space option {name!r}: unknown distribution {kind!r}; "
+                f"allowed: {', '.join(DISTRIBUTIONS)}"
+            )
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"space option {name!r}: {kind} needs a non-empty list")
+        if kind in ("uniform", "loguniform"):
+            ok = len(values) == 2 and all(_finite(v) for v in values) and values[0] < values[1]
+            if not ok or (kind == "loguniform" and values[0] <= 0):
+                low = "0 < low < high" if kind == "loguniform" else "low < high"
+                raise ConfigError(
+                    f"space option {name!r}: {kind} needs [low, high] with {low}, got {values!r}"
+                )
+        parsed[str(name).replace("-", "_")] = (kind, list(values))
+    return parsed
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def corner_points(space: Mapping[str, tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+    """Every listed value and both bounds of every range, in every combination of the
+    first and last: what a trial may be given, checked before any trial starts."""
+    per = {name: [values[0], values[-1]] for name, (_, values) in space.items()}
+    points = [dict(zip(per, combo, strict=True)) for combo in itertools.product(*per.values())]
+    for name, (kind, values) in space.items():
+        if kind in ("choice", "grid"):
+            points.extend({**points[0], name: v} for v in values[1:-1])
+    return points
+
+
+def tune_space(space: Mapping[str, tuple[str, list[Any]]]) -> dict[str, Any]:
+    """The space in Ray Tune's terms."""
+    from ray import tune
+
+    make = {
+        "choice": tune.choice,
+        "grid": tune.grid_search,
+        "uniform": lambda v: tune.uniform(*v),
+        "loguniform": lambda v: tune.loguniform(*v),
+    }
+    return {name: make[kind](values) for name, (kind, values) in space.items()}
+
+
+class StoppedEarly(Interruption):
+    """The sweep's scheduler stopped this trial (Tune ends its thread by SystemExit)."""
+
+    reason = "stopped early by the sweep's scheduler"
+
+
+class RoundReporter(Callback):
+    """Reports each round's mean client accuracy to Tune (what ASHA compares)."""
+
+    def on_round_end(self, record: RoundRecord) -> None:
+        from ray import tune
+
+        try:
+            tune.report({"round": record.round, ROUND_METRIC: record.mean("accuracy")})
+        except SystemExit as stop:
+            # the run ends ``interrupted`` with its results kept, then the trial stops
+            raise StoppedEarly() from stop
+
+
+def run_trial(config: dict[str, Any], base: dict[str, Any], root: str, metric: str) -> None:
+    """One trial: a whole ``dfml run`` of ``base`` + ``config`` in ``ROOT/trials/TRIAL``."""
+    from ray import tune
+
+    from dfml.launch.runner import execute
+
+    out = Path(root) / "trials" / tune.get_context().get_trial_id()
+    options = {**base, **config, "out": str(out), "progress": False, "dashboard": False}
+    cfg, launch = build_config(options)
+    try:
+        summary = execute(cfg, launch, callbacks=[RoundReporter()])
+    except StoppedEarly:
+        raise SystemExit(0) from None  # how a stopped trial ends for Tune
+    value = summary.get(metric)
+    final = {"round": summary.get("rounds_completed", 0) - 1, "out": str(out), COMPLETED: True}
+    final[ROUND_METRIC] = summary.get("final_accuracy")
+    if _finite(value):
+        final[metric] = float(value)
+    tune.report(final)
+
+
+def run_sweep(
+    space_file: str,
+    flags: Mapping[str, Any],
+    *,
+    metric: str = "final_accuracy",
+    mode: str = "max",
+    num_samples: int = 1,
+    scheduler: str = "fifo",
+    trial_cpus: float = 1.0,
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Run the sweep (or, with ``resume`` among the flags, continue the one in that
+    folder); write OUT/table.md and OUT/best.json; return (OUT, rows)."""
+    if mode not in MODES:
+        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if scheduler not in SCHEDULERS:
+        raise ConfigError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    if num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
+    if not (_finite(trial_cpus) and trial_cpus > 0):
+        raise ConfigError(f"--trial-cpus must be a positive number, got {trial_cpus!r}")
+    doc = read_yaml(space_file)
+    unknown = set(doc) - {"space", "options"}
+    if unknown:
+        raise ConfigError(f"space file {space_file!r}: unknown keys {sorted(unknown)}")
+    space = parse_space(doc.get("space"))
+    base = {**(doc.get("options") or {}), **flags}
+    if "overwrite" in base:
+        raise ConfigError("--overwrite applies to dfml run, not dfml tune; give another --out")
+    resume = base.pop("resume", None)
+    root = Path(str(resume or base.pop("out", "runs/tune"))).resolve()
+    base.pop("out", None)
+    for point in corner_points(space):
+        cfg, _ = build_config({**base, **point, "out": str(root / "trials" / "check")})
+        validate(cfg)
+    state = root / TUNE_DIR
+    if resume and not state.is_dir():
+        raise ConfigError(f"--resume: {str(root)!r} holds no sweep to continue")
+    if not resume and (state.exists() or (root / "table.md").exists()):
+        raise ConfigError(
+            f"results folder {str(root)!r} already holds a sweep; give another --out, "
+            "or --resume OUT to continue it"
+        )
+    results = _fit(
+        space, base, root, metric, mode, num_samples, scheduler, trial_cpus, bool(resume)
+    )
+    rows = _rows(results, space, metric, mode)
+    if not any(_finite(r.get(metric)) for r in rows):
+        raise UserError(
+            f"no trial reported --metric {metric!r}; give a number of summary.json "
+            f"(e.g. final_accuracy); trials are in {root / 'trials'}"
+        )
+    (root / "table.md").write_text(markdown_table(rows, list(space), metric))
+    best = rows[0]
+    (root / "best.json").write_text(
+        json.dumps(
+            {"metric": metric, "mode": mode, **{k: best[k] for k in ("trial", "out", metric)}}
+            | {"config": {k: best[k] for k in space}},
+            indent=2,
+        )
+        + "\n"
+    )
+    return root, rows
+
+
+def _fit(
+    space: Mapping[str, tuple[str, list[Any]]],
+    base: dict[str, Any],
+    root: Path,
+    metric: str,
+    mode: str,
+    num_samples: int,
+    scheduler: str,
+    trial_cpus: float,
+    resume: bool,
+) -> Any:
+    import os
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables on stdout
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    started = False
+    if not ray.is_initialized():
+        from dfml.launch.runner import init_ray
+
+        started = init_ray(base.get("ray_address"), False)
+    try:
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, base=base, root=str(root), metric=metric),
+            {"cpu": trial_cpus},
+        )
+        if resume:
+            tuner = tune.Tuner.restore(str(root / TUNE_DIR), trainable, resume_errored=True)
+        else:
+            chosen = (
+                ASHAScheduler(time_attr="training_iteration", grace_period=1)
+                if scheduler == "asha"
+                else FIFOScheduler()
+            )
+            tuner = tune.Tuner(
+                trainable,
+                param_space=tune_space(space),
+                tune_config=tune.TuneConfig(
+                    metric=ROUND_METRIC, mode="max", num_samples=num_samples, scheduler=chosen
+                ),
+                run_config=tune.RunConfig(
+                    name=TUNE_DIR, storage_path=str(root), verbose=0, log_to_file=True
+                ),
+            )
+        return tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _rows(results: Any, space: Mapping[str, Any], metric: str, mode: str) -> list[dict[str, Any]]:
+    """One row per trial, best first (trials without the metric last; ties by trial id)."""
+    rows = []
+    for result in results:
+        last = result.metrics or {}
+        rows.append(
+            {
+                "trial": last.get("trial_id", Path(result.path).name),
+                **{k: result.config.get(k) for k in space},
+                metric: last.get(metric),
+                "rounds": int(last["round"]) + 1 if "round" in last else 0,
+                "status": "completed" if last.get(COMPLETED) else ("stopped" if last else "failed"),
+                "out": last.get("out", ""),
+                "error": str(result.error).splitlines()[0] if result.error else "",
+            }
+        )
+    sign = -1 if mode == "max" else 1
+
+    def order(row: dict[str, Any]) -> tuple[bool, float, str]:
+        value = row[metric]
+        return (not _finite(value), sign * value if _finite(value) else 0.0, row["trial"])
+
+    rows.sort(key=order)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]], names: list[str], metric: str) -> str:
+    columns = ["trial", *names, metric, "rounds", "status"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("tune", help="sweep run options on Ray Tune; write a table of the best")
+    p.add_argument("space", help="YAML file: 'space:' option → {choice|grid|uniform|loguniform: …}")
+    p.add_argument(
+        "--metric",
+        default="final_accuracy",
+        help="summary.json number to optimise (default: final_accuracy)",
+    )
+    p.add_argument("--mode", default="max", help="max or min (default: max)")
+    p.add_argument("--num-samples", type=int, default=1, help="draws per grid point (default: 1)")
+    p.add_argument(
+        "--scheduler",
+        default="fifo",
+        help="fifo (every trial runs to the end) or asha (stops weak trials early; default: fifo)",
+    )
+    p.add_argument("--trial-cpus", type=float, default=1.0, help="CPUs per trial (default: 1)")
+    add_option_flags(p)  # --resume OUT continues the sweep in OUT
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    skip = {"space", "metric", "mode", "num_samples", "scheduler", "trial_cpus"}
+    flags = options_from(argparse.Namespace(**{**vars(args), "config": None}), skip)
+    root, rows = run_sweep(
+        args.space,
+        flags,
+        metric=args.metric,
+        mode=args.mode,
+        num_samples=args.num_samples,
+        scheduler=args.scheduler,
+        trial_cpus=args.trial_cpus,
+    )
+    print((root / "table.md").read_text(), end="")
+    print(
+        f"best: trial {rows[0]['trial']} ({args.metric}={rows[0][args.metric]}); results in {root}"
+    )
+    return 0
