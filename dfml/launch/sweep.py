@@ -35,6 +35,7 @@ import itertools
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], root: str, metric: s
     except StoppedEarly:
         raise SystemExit(0) from None  # how a stopped trial ends for Tune
     value = summary.get(metric)
-    final = {"round": summary.get("rounds_completed", 0) - 1, "out": str(out), COMPLETED: True}
+    final = {"round": summary.get("rounds_completed", 0) - 1, COMPLETED: True}
     final[ROUND_METRIC] = summary.get("final_accuracy")
     if _finite(value):
         final[metric] = float(value)
@@ -166,6 +167,7 @@ def run_sweep(
     num_samples: int = 1,
     scheduler: str = "fifo",
     trial_cpus: float = 1.0,
+    max_concurrent: int = 0,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Run the sweep (or, with ``resume`` among the flags, continue the one in that
     folder); write OUT/table.md and OUT/best.json; return (OUT, rows)."""
@@ -177,6 +179,10 @@ def run_sweep(
         raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
     if not (_finite(trial_cpus) and trial_cpus > 0):
         raise ConfigError(f"--trial-cpus must be a positive number, got {trial_cpus!r}")
+    if max_concurrent < 0:
+        raise ConfigError(
+            f"--max-concurrent must be >= 0 (0: as many as fit), got {max_concurrent}"
+        )
     doc = read_yaml(space_file)
     unknown = set(doc) - {"space", "options"}
     if unknown:
@@ -199,10 +205,10 @@ def run_sweep(
             f"results folder {str(root)!r} already holds a sweep; give another --out, "
             "or --resume OUT to continue it"
         )
-    results = _fit(
-        space, base, root, metric, mode, num_samples, scheduler, trial_cpus, bool(resume)
-    )
-    rows = _rows(results, space, metric, mode)
+    limits = (num_samples, trial_cpus, max_concurrent)
+    results = _fit(space, base, root, metric, scheduler, limits, bool(resume))
+    rows = _rows(results, space, metric, mode, root / "trials")
+    _await_stopped_summaries(rows)
     if not any(_finite(r.get(metric)) for r in rows):
         raise UserError(
             f"no trial reported --metric {metric!r}; give a number of summary.json "
@@ -226,12 +232,13 @@ def _fit(
     base: dict[str, Any],
     root: Path,
     metric: str,
-    mode: str,
-    num_samples: int,
     scheduler: str,
-    trial_cpus: float,
+    limits: tuple[int, float, int],
     resume: bool,
 ) -> Any:
+    """Tune's run (or restore) of the sweep; ``limits``: samples, CPUs a trial,
+    trials at a time (0: as many as the cluster holds)."""
+    num_samples, trial_cpus, max_concurrent = limits
     import os
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables on stdout
@@ -261,7 +268,14 @@ def _fit(
                 trainable,
                 param_space=tune_space(space),
                 tune_config=tune.TuneConfig(
-                    metric=ROUND_METRIC, mode="max", num_samples=num_samples, scheduler=chosen
+                    metric=ROUND_METRIC,
+                    mode="max",
+                    num_samples=num_samples,
+                    scheduler=chosen,
+                    max_concurrent_trials=max_concurrent or None,
+                    # a fresh process a trial: with reuse, a trial ASHA stops was
+                    # dropped without its run writing summary.json
+                    reuse_actors=False,
                 ),
                 run_config=tune.RunConfig(
                     name=TUNE_DIR, storage_path=str(root), verbose=0, log_to_file=True
@@ -273,19 +287,39 @@ def _fit(
             ray.shutdown()
 
 
-def _rows(results: Any, space: Mapping[str, Any], metric: str, mode: str) -> list[dict[str, Any]]:
+def _await_stopped_summaries(rows: list[dict[str, Any]], timeout: float = 15.0) -> None:
+    """Give the trials ASHA stopped a moment to write their summary.json.
+
+    Tune returns from ``fit`` once it has told a trial to stop, without waiting
+    for the trial's thread, which is then ending its run (``interrupted``) and
+    writing its results; a trial whose process Tune ends first keeps the rounds
+    it streamed to metrics.parquet.
+    """
+    deadline = time.monotonic() + timeout
+    waiting = [Path(r["out"]) for r in rows if r["status"] == "stopped"]
+    while waiting and time.monotonic() < deadline:
+        waiting = [out for out in waiting if not (out / "summary.json").is_file()]
+        time.sleep(0.2)
+    for out in waiting:
+        log.warning("trial %s was stopped before it wrote summary.json", out.name)
+
+
+def _rows(
+    results: Any, space: Mapping[str, Any], metric: str, mode: str, trials: Path
+) -> list[dict[str, Any]]:
     """One row per trial, best first (trials without the metric last; ties by trial id)."""
     rows = []
     for result in results:
         last = result.metrics or {}
+        trial = last.get("trial_id", Path(result.path).name)
         rows.append(
             {
-                "trial": last.get("trial_id", Path(result.path).name),
+                "trial": trial,
                 **{k: result.config.get(k) for k in space},
                 metric: last.get(metric),
                 "rounds": int(last["round"]) + 1 if "round" in last else 0,
                 "status": "completed" if last.get(COMPLETED) else ("stopped" if last else "failed"),
-                "out": last.get("out", ""),
+                "out": str(trials / trial),
                 "error": str(result.error).splitlines()[0] if result.error else "",
             }
         )
@@ -324,12 +358,18 @@ def add_parser(sub: Any) -> None:
         help="fifo (every trial runs to the end) or asha (stops weak trials early; default: fifo)",
     )
     p.add_argument("--trial-cpus", type=float, default=1.0, help="CPUs per trial (default: 1)")
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=0,
+        help="trials at a time (default: 0, as many as the cluster's CPUs hold)",
+    )
     add_option_flags(p)  # --resume OUT continues the sweep in OUT
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    skip = {"space", "metric", "mode", "num_samples", "scheduler", "trial_cpus"}
+    skip = {"space", "metric", "mode", "num_samples", "scheduler", "trial_cpus", "max_concurrent"}
     flags = options_from(argparse.Namespace(**{**vars(args), "config": None}), skip)
     root, rows = run_sweep(
         args.space,
@@ -339,6 +379,7 @@ def handle(args: argparse.Namespace) -> int:
         num_samples=args.num_samples,
         scheduler=args.scheduler,
         trial_cpus=args.trial_cpus,
+        max_concurrent=args.max_concurrent,
     )
     print((root / "table.md").read_text(), end="")
     print(

@@ -80,7 +80,7 @@ def test_an_asha_sweep_of_four_trials_and_its_resume(ray_session, tmp_path):
     )
     out = tmp_path / "sweep"
     flags = {"out": str(out)}
-    root, rows = run_sweep(str(path), flags, num_samples=4, scheduler="asha")
+    root, rows = run_sweep(str(path), flags, num_samples=4, scheduler="asha", max_concurrent=2)
     assert root == out and len(rows) == 4
     summaries = {
         p.parent.name: json.loads(p.read_text()) for p in out.glob("trials/*/summary.json")
