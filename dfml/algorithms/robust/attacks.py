@@ -18,8 +18,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from statistics import NormalDist
+from typing import TypeVar
 
 import numpy as np
+import torch
 
 #: The attacks ``--attack`` names.
 ATTACKS = ("sign-flip", "gaussian", "label-flip", "alie")
@@ -27,6 +29,8 @@ ATTACKS = ("sign-flip", "gaussian", "label-flip", "alie")
 ATTACKER_SALT = 0xB12
 #: Salt of a client's round seed for the Gaussian attack's draw.
 GAUSSIAN_SALT = 0xB13
+
+Labels = TypeVar("Labels", np.ndarray, torch.Tensor)
 
 
 def attacker_count(fraction: float, clients: int) -> int:
@@ -71,6 +75,6 @@ def alie(vectors: Sequence[np.ndarray], z: float) -> np.ndarray:
     return (stacked.mean(axis=0) - z * stacked.std(axis=0)).astype(np.float32)
 
 
-def flip_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """c ↦ C − 1 − c: every class trained as another one."""
+def flip_labels(labels: Labels, num_classes: int) -> Labels:
+    """c ↦ C − 1 − c: every class trained as another one (numpy or torch labels)."""
     return num_classes - 1 - labels
