@@ -8,7 +8,6 @@ import pickle
 import numpy as np
 import pytest
 from helpers.reference import PlainClients
-from ray import cloudpickle
 
 from dfml.actors.inprocess import InProcessFederation
 from dfml.algorithms.robust.aggregators import coordinate_median
@@ -126,8 +125,10 @@ def test_the_robust_algorithm_pickles_with_its_settings():
     clustered = algorithm_class("dfedavg", "labels", robust_mixing=True)
     algorithm = clustered(cfg.algorithm, robustness=rob)
     assert isinstance(algorithm, RobustMixing) and hasattr(algorithm, "within_clusters")
-    back = cloudpickle.loads(cloudpickle.dumps(algorithm))  # how Ray ships it to the actors
-    assert vars(back) == vars(algorithm) and back.robustness == rob
+    rebuild, args = algorithm.__reduce__()  # what Ray's cloudpickle calls in an actor
+    back = rebuild(*args)
+    assert type(back) is type(algorithm) and vars(back) == vars(algorithm)
+    assert back.robustness == rob
 
 
 def test_a_learner_that_does_not_send_its_vector_is_refused():
