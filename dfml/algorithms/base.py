@@ -177,6 +177,9 @@ class Algorithm(StepSource):
     #: The channel a client's neighbours read to mix (:meth:`round_messages`):
     #: its vector, or a compressed form of it.
     gossip_channel: ClassVar[str] = PARAMS
+    #: Constructor keywords a composed mixin adds (the robust mixing's
+    #: ``robustness``): its instances pickle with them (:func:`composed`).
+    composed_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self, config: Any, *, vectorize: bool = True, privacy: DPSGD | None = None
@@ -568,6 +571,7 @@ def _reduce_composed(algorithm: Any) -> tuple[Any, tuple[Any, ...]]:
         algorithm.config,
         algorithm.vectorize,
         algorithm.privacy,
+        {name: getattr(algorithm, name) for name in cls.composed_settings},
     )
 
 
@@ -577,8 +581,9 @@ def _rebuild_composed(
     config: Any,
     vectorize: bool,
     privacy: DPSGD | None,
+    settings: Mapping[str, Any],
 ) -> Algorithm:
-    return factory(learner)(config, vectorize=vectorize, privacy=privacy)
+    return factory(learner)(config, vectorize=vectorize, privacy=privacy, **settings)
 
 
 def scores(algorithm: Algorithm, ctx: ClientContext, state: ClientState, msg: Message) -> Metrics:

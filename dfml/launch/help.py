@@ -27,6 +27,8 @@ from typing import Any
 from dfml.actors.config import BACKENDS, PLACEMENTS, ResourceConfig
 from dfml.algorithms.clfml.label_clustering import ClusteringConfig
 from dfml.algorithms.fml import MetaConfig
+from dfml.algorithms.robust.attacks import ATTACKS
+from dfml.algorithms.robust.config import RULES, RobustConfig
 from dfml.algorithms.server import AGGREGATIONS, FederatedSGDConfig
 from dfml.channels import PACK_MODES
 from dfml.compression import COMPRESSORS, CompressionConfig
@@ -56,6 +58,8 @@ CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (FederatedSGDConfig, "aggregation"): AGGREGATIONS,
     (MetaConfig, "aggregation"): AGGREGATIONS,
     (CompressionConfig, "compressor"): COMPRESSORS,
+    (RobustConfig, "attack"): ATTACKS,
+    (RobustConfig, "robust_aggregation"): RULES,
 }
 
 #: Knobs the label clustering adds to an algorithm run with ``--cluster-by labels``.

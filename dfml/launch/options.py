@@ -356,6 +356,23 @@ def _compresses_with(methods: tuple[str, ...]) -> Callable[[ExperimentConfig, La
     return lambda cfg, _: getattr(cfg.algorithm, "compressor", "none") in methods
 
 
+def _robustness(cfg: ExperimentConfig) -> Any:
+    return services.section(cfg, "robustness")
+
+
+def _attack(cfg: ExperimentConfig, _: LaunchConfig) -> str:
+    sec = _robustness(cfg)
+    return f"attack {sec.attack}" if sec.byzantine > 0 else "a run without --byzantine"
+
+
+def _rule(name: str) -> Callable[[ExperimentConfig, LaunchConfig], bool]:
+    return lambda cfg, _: _robustness(cfg).robust_aggregation == name
+
+
+def _rule_name(cfg: ExperimentConfig, _: LaunchConfig) -> str:
+    return f"robust-aggregation {_robustness(cfg).robust_aggregation}"
+
+
 #: Which options each setup reads. build_config refuses an explicitly given
 #: option whose rule says the chosen setup does not read it.
 UNUSED_RULES: tuple[UnusedRule, ...] = (
@@ -457,6 +474,29 @@ UNUSED_RULES: tuple[UnusedRule, ...] = (
         "runs with DP-SGD (--dp-clip)",
         lambda cfg, _: services.section(cfg, "privacy").active,
         lambda cfg, _: "a run without --dp-clip",
+    ),
+    UnusedRule(
+        ("attack",),
+        "runs with attackers (--byzantine)",
+        lambda cfg, _: _robustness(cfg).byzantine > 0,
+        lambda cfg, _: "a run without --byzantine",
+    ),
+    UnusedRule(
+        ("attack_scale",),
+        "attack sign-flip or gaussian",
+        lambda cfg, _: (
+            _robustness(cfg).byzantine > 0 and _robustness(cfg).attack in ("sign-flip", "gaussian")
+        ),
+        _attack,
+    ),
+    UnusedRule(
+        ("trim_fraction",), "robust-aggregation trimmed-mean", _rule("trimmed-mean"), _rule_name
+    ),
+    UnusedRule(
+        ("krum_byzantine", "krum_select"), "robust-aggregation krum", _rule("krum"), _rule_name
+    ),
+    UnusedRule(
+        ("clip_radius",), "robust-aggregation clipped-gossip", _rule("clipped-gossip"), _rule_name
     ),
     UnusedRule(
         ("dashboard",),

@@ -23,6 +23,7 @@ from dfml.algorithms.mefl import MEFL
 from dfml.algorithms.perfedavg import PerFedAvg
 from dfml.algorithms.pfedme import PFedMe
 from dfml.algorithms.reptile import Reptile
+from dfml.algorithms.robust.mixing import robust
 from dfml.compression import check_compressor
 from dfml.errors import ConfigError
 
@@ -56,10 +57,12 @@ def clusters(name: str) -> bool:
 
 
 def algorithm_class(
-    name: str, cluster_by: str = "none", compressor: str = "none"
+    name: str, cluster_by: str = "none", compressor: str = "none", robust_mixing: bool = False
 ) -> type[Algorithm]:
     """The class that runs algorithm ``name``, clustered by ``cluster_by``, its
-    gossip compressed by ``compressor``.
+    gossip compressed by ``compressor``, with Byzantine clients and robust
+    mixing in front where ``robust_mixing`` (:func:`robust`, which refuses a
+    learner that does not send its vector).
 
     One :class:`ConfigError` line for an unknown name, clustering or
     compressor, and for ``labels`` or a compressor with an algorithm that
@@ -83,14 +86,14 @@ def algorithm_class(
                 f"aggregates at a server; allowed: {_gossiping()}"
             )
         cls = clustered(cls)
-    if compressor == "none" or "compressor" in {f.name for f in fields(cls.Config)}:
-        return cls
-    if not gossips(cls):
-        raise ConfigError(
-            f"--compressor compresses the vectors clients gossip, but algorithm {name!r} "
-            f"aggregates at a server; allowed: {_gossiping()}"
-        )
-    return compressed(cls)
+    if compressor != "none" and "compressor" not in {f.name for f in fields(cls.Config)}:
+        if not gossips(cls):
+            raise ConfigError(
+                f"--compressor compresses the vectors clients gossip, but algorithm {name!r} "
+                f"aggregates at a server; allowed: {_gossiping()}"
+            )
+        cls = compressed(cls)
+    return robust(cls) if robust_mixing else cls
 
 
 def _gossiping() -> str:

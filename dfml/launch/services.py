@@ -17,6 +17,7 @@ service.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,10 @@ from dfml.algorithms.privacy.accounting import DataSizes, Usage, run_noise
 from dfml.algorithms.privacy.config import PrivacyConfig
 from dfml.algorithms.privacy.dpsgd import DPSGD
 from dfml.algorithms.probe import DisagreementProbe, ProbeConfig
+from dfml.algorithms.robust.config import RobustConfig
+from dfml.algorithms.robust.report import ByzantineReport
+from dfml.algorithms.robust.settings import Robustness
+from dfml.algorithms.robust.setup import build_robustness
 from dfml.data.registry import load_dataset
 from dfml.errors import ConfigError
 from dfml.experiment import Experiment, ExperimentConfig, Prepared
@@ -114,16 +119,43 @@ def private_training(cfg: ExperimentConfig, prep: Prepared) -> DPSGD | None:
 
 
 def run_class(cfg: ExperimentConfig) -> type[Algorithm]:
-    """The class that runs ``cfg``'s algorithm: clustered and compressed as it asks."""
+    """The class that runs ``cfg``'s algorithm: clustered, compressed and robust as it asks."""
     compressor = getattr(cfg.algorithm, "compressor", "none")
-    return algorithm_class(cfg.run.algorithm, cfg.run.cluster_by, compressor)
+    robust = section(cfg, "robustness").active
+    return algorithm_class(cfg.run.algorithm, cfg.run.cluster_by, compressor, robust)
 
 
 def build_algorithm(cfg: ExperimentConfig, prep: Prepared) -> Algorithm:
-    """The run's algorithm: its class and config, ``--vectorize``, and DP-SGD if asked."""
-    return run_class(cfg)(
-        cfg.algorithm, vectorize=cfg.run.vectorize, privacy=private_training(cfg, prep)
+    """The run's algorithm: its class and config, ``--vectorize``, DP-SGD and the
+    Byzantine settings if asked."""
+    cls = run_class(cfg)
+    extra: dict[str, Any] = {}
+    if section(cfg, "robustness").active:
+        extra["robustness"] = robustness(cfg, prep)
+    return cls(
+        cfg.algorithm, vectorize=cfg.run.vectorize, privacy=private_training(cfg, prep), **extra
     )
+
+
+def robustness(cfg: ExperimentConfig, prep: Prepared) -> Robustness:
+    """The run's attackers (drawn from the seed among the initial clients) and robust
+    rule; one line for a rule the topology or the cohort cannot serve."""
+    sec: RobustConfig = section(cfg, "robustness")
+    centralized = bool(getattr(run_class(cfg)(cfg.algorithm), "centralized", False))
+    if centralized:
+        n, members = len(prep.initial), cfg.membership
+        cohort = members.clients_per_round or max(1, math.ceil(members.participation * n - 1e-9))
+        sets = dict.fromkeys(prep.initial, min(cohort, n))
+    else:
+        sets = {c: 1 + len(prep.topology.neighbors(c)) for c in prep.initial}
+    return build_robustness(sec, cfg.run.seed, prep.initial, prep.num_classes, sets, centralized)
+
+
+def _build_byzantine_report(
+    cfg: ExperimentConfig, prep: Prepared, rounds: int, out: Path | None = None
+) -> ByzantineReport:
+    test_sizes = {c: len(s.test) for c, s in enumerate(prep.splits)}
+    return ByzantineReport(robustness(cfg, prep), test_sizes)
 
 
 def _build_accountant(
@@ -175,6 +207,7 @@ SERVICES: dict[str, Service] = {
     "tasks": Service(TaskConfig, build_task_service, TaskService.OUTPUTS),
     "probe": Service(ProbeConfig, _build_probe),
     "privacy": Service(PrivacyConfig, _build_accountant),
+    "robustness": Service(RobustConfig, _build_byzantine_report),
 }
 
 #: The files the services write into a results folder.
