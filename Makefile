@@ -20,13 +20,14 @@ run: $(STAMP)
 	$(BIN)/dfml run --algorithm dfedavg --dataset digits --clients 10 --topology ring \
 		--rounds 30 --seed 0 --out runs/quickstart
 
-## The whole test suite (what CI runs).
+## The whole test suite (what CI runs): two pytest workers, each with its own local
+## Ray session; a module's tests stay on one worker (its fixtures are built once).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
-## The inner loop: unit and in-process tests, no Ray (well under 90 s).
+## The inner loop: unit and in-process tests, no Ray.
 check: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not ray"
+	$(BIN)/python -m pytest -q -n 2 -m "not ray"
 
 lint: $(STAMP)
 	$(BIN)/ruff check dfml tests benchmarks
