@@ -1,4 +1,5 @@
-"""One local Ray session for the whole test run.
+"""One local Ray session for the whole test run (one per pytest-xdist worker under
+``make test``: ``--dist loadscope`` keeps each module on one worker).
 
 It declares 4 CPUs (so tests can hold spare actors on a 2-core machine) and,
 without CUDA, 2 fake GPUs (so GPU-fraction placement is testable without a
