@@ -174,6 +174,11 @@ class Algorithm(StepSource):
     #: ``--participation``) and a graph drawn afresh each round (a dynamic
     #: topology) are refused.
     fixed_neighbours: ClassVar[bool] = False
+    #: Whether its rounds may run event-driven (``--schedule-mode async``,
+    #: :mod:`dfml.algorithms.asynchronous`): a round is one gossip training
+    #: step (:meth:`round_messages`, then the client step), so a client can
+    #: take one on its own whenever it is free.
+    event_driven: ClassVar[bool] = True
     #: The channel a client's neighbours read to mix (:meth:`round_messages`):
     #: its vector, or a compressed form of it.
     gossip_channel: ClassVar[str] = PARAMS

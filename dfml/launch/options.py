@@ -69,7 +69,14 @@ RAY_ADDRESS_KEYWORDS = ("auto", "local")
 
 #: The experiment options that name local files or folders (``checkpoint_uri``
 #: only when it is a plain path, not ``s3://...``): recorded absolute in run.json.
-PATH_OPTIONS = ("data_root", "partition_file", "edge_list", "tasks_file", "checkpoint_uri")
+PATH_OPTIONS = (
+    "data_root",
+    "partition_file",
+    "edge_list",
+    "tasks_file",
+    "checkpoint_uri",
+    "speed_trace",
+)
 #: Launch options that are always local paths (checked as paths, never recorded).
 LOCAL_PATHS = ("out", "resume")
 
@@ -443,6 +450,20 @@ UNUSED_RULES: tuple[UnusedRule, ...] = (
         "runs with DP-SGD (--dp-clip)",
         lambda cfg, _: services.section(cfg, "privacy").active,
         lambda cfg, _: "a run without --dp-clip",
+    ),
+    UnusedRule(
+        ("step_seconds",),
+        "runs with --speeds, --stragglers, --latency or --schedule-mode async (a "
+        "--speed-trace gives every client's seconds)",
+        lambda cfg, _: (
+            services.section(cfg, "clock").active
+            and services.section(cfg, "clock").speed_trace is None
+        ),
+        lambda cfg, _: (
+            "--speed-trace"
+            if services.section(cfg, "clock").speed_trace is not None
+            else "a run without a virtual clock"
+        ),
     ),
     UnusedRule(
         ("dashboard",),
