@@ -17,7 +17,7 @@ them.
 target 0.8, seed 0) twice in each mode and says whether the two
 metrics.parquet files are equal.
 
-    .venv/bin/python benchmarks/async_clients.py [--dataset digits] [--seeds 0,1,2]
+    .venv/bin/python benchmarks/async_clients.py [--dataset digits] [--model auto] [--seeds 0,1,2]
         [--sync-rounds 60] [--async-rounds 200] [--target 0.8] [--repeat] [--out runs/async]
 """
 
@@ -77,6 +77,7 @@ def repeat_check(args: argparse.Namespace, root: Path) -> None:
         options = {
             **COMMON,
             "dataset": args.dataset,
+            "model": args.model,
             "stragglers": f"0.2:x{SLOWDOWN}",
             "schedule_mode": mode,
             "seed": 0,
@@ -103,6 +104,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dataset", default="digits", help="dataset (default digits)")
+    parser.add_argument(
+        "--model", default="auto", help="model (default auto; mlp keeps mnist-5k fast on CPUs)"
+    )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--sync-rounds", type=int, default=60, help="sync rounds (default 60)")
     parser.add_argument("--async-rounds", type=int, default=200, help="async rounds (default 200)")
@@ -121,6 +125,7 @@ def main() -> None:
                 options = {
                     **COMMON,
                     "dataset": args.dataset,
+                    "model": args.model,
                     "stragglers": f"{fraction}:x{SLOWDOWN}",
                     "schedule_mode": mode,
                     "seed": seed,
