@@ -2,22 +2,27 @@
 
 Each client trains whenever it is free instead of waiting for a round:
 
-1. at its start time s_i it takes the newest vectors its neighbours have
-   published (the learner's own :meth:`~dfml.algorithms.base.Algorithm.round_messages`
-   for it alone: its mixing row over those vectors);
+1. when it is free (at time t) it mixes the newest vectors its neighbours
+   have published, with its mixing row (the learner's own
+   :meth:`~dfml.algorithms.base.Algorithm.round_messages` for it alone);
 2. its local update takes d_i virtual seconds,
    d_i = steps_i · s_i + ℓ_i · (neighbour vectors fetched)
    (:func:`~dfml.clock.update_seconds`, :func:`~dfml.algorithms.virtual_clock.local_steps`);
-3. at s_i + d_i it mixes what it took, trains (the learner's ``client_step``)
-   and publishes, and starts its next update at once: once every update
-   that ends at the same time has published, so what it takes does not
-   depend on the order in which equal-time events were run.
+3. at t + d_i it trains from what it mixed, publishes, and is free again.
 
-:class:`AsyncGossip` drives this as steps: each step runs the clients whose
-update ends next on the virtual clock (ties broken by id), so the order of
-events — and with it every bit of the run — follows from the seed and the
-speeds. A client that ends at t publishes before anyone starts at t, so with
-equal speeds every client ends together and the run is the synchronous one.
+:class:`AsyncGossip` drives this as two kinds of steps. A ``mix`` step
+(program :data:`ASYNC_MIX`) runs the clients that start: each keeps the mixed
+vector in a state extra (:data:`MIXED`), so until its update ends its
+published vector — what its neighbours read, and what a restored or resumed
+client re-publishes — stays its last trained one. A ``train`` step (program
+:data:`ASYNC_TRAIN`) runs the clients whose update ends next on the virtual
+clock (ties broken by id): the learner's own client step from the kept
+vector, with nothing left to mix. So the order of events — and with it every
+bit of the run — follows from the seed and the speeds, and no step holds a
+reference to an older vector: the fault layer and checkpoints see ordinary
+steps. Clients whose updates end at the same time all publish before any of
+them mixes again, so with equal speeds every client ends together and the
+run is the synchronous one.
 
 A *round* is as many client updates as there are live clients, so rounds
 count the same local work as a synchronous run's; a fast client may update
@@ -29,49 +34,104 @@ over the neighbour vectors it mixed, how many newer versions their senders
 had published by the time its update ended (0 when nobody overtook it).
 
 Everything the schedule remembers is in its slot of ``DriverState.sources``
-(:class:`AsyncState`). It needs an algorithm whose round is one gossip
-training step (:func:`check_async`).
+(:class:`AsyncState`, plain numbers). It needs an algorithm whose client step
+is "mix, then the local update" (:func:`check_async`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from dfml.algorithms.base import CLIENT_STEP, Algorithm, Message, RunEnv
+from dfml import programs
+from dfml.actors.state import ClientContext, ClientState
+from dfml.algorithms.base import CLIENT_STEP, Algorithm, Message, Metrics, RunEnv
 from dfml.algorithms.virtual_clock import VIRTUAL_TIME, stamp
 from dfml.clock import Speed, next_due, staleness, update_seconds
 from dfml.errors import ConfigError
+from dfml.programs import Program, register
 from dfml.records import Callback
 from dfml.steps import DriverState, Phase, Step, StepResult, StepSource
 
 #: The schedule's slot in ``DriverState.sources``.
 SLOT = "async"
+#: The phase and program of a step whose clients start an update (mix).
+MIX_PHASE, ASYNC_MIX = "mix", "async_mix"
+#: The program of a step whose clients' updates end (train from the mixed vector).
+ASYNC_TRAIN = "async_train"
+#: The state extra that holds a client's mixed vector while its update is in flight.
+MIXED = "async_mixed"
 #: Metrics columns: the mean and the largest staleness of the vectors a client mixed.
 STALENESS_MEAN, STALENESS_MAX = "staleness_mean", "staleness_max"
 
 __all__ = ["VIRTUAL_TIME", "AsyncGossip", "AsyncState", "check_async"]
 
 
+# ----- client half: the two programs ----------------------------------------------
+def mix_program(
+    algorithm: Algorithm,
+    ctx: ClientContext,
+    state: ClientState,
+    neighbors: Sequence[np.ndarray],
+    msg: Message,
+) -> tuple[ClientState, Metrics]:
+    """Mix now, keep the result aside: the published vector stays the last trained one."""
+    mixed = algorithm.mix(state, neighbors, msg)
+    return state.evolve(extras={**state.extras, MIXED: mixed}), {}
+
+
+def _from_mixed(state: ClientState) -> ClientState:
+    extras = dict(state.extras)
+    return state.evolve(params=extras.pop(MIXED), extras=extras)
+
+
+def train_program(
+    algorithm: Algorithm,
+    ctx: ClientContext,
+    state: ClientState,
+    neighbors: Sequence[np.ndarray],
+    msg: Message,
+) -> tuple[ClientState, Metrics]:
+    """The learner's client step from the mixed vector, with nothing more to mix."""
+    return programs.get(CLIENT_STEP).run(algorithm, ctx, _from_mixed(state), (), msg)
+
+
+def _batched_train(algorithm: Algorithm, model: Any) -> programs.BatchedFn | None:
+    inner = programs.get(CLIENT_STEP).vectorized(algorithm, model)
+    if inner is None:
+        return None
+
+    def run(
+        ctxs: Sequence[Any],
+        states: Sequence[Any],
+        neighbors: Sequence[Sequence[Any]],
+        msgs: Sequence[Any],
+    ) -> list[tuple[Any, Metrics]]:
+        return inner(ctxs, [_from_mixed(s) for s in states], [()] * len(states), msgs)
+
+    return run
+
+
+register(Program(ASYNC_MIX, mix_program))
+register(Program(ASYNC_TRAIN, train_program, batched=_batched_train, scored=True))
+
+
+# ----- driver half -----------------------------------------------------------------
 @dataclass
 class AsyncState:
-    """The schedule's slot: the clock and every client's update in flight (the
-    ``done_at``, ``taken``, ``taken_bytes`` and ``read`` of a client that is
-    between two updates are empty until it starts its next).
+    """The schedule's slot: the clock and every client's update in flight.
 
     Attributes:
         clock: virtual seconds at the last update that ended.
-        done_at: client id → when its update in flight ends.
-        taken: client id → the message it took when it started (the
-            neighbour vectors of that moment and its mixing row).
-        taken_bytes: client id → the bytes of the vectors it took.
-        starting: clients whose update ended at ``clock`` and that start the
-            next once every update ending then has published.
-        read: client id → neighbour → the version of the vector it took.
+        done_at: client id → when its update in flight ends (none for a
+            client between two updates).
+        starting: clients whose update ended at ``clock`` and that mix
+            again once every update ending then has published.
+        read: client id → neighbour → the version of the vector it mixed.
         versions: client id → updates it has completed.
         last_done: client id → when its last update ended.
         round: the round ``updates`` counts.
@@ -81,8 +141,6 @@ class AsyncState:
 
     clock: float = 0.0
     done_at: dict[int, float] = field(default_factory=dict)
-    taken: dict[int, Message] = field(default_factory=dict)
-    taken_bytes: dict[int, int] = field(default_factory=dict)
     starting: list[int] = field(default_factory=list)
     read: dict[int, dict[int, int]] = field(default_factory=dict)
     versions: dict[int, int] = field(default_factory=dict)
@@ -95,8 +153,8 @@ class AsyncState:
 
 
 def check_async(algorithm: Algorithm) -> None:
-    """One ConfigError line unless ``algorithm``'s round is one gossip training
-    step a client can take alone whenever it is free."""
+    """One ConfigError line unless ``algorithm``'s client step is "mix, then the
+    local update" and a client can take it alone whenever it is free."""
     name = algorithm.name
     if getattr(algorithm, "centralized", False):
         raise ConfigError(
@@ -111,7 +169,7 @@ def check_async(algorithm: Algorithm) -> None:
     if not algorithm.event_driven:
         raise ConfigError(
             f"--schedule-mode async: algorithm {name!r} runs phases of its own each round "
-            "(--cluster-by labels), which need every client at once"
+            "or mixes inside its local update, which need every client at once"
         )
 
 
@@ -141,51 +199,60 @@ class AsyncGossip(StepSource, Callback):
             raise RuntimeError("AsyncGossip plans steps only once the run has started")
         return self.algorithm
 
-    # ----- driver -------------------------------------------------------------
-    def _start(self, state: DriverState, env: RunEnv, slot: AsyncState, ids: list[int]) -> None:
-        """Clients ``ids`` start an update now: each takes its neighbours' newest vectors."""
-        learner = self.learner
-        messages = learner.round_messages(state, dataclasses.replace(env, sampled=ids))
-        for cid in ids:
-            msg = messages[cid]
-            nbrs = sorted(env.topology.mixing_row(cid)[1])
-            slot.taken[cid] = msg
-            slot.taken_bytes[cid] = learner.gossip_bytes(state, env, {cid: msg})
-            slot.read[cid] = {j: slot.versions.get(j, 0) for j in nbrs}
-            seconds = update_seconds(self.speeds[cid], self.steps[cid], len(msg.neighbors))
-            slot.done_at[cid] = slot.clock + seconds
-
     def next_step(self, state: DriverState, env: RunEnv) -> Step | None:
-        """The clients whose updates end next, up to the round's remaining count."""
+        """Clients that start (mix), else those whose updates end next, up to the
+        round's remaining count of updates."""
         slot = state.sources.get(SLOT)
         if slot is None:  # the run begins: every client starts at 0
             slot = state.sources[SLOT] = AsyncState(starting=env.live())
         self._state = slot
-        if slot.starting and slot.clock not in slot.done_at.values():
-            # Every update ending at the clock has published: the clients whose
-            # update ended then take their neighbours' newest vectors.
-            self._start(state, env, slot, sorted(slot.starting))
-            slot.starting = []
         if slot.round != state.round:
             slot.round, slot.updates = state.round, 0
         left = len(env.live()) - slot.updates
         if left <= 0:
             return None
+        if slot.starting and slot.clock not in slot.done_at.values():
+            # Every update ending at the clock has published: mix now.
+            ids = sorted(slot.starting)
+            messages = self.learner.round_messages(state, dataclasses.replace(env, sampled=ids))
+            return Step(
+                MIX_PHASE,
+                ASYNC_MIX,
+                state.round,
+                messages,
+                publish=False,
+                bytes_sent=self.learner.gossip_bytes(state, env, messages),
+            )
         _, due = next_due(slot.done_at, left)
-        messages = {c: dataclasses.replace(slot.taken[c], round=state.round) for c in due}
-        return Step(
-            Phase.TRAIN,
-            CLIENT_STEP,
-            state.round,
-            messages,
-            bytes_sent=sum(slot.taken_bytes[c] for c in due),
-        )
+        return Step(Phase.TRAIN, ASYNC_TRAIN, state.round, dict.fromkeys(due, Message(state.round)))
 
     def absorb(
         self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: RunEnv
     ) -> None:
-        """Publish the ended updates, record their staleness, start the clients again."""
         slot = state.sources[SLOT]
+        if step.program == ASYNC_MIX:
+            self._started(slot, step, env)
+        else:
+            self._ended(state, slot, step, results, env)
+
+    def _started(self, slot: AsyncState, step: Step, env: RunEnv) -> None:
+        """The clients mixed at ``clock``: note what they read and when they end."""
+        for cid, msg in step.messages.items():
+            nbrs = sorted(env.topology.mixing_row(cid)[1])
+            slot.read[cid] = {j: slot.versions.get(j, 0) for j in nbrs}
+            seconds = update_seconds(self.speeds[cid], self.steps[cid], len(msg.neighbors))
+            slot.done_at[cid] = slot.clock + seconds
+        slot.starting = []
+
+    def _ended(
+        self,
+        state: DriverState,
+        slot: AsyncState,
+        step: Step,
+        results: Mapping[int, StepResult],
+        env: RunEnv,
+    ) -> None:
+        """Publish the ended updates, record their staleness, queue the clients to mix."""
         ids = step.participants
         now = slot.done_at[ids[0]]
         self.learner.absorb(state, step, results, env)
@@ -193,7 +260,7 @@ class AsyncGossip(StepSource, Callback):
             j: v - (slot.last_done.get(j) == now) for j, v in slot.versions.items()
         }
         for cid in ids:
-            lags = staleness(slot.read[cid], {j: before.get(j, 0) for j in slot.read[cid]})
+            lags = staleness(slot.read.pop(cid), before)
             state.metrics.setdefault(cid, {}).update(
                 {
                     STALENESS_MEAN: float(np.mean(lags)) if lags else 0.0,
@@ -205,8 +272,7 @@ class AsyncGossip(StepSource, Callback):
             slot.staleness_max = max(slot.staleness_max, *lags, 0)
             slot.versions[cid] = slot.versions.get(cid, 0) + 1
             slot.last_done[cid] = now
-            for in_flight in (slot.done_at, slot.taken, slot.taken_bytes, slot.read):
-                del in_flight[cid]
+            del slot.done_at[cid]
         slot.clock = now
         slot.updates += len(ids)
         slot.starting.extend(ids)

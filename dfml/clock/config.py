@@ -30,8 +30,8 @@ class ClockConfig:
             (AD-PSGD-style): a client, when free, mixes the newest vectors its
             neighbours have published, trains and publishes; a round is as
             many client updates as there are live clients. For algorithms
-            whose clients gossip (not a server, not CHOCO-SGD, not
-            --cluster-by labels).
+            whose clients gossip and mix before the local update (not a
+            server, CHOCO-SGD, MEFL or --cluster-by labels).
         speeds: ``lognormal:SIGMA``: each client's seconds per step is
             --step-seconds times exp(SIGMA·z), z standard normal, drawn from
             the seed and the client id. Off by default (every client alike).

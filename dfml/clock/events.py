@@ -30,7 +30,7 @@ def staleness(read: Mapping[int, int], now: Mapping[int, int]) -> list[int]:
     """Versions each used vector is behind its sender's newest, per neighbour (sorted ids).
 
     ``read``: neighbour → the version (updates completed) of the vector the
-    client fetched when it started; ``now``: neighbour → the updates it had
-    completed before the client's update ended.
+    client fetched when it started; ``now``: client → the updates it had
+    completed before the client's update ended (a client missing has none).
     """
-    return [now[j] - read[j] for j in sorted(read)]
+    return [now.get(j, 0) - read[j] for j in sorted(read)]

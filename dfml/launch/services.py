@@ -145,11 +145,10 @@ def check_async_run(cfg: ExperimentConfig, prep: Prepared) -> None:
     """Refuse what ``--schedule-mode async`` does not run: an algorithm whose
     round is not one gossip step (:func:`~dfml.algorithms.asynchronous.check_async`),
     and the features that count per synchronous round or need every client
-    at a round's end."""
+    at a round's end. (The fault layer and checkpoints work: the schedule's
+    steps hold no reference to an older vector, and its slot is plain numbers.)"""
     check_async(run_class(cfg)(cfg.algorithm))
     refused = [
-        (cfg.fault.active, "the fault layer (--chaos-*, --recovery true)"),
-        (cfg.fault.checkpoint_uri is not None, "--checkpoint-uri"),
         (bool(prep.schedule), "--schedule (clients joining or leaving)"),
         (
             cfg.membership.clients_per_round is not None or cfg.membership.participation < 1,

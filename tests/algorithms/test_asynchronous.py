@@ -21,7 +21,7 @@ from dfml.algorithms.asynchronous import SLOT, AsyncGossip, check_async
 from dfml.algorithms.virtual_clock import VIRTUAL_TIME
 from dfml.clock import ClockConfig, Speed, client_speeds
 from dfml.errors import ConfigError
-from dfml.experiment import prepare, run_experiment
+from dfml.experiment import prepare
 from dfml.launch.options import build_config
 from dfml.launch.registry import algorithm_class
 from dfml.records import Callback
@@ -173,10 +173,11 @@ def test_two_async_runs_with_the_same_seed_are_bit_identical():
         ({"algorithm": "fedprox", "aggregation": "server"}, "'fedprox' aggregates at a server"),
         ({"algorithm": "choco-sgd"}, "'choco-sgd' must receive every message of every neighbour"),
         ({"algorithm": "cdfedavg"}, "'cdfedavg' runs phases of its own each round"),
+        ({"algorithm": "mefl", "aggregation": "gossip"}, "'mefl' runs phases of its own"),
     ],
 )
 def test_algorithms_that_need_every_client_at_once_are_refused(options, message):
-    cfg, _ = build_config({**BASE, **options})
+    cfg, _ = build_config(options)
     algorithm = algorithm_class(cfg.run.algorithm, cfg.run.cluster_by)(cfg.algorithm)
     with pytest.raises(ConfigError, match=message):
         check_async(algorithm)
@@ -196,23 +197,3 @@ def test_gossip_algorithms_run_async(options):
 
 def _names(options: dict) -> dict:
     return {"name": options["algorithm"], "compressor": options.get("compressor", "none")}
-
-
-def test_ray_actors_run_the_same_async_schedule_as_one_process(ray_session):
-    """On Ray, neighbours' older vectors a client took stay readable from the object
-    store (packed rows included) while their senders move on: same events, and
-    the same vectors up to the vectorised SGD's float rounding."""
-    n, rounds = 5, 3
-    options = {"clients": n, "clients_per_actor": 2, "pack_params": "always"}
-    cfg, _ = build_config({**BASE, **options, "rounds": rounds})
-    speeds = client_speeds(ClockConfig(stragglers="0.2:x10"), list(range(n)), cfg.run.seed)
-    steps = dict.fromkeys(range(n), 2)
-    _, local = run(options, rounds, AsyncGossip(speeds, steps))
-    trace = Trace()
-    algorithm = algorithm_class(cfg.run.algorithm)(cfg.algorithm)
-    run_experiment(cfg, algorithm, [AsyncGossip(speeds, steps), trace])
-    assert trace.steps == local.steps and len(trace.steps) > rounds
-    for c in range(n):
-        np.testing.assert_allclose(
-            trace.states[c].params.numpy(), local.states[c].params.numpy(), rtol=0, atol=2e-5
-        )

@@ -821,8 +821,8 @@ def test_compressor_none_is_the_algorithm_as_it_is(tmp_path):
             "algorithm 'cdfedavg' runs phases of its own each round",
         ),
         (
-            ["--schedule-mode", "async", "--chaos-kill-rate", "0.1"],
-            "--schedule-mode async does not support the fault layer",
+            ["--schedule-mode", "async", "--topology", "epidemic", "--peers", "2"],
+            "--schedule-mode async does not support --topology epidemic (new peers every round)",
         ),
         (
             ["--schedule-mode", "async", "--participation", "0.5"],
