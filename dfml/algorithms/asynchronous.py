@@ -50,7 +50,7 @@ import numpy as np
 from dfml import programs
 from dfml.actors.state import ClientContext, ClientState
 from dfml.algorithms.base import CLIENT_STEP, Algorithm, Message, Metrics, RunEnv
-from dfml.algorithms.virtual_clock import VIRTUAL_TIME, stamp
+from dfml.algorithms.virtual_clock import stamp
 from dfml.clock import Speed, next_due, staleness, update_seconds
 from dfml.errors import ConfigError
 from dfml.programs import Program, register
@@ -68,7 +68,7 @@ MIXED = "async_mixed"
 #: Metrics columns: the mean and the largest staleness of the vectors a client mixed.
 STALENESS_MEAN, STALENESS_MAX = "staleness_mean", "staleness_max"
 
-__all__ = ["VIRTUAL_TIME", "AsyncGossip", "AsyncState", "check_async"]
+__all__ = ["AsyncGossip", "AsyncState", "check_async"]
 
 
 # ----- client half: the two programs ----------------------------------------------
