@@ -143,7 +143,8 @@ def _build_accountant(
 
 def check_async_run(cfg: ExperimentConfig, prep: Prepared) -> None:
     """Refuse what ``--schedule-mode async`` does not run: an algorithm whose
-    round is not one gossip step (:func:`~dfml.algorithms.asynchronous.check_async`),
+    client step is not "mix, then the local update"
+    (:func:`~dfml.algorithms.asynchronous.check_async`),
     and the features that count per synchronous round or need every client
     at a round's end. (The fault layer and checkpoints work: the schedule's
     steps hold no reference to an older vector, and its slot is plain numbers.)"""
