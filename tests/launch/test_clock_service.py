@@ -13,11 +13,14 @@ def table(out):
     return pq.read_table(out / "metrics.parquet").to_pandas()
 
 
-def test_a_run_without_speeds_has_no_clock(tmp_path):
+def test_sync_without_speeds_is_the_run_without_a_clock(tmp_path):
     summary = run(tmp_path / "plain", **LOCAL)
     assert "virtual_time" not in table(tmp_path / "plain").columns
     assert summary["time_to_target"] is None and summary["rounds_to_target"] is not None
     assert "schedule_mode" not in summary
+    sync = run(tmp_path / "sync", **LOCAL, schedule_mode="sync")
+    assert table(tmp_path / "sync").equals(table(tmp_path / "plain"))
+    assert sync["final_accuracy"] == summary["final_accuracy"]
 
 
 def test_a_sync_clock_adds_virtual_time_and_changes_nothing_else(tmp_path):
