@@ -23,7 +23,7 @@ import abc
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from dfml import programs
 from dfml.programs import Metrics
@@ -171,6 +171,12 @@ class StepSource(abc.ABC):
     :meth:`absorb`. What a source must remember from one round to the next
     goes in its slot of :attr:`DriverState.sources`, so a checkpoint holds it.
     """
+
+    #: Whether this source plans the round's training in place of the
+    #: algorithm's driver half (an event-driven schedule such as
+    #: asynchronous clients): the loop then asks it first and never asks
+    #: the algorithm.
+    plans_training: ClassVar[bool] = False
 
     @abc.abstractmethod
     def next_step(self, state: DriverState, env: Any) -> Step | None:

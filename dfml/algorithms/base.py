@@ -174,6 +174,12 @@ class Algorithm(StepSource):
     #: ``--participation``) and a graph drawn afresh each round (a dynamic
     #: topology) are refused.
     fixed_neighbours: ClassVar[bool] = False
+    #: Whether its rounds may run event-driven (``--schedule-mode async``,
+    #: :mod:`dfml.algorithms.asynchronous`): a round is one gossip training
+    #: step (:meth:`round_messages`, then the client step) whose client step
+    #: is :meth:`mix` followed by the local update, so a client can mix when
+    #: it starts an update and train when it ends, on its own.
+    event_driven: ClassVar[bool] = True
     #: The channel a client's neighbours read to mix (:meth:`round_messages`):
     #: its vector, or a compressed form of it.
     gossip_channel: ClassVar[str] = PARAMS

@@ -27,7 +27,9 @@ exactly that vector), so an algorithm whose vector has its own layout can
 override scoring. The summary adds fairness over clients (std and the mean
 of the worst 10 % of clients) of the final ``accuracy`` and of Pers.K, and the
 number of rounds and of model bytes sent until the mean ``accuracy`` first
-reached ``target_accuracy`` (``rounds_to_target``, ``bytes_to_target``). The
+reached ``target_accuracy`` (``rounds_to_target``, ``bytes_to_target``, and
+with a virtual clock, :mod:`dfml.algorithms.virtual_clock`, the virtual
+seconds ``time_to_target``). The
 extra cost is a few local epochs per client, once; ``personalized_eval:
 false`` turns it off.
 """
@@ -46,6 +48,7 @@ import torch
 from dfml.algorithms.aggregate import data_size_weights
 from dfml.algorithms.base import LocalSGDConfig, Message, Metrics, RunEnv
 from dfml.algorithms.sgd import evaluate, sgd_epochs
+from dfml.algorithms.virtual_clock import VIRTUAL_TIME
 from dfml.errors import ConfigError
 from dfml.programs import Program, register
 from dfml.records import Callback, RoundRecord
@@ -79,7 +82,8 @@ class EvalConfig:
             federated run's budget, rounds × local_epochs; 0 skips it (no QoI).
         local_only_lr: SGD step size of the local-only baseline.
         target_accuracy: report the first round whose mean accuracy reaches it,
-            and the bytes sent until then.
+            the bytes sent until then and, with client speeds or
+            --schedule-mode async, the virtual seconds (time_to_target).
     """
 
     eval_every: int = 1
@@ -136,6 +140,17 @@ def bytes_to_target(
     accuracy is ≥ target (what reaching it cost), else None."""
     rounds = rounds_to_target(mean_accuracy, target)
     return None if rounds is None else int(sum(bytes_sent[:rounds]))
+
+
+def time_to_target(
+    mean_accuracy: Sequence[float], virtual_time: Sequence[float], target: float
+) -> float | None:
+    """The virtual clock (seconds) at the end of the first round whose mean
+    accuracy is ≥ target, else None (also for a run without a virtual clock)."""
+    rounds = rounds_to_target(mean_accuracy, target)
+    if rounds is None or math.isnan(virtual_time[rounds - 1]):
+        return None
+    return float(virtual_time[rounds - 1])
 
 
 # ----- client side (runs in the actors) ------------------------------------
@@ -202,6 +217,7 @@ class PersonalizedEvaluation(Callback, StepSource):
         self.local_epochs = LocalSGDConfig.local_epochs
         self.mean_accuracy: list[float] = []
         self.bytes_sent: list[int] = []
+        self.virtual_time: list[float] = []
         self.final: dict[int, Metrics] = {}
         self.last_accuracy: list[float] = []
         self.seconds = 0.0
@@ -248,10 +264,12 @@ class PersonalizedEvaluation(Callback, StepSource):
         """A resumed run: the rounds before the checkpoint count towards the target."""
         self.mean_accuracy = [r.mean("accuracy") for r in history]
         self.bytes_sent = [r.bytes_sent for r in history]
+        self.virtual_time = [r.mean(VIRTUAL_TIME) for r in history]
 
     def on_round_end(self, record: RoundRecord) -> None:
         self.mean_accuracy.append(record.mean("accuracy"))
         self.bytes_sent.append(record.bytes_sent)
+        self.virtual_time.append(record.mean(VIRTUAL_TIME))
         self.last_accuracy = [
             float(record.metrics[c].get("accuracy", np.nan)) for c in sorted(record.metrics)
         ]
@@ -270,6 +288,9 @@ class PersonalizedEvaluation(Callback, StepSource):
             "bytes_to_target": None
             if target is None
             else bytes_to_target(self.mean_accuracy, self.bytes_sent, target),
+            "time_to_target": None
+            if target is None
+            else time_to_target(self.mean_accuracy, self.virtual_time, target),
         }
         if not self.final:
             return out

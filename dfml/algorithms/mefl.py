@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import ray
@@ -148,6 +148,9 @@ class MEFL(FedMetaSGD):
 
     name = "mefl"
     Config = MEFLConfig
+    #: In gossip mode its client step weighs each neighbour's vector (EOA),
+    #: so it cannot mix when it starts an update and train when it ends.
+    event_driven: ClassVar[bool] = False
 
     # ----- server mode -------------------------------------------------
     def server_step(self, state: DriverState, env: RunEnv, refs: Mapping[int, Any]) -> Any:

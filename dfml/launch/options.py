@@ -70,7 +70,14 @@ RAY_ADDRESS_KEYWORDS = ("auto", "local")
 
 #: The experiment options that name local files or folders (``checkpoint_uri``
 #: only when it is a plain path, not ``s3://...``): recorded absolute in run.json.
-PATH_OPTIONS = ("data_root", "partition_file", "edge_list", "tasks_file", "checkpoint_uri")
+PATH_OPTIONS = (
+    "data_root",
+    "partition_file",
+    "edge_list",
+    "tasks_file",
+    "checkpoint_uri",
+    "speed_trace",
+)
 #: Launch options that are always local paths (checked as paths, never recorded).
 LOCAL_PATHS = ("out", "resume", "tensorboard_dir")
 
@@ -497,6 +504,20 @@ UNUSED_RULES: tuple[UnusedRule, ...] = (
     ),
     UnusedRule(
         ("clip_radius",), "robust-aggregation clipped-gossip", _rule("clipped-gossip"), _rule_name
+    ),
+    UnusedRule(
+        ("step_seconds",),
+        "runs with --speeds, --stragglers, --latency or --schedule-mode async (a "
+        "--speed-trace gives every client's seconds)",
+        lambda cfg, _: (
+            services.section(cfg, "clock").active
+            and services.section(cfg, "clock").speed_trace is None
+        ),
+        lambda cfg, _: (
+            "--speed-trace"
+            if services.section(cfg, "clock").speed_trace is not None
+            else "a run without a virtual clock"
+        ),
     ),
     UnusedRule(
         ("dashboard",),

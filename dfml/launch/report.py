@@ -69,6 +69,7 @@ COMPARISON_KEYS = (
     "qoi",
     "rounds_to_target",
     "bytes_to_target",
+    "time_to_target",
     "bytes_sent",
     "wall_seconds",
     "failures_injected",

@@ -4,9 +4,12 @@ A service is a step source with its own config section, registered here in
 :data:`SERVICES` and nowhere else: the task service
 (:mod:`~dfml.algorithms.clfml.service`, section ``tasks``,
 :class:`~dfml.algorithms.clfml.service.TaskConfig`) and the disagreement
-probe (:mod:`~dfml.algorithms.probe`, section ``probe``) and the privacy
+probe (:mod:`~dfml.algorithms.probe`, section ``probe``), the privacy
 accountant (:mod:`~dfml.algorithms.privacy`, section ``privacy``: DP-SGD,
-whose settings the run's algorithm also receives, :func:`private_training`).
+whose settings the run's algorithm also receives, :func:`private_training`)
+and the virtual clock (section ``clock``: :mod:`~dfml.algorithms.virtual_clock`
+for ``sync``, the schedule of :mod:`~dfml.algorithms.asynchronous` that plans
+the training in the algorithm's place for ``async``).
 The launch layer
 routes a section's options there by field name (:data:`SECTIONS`), keeps it
 in :attr:`~dfml.experiment.ExperimentConfig.services`, checks it before
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from dfml.algorithms.asynchronous import AsyncGossip, check_async
 from dfml.algorithms.base import Algorithm
 from dfml.algorithms.clfml.scoring import ReferenceClassifier, TaskRequester, TaskTestSet
 from dfml.algorithms.clfml.service import TaskConfig, TaskService
@@ -38,6 +42,8 @@ from dfml.algorithms.robust.config import RobustConfig
 from dfml.algorithms.robust.report import ByzantineReport
 from dfml.algorithms.robust.settings import Robustness
 from dfml.algorithms.robust.setup import build_robustness
+from dfml.algorithms.virtual_clock import SyncClock, local_steps
+from dfml.clock import ClockConfig, client_speeds
 from dfml.data.registry import load_dataset
 from dfml.errors import ConfigError
 from dfml.experiment import Experiment, ExperimentConfig, Prepared
@@ -167,6 +173,46 @@ def _build_accountant(
     return PrivacyAccountant(dp, sec.dp_delta, private_usage(cfg, prep), sec.dp_epsilon)
 
 
+def check_async_run(cfg: ExperimentConfig, prep: Prepared) -> None:
+    """Refuse what ``--schedule-mode async`` does not run: an algorithm whose
+    client step is not "mix, then the local update"
+    (:func:`~dfml.algorithms.asynchronous.check_async`),
+    and the features that count per synchronous round or need every client
+    at a round's end. (The fault layer and checkpoints work: the schedule's
+    steps hold no reference to an older vector, and its slot is plain numbers.)"""
+    check_async(run_class(cfg)(cfg.algorithm))
+    refused = [
+        (bool(prep.schedule), "--schedule (clients joining or leaving)"),
+        (
+            cfg.membership.clients_per_round is not None or cfg.membership.participation < 1,
+            "--clients-per-round / --participation (every free client trains)",
+        ),
+        (cfg.topology.dynamic, f"--topology {cfg.topology.topology} (new peers every round)"),
+        (section(cfg, "privacy").active, "--dp-clip (DP-SGD counts one update per round)"),
+        (section(cfg, "tasks").active, "--tasks"),
+        (
+            section(cfg, "robustness").active,
+            "--byzantine / --robust-aggregation (the attackers and robust rules mix per round)",
+        ),
+    ]
+    for given, what in refused:
+        if given:
+            raise ConfigError(f"--schedule-mode async does not support {what}")
+
+
+def _build_clock(
+    cfg: ExperimentConfig, prep: Prepared, rounds: int, out: Path | None = None
+) -> SyncClock | AsyncGossip:
+    """The sync clock, or the async schedule; every client's speed (reserve
+    included) and local steps per update from its training data."""
+    sec: ClockConfig = section(cfg, "clock")
+    if sec.asynchronous:
+        check_async_run(cfg, prep)
+    speeds = client_speeds(sec, list(range(len(prep.splits))), cfg.run.seed)
+    steps = {c: local_steps(cfg.algorithm, len(s.train)) for c, s in enumerate(prep.splits)}
+    return AsyncGossip(speeds, steps) if sec.asynchronous else SyncClock(speeds, steps)
+
+
 def section(cfg: ExperimentConfig, name: str) -> Any:
     """Service section ``name`` of ``cfg``: the one given, else its defaults."""
     given = cfg.services.get(name)
@@ -208,6 +254,7 @@ SERVICES: dict[str, Service] = {
     "probe": Service(ProbeConfig, _build_probe),
     "privacy": Service(PrivacyConfig, _build_accountant),
     "robustness": Service(RobustConfig, _build_byzantine_report),
+    "clock": Service(ClockConfig, _build_clock),
 }
 
 #: The files the services write into a results folder.

@@ -13,7 +13,8 @@ Each round, the :class:`Runtime`
    the global model in server mode;
 2. samples the round's training cohort (partial participation);
 3. asks its step sources in order for the next step until none has one:
-   the algorithm's driver half, then the callbacks that are step sources
+   the algorithm's driver half (or a callback that plans the training in
+   its place, :attr:`~dfml.steps.StepSource.plans_training`), then the callbacks that are step sources
    (the personalized evaluation of the last round, the task service), then
    an evaluation of the live clients that have no accuracy yet this round
    (clients that did not train), so every live client has a row; a round
@@ -129,12 +130,20 @@ class Runtime:
         self.algorithm, self.federation, self.topology = algorithm, federation, topology
         self.rounds = rounds
         self.callbacks = list(callbacks)
-        #: Asked in this order for each next step: the algorithm, the
-        #: callbacks that plan steps (in callback order), the evaluation of
-        #: clients still unscored.
+        planners = [cb for cb in self.callbacks if isinstance(cb, StepSource)]
+        trainers = [cb for cb in planners if cb.plans_training]
+        if len(trainers) > 1:
+            raise ConfigError(
+                f"{len(trainers)} callbacks plan the training in place of the algorithm; "
+                "at most one may"
+            )
+        #: Asked in this order for each next step: the algorithm (or the one
+        #: callback that plans the training in its place, such as the
+        #: asynchronous schedule), the other callbacks that plan steps (in
+        #: callback order), the evaluation of clients still unscored.
         self.sources: list[StepSource] = [
-            algorithm,
-            *(cb for cb in self.callbacks if isinstance(cb, StepSource)),
+            *(trainers or [algorithm]),
+            *(cb for cb in planners if not cb.plans_training),
             _EvaluateMissing(),
         ]
         self.schedule = dict(schedule or {})

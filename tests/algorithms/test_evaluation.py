@@ -19,6 +19,7 @@ from dfml.algorithms.evaluation import (
     personalization_metrics,
     qoi,
     rounds_to_target,
+    time_to_target,
     worst_fraction_mean,
 )
 from dfml.algorithms.sgd import evaluate, sgd_epochs
@@ -60,6 +61,15 @@ def test_bytes_to_target_counts_the_rounds_up_to_the_first_that_reaches_it():
     assert bytes_to_target([float("nan"), 0.5], [7, 8], 0.5) == 15  # an unscored round counts
 
 
+def test_time_to_target_is_the_clock_after_the_first_round_that_reaches_it():
+    acc, clock = [0.1, 0.5, 0.4, 0.7], [2.5, 5.0, 7.5, 9.0]
+    assert time_to_target(acc, clock, 0.45) == 5.0
+    assert time_to_target(acc, clock, 0.7) == 9.0
+    assert time_to_target(acc, clock, 0.9) is None
+    nan = float("nan")
+    assert time_to_target(acc, [nan] * 4, 0.45) is None  # a run without a virtual clock
+
+
 def test_a_resumed_run_counts_the_rounds_before_its_checkpoint():
     cb = PersonalizedEvaluation(EvalConfig(personalized_eval=False, target_accuracy=0.6), rounds=3)
     done = [
@@ -70,6 +80,11 @@ def test_a_resumed_run_counts_the_rounds_before_its_checkpoint():
     cb.on_round_end(RoundRecord(2, {0: {"accuracy": 0.6}}, 70, 0.0))
     s = cb.summary()
     assert (s["rounds_to_target"], s["bytes_to_target"]) == (3, 180)
+    assert s["time_to_target"] is None  # no virtual clock
+    timed = PersonalizedEvaluation(EvalConfig(personalized_eval=False, target_accuracy=0.6), 3)
+    timed.on_resume([RoundRecord(0, {0: {"accuracy": 0.2, "virtual_time": 4.0}}, 50, 0.0)])
+    timed.on_round_end(RoundRecord(1, {0: {"accuracy": 0.6, "virtual_time": 9.5}}, 60, 0.0))
+    assert timed.summary()["time_to_target"] == 9.5
 
 
 @pytest.mark.parametrize(

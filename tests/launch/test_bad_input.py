@@ -797,3 +797,78 @@ def test_compressor_none_is_the_algorithm_as_it_is(tmp_path):
     assert none == plain
     choco, _ = build_config({"algorithm": "choco-sgd", "compressor": "none"})
     assert choco.algorithm.compressor == "none"  # CHOCO-SGD sends dense differences
+
+
+# ----- client speeds and the asynchronous schedule --------------------------------
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--speeds", "normal:1"], "--speeds must be lognormal:SIGMA with SIGMA >= 0, got"),
+        (["--speeds", "lognormal:-0.5"], "SIGMA >= 0, got 'lognormal:-0.5'"),
+        (["--stragglers", "0.2"], "--stragglers must be FRACTION:xFACTOR (e.g. 0.2:x10), got"),
+        (["--stragglers", "1:x10"], "--stragglers fraction must be in [0, 1), got 1"),
+        (["--stragglers", "0.2:x0.5"], "--stragglers slowdown must be >= 1 (times slower)"),
+        (
+            ["--speeds", "lognormal:1", "--stragglers", "0.1:x2"],
+            "--speeds and --stragglers exclude each other",
+        ),
+        (["--schedule-mode", "eventual"], "unknown schedule_mode 'eventual'; allowed: sync, async"),
+        (["--latency", "-1"], "--latency must be a number >= 0, got -1.0"),
+        (
+            ["--step-seconds", "0.5"],
+            "--step-seconds applies to runs with --speeds, --stragglers, --latency or "
+            "--schedule-mode async",
+        ),
+        (
+            ["--schedule-mode", "async", "--algorithm", "fedavg"],
+            "--schedule-mode async needs clients that gossip, but algorithm 'fedavg' "
+            "aggregates at a server",
+        ),
+        (
+            ["--schedule-mode", "async", "--algorithm", "choco-sgd"],
+            "algorithm 'choco-sgd' must receive every message of every neighbour",
+        ),
+        (
+            ["--schedule-mode", "async", "--algorithm", "cdfedavg", "--clusters", "auto"],
+            "algorithm 'cdfedavg' runs phases of its own each round",
+        ),
+        (
+            ["--schedule-mode", "async", "--topology", "epidemic", "--peers", "2"],
+            "--schedule-mode async does not support --topology epidemic (new peers every round)",
+        ),
+        (
+            ["--schedule-mode", "async", "--participation", "0.5"],
+            "--schedule-mode async does not support --clients-per-round / --participation",
+        ),
+        (
+            ["--schedule-mode", "async", "--dp-clip", "1", "--dp-noise", "1"],
+            "--schedule-mode async does not support --dp-clip",
+        ),
+        (
+            ["--schedule-mode", "async", "--robust-aggregation", "median"],
+            "--schedule-mode async does not support --byzantine / --robust-aggregation",
+        ),
+    ],
+)
+def test_bad_speeds_and_schedules_are_one_line_before_ray(capsys, tmp_path, no_ray, argv, message):
+    code, _, err = run_cli(capsys, "run", *TINY, *argv, "--out", str(tmp_path / "o"))
+    assert code == 2 and message in one_line(err)
+    assert no_ray["init"] == 0 and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("client,step_seconds\n0,1\n1,1\n2,1\n", "has 3 clients; the run has 4"),
+        ("client,step_seconds\n0,1\n1,1\n2,1\n3,\n", "line 5: missing step_seconds"),
+        ("client,step_seconds\n0,1\n1,-2\n2,1\n3,1\n", "line 3: step_seconds must be > 0, got -2"),
+        ("client,step_seconds\n0,1\n1,1\n2,slow\n3,1\n", "line 4: step_seconds 'slow' is not"),
+    ],
+)
+def test_a_bad_speed_trace_is_one_line_before_ray(capsys, tmp_path, no_ray, text, message):
+    trace = tmp_path / "trace.csv"
+    trace.write_text(text)
+    argv = ["--speed-trace", str(trace), "--out", str(tmp_path / "o")]
+    code, _, err = run_cli(capsys, "run", *TINY, *argv)
+    assert code == 2 and message in one_line(err) and str(trace) in err
+    assert no_ray["init"] == 0 and not (tmp_path / "o").exists()

@@ -146,6 +146,8 @@ class LabelClustering(Algorithm):
 
     #: Clusters are formed once, in round 0; a client joining later has none.
     elastic: ClassVar[bool] = False
+    #: Its label phases and per-cluster rounds need every client at once.
+    event_driven: ClassVar[bool] = False
 
     # ----- driver half -------------------------------------------------
     def check_setup(self, client_labels: Mapping[int, Sequence[int]]) -> None:
