@@ -78,9 +78,12 @@ def head_layout(model: FlatModel) -> HeadLayout:
     """The head of ``model``; one line if its module does not end with a linear layer."""
     module = model.module
     if not isinstance(module, nn.Sequential) or not isinstance(module[-1], nn.Linear):
+        got = type(module).__name__
+        if isinstance(module, nn.Sequential):
+            got += f" ending with {type(module[-1]).__name__}"
         raise ConfigError(
-            "a prototype head needs a model that is an nn.Sequential ending with nn.Linear, "
-            f"got {type(module).__name__}"
+            f"a prototype head needs a model that is an nn.Sequential ending with nn.Linear, "
+            f"got {got}"
         )
     head = module[-1]
     if head.bias is None:
