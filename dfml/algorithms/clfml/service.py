@@ -153,8 +153,11 @@ class TaskConfig:
             label with the receiving cluster's averaged model, which it
             sends them, and return the sum and count, so the row is
             W_c = 2μ_c, b_c = −‖μ_c‖² in the receiver's own space). The
-            shared row replaces the receiver's before adaptation and the
-            first fine-tuning round.
+            shared row replaces the receiver's before its adaptation
+            (T′ = 0), on its own meta-model, the model whose embedding the
+            row belongs to; the first fine-tuning round starts from mixed
+            models, another embedding, and does not take it (measured: it
+            pulled predictions towards the missing labels).
     """
 
     tasks: int = 0
@@ -662,7 +665,7 @@ class TaskService(Callback, StepSource):
                 "task": st["index"],
                 "scratch": self.cfg.task_start == "scratch",
                 "head": self.cfg.task_head,
-                "rows": self._client_rows(st, c) if first else {},
+                "rows": self._client_rows(st, c) if adapt else {},
             }
             msgs[c] = self._mixing_message(
                 topology, c, state, channel, extra, mix=not adapt, extra_refs=gens
