@@ -235,6 +235,9 @@ class TaskResult:
         missing: labels of 𝒯 that some engaged client's cluster lacks.
         accuracy_before: T′ = 0: each client's meta-model after the method's
             own adaptation on the task's support data, no communication.
+        accuracy_before_missing: the T′ = 0 models on each client's missing
+            labels (``None``: none missing): where rows shared for missing
+            labels (``head_sharing``) act.
         accuracy: after T′ rounds of decentralized fine-tuning, all labels of 𝒯.
         accuracy_present: the same models on each client's present labels.
         accuracy_missing: on each client's missing labels (``None``: none missing).
@@ -256,6 +259,7 @@ class TaskResult:
     clients: list[int]
     missing: list[int]
     accuracy_before: float | None
+    accuracy_before_missing: float | None
     accuracy: float | None
     accuracy_present: float | None
     accuracy_missing: float | None
@@ -722,6 +726,7 @@ class TaskService(Callback, StepSource):
                 "clients": st["clients"],
                 "missing": st["missing"],
                 "accuracy_before": scores[("", 0)].accuracy,
+                "accuracy_before_missing": scores[("", 0)].missing,
                 "accuracy": final.accuracy,
                 "accuracy_present": final.present,
                 "accuracy_missing": final.missing,
@@ -748,6 +753,7 @@ class TaskService(Callback, StepSource):
         out = {
             "task_accuracy": mean(self.records),
             "task_accuracy_before": mean(self.records, "accuracy_before"),
+            "task_accuracy_before_missing": mean(self.records, "accuracy_before_missing"),
             "task_accuracy_case1": mean([r for r in self.records if r["case"] == 1]),
             "task_accuracy_case2": mean(case2),
             "task_accuracy_present": mean(self.records, "accuracy_present"),

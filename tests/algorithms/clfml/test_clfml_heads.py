@@ -202,6 +202,7 @@ def test_a_run_shares_prototype_rows_as_sums_only(tmp_path):
     )
     assert summary["status"] == "completed" and summary["tasks_case2"] > 0
     assert summary["task_accuracy"] is not None
+    assert summary["task_accuracy_before_missing"] is not None  # where shared rows act
     d = 16  # the test model's hidden width: the embedding's size
     heads = published.objects["head"].values()
     assert heads  # the holders computed rows
