@@ -157,7 +157,10 @@ class TaskConfig:
             (T′ = 0), on its own meta-model, the model whose embedding the
             row belongs to; the first fine-tuning round starts from mixed
             models, another embedding, and does not take it (measured: it
-            pulled predictions towards the missing labels).
+            pulled predictions towards the missing labels). Measured
+            (docs/clfml.md): ``prototypes`` with ``task_head prototype``
+            helps the missing labels; ``rows``, rows from another
+            embedding, hurts them and is kept as that ablation.
     """
 
     tasks: int = 0
