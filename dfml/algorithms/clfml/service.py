@@ -158,9 +158,9 @@ class TaskConfig:
             row belongs to; the first fine-tuning round starts from mixed
             models, another embedding, and does not take it (measured: it
             pulled predictions towards the missing labels). Measured
-            (docs/clfml.md): ``prototypes`` with ``task_head prototype``
-            helps the missing labels; ``rows``, rows from another
-            embedding, hurts them and is kept as that ablation.
+            (docs/clfml.md): a shared row must be of the receiver's
+            head's kind: ``prototypes`` with ``task_head prototype`` (the
+            best pair), ``rows`` with ``linear``.
     """
 
     tasks: int = 0
