@@ -43,22 +43,29 @@ from dfml.algorithms.base import Metrics, check_train_split
 from dfml.algorithms.fml import EVAL_SALT, adapt_on_meta
 from dfml.algorithms.meta.episodes import EPISODE_LABELS, label_episode, restricted_loss
 from dfml.algorithms.meta.maml import (
+    Batch,
+    InitFn,
+    LossFn,
     first_order_gradient,
     inner_loop,
     maml_gradient,
     model_loss,
     sample_batch,
 )
+from dfml.algorithms.meta.prototypes import prototype_head
 from dfml.algorithms.meta.reptile import reptile_step
 from dfml.algorithms.privacy.accounting import DataSizes, Usage, meta_usage, sgd_usage
-from dfml.algorithms.privacy.dpsgd import Privatizer
+from dfml.algorithms.privacy.dpsgd import GradientFn, Privatizer
 from dfml.algorithms.server import FederatedSGDConfig, ServerOrGossip
 from dfml.algorithms.sgd import evaluate
 from dfml.errors import ConfigError
 from dfml.models.flat import FlatModel
+from dfml.models.head import head_layout
 
 META_LEARNERS = ("fomaml", "maml", "reptile", "sgd")
 EPISODES = ("batch", "labels")
+#: How a meta-update's inner loop starts its head: as it is, or from the support prototypes.
+EPISODE_HEADS = ("linear", "prototype")
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,14 @@ class GFMLConfig(FederatedSGDConfig):
             samples of the same labels, losses over those labels' logits:
             the shape of a task; :mod:`~dfml.algorithms.meta.episodes`).
         episode_shots: support samples per label of a ``labels`` episode.
+        episode_head: the head a meta-update's inner loop starts from:
+            ``linear`` (θ's own head rows) or ``prototype`` (the rows of the
+            support set's labels set to W_c = 2μ_c, b_c = −‖μ_c‖², μ_c the
+            mean embedding of label c's support samples, as a task with
+            ``--task-head prototype`` starts; the meta-gradient flows
+            through the prototypes, so θ learns embeddings whose prototypes
+            adapt well: Proto-MAML). Defaults to the task service's
+            ``task_head``. No effect with ``meta_learner`` ``sgd``.
     """
 
     train_split: str = "meta"
@@ -89,6 +104,7 @@ class GFMLConfig(FederatedSGDConfig):
     inner_steps: int = 1
     episodes: str = "batch"
     episode_shots: int = 2
+    episode_head: str = "linear"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -104,6 +120,10 @@ class GFMLConfig(FederatedSGDConfig):
         if self.episodes not in EPISODES:
             raise ConfigError(
                 f"episodes must be one of {', '.join(EPISODES)}, got {self.episodes!r}"
+            )
+        if self.episode_head not in EPISODE_HEADS:
+            raise ConfigError(
+                f"episode_head must be one of {', '.join(EPISODE_HEADS)}, got {self.episode_head!r}"
             )
         if self.episode_shots < 1:
             raise ConfigError(f"episode_shots must be >= 1, got {self.episode_shots}")
@@ -130,8 +150,11 @@ def meta_update(
     is two independent batches of D^M (``episodes: batch``), or a label
     subset with its losses over those labels' logits (``episodes: labels``,
     :func:`~dfml.algorithms.meta.episodes.label_episode`); reptile's inner
-    steps then run on S ∪ Q. With ``privacy`` (``batch`` episodes, fomaml
-    or reptile) every gradient is DP-SGD's, clipped and noised.
+    steps then run on S ∪ Q. With ``episode_head: prototype`` the inner
+    loop starts from θ with the head rows of S's labels set to their
+    prototypes (:func:`~dfml.algorithms.meta.prototypes.prototype_head`).
+    With ``privacy`` (``batch`` episodes, fomaml or reptile, linear head)
+    every gradient is DP-SGD's, clipped and noised.
     """
     b = cfg.batch_size
     loss_fn = model_loss(model)
@@ -143,7 +166,7 @@ def meta_update(
         gradient = None if privacy is None else privacy.gradient_fn(model)
         if cfg.meta_learner == "reptile":
             batches = [sample_batch(x, y, b, rng) for _ in range(cfg.inner_steps)]
-            return reptile_step(loss_fn, theta, batches, cfg.inner_lr, cfg.lr, gradient)
+            return _reptile(cfg, model, loss_fn, theta, batches, batches[0], gradient)
         support, query_batch = sample_batch(x, y, b, rng), sample_batch(x, y, b, rng)
         if gradient is not None:  # fomaml (maml is refused by private_usage)
             g, value = first_order_gradient(
@@ -158,7 +181,7 @@ def meta_update(
                 torch.cat([support[0], query_batch[0]]),
                 torch.cat([support[1], query_batch[1]]),
             )
-            return reptile_step(loss_fn, theta, [both] * cfg.inner_steps, cfg.inner_lr, cfg.lr)
+            return _reptile(cfg, model, loss_fn, theta, [both] * cfg.inner_steps, support)
     g, loss = maml_gradient(
         loss_fn,
         theta,
@@ -167,8 +190,38 @@ def meta_update(
         cfg.inner_lr,
         cfg.inner_steps,
         first_order=cfg.meta_learner == "fomaml",
+        init=_head_init(cfg, model, support),
     )
     return theta - cfg.lr * g, float(loss)
+
+
+def _head_init(cfg: GFMLConfig, model: FlatModel, support: Batch) -> InitFn | None:
+    """θ → θ with S's labels' head rows at their prototypes (``episode_head: prototype``)."""
+    if cfg.episode_head != "prototype":
+        return None
+    layout = head_layout(model)
+    x, y = support
+    labels = sorted(set(y.tolist()))
+    return lambda t: prototype_head(layout, t, x, y, labels)
+
+
+def _reptile(
+    cfg: GFMLConfig,
+    model: FlatModel,
+    loss_fn: LossFn,
+    theta: torch.Tensor,
+    batches: list[Batch],
+    support: Batch,
+    gradient: GradientFn | None = None,
+) -> tuple[torch.Tensor, float]:
+    """Reptile's step; with a prototype head the inner steps start from the
+    prototype-initialised θ and θ moves towards where they end."""
+    init = _head_init(cfg, model, support)
+    if init is None:
+        return reptile_step(loss_fn, theta, batches, cfg.inner_lr, cfg.lr, gradient)
+    start = init(theta.detach()).detach()
+    phi, loss = reptile_step(loss_fn, start, batches, cfg.inner_lr, 1.0, gradient)
+    return theta + cfg.lr * (phi - theta), loss
 
 
 class GFML(ServerOrGossip):
@@ -185,8 +238,8 @@ class GFML(ServerOrGossip):
     def private_usage(self, sizes: DataSizes) -> Usage:
         """sgd: plain DP-SGD epochs; fomaml: K + 1 noised gradients per meta-update;
         reptile: K; E_M·⌈n/B⌉ meta-updates on the local data. Not maml (second
-        order) nor ``labels`` episodes (label-stratified batches have no single
-        sampling rate)."""
+        order), nor ``labels`` episodes (label-stratified batches have no single
+        sampling rate), nor a prototype episode head (un-noised embeddings)."""
         cfg = self.config
         n = sizes.meta if cfg.train_split == "meta" else sizes.train
         if self.learner == "sgd":
@@ -195,6 +248,11 @@ class GFML(ServerOrGossip):
             raise ConfigError(
                 "gfml's second-order MAML meta-gradient is not a sum of per-sample gradients: "
                 "DP-SGD needs --meta-learner fomaml, reptile or sgd"
+            )
+        if cfg.episode_head != "linear":
+            raise ConfigError(
+                "a prototype head is built from un-noised support embeddings: DP-SGD needs "
+                "--episode-head linear"
             )
         if cfg.episodes != "batch":
             raise ConfigError(

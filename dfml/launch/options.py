@@ -599,6 +599,9 @@ def build_config(
     if (opts.get("tasks") or opts.get("tasks_file")) and "train_split" in known:
         # Tasks fine-tune on D^Q: every method pretrains on D^M alone unless told otherwise.
         opts.setdefault("train_split", "meta")
+    if "task_head" in opts and "episode_head" in known:
+        # Meta-training takes the step a task takes, unless told otherwise.
+        opts.setdefault("episode_head", opts["task_head"])
     built = {name: _build(cls, opts) for name, cls in SECTIONS.items()}
     launch = built.pop("launch")
     sections = {name: built.pop(name) for name in services.SECTIONS}

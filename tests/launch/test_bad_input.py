@@ -791,6 +791,48 @@ def test_bad_compression_input_is_one_line_before_ray(capsys, tmp_path, no_ray, 
     assert no_ray["init"] == 0 and not (tmp_path / "o").exists()
 
 
+# ----- task heads -------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task-head", "cosine"], "task_head must be one of linear, prototype, got 'cosine'"),
+        (
+            ["--algorithm", "clfml", "--task-head", "cosine"],
+            "task_head must be one of linear, prototype, got 'cosine'",
+        ),
+        (
+            ["--head-sharing", "all"],
+            "head_sharing must be one of none, rows, prototypes, got 'all'",
+        ),
+        (
+            ["--head-sharing", "prototypes", "--task-start", "scratch"],
+            "head_sharing prototypes shares rows of trained models: it needs task_start trained",
+        ),
+        (
+            ["--algorithm", "gfml", "--episode-head", "cosine"],
+            "episode_head must be one of linear, prototype, got 'cosine'",
+        ),
+        (["--episode-head", "prototype"], "option --episode-head does not apply to algorithm"),
+    ],
+)
+def test_bad_head_input_is_one_line_before_ray(capsys, tmp_path, no_ray, argv, message):
+    argv = [*TINY, "--tasks", "2", *argv, "--out", str(tmp_path / "o")]
+    code, _, err = run_cli(capsys, "run", *argv)
+    assert code == 2 and message in one_line(err)
+    assert no_ray["init"] == 0 and not (tmp_path / "o").exists()
+
+
+def test_the_task_head_sets_the_episode_head_unless_given():
+    cfg, _ = build_config({"algorithm": "clfml", "tasks": 2, "task_head": "prototype"})
+    assert cfg.algorithm.episode_head == "prototype"
+    cfg, _ = build_config(
+        {"algorithm": "gfml", "tasks": 2, "task_head": "prototype", "episode_head": "linear"}
+    )
+    assert cfg.algorithm.episode_head == "linear"
+    cfg, _ = build_config({"algorithm": "cdfedavg", "tasks": 2, "task_head": "prototype"})
+    assert not hasattr(cfg.algorithm, "episode_head")  # a plain learner has no episodes
+
+
 def test_compressor_none_is_the_algorithm_as_it_is(tmp_path):
     plain, _ = build_config({"algorithm": "dfedavg"})
     none, _ = build_config({"algorithm": "dfedavg", "compressor": "none"})

@@ -59,7 +59,13 @@ from dfml.algorithms.clfml.clustering import (
     cluster_labels,
 )
 from dfml.algorithms.clfml.labels import label_vector
-from dfml.algorithms.clfml.phases import TASK_EVALUATE, TASK_FINETUNE, TRAIN_GENERATOR, Phase
+from dfml.algorithms.clfml.phases import (
+    TASK_EVALUATE,
+    TASK_FINETUNE,
+    TASK_HEAD_ROWS,
+    TRAIN_GENERATOR,
+    Phase,
+)
 from dfml.algorithms.clfml.scoring import TaskRequester, score_task
 from dfml.algorithms.clfml.state import SLOT
 from dfml.algorithms.clfml.tasks import (
@@ -72,9 +78,12 @@ from dfml.algorithms.clfml.tasks import (
     select_clusters,
 )
 from dfml.algorithms.meta.episodes import restricted_loss
+from dfml.algorithms.meta.prototypes import prototype_head, prototype_rows
 from dfml.algorithms.sgd import sgd_epochs
 from dfml.channels import fetch, is_handle
 from dfml.errors import ConfigError
+from dfml.models.flat import FlatModel
+from dfml.models.head import head_layout
 from dfml.programs import Program, register
 from dfml.records import Callback
 from dfml.steps import PARAMS, DriverState, Step, StepResult, StepSource
@@ -88,6 +97,10 @@ MAX_GENERATED_PER_LABEL = 100_000
 
 #: What a task's model starts from: the trained models, or the run's initial model.
 TASK_STARTS = ("trained", "scratch")
+#: How a task's head starts: the model's own rows, or the support prototypes.
+TASK_HEADS = ("linear", "prototype")
+#: What the holders of a missing label send for its head row (:class:`TaskConfig`).
+HEAD_SHARING = ("none", "rows", "prototypes")
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,30 @@ class TaskConfig:
             the classifier is trained on the engaged clients from nothing,
             which measures what pretraining is worth; for an equal round
             budget give ``finetune_rounds`` = ``rounds`` + T′).
+        task_head: how a task's |𝒯|-way head starts, on every engaged
+            client, before its adaptation (T′ = 0) and its first
+            fine-tuning round: ``linear`` (the model's own head rows) or
+            ``prototype`` (Proto-MAML: W_c = 2μ_c, b_c = −‖μ_c‖², μ_c the
+            mean penultimate-layer embedding of label c's support samples,
+            real and generated; labels without one keep their rows). It
+            also sets the meta-learners' ``episode_head`` unless that is
+            given, so meta-training takes the step a task takes.
+        head_sharing: what the clusters that hold a missing label send a
+            cluster that lacks it, for its head row of that label (a few
+            numbers per label, never a sample): ``none``; ``rows`` (the
+            holders' own trained head rows, in their own embedding space);
+            ``prototypes`` (the holders embed their support samples of the
+            label with the receiving cluster's averaged model, which it
+            sends them, and return the sum and count, so the row is
+            W_c = 2μ_c, b_c = −‖μ_c‖² in the receiver's own space). The
+            shared row replaces the receiver's before its adaptation
+            (T′ = 0), on its own meta-model, the model whose embedding the
+            row belongs to; the first fine-tuning round starts from mixed
+            models, another embedding, and does not take it (measured: it
+            pulled predictions towards the missing labels). Measured
+            (docs/clfml.md): a shared row must be of the receiver's
+            head's kind: ``prototypes`` with ``task_head prototype`` (the
+            best pair), ``rows`` with ``linear``.
     """
 
     tasks: int = 0
@@ -137,11 +174,23 @@ class TaskConfig:
     finetune_mixing: str = "engaged"
     shots: int = 0
     task_start: str = "trained"
+    task_head: str = "linear"
+    head_sharing: str = "none"
 
     def __post_init__(self) -> None:
+        for name, allowed in (("task_head", TASK_HEADS), ("head_sharing", HEAD_SHARING)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
         if self.task_start not in TASK_STARTS:
             raise ConfigError(
                 f"task_start must be one of {', '.join(TASK_STARTS)}, got {self.task_start!r}"
+            )
+        if self.task_start == "scratch" and self.head_sharing != "none":
+            raise ConfigError(
+                f"head_sharing {self.head_sharing} shares rows of trained models: it needs "
+                "task_start trained, not scratch"
             )
         if self.finetune_mixing not in FINETUNE_MIXING:
             raise ConfigError(
@@ -189,6 +238,9 @@ class TaskResult:
         missing: labels of 𝒯 that some engaged client's cluster lacks.
         accuracy_before: T′ = 0: each client's meta-model after the method's
             own adaptation on the task's support data, no communication.
+        accuracy_before_missing: the T′ = 0 models on each client's missing
+            labels (``None``: none missing): where rows shared for missing
+            labels (``head_sharing``) act.
         accuracy: after T′ rounds of decentralized fine-tuning, all labels of 𝒯.
         accuracy_present: the same models on each client's present labels.
         accuracy_missing: on each client's missing labels (``None``: none missing).
@@ -210,6 +262,7 @@ class TaskResult:
     clients: list[int]
     missing: list[int]
     accuracy_before: float | None
+    accuracy_before_missing: float | None
     accuracy: float | None
     accuracy_present: float | None
     accuracy_missing: float | None
@@ -258,6 +311,9 @@ class TaskService(Callback, StepSource):
         self.universe = sorted(set().union(*map(set, self.client_labels.values())))
         self.batch_size = int(getattr(algorithm_cfg, "batch_size", 32))
         self.adaptation = adaptation(algorithm_cfg, cfg)
+        self.head_dim = None
+        if cfg.task_head != "linear" or cfg.head_sharing != "none":
+            self.head_dim = head_layout(requester.model).dim  # one line for a model without one
         if cfg.tasks_file:
             self.tasks = load_tasks(cfg.tasks_file, self.universe)
         else:
@@ -350,8 +406,16 @@ class TaskService(Callback, StepSource):
                 for c in clients:
                     if assignment[c] == k:
                         needs.setdefault(c, []).append((label, src))
+        requests: dict[int, dict[int, list[int]]] = {}  # holder ℓ → receiving k → labels
+        for c, wanted in needs.items():
+            for label, src in wanted:
+                got = requests.setdefault(src, {}).setdefault(assignment[c], [])
+                if label not in got:
+                    got.append(label)
         augment = case == 2 and self.cfg.augment and bool(sources)
         plan = ["generator"] * self.cfg.generator_rounds + ["ship"] if augment else []
+        if self.cfg.head_sharing != "none" and requests:
+            plan += ["receivers", "head", "rows"]
         plan += [*self._tuning_plan(""), "own"]
         if augment:  # the ablation: the same adaptation without the generated samples
             plan += self._tuning_plan("plain", curve=False)
@@ -367,6 +431,9 @@ class TaskService(Callback, StepSource):
             "assignment": assignment,
             "sources": sources,
             "needs": needs,
+            "requests": {src: sorted(by_k.items()) for src, by_k in requests.items()},
+            "receivers": {},
+            "rows": {},
             "plan": plan,
             "pos": 0,
             "topology": self._finetune_topology(env, clients, assignment),
@@ -426,8 +493,14 @@ class TaskService(Callback, StepSource):
             if stage in ("adapt", "finetune"):
                 augment = tag == "" and bool(st["generators"])
                 return self._finetune_step(st, state, stage == "adapt", augment)
+            if stage == "head":
+                return self._head_step(st, state)
             if stage == "ship":
                 self._ship(st, state)
+            elif stage == "receivers":
+                self._receivers(st, state)
+            elif stage == "rows":
+                self._rows(st, state)
             elif stage == "score":
                 self._score(st, state, tag)
             st["pos"] += 1
@@ -469,6 +542,55 @@ class TaskService(Callback, StepSource):
         refs = tuple(state.channels[channel][j] for j in nbrs)
         weights = tuple(row[j] for j in nbrs)
         return Message(state.round, (*refs, *extra_refs), weights, self_weight, extra)
+
+    def _receivers(self, st: dict, state: DriverState) -> None:
+        """``head_sharing: prototypes``: each receiving cluster's averaged model
+        (a Ray task next to the data), the embedding its holders will use."""
+        from dfml.algorithms.server import average
+
+        if self.cfg.head_sharing != "prototypes":
+            return
+        assignment = st["assignment"]
+        wanted = {k for req in st["requests"].values() for k, _ in req}
+        for k in sorted(wanted):
+            members = [c for c in st["clients"] if assignment[c] == k]
+            refs = [state.channels[PARAMS][c] for c in members]
+            st["receivers"][k] = average([1.0 / len(refs)] * len(refs), refs)
+
+    def _head_step(self, st: dict, state: DriverState) -> Step:
+        """Every engaged client of a holder cluster computes what it sends for
+        the labels other clusters lack (:func:`task_head_rows`)."""
+        assignment = st["assignment"]
+        prototypes = self.cfg.head_sharing == "prototypes"
+        msgs = {}
+        for c in st["clients"]:
+            req = st["requests"].get(assignment[c])
+            if req is None:
+                continue
+            refs = tuple(st["receivers"][k] for k, _ in req) if prototypes else ()
+            extra = {
+                "mode": self.cfg.head_sharing,
+                "requests": [labels for _, labels in req],
+                "labels": list(st["task"].labels),
+                "shots": self.cfg.shots,
+                "task": st["index"],
+            }
+            msgs[c] = Message(state.round, refs, extra=extra)
+        return Step(Phase.TASK, TASK_HEAD_ROWS, state.round, msgs)
+
+    def _rows(self, st: dict, state: DriverState) -> None:
+        """Sum each holder cluster's published (sum, count) pieces into one head
+        row per (receiving cluster, missing label) (:func:`shared_rows`)."""
+        assignment = st["assignment"]
+        for src, req in st["requests"].items():
+            members = [c for c in st["clients"] if assignment[c] == src]
+            handles = [state.channels["head"][c] for c in members]
+            getter = ray.get if any(is_handle(h) for h in handles) else list
+            total = np.sum([np.asarray(v, dtype=np.float64) for v in fetch(getter, handles)], 0)
+            assert self.head_dim is not None
+            rows = shared_rows(total, req, self.head_dim, self.cfg.head_sharing)
+            for k, by_label in rows.items():
+                st["rows"].setdefault(k, {}).update(by_label)
 
     def _ship(self, st: dict, state: DriverState) -> None:
         """g_ℓ = the average of cluster ℓ's generator vectors (a Ray task next to the data)."""
@@ -549,12 +671,20 @@ class TaskService(Callback, StepSource):
                 "shots": self.cfg.shots,
                 "task": st["index"],
                 "scratch": self.cfg.task_start == "scratch",
+                "head": self.cfg.task_head,
+                "rows": self._client_rows(st, c) if adapt else {},
             }
             msgs[c] = self._mixing_message(
                 topology, c, state, channel, extra, mix=not adapt, extra_refs=gens
             )
         st["first"] = adapt  # the first fine-tuning round starts from the meta-models
         return Step(Phase.TASK, TASK_FINETUNE, state.round, msgs)
+
+    @staticmethod
+    def _client_rows(st: dict, client: int) -> dict[int, list[float]]:
+        """The shared head rows of client ``client``'s missing labels (label → [W_c ‖ b_c])."""
+        mine = st["rows"].get(st["assignment"][client], {})
+        return {label: mine[label] for label, _ in st["needs"].get(client, []) if label in mine}
 
     def absorb(
         self, state: DriverState, step: Step, results: Mapping[int, StepResult], env: RunEnv
@@ -599,6 +729,7 @@ class TaskService(Callback, StepSource):
                 "clients": st["clients"],
                 "missing": st["missing"],
                 "accuracy_before": scores[("", 0)].accuracy,
+                "accuracy_before_missing": scores[("", 0)].missing,
                 "accuracy": final.accuracy,
                 "accuracy_present": final.present,
                 "accuracy_missing": final.missing,
@@ -625,6 +756,7 @@ class TaskService(Callback, StepSource):
         out = {
             "task_accuracy": mean(self.records),
             "task_accuracy_before": mean(self.records, "accuracy_before"),
+            "task_accuracy_before_missing": mean(self.records, "accuracy_before_missing"),
             "task_accuracy_case1": mean([r for r in self.records if r["case"] == 1]),
             "task_accuracy_case2": mean(case2),
             "task_accuracy_present": mean(self.records, "accuracy_present"),
@@ -796,6 +928,89 @@ def support_set(
     return x[idx], y[idx]
 
 
+def shared_rows(
+    total: np.ndarray, requests: Sequence[tuple[int, Sequence[int]]], dim: int, mode: str
+) -> dict[int, dict[int, list[float]]]:
+    """Receiving cluster → label → its head row [W_c ‖ b_c], from the sum over a
+    holder cluster's clients of what :func:`task_head_rows` published.
+
+    ``total`` holds, per (receiver, label) in ``requests`` order, d + 2 numbers:
+    ``rows``: Σ [W_c ‖ b_c] and the number of contributing clients (the row
+    is their mean); ``prototypes``: Σ f(x) over the holders' support samples
+    of c under the receiver's model, a 0, and the count (μ_c = Σ / count,
+    the row 2μ_c ‖ −‖μ_c‖²). A label no holder had a sample of gets no row.
+    """
+    out: dict[int, dict[int, list[float]]] = {}
+    pos = 0
+    for k, labels in requests:
+        for label in labels:
+            piece, pos = total[pos : pos + dim + 2], pos + dim + 2
+            count = float(piece[-1])
+            if count <= 0:
+                continue
+            if mode == "rows":
+                row = piece[: dim + 1] / count
+            else:
+                mu = torch.as_tensor(piece[:dim] / count, dtype=torch.float64).unsqueeze(0)
+                row = prototype_rows(mu)[0].numpy()
+            out.setdefault(k, {})[int(label)] = [float(v) for v in row]
+    if pos != len(total):
+        raise ValueError(f"head rows: expected {pos} numbers, got {len(total)}")
+    return out
+
+
+def task_head_rows(
+    algorithm: Any,
+    ctx: ClientContext,
+    state: ClientState,
+    neighbors: Sequence[np.ndarray],
+    msg: Message,
+) -> tuple[ClientState, Metrics]:
+    """A holder's share of the head rows other clusters lack, published on ``head``.
+
+    For each request (the labels one receiving cluster lacks) and label c,
+    d + 2 numbers (:func:`shared_rows` reads them): ``rows``: this client's
+    own head row [W_c ‖ b_c] and 1 if its support set holds c (else
+    zeros); ``prototypes``: Σ f(x) over its support samples of c, embedded
+    with the receiver's model (``neighbors``, one per request), a 0, and
+    their count. Only these sums travel, never a sample. The support set is
+    the one this client fine-tunes the task on (same seed, all of 𝒯).
+    """
+    extra = msg.extra
+    layout = head_layout(ctx.model)
+    d = layout.dim
+    seed = ctx.round_seed(extra["task"], TASK_SALT + 4)
+    x, y = support_set(ctx, extra["labels"], extra["shots"], seed)
+    if extra["mode"] == "prototypes":
+        models = [
+            algorithm.model_vector(
+                ctx, torch.from_numpy(np.array(v, dtype=np.float32)).to(ctx.device)
+            )
+            for v in neighbors
+        ]
+    else:
+        models = [algorithm.model_vector(ctx, state.params)] * len(extra["requests"])
+    pieces, used = [], 0.0
+    with torch.no_grad():
+        for theta, labels in zip(models, extra["requests"], strict=True):
+            emb = layout.embed(theta, x) if extra["mode"] == "prototypes" and len(y) else None
+            for label in labels:
+                mask = y == label
+                n = float(mask.sum())
+                piece = torch.zeros(d + 2, dtype=torch.float32)
+                if n and emb is not None:
+                    piece[:d] = emb[mask].sum(dim=0).cpu()
+                    piece[d + 1] = n
+                elif n:
+                    piece[: d + 1] = layout.rows(theta, [int(label)])[0].cpu()
+                    piece[d + 1] = 1.0
+                used += n
+                pieces.append(piece)
+    vector = torch.cat(pieces) if pieces else torch.zeros(0)
+    extras = {**state.extras, "head": vector}
+    return state.evolve(extras=extras), {"head_samples": used}
+
+
 def balanced_count(y: torch.Tensor) -> int:
     """Real support samples per present label (rounded mean over the labels
     ``y`` holds), at least 1: how many samples to generate per missing label."""
@@ -803,6 +1018,32 @@ def balanced_count(y: torch.Tensor) -> int:
         return 1
     counts = torch.unique(y, return_counts=True)[1].double()
     return max(1, round(float(counts.mean())))
+
+
+def task_head(
+    model: FlatModel,
+    theta: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    labels: Sequence[int],
+    head: str,
+    rows: Mapping[int, Sequence[float]],
+) -> torch.Tensor:
+    """θ with the task's head as it starts: ``prototype``: the rows of 𝒯's
+    labels with support samples (real and generated) at their prototypes;
+    then the rows shared for missing labels (``rows``, label → [W_c ‖ b_c])
+    in place of the client's own (holders' real samples outrank generated ones)."""
+    if head == "linear" and not rows:
+        return theta
+    layout = head_layout(model)
+    with torch.no_grad():
+        if head == "prototype":
+            theta = prototype_head(layout, theta, x, y, labels)
+        if rows:
+            shared = sorted(rows)
+            values = torch.as_tensor([rows[c] for c in shared], dtype=theta.dtype)
+            theta = layout.with_rows(theta, shared, values.to(theta.device))
+    return theta
 
 
 def task_finetune(
@@ -819,7 +1060,9 @@ def task_finetune(
     no communication — the method's own adaptation. Fine-tuning: mix the
     neighbours' task models (their meta-models in the first round), then one
     epoch of SGD of ``lr`` on the same data. Both minimise the cross-entropy
-    over 𝒯's logits only: the task is a |𝒯|-way classifier, scored so. A client with no support
+    over 𝒯's logits only: the task is a |𝒯|-way classifier, scored so. Before
+    either starts from the meta-models (``first``), the head is set as
+    ``task_head`` and ``head_sharing`` ask (:func:`task_head`). A client with no support
     samples of 𝒯 and nothing generated keeps the mixed model.
     """
     extra = msg.extra
@@ -856,6 +1099,8 @@ def task_finetune(
         x = torch.cat([x, gx.reshape(-1, *x.shape[1:]).to(x.dtype)])
         y = torch.cat([y, torch.as_tensor([universe[i] for i in gy.tolist()], dtype=y.dtype)])
         generated += len(gy)
+    if extra["first"]:
+        theta = task_head(ctx.model, theta, x, y, extra["labels"], extra["head"], extra["rows"])
     loss = float("nan")
     task_loss = restricted_loss(ctx.model, extra["labels"])  # a |𝒯|-way classifier
     if len(y) and extra["adapt"] is not None:
@@ -895,3 +1140,4 @@ register(
 )
 register(Program(TRAIN_GENERATOR, train_generator, channels=("generator",)))
 register(Program(TASK_FINETUNE, task_finetune, channels=("task",)))
+register(Program(TASK_HEAD_ROWS, task_head_rows, channels=("head",)))

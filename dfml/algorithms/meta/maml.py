@@ -43,6 +43,8 @@ from dfml.models.flat import FlatModel
 
 #: ℓ(params, x, y) → scalar loss.
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+#: θ → φ_0, where the inner loop starts (Proto-MAML: θ with its head set from the support set).
+InitFn = Callable[[torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
 #: A scalar inner learning rate, or Meta-SGD's per-parameter vector α.
 Rate = float | torch.Tensor
@@ -99,9 +101,15 @@ def maml_objective(
     steps: int,
     *,
     first_order: bool = False,
+    init: InitFn | None = None,
 ) -> torch.Tensor:
-    """L_meta(θ) = L_Q(φ_K(θ))."""
-    phi = inner_loop(loss_fn, theta, support, lr, steps, first_order=first_order)
+    """L_meta(θ) = L_Q(φ_K(θ)), the inner loop starting at φ_0 = ``init``(θ) (θ if none).
+
+    ``init`` stays differentiated even with ``first_order``: only the inner
+    gradients are constants, so the meta-gradient reaches θ through φ_0.
+    """
+    start = theta if init is None else init(theta)
+    phi = inner_loop(loss_fn, start, support, lr, steps, first_order=first_order)
     return loss_fn(phi, *query)
 
 
@@ -114,11 +122,15 @@ def maml_gradient(
     steps: int,
     *,
     first_order: bool = False,
+    init: InitFn | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(∇_θ L_meta, L_meta): MAML's meta-gradient, or FOMAML's with ``first_order``."""
+    """(∇_θ L_meta, L_meta): MAML's meta-gradient, or FOMAML's with ``first_order``;
+    with ``init`` the inner loop starts at init(θ) (:func:`maml_objective`)."""
 
     def objective(t: torch.Tensor) -> torch.Tensor:
-        return maml_objective(loss_fn, t, support, query, lr, steps, first_order=first_order)
+        return maml_objective(
+            loss_fn, t, support, query, lr, steps, first_order=first_order, init=init
+        )
 
     g, value = grad_and_value(objective)(theta.detach())
     return g, value.detach()

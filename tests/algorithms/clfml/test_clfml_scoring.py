@@ -104,7 +104,7 @@ def test_task_steps_on_a_client_without_samples_of_the_labels():
     extra = {
         "labels": absent, "first": True, "adapt": (1, 0.1), "neighbors": 0, "generated": [],
         "universe": universe, "per_label": 2, "lr": 0.05, "batch_size": 8, "shots": 1, "task": 0,
-        "scratch": False,
+        "scratch": False, "head": "linear", "rows": {},
     }  # fmt: skip
     state, metrics = task_finetune(algorithm, ctx, state, [], _message(**extra))
     assert torch.equal(state.extras["task"], params[0])  # nothing to fit: unchanged
@@ -151,7 +151,7 @@ def test_finetune_generates_as_many_per_missing_label_as_real_support_per_label(
     extra = {
         "labels": [*held, *absent], "first": True, "adapt": None, "neighbors": 0,
         "generated": [absent], "universe": universe, "per_label": 0, "lr": 0.05,
-        "batch_size": 8, "shots": 2, "task": 0, "scratch": False,
+        "batch_size": 8, "shots": 2, "task": 0, "scratch": False, "head": "linear", "rows": {},
     }  # fmt: skip
     real = support_set(ctx, [*held, *absent], 2, 0)[1]
     _, metrics = task_finetune(algorithm, ctx, state, [generator], _message(**extra))
@@ -166,7 +166,7 @@ def test_a_task_from_scratch_starts_at_the_initial_model_whatever_was_trained():
     extra = {
         "labels": labels, "first": True, "adapt": (2, 0.1), "neighbors": 0, "generated": [],
         "universe": list(range(10)), "per_label": 0, "lr": 0.05, "batch_size": 8, "shots": 0,
-        "task": 0, "scratch": True,
+        "task": 0, "scratch": True, "head": "linear", "rows": {},
     }  # fmt: skip
     trained = [ClientState(0, params[0]), ClientState(0, params[0] + 1.0)]
     out = [task_finetune(algorithm, ctx, s, [], _message(**extra))[0] for s in trained]
