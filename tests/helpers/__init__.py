@@ -3,6 +3,7 @@
 * :mod:`helpers.fault`: the fault and runtime tests' small experiment (``run``),
   its results readers and failure-injecting callbacks;
 * :mod:`helpers.contexts`: client contexts over real data for client-half tests;
+* :mod:`helpers.cli`: the small run the CLI tests pass as flags (``tiny_argv``);
 * :mod:`helpers.reference`: DFedAvg as a plain-PyTorch loop, and clients as
   plain ``nn.Module``s with ``torch.optim.SGD`` for references of other
   algorithms (CHOCO-SGD, compressed gossip); no code shared with dfml's training.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.cli import tiny_argv
 
 from dfml.launch import chaos
 from dfml.launch.cli import main
@@ -15,24 +16,7 @@ from dfml.launch.kept import finished_summary, history_from_metrics
 from dfml.launch.options import LaunchConfig, build_config, config_to_options
 from dfml.launch.runner import execute
 
-SHARED = [
-    "--backend",
-    "local",
-    "--dataset",
-    "digits",
-    "--clients",
-    "4",
-    "--rounds",
-    "2",
-    "--model",
-    "mlp",
-    "--hidden",
-    "8",
-    "--local-epochs",
-    "1",
-    "--progress",
-    "false",
-]
+SHARED = tiny_argv(backend="local", local_epochs=1)
 
 
 def compare(capsys, out, *extra: str) -> tuple[int, str, str]:

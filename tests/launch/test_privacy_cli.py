@@ -7,33 +7,15 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from helpers.cli import tiny_argv
 from opacus.accountants import RDPAccountant
 
 from dfml.launch import runner
 from dfml.launch.cli import main
 
-TINY = [
-    "--dataset",
-    "digits",
-    "--clients",
-    "4",
-    "--rounds",
-    "2",
-    "--model",
-    "mlp",
-    "--hidden",
-    "8",
-    "--personalized-eval",
-    "false",
-    "--num-cpus-per-actor",
-    "0.5",
-    "--clients-per-actor",
-    "2",
-    "--progress",
-    "false",
-    "--dashboard",
-    "false",
-]
+TINY = tiny_argv(
+    personalized_eval=False, num_cpus_per_actor=0.5, clients_per_actor=2, dashboard=False
+)
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:

@@ -8,30 +8,12 @@ import math
 
 import pyarrow.parquet as pq
 import pytest
+from helpers.cli import tiny_argv
 
 from dfml.launch import runner
 from dfml.launch.cli import main
 
-TINY = [
-    "--dataset",
-    "digits",
-    "--clients",
-    "10",
-    "--rounds",
-    "2",
-    "--model",
-    "mlp",
-    "--hidden",
-    "8",
-    "--local-epochs",
-    "1",
-    "--personalized-eval",
-    "false",
-    "--progress",
-    "false",
-    "--dashboard",
-    "false",
-]
+TINY = tiny_argv(clients=10, local_epochs=1, personalized_eval=False, dashboard=False)
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:

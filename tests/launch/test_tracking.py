@@ -9,6 +9,7 @@ import logging
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers.cli import tiny_argv
 
 from dfml.errors import ConfigError
 from dfml.launch.cli import main
@@ -16,23 +17,7 @@ from dfml.launch.options import LaunchConfig
 from dfml.launch.tracking import round_scalars, summary_scalars
 from dfml.records import RoundRecord
 
-RUN = [
-    "run",
-    "--backend",
-    "local",
-    "--dataset",
-    "digits",
-    "--clients",
-    "4",
-    "--rounds",
-    "3",
-    "--model",
-    "mlp",
-    "--hidden",
-    "8",
-    "--progress",
-    "false",
-]
+RUN = ["run", *tiny_argv(backend="local", rounds=3)]
 
 
 def per_round(out, key: str) -> dict[int, list[float]]:
