@@ -216,14 +216,15 @@ def run_sweep(
         )
     (root / "table.md").write_text(markdown_table(rows, list(space), metric))
     best = rows[0]
-    (root / "best.json").write_text(
-        json.dumps(
-            {"metric": metric, "mode": mode, **{k: best[k] for k in ("trial", "out", metric)}}
-            | {"config": {k: best[k] for k in space}},
-            indent=2,
-        )
-        + "\n"
-    )
+    record = {
+        "metric": metric,
+        "mode": mode,
+        "trial": best["trial"],
+        "out": best["out"],
+        metric: best[metric],
+        "config": {k: best[k] for k in space},
+    }
+    (root / "best.json").write_text(json.dumps(record, indent=2) + "\n")
     return root, rows
 
 
