@@ -43,6 +43,8 @@ def _read(pid: int) -> tuple[str, int, str] | None:
         return _stat(pid)
     except (FileNotFoundError, ProcessLookupError):
         return None  # it exited while we looked
+    except PermissionError:
+        return None  # another user's process (hardened /proc): never one of ours
 
 
 def children(parent: int) -> set[Proc]:
