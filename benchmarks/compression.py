@@ -1,6 +1,7 @@
 """Accuracy against bytes: DFedAvg, compressed DFedAvg and CHOCO-SGD (issue 16, part 1).
 
-Digits, 20 clients on a ring, the default IID partition and MLP, seeds 0, 1, 2.
+Digits (or ``--dataset mnist-5k``, with ``--model mlp``), 20 clients on a
+ring, the default IID partition and MLP, seeds 0, 1, 2.
 Per seed, DFedAvg runs first (``--dfedavg-rounds``, default 100); its final
 accuracy minus 3 points is the target of every other run of that seed
 (``--target-accuracy``, so ``bytes_to_target`` in their summary.json is the
@@ -175,11 +176,20 @@ def main() -> None:
     parser.add_argument("--figure", default=None, help="accuracy-vs-bytes PNG (none)")
     parser.add_argument("--early", type=int, default=30, help="second target's round (30)")
     parser.add_argument("--ray-address", default="local", help="Ray to use (a new local one)")
+    parser.add_argument("--dataset", default="digits", help="digits or mnist-5k (digits)")
+    parser.add_argument("--model", default=None, help="model (the dataset's default)")
+    parser.add_argument(
+        "--backend", default="ray", help="ray, or local: every client in this process (ray)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
-    ray.init(address=args.ray_address, include_dashboard=False, logging_level="ERROR")
+    COMMON.update(dataset=args.dataset, backend=args.backend)
+    if args.model is not None:
+        COMMON["model"] = args.model
+    if args.backend == "ray":
+        ray.init(address=args.ray_address, include_dashboard=False, logging_level="ERROR")
     results: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:
         dfedavg = {"algorithm": "dfedavg", "rounds": args.dfedavg_rounds, "seed": seed}

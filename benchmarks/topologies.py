@@ -1,4 +1,5 @@
-"""Ring against k-regular against Epidemic Learning's peer samplers, DFedAvg on digits.
+"""Ring against k-regular against Epidemic Learning's peer samplers, DFedAvg on digits
+(or ``--dataset mnist-5k``).
 
 The question of issue 16's dynamic-peers part: does ``--topology epidemic
 --peers 3`` reach the final accuracy of DFedAvg on a ring in fewer rounds?
@@ -103,11 +104,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=60, help="rounds per run (default 60)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--out", default="runs/topologies", help="results root")
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits (the fixed partition) or mnist-5k (Dirichlet α = 0.3 over 20 clients, "
+        "drawn with the run's seed)",
+    )
+    parser.add_argument(
+        "--backend", default="ray", help="ray, or local: every client in this process (ray)"
+    )
     args = parser.parse_args()
-    if not PARTITION.exists():
+    if args.dataset == "digits" and not PARTITION.exists():
         raise SystemExit(f"{PARTITION} is missing; benchmarks/pfl_baselines.py writes it")
+    if args.dataset != "digits":
+        del COMMON["partition_file"]
+        COMMON.update(dataset=args.dataset, clients=20, partition="dirichlet", alpha=0.3)
+    COMMON["backend"] = args.backend
     seeds = [int(s) for s in args.seeds.split(",")]
-    ray.init(include_dashboard=False, logging_level="ERROR")
+    if args.backend == "ray":
+        ray.init(include_dashboard=False, logging_level="ERROR")
     curves: dict[tuple[str, int], list[np.ndarray]] = {}
     sent: dict[tuple[str, int], float] = {}
     for name, degree, topology in RUNS:
