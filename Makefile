@@ -25,9 +25,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
-## The inner loop: unit and in-process tests, no Ray.
+## The inner loop: unit and in-process tests; no Ray, no whole commands end to end.
 check: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not ray"
+	$(BIN)/python -m pytest -q -n 2 -m "not ray and not e2e"
 
 lint: $(STAMP)
 	$(BIN)/ruff check dfml tests benchmarks

@@ -20,7 +20,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits as _sk_load_digits
 
 from dfml.data.dataset import ArrayDataset
 from dfml.data.memory import check_fits
@@ -35,9 +34,13 @@ def load_digits() -> ArrayDataset:
     """1,797 real 8×8 handwritten digits bundled with scikit-learn (no download).
 
     Pixel values are 0..16; they are kept as ``(n, 1, 8, 8)`` images so that
-    both the MLP and the CNN can consume them.
+    both the MLP and the CNN can consume them. scikit-learn is imported here,
+    not with the module: it costs ~2 s, which every ``dfml`` command and every
+    refused flag would otherwise pay.
     """
-    bunch = _sk_load_digits()
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
     x = bunch.images.astype(np.float32)[:, None, :, :]
     return ArrayDataset("digits", x, bunch.target.astype(np.int64), 10, scale=16.0)
 

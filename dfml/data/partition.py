@@ -54,24 +54,34 @@ def _dirichlet(labels, n, cfg, rng):
     Up to :data:`_DIRICHLET_DRAWS` draws are tried; the first that gives every
     client ``min_samples`` is returned (so partitions that always worked stay
     bit-identical). If none does, the draw with the smallest total shortfall
-    (the first of equals) is returned and :func:`partition` repairs it.
+    (the first of equals) is returned and :func:`partition` repairs it. A draw
+    is judged by its client sizes alone; only the one returned is cut into
+    index arrays (at 100 clients the cutting was 90 % of the time).
     """
-    classes = np.unique(labels)
+    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     best, best_shortfall = None, None
     for _ in range(_DIRICHLET_DRAWS):
-        parts: list[list[np.ndarray]] = [[] for _ in range(n)]
-        for c in classes:
-            idx = rng.permutation(np.flatnonzero(labels == c))
+        draw, sizes = [], np.zeros(n, np.int64)
+        for members in by_class:
+            idx = rng.permutation(members)
             cuts = (np.cumsum(rng.dirichlet(np.full(n, cfg.alpha)))[:-1] * len(idx)).astype(int)
-            for client, chunk in enumerate(np.split(idx, cuts)):
-                parts[client].append(chunk)
-        out = [np.sort(np.concatenate(p)) for p in parts]
-        shortfall = sum(max(0, cfg.min_samples - len(p)) for p in out)
+            draw.append((idx, cuts))
+            sizes += np.diff(cuts, prepend=0, append=len(idx))
+        shortfall = int(np.maximum(cfg.min_samples - sizes, 0).sum())
         if shortfall == 0:
-            return out
+            return _cut(draw, n)
         if best_shortfall is None or shortfall < best_shortfall:
-            best, best_shortfall = out, shortfall
-    return best
+            best, best_shortfall = draw, shortfall
+    return _cut(best, n)
+
+
+def _cut(draw: list[tuple[np.ndarray, np.ndarray]], n: int) -> list[np.ndarray]:
+    """Each client's sorted sample indices from a draw's per-class (order, cut points)."""
+    parts: list[list[np.ndarray]] = [[] for _ in range(n)]
+    for idx, cuts in draw:
+        for client, chunk in enumerate(np.split(idx, cuts)):
+            parts[client].append(chunk)
+    return [np.sort(np.concatenate(p)) for p in parts]
 
 
 def _pathological(labels, n, cfg, rng):

@@ -16,11 +16,13 @@ bases' entries.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import re
 import types
 import typing
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,16 +113,19 @@ def plain(text: str) -> str:
     return _ROLE.sub(target, text).replace("``", "")
 
 
-def attribute_docs(doc: str | None) -> dict[str, str]:
+@functools.cache
+def attribute_docs(doc: str | None) -> Mapping[str, str]:
     """Field name → one-line description from a Google-style ``Attributes:`` section.
 
     Continuation lines (deeper indent) are joined; the section ends at the
-    first non-blank line indented no deeper than its header.
+    first non-blank line indented no deeper than its header. Cached: every
+    parser looks up ~1,000 fields through the MRO, and a docstring never
+    changes, and the answer is read-only.
     """
     lines = inspect.cleandoc(doc or "").splitlines()
     starts = [i for i, line in enumerate(lines) if line.strip() == "Attributes:"]
     if not starts:
-        return {}
+        return types.MappingProxyType({})
     header = lines[starts[0]]
     header_indent = len(header) - len(header.lstrip())
     out: dict[str, str] = {}
@@ -139,7 +144,7 @@ def attribute_docs(doc: str | None) -> dict[str, str]:
             out[current] = match[2].strip()
         elif current is not None:
             out[current] = f"{out[current]} {line.strip()}".strip()
-    return {name: plain(text) for name, text in out.items()}
+    return types.MappingProxyType({name: plain(text) for name, text in out.items()})
 
 
 def field_doc(cls: type, name: str) -> str | None:

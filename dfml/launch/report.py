@@ -27,19 +27,21 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from dfml.errors import ConfigError, UserError
 from dfml.fault.events import KINDS
 from dfml.launch.limits import check_path
 from dfml.launch.results import PARTS, read_metrics
 from dfml.untrusted import load_json
+
+if TYPE_CHECKING:
+    from matplotlib.axis import Axis
+    from matplotlib.figure import Figure
 
 DEFAULT_OUT = "report.html"
 
@@ -255,8 +257,17 @@ def image(fig: Figure, alt: str) -> str:
 
 def _figure() -> tuple[Figure, Any]:
     # A bare Figure, not pyplot: no global state, no GUI backend, always Agg for PNG.
+    # matplotlib is imported here, not with the module (~1 s every dfml command paid).
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6.4, 3.6), layout="constrained")
     return fig, fig.subplots()
+
+
+def _integer_ticks(axis: Axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 # ----- figures --------------------------------------------------------------------
@@ -282,7 +293,7 @@ def accuracy_figure(run: Run) -> str:
                 r + 1, color="red", ls="--", lw=0.8, label="chaos strike" if k == 0 else None
             )
     ax.set(xlabel="round", ylabel="client accuracy", ylim=(0, 1))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return image(fig, f"accuracy per round of {run.label}")
@@ -296,7 +307,7 @@ def final_histogram(run: Run) -> str:
     ax.hist(values, bins=np.linspace(0, 1, 21), edgecolor="white")
     ax.axvline(float(np.mean(values)), color="black", ls="--", label=f"mean {np.mean(values):.3f}")
     ax.set(xlabel="final accuracy", ylabel="clients", xlim=(0, 1))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_ticks(ax.yaxis)
     ax.legend(loc="upper left")
     return image(fig, f"per-client final accuracy of {run.label}")
 
@@ -441,7 +452,7 @@ def comparison_section(runs: Sequence[Run]) -> str:
         if curve is not None:
             ax.plot(curve[0] + 1, curve[1], label=run.label)
     ax.set(xlabel="round", ylabel="mean client accuracy", ylim=(0, 1))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
     return "\n".join(

@@ -367,12 +367,12 @@ def plot_accuracy(
     A single run also shows the min–max band over clients; with several runs
     the bands would hide each other, so only the means are drawn.
     """
-    import matplotlib
+    # A bare Figure, not pyplot: no global backend switch in the user's process, no
+    # figure registry to leak; imported here so commands that draw nothing skip it.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    fig = Figure(figsize=(6.4, 4.0), dpi=120)
+    ax = fig.subplots()
     for label, history in runs.items():
         scored = [  # rounds --eval-every skipped have no value to draw
             (r.round + 1, v)
@@ -391,7 +391,6 @@ def plot_accuracy(
     ax.legend(loc="lower right")
     fig.tight_layout()
     _atomic_write(path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
 
 
 def _json_default(value: Any) -> Any:

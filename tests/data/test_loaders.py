@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from torchvision.datasets import CIFAR10
 
 from dfml.data.config import DataConfig
 from dfml.data.medmnist_sets import load_medmnist
@@ -152,6 +151,8 @@ def test_cifar_round_trips(tmp_path, name, folder, batches, meta, label_key, cla
 def test_torchvision_cifar_rejects_files_without_official_md5(tmp_path: Path) -> None:
     # Why load_torchvision reads the batches itself: torchvision md5-checks them.
     _write_cifar(tmp_path / CIFAR_CASES[0][1], *CIFAR_CASES[0][2:], 2)
+    from torchvision.datasets import CIFAR10
+
     with pytest.raises(RuntimeError, match="not found or corrupted"):
         CIFAR10(str(tmp_path), train=True, download=False)
 

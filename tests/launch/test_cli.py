@@ -107,6 +107,7 @@ def test_flags_override_yaml(tmp_path):
     assert launch.progress is True
 
 
+@pytest.mark.e2e
 def test_entry_point_prints_no_traceback():
     proc = subprocess.run(
         [sys.executable, "-m", "dfml.launch.cli", "run", "--dataset", "nosuch"],

@@ -106,6 +106,7 @@ def test_mean_std_and_table():
     assert with_tasks[1:4] == ["task_accuracy", "task_accuracy_before", "task_accuracy_case1"]
 
 
+@pytest.mark.e2e
 def test_compare_end_to_end(tmp_path, capsys, monkeypatch):
     import ray
 

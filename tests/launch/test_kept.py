@@ -40,6 +40,7 @@ def no_ray(monkeypatch):
     monkeypatch.setattr(ray, "init", init)
 
 
+@pytest.mark.e2e
 def test_an_interrupted_compare_keeps_its_finished_runs_and_reruns_the_rest(
     capsys, tmp_path, no_ray
 ):
@@ -67,6 +68,7 @@ def test_an_interrupted_compare_keeps_its_finished_runs_and_reruns_the_rest(
     assert f"{final:.3f}" in table[2]
 
 
+@pytest.mark.e2e
 def test_a_folder_holding_a_run_of_other_options_is_refused(capsys, tmp_path, no_ray):
     out = tmp_path / "cmp"
     assert compare(capsys, out)[0] == 0

@@ -8,7 +8,6 @@ import json
 import pyarrow.parquet as pq
 import pytest
 from helpers.cli import tiny_argv
-from opacus.accountants import RDPAccountant
 
 from dfml.launch import runner
 from dfml.launch.cli import main
@@ -83,6 +82,8 @@ def test_a_private_run_writes_epsilon_per_client_and_round_and_the_final_epsilon
     partition = pq.read_table(out / "partition.parquet").to_pandas()
     train = partition[partition["split"] != "test"].groupby("client").size()
     sigma = summary["dp_noise"]
+    from opacus.accountants import RDPAccountant
+
     for client, value in last.items():
         n = int(train[client])  # D^M ∪ D^Q: 2 rounds of ⌈n/64⌉ noised steps at q = 64/n
         accountant = RDPAccountant()

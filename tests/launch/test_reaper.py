@@ -55,6 +55,7 @@ def gone(pid: int, timeout: float) -> bool:
         time.sleep(0.1)
 
 
+@pytest.mark.e2e
 def test_the_raylets_children_are_killed_after_the_driver_dies():
     code = DRIVER.format(folder=str(Path(reaper.__file__).parent))
     driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

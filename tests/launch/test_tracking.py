@@ -28,6 +28,7 @@ def per_round(out, key: str) -> dict[int, list[float]]:
     return got
 
 
+@pytest.mark.e2e
 def test_tensorboard_and_mlflow_hold_the_runs_rounds_and_summary(tmp_path, capsys):
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

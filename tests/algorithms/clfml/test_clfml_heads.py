@@ -180,6 +180,7 @@ class Published(Callback):
         self.objects = {name: dict(refs) for name, refs in self.runtime.state.channels.items()}
 
 
+@pytest.mark.e2e
 def test_a_run_shares_prototype_rows_as_sums_only(tmp_path):
     published = Published()
     summary = run(

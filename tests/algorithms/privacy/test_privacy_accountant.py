@@ -7,7 +7,6 @@ import functools
 import math
 
 import pytest
-from opacus.accountants import RDPAccountant
 
 from dfml.actors.inprocess import InProcessFederation
 from dfml.algorithms.base import LocalSGDConfig
@@ -26,6 +25,8 @@ DELTA = 1e-5
 
 @functools.cache
 def opacus_epsilon(noise: float, rate: float, steps: int) -> float:
+    from opacus.accountants import RDPAccountant
+
     accountant = RDPAccountant()
     for _ in range(steps):
         accountant.step(noise_multiplier=noise, sample_rate=rate)

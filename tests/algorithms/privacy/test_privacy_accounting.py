@@ -7,8 +7,6 @@ import math
 
 import pytest
 from helpers.contexts import make_contexts
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
 
 from dfml.actors.state import ClientState
 from dfml.algorithms.privacy.accounting import (
@@ -35,6 +33,8 @@ def test_sgd_usage_by_hand():
 
 
 def test_epsilon_is_the_rdp_accountant_stepped_step_by_step():
+    from opacus.accountants import RDPAccountant
+
     accountant = RDPAccountant()
     for _ in range(60):
         accountant.step(noise_multiplier=1.1, sample_rate=0.25)
@@ -43,6 +43,8 @@ def test_epsilon_is_the_rdp_accountant_stepped_step_by_step():
 
 
 def test_derived_noise_is_opacus_get_noise_multiplier_of_the_neediest_client():
+    from opacus.accountants.utils import get_noise_multiplier
+
     """σ for the run's steps (rounds × steps per round) and each client's sampling rate;
     with it nobody exceeds the target and the neediest client meets it."""
     usages = [sgd_usage(n, 32, 2) for n in (40, 300)]
