@@ -194,15 +194,16 @@ def test_server_and_gossip_agree_on_a_complete_graph_with_data_size_weights(algo
     """Gossip row i of W is p_j = n_j / n on a complete graph: client i starts
     round t from Σ_j p_j x_j, the server's model; so every client's training
     loss matches round by round (up to float32 summation)."""
-    server = run_in_process(algo_cls(config_cls(aggregation="server", local_epochs=1)))
-    gossip = run_in_process(algo_cls(config_cls(aggregation="gossip", local_epochs=1)))
+    knobs = {"local_epochs": 1} | ({"inner_steps": 2} if config_cls is PFedMeConfig else {})
+    server = run_in_process(algo_cls(config_cls(aggregation="server", **knobs)))
+    gossip = run_in_process(algo_cls(config_cls(aggregation="gossip", **knobs)))
     for s, g in zip(server, gossip, strict=True):
         for cid in s.metrics:
             assert s.metrics[cid]["train_loss"] == pytest.approx(
                 g.metrics[cid]["train_loss"], rel=1e-4
             )
     # ... and differ on a ring, where the neighbourhood average is not global.
-    ring = run_in_process(algo_cls(config_cls(aggregation="gossip", local_epochs=1)), "ring")
+    ring = run_in_process(algo_cls(config_cls(aggregation="gossip", **knobs)), "ring")
     assert ring[-1].metrics[0]["train_loss"] != pytest.approx(
         server[-1].metrics[0]["train_loss"], rel=1e-4
     )

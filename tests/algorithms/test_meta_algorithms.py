@@ -21,7 +21,7 @@ from dfml.records import Callback
 from dfml.runtime.loop import run
 from dfml.topology.config import TopologyConfig
 
-FAST = {"local_steps": 2, "batch_size": 16}
+FAST = {"local_steps": 2, "local_epochs": 1, "batch_size": 16}
 
 
 class CaptureStates(Callback):
