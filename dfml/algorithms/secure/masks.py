@@ -41,6 +41,8 @@ FRACTION_BITS = 32
 SCALE = float(2**FRACTION_BITS)
 #: The largest magnitude a decoded sum may have (it must fit int64 after scaling).
 LIMIT = float(2 ** (63 - FRACTION_BITS))
+#: The largest scaled magnitude that casts to int64 (a float64 just below 2^63).
+_BOUND = float(2**63 - 2**11)
 #: The receiver id of the server's mask group (client ids are >= 0).
 SERVER = -1
 #: Salt of the pairwise seeds, so they share no stream with training or noise seeds.
@@ -55,8 +57,7 @@ def encode(values: np.ndarray) -> np.ndarray:
     the run stops on that client's NaN loss at the end of the round anyway.
     """
     scaled = np.asarray(values, dtype=np.float64) * SCALE
-    bound = LIMIT * SCALE / 2
-    scaled = np.nan_to_num(np.clip(scaled, -bound, bound), nan=0.0)
+    scaled = np.nan_to_num(np.clip(scaled, -_BOUND, _BOUND), nan=0.0)
     return np.rint(scaled).astype(np.int64).view(np.uint64)
 
 
