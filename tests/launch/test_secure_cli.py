@@ -66,4 +66,3 @@ def test_what_masks_cannot_serve_is_one_line_before_anything_starts(
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert message in lines[0]
     assert not (tmp_path / "r").exists()
-

@@ -50,7 +50,9 @@ def test_gossip_objects_sum_to_the_neighbourhood_sum_for_each_receiver():
     rng = np.random.default_rng(3)
     for i, group in neighbours.items():
         row = rng.dirichlet(np.ones(len(group) + 1))  # w_ii, then w_ij
-        objects = [mask(xs[j], w, SECRET, 0, i, j, group) for j, w in zip(group, row[1:])]
+        objects = [
+            mask(xs[j], w, SECRET, 0, i, j, group) for j, w in zip(group, row[1:], strict=True)
+        ]
         mixed = row[0] * xs[i].astype(np.float64) + decode(ring_sum(objects))
         plain = row[0] * xs[i].astype(np.float64) + plain_sum([xs[j] for j in group], row[1:])
         np.testing.assert_allclose(mixed, plain, rtol=0, atol=1e-8)
@@ -69,7 +71,9 @@ def test_dropped_members_masks_are_removed_from_the_survivors_sum():
     xs = vectors(5, 200, seed=4)
     weights = [0.1, 0.2, 0.3, 0.15, 0.25]
     group = [0, 1, 2, 3, 4]
-    masked = [mask(x, w, SECRET, 9, SERVER, k, group) for x, w, k in zip(xs, weights, group)]
+    masked = [
+        mask(x, w, SECRET, 9, SERVER, k, group) for x, w, k in zip(xs, weights, group, strict=True)
+    ]
     survivors, dropped = [0, 2, 4], [1, 3]
     kept = [masked[k] for k in survivors]
     got = unmasked_sum(kept, SECRET, 9, SERVER, survivors, dropped)
@@ -95,9 +99,10 @@ def leaks(publish) -> bool:
     """The check the masked objects must pass: a published object equals the
     client's encoded vector, or correlates with it across draws."""
     x = np.linspace(-1, 1, 4, dtype=np.float32)
-    return np.array_equal(publish(x, 0), encode(0.5 * x)) or abs(
-        correlation_with_vector(publish)
-    ) > 0.1
+    return (
+        np.array_equal(publish(x, 0), encode(0.5 * x))
+        or abs(correlation_with_vector(publish)) > 0.1
+    )
 
 
 def test_a_published_object_is_independent_of_the_clients_vector():

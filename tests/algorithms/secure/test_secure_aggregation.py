@@ -78,7 +78,7 @@ def test_server_mode_publishes_only_masked_vectors_and_republishes_the_same(tmp_
     seen = Published()
     run(tmp_path, "masked", [seen], algorithm="fedavg", secure_aggregation=True)
     assert len(seen.seen) == 3 * 5
-    for cid, raw, objects in seen.seen:
+    for _, raw, objects in seen.seen:
         published = objects[PARAMS]
         assert published.dtype == np.uint64 and not np.array_equal(published.view(np.int64), raw)
         assert np.abs(decode(published) - raw / 5).min() > 1e-3  # no coordinate shows through
@@ -92,8 +92,14 @@ def test_server_mode_publishes_only_masked_vectors_and_republishes_the_same(tmp_
 
 def test_gossip_mode_publishes_one_masked_object_per_receiver_and_no_vector(tmp_path):
     seen = Published()
-    run(tmp_path, "masked", [seen], algorithm="dfedavg", secure_aggregation=True,
-        topology="complete")
+    run(
+        tmp_path,
+        "masked",
+        [seen],
+        algorithm="dfedavg",
+        secure_aggregation=True,
+        topology="complete",
+    )
     for cid, raw, objects in seen.seen:
         assert objects[PARAMS].size == 0
         receivers = [name for name in objects if name.startswith("secure:")]
