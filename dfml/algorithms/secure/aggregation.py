@@ -81,7 +81,8 @@ def inbox(receiver: int) -> str:
 
 @dataclass
 class SecureState:
-    """The driver's own memory: the plain model's bytes (for ``bytes_sent``)."""
+    """The driver's memory in server mode: the plain model's bytes, read before the
+    first masked publish (``bytes_sent`` counts masked uploads and plain downloads)."""
 
     model_bytes: int = 0
 
@@ -185,7 +186,7 @@ class SecureAggregation(Algorithm):
     """A learner whose clients publish only masked vectors (:func:`secure`)."""
 
     @property
-    def elastic(self) -> bool:  # type: ignore[override]
+    def elastic(self) -> bool:
         """Joiners start from the server model, or, gossiping, from their nearest
         neighbours' plain vectors, which secure gossip never publishes."""
         return self.learner_class.elastic and bool(getattr(self, "centralized", False))
@@ -193,10 +194,10 @@ class SecureAggregation(Algorithm):
     # ----- driver half -------------------------------------------------
     def next_step(self, state: DriverState, env: RunEnv) -> Step | None:
         """The learner's steps with plans added; gossip runs a ``mask`` step first."""
-        slot = state.sources.setdefault(SLOT, SecureState())
-        if not slot.model_bytes:  # before any masked publish: every vector is plain float32
-            slot.model_bytes = max(state.sizes.get(PARAMS, {}).values(), default=0)
         if getattr(self, "centralized", False):
+            slot = state.sources.setdefault(SLOT, SecureState())
+            if not slot.model_bytes:  # before any masked publish: every vector is plain float32
+                slot.model_bytes = max(state.sizes.get(PARAMS, {}).values(), default=0)
             return self.server_round_step(state, env, slot.model_bytes)
         if MASK_PHASE not in state.phases and Phase.TRAIN not in state.phases:
             return self.mask_step(state, env)
