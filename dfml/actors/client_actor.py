@@ -45,6 +45,17 @@ log = logging.getLogger(__name__)
 CHUNK = 4096
 
 
+def _alike(order: list[int], channels: Mapping[int, Mapping[str, Any]]) -> list[list[int]]:
+    """``order`` grouped by the dtype and shape of each client's vector: only alike
+    vectors stack into one packed object (under secure aggregation a cohort may
+    publish masked ring elements beside plain models)."""
+    groups: dict[tuple[str, tuple[int, ...]], list[int]] = {}
+    for cid in order:
+        value = channels[cid][PARAMS]
+        groups.setdefault((str(value.dtype), value.shape), []).append(cid)
+    return list(groups.values())
+
+
 def chunks(ids: list[int], size: int) -> list[list[int]]:
     """``ids`` cut into consecutive runs of at most ``size``."""
     return [ids[i : i + size] for i in range(0, len(ids), size)]
@@ -229,9 +240,10 @@ class ClientActor:
         channels = {cid: self._channels(cid) for cid in order}
         rows: dict[int, Any] = {}
         if self.spec.pack_params and self.store is RayStore and len(order) > 1:
-            for part in chunks(order, CHUNK):
-                packed = self.store.put(np.stack([channels[cid][PARAMS] for cid in part]))
-                rows.update({cid: Row(packed, i) for i, cid in enumerate(part)})
+            for alike in _alike(order, channels):
+                for part in chunks(alike, CHUNK):
+                    packed = self.store.put(np.stack([channels[cid][PARAMS] for cid in part]))
+                    rows.update({cid: Row(packed, i) for i, cid in enumerate(part)})
         out = {}
         for cid in order:
             refs = {

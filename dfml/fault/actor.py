@@ -310,6 +310,10 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
                 except RayError as err:
                     failures.append(("neighbor", str(neighbor), f"{type(err).__name__}: {err}"))
                     continue
+                if vector.dtype != np.float32 or vector.shape != tuple(self.init_params.shape):
+                    # a masked object or an empty one (secure aggregation) is no model
+                    failures.append(("neighbor", str(neighbor), "published no plain model"))
+                    continue
                 params = torch.from_numpy(np.array(vector, copy=True)).to(self.device)
                 state = self.algorithm.init_state(ctx, params).evolve(round=plan.round_index)
                 self.states[cid] = state

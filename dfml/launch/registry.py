@@ -24,6 +24,7 @@ from dfml.algorithms.perfedavg import PerFedAvg
 from dfml.algorithms.pfedme import PFedMe
 from dfml.algorithms.reptile import Reptile
 from dfml.algorithms.robust.mixing import robust
+from dfml.algorithms.secure.aggregation import secure
 from dfml.compression import check_compressor
 from dfml.errors import ConfigError
 
@@ -57,12 +58,18 @@ def clusters(name: str) -> bool:
 
 
 def algorithm_class(
-    name: str, cluster_by: str = "none", compressor: str = "none", robust_mixing: bool = False
+    name: str,
+    cluster_by: str = "none",
+    compressor: str = "none",
+    robust_mixing: bool = False,
+    secure_aggregation: bool = False,
 ) -> type[Algorithm]:
     """The class that runs algorithm ``name``, clustered by ``cluster_by``, its
     gossip compressed by ``compressor``, with Byzantine clients and robust
     mixing in front where ``robust_mixing`` (:func:`robust`, which refuses a
-    learner that does not send its vector).
+    learner that does not send its vector), or secure aggregation where
+    ``secure_aggregation`` (:func:`secure`, which refuses a learner whose
+    aggregation is not a weighted sum of vectors).
 
     One :class:`ConfigError` line for an unknown name, clustering or
     compressor, and for ``labels`` or a compressor with an algorithm that
@@ -93,6 +100,13 @@ def algorithm_class(
                 f"aggregates at a server; allowed: {_gossiping()}"
             )
         cls = compressed(cls)
+    if secure_aggregation:
+        if robust_mixing:
+            raise ConfigError(
+                "--secure-aggregation hides each vector, but --byzantine and "
+                "--robust-aggregation need the plain vectors; allowed: one of them"
+            )
+        return secure(cls)
     return robust(cls) if robust_mixing else cls
 
 

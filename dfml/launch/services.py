@@ -42,6 +42,8 @@ from dfml.algorithms.robust.config import RobustConfig
 from dfml.algorithms.robust.report import ByzantineReport
 from dfml.algorithms.robust.settings import Robustness
 from dfml.algorithms.robust.setup import build_robustness
+from dfml.algorithms.secure.config import SecureConfig
+from dfml.algorithms.secure.report import SecureReport
 from dfml.algorithms.virtual_clock import SyncClock, local_steps
 from dfml.clock import ClockConfig, client_speeds
 from dfml.data.registry import load_dataset
@@ -128,7 +130,8 @@ def run_class(cfg: ExperimentConfig) -> type[Algorithm]:
     """The class that runs ``cfg``'s algorithm: clustered, compressed and robust as it asks."""
     compressor = getattr(cfg.algorithm, "compressor", "none")
     robust = section(cfg, "robustness").active
-    return algorithm_class(cfg.run.algorithm, cfg.run.cluster_by, compressor, robust)
+    masked = section(cfg, "secure").active
+    return algorithm_class(cfg.run.algorithm, cfg.run.cluster_by, compressor, robust, masked)
 
 
 def build_algorithm(cfg: ExperimentConfig, prep: Prepared) -> Algorithm:
@@ -191,6 +194,10 @@ def check_async_run(cfg: ExperimentConfig, prep: Prepared) -> None:
         (section(cfg, "privacy").active, "--dp-clip (DP-SGD counts one update per round)"),
         (section(cfg, "tasks").active, "--tasks"),
         (
+            section(cfg, "secure").active,
+            "--secure-aggregation (its masks are made for a round's synchronous cohort)",
+        ),
+        (
             section(cfg, "robustness").active,
             "--byzantine / --robust-aggregation (the attackers and robust rules mix per round)",
         ),
@@ -198,6 +205,43 @@ def check_async_run(cfg: ExperimentConfig, prep: Prepared) -> None:
     for given, what in refused:
         if given:
             raise ConfigError(f"--schedule-mode async does not support {what}")
+
+
+def _build_secure_report(
+    cfg: ExperimentConfig, prep: Prepared, rounds: int, out: Path | None = None
+) -> SecureReport:
+    """Refuse what the masks cannot serve: a sum of fewer than two vectors (it would
+    be the vector itself), and, gossiping, the features that read every client's
+    plain vector (the personalized protocol's consensus model, the probe)."""
+    centralized = bool(getattr(run_class(cfg)(cfg.algorithm), "centralized", False))
+    if centralized:
+        n, members = len(prep.initial), cfg.membership
+        cohort = members.clients_per_round or max(1, math.ceil(members.participation * n - 1e-9))
+        if min(cohort, n) < 2:
+            raise ConfigError(
+                f"--secure-aggregation: a cohort of {min(cohort, n)} client would show the "
+                "server its vector; allowed: two or more clients per round"
+            )
+        return SecureReport("server")
+    for client in prep.initial:
+        if len(prep.topology.neighbors(client)) < 2:
+            raise ConfigError(
+                f"--secure-aggregation: client {client} has "
+                f"{len(prep.topology.neighbors(client))} neighbour(s), whose vector its mix "
+                "would reveal; allowed: a topology where every client has two or more"
+            )
+    refused = [
+        (
+            cfg.evaluation.personalized_eval,
+            "--personalized-eval true (its consensus model averages every plain vector); "
+            "give --personalized-eval false",
+        ),
+        (section(cfg, "probe").active, "--probe-every (it reads the neighbours' plain vectors)"),
+    ]
+    for given, what in refused:
+        if given:
+            raise ConfigError(f"--secure-aggregation in gossip mode does not support {what}")
+    return SecureReport("gossip")
 
 
 def _build_clock(
@@ -255,6 +299,7 @@ SERVICES: dict[str, Service] = {
     "privacy": Service(PrivacyConfig, _build_accountant),
     "robustness": Service(RobustConfig, _build_byzantine_report),
     "clock": Service(ClockConfig, _build_clock),
+    "secure": Service(SecureConfig, _build_secure_report),
 }
 
 #: The files the services write into a results folder.
