@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers.cli import run_cli
 
 from dfml.algorithms.base import LocalSGDConfig
 from dfml.data.config import PartitionConfig
@@ -62,15 +63,6 @@ TINY = [
     "2",
     *QUIET,
 ]
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:  # argparse usage errors
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line(err: str) -> str:

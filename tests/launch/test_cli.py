@@ -8,22 +8,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers.cli import run_cli
 from helpers.reference import reference_dfedavg
 
 from dfml.experiment import prepare
-from dfml.launch.cli import main
 from dfml.launch.options import build_config
 
 QUIET = ["--progress", "false", "--dashboard", "false"]
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:  # argparse usage errors
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize(

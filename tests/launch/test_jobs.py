@@ -356,7 +356,9 @@ def wait_log(address: str, job: str, text: str, timeout: float) -> str:
 
 @pytest.mark.slow
 def test_submit_status_logs_fetch(capsys, ray_head, tmp_path):
-    config = write_config(tmp_path)
+    # The job's lifecycle is under test, not its actors (tested on the shared session):
+    # its clients stay in its driver.
+    config = write_config(tmp_path, backend="local")
     code, out, err = dfml(
         capsys, "submit", str(config), "--address", ray_head, "--working-dir", str(REPO)
     )

@@ -7,22 +7,11 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from helpers.cli import tiny_argv
-
-from dfml.launch import runner
-from dfml.launch.cli import main
+from helpers.cli import refuse_ray, run_cli, tiny_argv
 
 TINY = tiny_argv(
     personalized_eval=False, num_cpus_per_actor=0.5, clients_per_actor=2, dashboard=False
 )
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:  # argparse usage errors
-        code = exit_.code
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -55,12 +44,8 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
 def test_bad_privacy_input_is_one_line_before_anything_starts(
     capsys, tmp_path, monkeypatch, flags, message
 ):
-    def no_ray(*args, **kwargs):
-        raise AssertionError("ray.init must not be reached")
-
-    monkeypatch.setattr(runner.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(runner.ray, "init", no_ray)
-    code, err = run_cli(capsys, "run", *TINY, *flags, "--out", str(tmp_path / "out"))
+    refuse_ray(monkeypatch)
+    code, _, err = run_cli(capsys, "run", *TINY, *flags, "--out", str(tmp_path / "out"))
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert message in lines[0]
@@ -73,7 +58,7 @@ def test_a_private_run_writes_epsilon_per_client_and_round_and_the_final_epsilon
     argv = ["run", *TINY, "--local-epochs", "1", "--batch-size", "64", "--out", str(out)]
     argv += ["--backend", "local"]
     argv += ["--dp-clip", "1.0", "--dp-epsilon", "3"]
-    code, err = run_cli(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     metrics = pq.read_table(out / "metrics.parquet").to_pandas()

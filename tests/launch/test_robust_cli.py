@@ -8,20 +8,9 @@ import math
 
 import pyarrow.parquet as pq
 import pytest
-from helpers.cli import tiny_argv
-
-from dfml.launch import runner
-from dfml.launch.cli import main
+from helpers.cli import refuse_ray, run_cli, tiny_argv
 
 TINY = tiny_argv(clients=10, local_epochs=1, personalized_eval=False, dashboard=False)
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:  # argparse usage errors
-        code = exit_.code
-    return code, capsys.readouterr().err
 
 
 KREG = ["--topology", "k-regular", "--degree", "4"]
@@ -83,12 +72,8 @@ KREG = ["--topology", "k-regular", "--degree", "4"]
 def test_bad_robustness_input_is_one_line_before_anything_starts(
     capsys, tmp_path, monkeypatch, flags, message
 ):
-    def no_ray(*args, **kwargs):
-        raise AssertionError("ray.init must not be reached")
-
-    monkeypatch.setattr(runner.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(runner.ray, "init", no_ray)
-    code, err = run_cli(capsys, "run", *TINY, *flags, "--out", str(tmp_path / "out"))
+    refuse_ray(monkeypatch)
+    code, _, err = run_cli(capsys, "run", *TINY, *flags, "--out", str(tmp_path / "out"))
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert message in lines[0]
@@ -99,7 +84,7 @@ def test_a_run_under_attack_reports_honest_accuracy_and_the_attackers(capsys, tm
     out = tmp_path / "run"
     argv = ["run", *TINY, *KREG, "--backend", "local", "--out", str(out)]
     argv += ["--byzantine", "0.2", "--robust-aggregation", "clipped-gossip"]
-    code, err = run_cli(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     attackers = summary["byzantine_clients"]

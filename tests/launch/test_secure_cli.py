@@ -4,22 +4,11 @@ before anything starts (tests/launch/test_help.py checks every flag's help and d
 from __future__ import annotations
 
 import pytest
-from helpers.cli import tiny_argv
-
-from dfml.launch import runner
-from dfml.launch.cli import main
+from helpers.cli import refuse_ray, run_cli, tiny_argv
 
 TINY = tiny_argv(clients=6, local_epochs=1, dashboard=False)
 GOSSIP = ["--personalized-eval", "false"]
 BYZANTINE = "--byzantine and --robust-aggregation need the plain vectors; allowed: one of them"
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:  # argparse usage errors
-        code = exit_.code
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -55,13 +44,9 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
 def test_what_masks_cannot_serve_is_one_line_before_anything_starts(
     capsys, monkeypatch, tmp_path, flags, message
 ):
-    def no_ray(*args, **kwargs):
-        raise AssertionError("ray.init must not be reached")
-
-    monkeypatch.setattr(runner.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(runner.ray, "init", no_ray)
+    refuse_ray(monkeypatch)
     argv = ["run", *TINY, "--secure-aggregation", *flags, "--out", str(tmp_path / "r")]
-    code, err = run_cli(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert message in lines[0]
