@@ -31,9 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-
-from dfml.launch.options import LaunchConfig, build_config
-from dfml.launch.runner import execute
+from reuse import run_or_reuse
 
 log = logging.getLogger("async_clients")
 
@@ -47,16 +45,6 @@ COMMON: dict[str, Any] = {
 }
 FRACTIONS = (0.1, 0.3)
 SLOWDOWN = 10
-
-
-def run_one(options: dict[str, Any], out: Path) -> dict[str, Any]:
-    """summary.json of the run, reusing a completed one in ``out``."""
-    done = out / "summary.json"
-    if done.exists() and json.loads(done.read_text()).get("status") == "completed":
-        return json.loads(done.read_text())
-    cfg, _ = build_config(options)
-    launch = LaunchConfig(out=str(out), progress=False, dashboard=False, overwrite=True)
-    return execute(cfg, launch)
 
 
 def mean_std(values: list[float]) -> str:
@@ -85,7 +73,7 @@ def repeat_check(args: argparse.Namespace, root: Path) -> None:
             "target_accuracy": args.target,
         }
         outs = [root / "repeat" / f"{mode}-{i}" for i in (1, 2)]
-        summaries = [run_one(options, out) for out in outs]
+        summaries = [run_or_reuse(options, out) for out in outs]
         # pandas' equals: NaN cells (a client without a staleness this round) in
         # the same places count as equal, every other value must be bit-equal.
         tables = [pq.read_table(out / "metrics.parquet").to_pandas() for out in outs]
@@ -133,7 +121,7 @@ def main() -> None:
                     "target_accuracy": args.target,
                 }
                 out = root / f"f{fraction}-{mode}" / f"seed{seed}"
-                summary = run_one(options, out)
+                summary = run_or_reuse(options, out)
                 rows.setdefault((fraction, mode), []).append(summary)
                 log.info(
                     "%s stragglers %.1f %s seed %d: time to %.2f %s s, rounds %s, final %.4f "

@@ -32,13 +32,12 @@ from typing import Any
 
 import numpy as np
 import ray
+from reuse import run_or_reuse
 
 from dfml.algorithms.evaluation import bytes_to_target
 from dfml.errors import TrainingDivergedError
 from dfml.launch.compare import mean_std
-from dfml.launch.options import LaunchConfig, build_config
 from dfml.launch.results import read_metrics
-from dfml.launch.runner import execute
 
 log = logging.getLogger("compression")
 
@@ -66,17 +65,11 @@ def runs() -> list[tuple[str, dict[str, Any], tuple[str, str]]]:
 def run_one(options: dict[str, Any], out: Path) -> dict[str, Any]:
     """Run ``options`` into ``out`` (a completed run there is reused) and return
     its summary plus the mean accuracy of every round."""
-    done = out / "summary.json"
-    if done.exists() and json.loads(done.read_text()).get("status") in ("completed", "diverged"):
-        summary = json.loads(done.read_text())
-    else:
-        cfg, _ = build_config({**COMMON, **options})
-        launch = LaunchConfig(out=str(out), progress=False, dashboard=False, overwrite=True)
-        try:
-            execute(cfg, launch)
-        except TrainingDivergedError as err:
-            log.warning("%s: %s", out, err)  # its summary.json says diverged
-        summary = json.loads(done.read_text())
+    try:
+        summary = run_or_reuse({**COMMON, **options}, out, ("completed", "diverged"))
+    except TrainingDivergedError as err:
+        log.warning("%s: %s", out, err)  # its summary.json says diverged
+        summary = json.loads((out / "summary.json").read_text())
     table = read_metrics(out).to_pandas()
     summary["mean_accuracy"] = table.groupby("round")["accuracy"].mean().tolist()
     return summary

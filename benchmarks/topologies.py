@@ -31,10 +31,9 @@ from typing import Any
 
 import numpy as np
 import ray
+from reuse import run_or_reuse
 
-from dfml.launch.options import LaunchConfig, build_config
 from dfml.launch.results import read_metrics
-from dfml.launch.runner import execute
 
 HERE = Path(__file__).resolve().parent
 PARTITION = HERE / "digits_dir0.3_20c.parquet"  # written by benchmarks/pfl_baselines.py
@@ -79,16 +78,6 @@ def rounds_to(acc: np.ndarray, target: float) -> int | None:
     return int(hits[0]) + 1 if hits.size else None
 
 
-def run_one(options: dict[str, Any], out: Path) -> dict[str, Any]:
-    """summary.json of the run, reusing a completed one in ``out``."""
-    done = out / "summary.json"
-    if done.exists() and json.loads(done.read_text()).get("status") == "completed":
-        return json.loads(done.read_text())
-    cfg, _ = build_config(options)
-    launch = LaunchConfig(out=str(out), progress=False, dashboard=False, overwrite=True)
-    return execute(cfg, launch)
-
-
 def fmt_rounds(values: list[int | None], rounds: int) -> str:
     """Per-seed rounds and their mean; a seed that never reached counts as > rounds."""
     cells = [str(v) if v is not None else f">{rounds}" for v in values]
@@ -129,7 +118,7 @@ def main() -> None:
         for seed in seeds:
             out = Path(args.out) / f"{name.replace(' ', '-')}-{degree}" / f"seed{seed}"
             options = {**COMMON, **topology, "seed": seed, "rounds": args.rounds}
-            summary = run_one(options, out)
+            summary = run_or_reuse(options, out)
             curves.setdefault((name, degree), []).append(curve(out))
             sent[(name, degree)] = summary["bytes_sent"] / args.rounds
             print(
