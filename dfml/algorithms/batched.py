@@ -44,7 +44,7 @@ callers check :func:`vectorizable`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -176,16 +176,26 @@ def batched_sgd_epochs(
     if private is not None and len(noise_seeds) != len(ys):
         raise ValueError(f"DP-SGD needs one noise seed per client, got {len(noise_seeds)}")
     for b in blocks(thetas, xs, 1 if private is None else batch_size):
-        args = (model, out[b], xs[b], ys[b], lr, epochs, batch_size, seeds[b])
-        if private is None:
-            losses[b] = _sgd_block(*args)
-        else:
-            losses[b] = _private_sgd_block(*args, private, noise_seeds[b])
+        gradient = (
+            _plain_gradient(model)
+            if private is None
+            else _private_gradient(model, private, noise_seeds[b], batch_size)
+        )
+        losses[b] = _train_block(out[b], xs[b], ys[b], lr, epochs, batch_size, seeds[b], gradient)
     return out, losses
 
 
-def _sgd_block(
-    model: FlatModel,
+#: One step's gradient of a block: (θ [c, P], the batches' inputs [c, W, …] and
+#: labels [c, W], which slots hold samples [c, W], which clients step [c]) →
+#: (each client's step direction [c, P], zero for a client that does not step;
+#: each client's mean batch loss [c]).
+BlockGradient = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    tuple[torch.Tensor, torch.Tensor],
+]
+
+
+def _train_block(
     theta: torch.Tensor,
     xs: Sequence[torch.Tensor],
     ys: Sequence[torch.Tensor],
@@ -193,69 +203,63 @@ def _sgd_block(
     epochs: int,
     batch_size: int,
     seeds: Sequence[int],
+    gradient: BlockGradient,
 ) -> torch.Tensor:
-    """Train the block ``theta`` [c, P] in place; return its mean losses [c]."""
+    """Train the block ``theta`` [c, P] in place with ``gradient``'s steps along each
+    client's mini-batch plan; return each client's mean loss over its steps [c]."""
     device = theta.device
     plan = torch.from_numpy(step_plan([len(y) for y in ys], batch_size, epochs, seeds)).to(device)
     x_all, y_all = pad_clients(xs, ys)
     rows = torch.arange(len(ys), device=device)[:, None]
-    forward = vmap(model)
     total = torch.zeros(len(ys), dtype=torch.float64, device=device)
     count = torch.zeros(len(ys), dtype=torch.float64, device=device)
     for s in range(plan.shape[1]):
         idx = plan[:, s]  # [c, batch_size], -1 in the unused slots
         valid = idx >= 0
         take = idx.clamp_min(0)
-        with torch.enable_grad():
-            leaf = theta.detach().requires_grad_(True)
-            losses = _masked_losses(
-                forward(leaf, x_all[rows, take]), y_all[rows, take], valid.float()
-            )
-            # Client c's loss depends on row c alone, so the gradient of the
-            # sum is, row by row, each client's own gradient (∂Σ/∂ℓ_c = 1).
-            (grads,) = torch.autograd.grad(losses.sum(), leaf)
         active = valid.any(1)
-        if not bool(active.all()):
-            # A client with no step s left keeps its vector: a zeroed gradient
-            # (so not even a NaN from its fully masked batch reaches it).
-            grads.masked_fill_(~active[:, None], 0.0)
-        theta.sub_(grads, alpha=lr)
+        step, losses = gradient(theta, x_all[rows, take], y_all[rows, take], valid, active)
+        theta.sub_(step, alpha=lr)
         total += torch.where(active, losses.detach().double(), 0.0)
         count += active.double()
     return torch.where(count > 0, total / count.clamp_min(1.0), math.nan)
 
 
-def _private_sgd_block(
-    model: FlatModel,
-    theta: torch.Tensor,
-    xs: Sequence[torch.Tensor],
-    ys: Sequence[torch.Tensor],
-    lr: float,
-    epochs: int,
-    batch_size: int,
-    seeds: Sequence[int],
-    privacy: DPSGD,
-    noise_seeds: Sequence[int],
-) -> torch.Tensor:
-    """:func:`_sgd_block` with DP-SGD's step; trains ``theta`` in place, returns mean losses."""
-    device = theta.device
-    plan = torch.from_numpy(step_plan([len(y) for y in ys], batch_size, epochs, seeds)).to(device)
-    x_all, y_all = pad_clients(xs, ys)
-    rows = torch.arange(len(ys), device=device)[:, None]
+def _plain_gradient(model: FlatModel) -> BlockGradient:
+    """Each client's mean-loss gradient on its batch (plain SGD)."""
+    forward = vmap(model)
+
+    def gradient(theta, x, y, valid, active):
+        with torch.enable_grad():
+            leaf = theta.detach().requires_grad_(True)
+            losses = _masked_losses(forward(leaf, x), y, valid.float())
+            # Client c's loss depends on row c alone, so the gradient of the
+            # sum is, row by row, each client's own gradient (∂Σ/∂ℓ_c = 1).
+            (grads,) = torch.autograd.grad(losses.sum(), leaf)
+        if not bool(active.all()):
+            # A client with no step left keeps its vector: a zeroed gradient
+            # (so not even a NaN from its fully masked batch reaches it).
+            grads.masked_fill_(~active[:, None], 0.0)
+        return grads, losses
+
+    return gradient
+
+
+def _private_gradient(
+    model: FlatModel, privacy: DPSGD, noise_seeds: Sequence[int], batch_size: int
+) -> BlockGradient:
+    """DP-SGD's step direction: per-sample gradients clipped to C, summed, each
+    client's Gaussian noise (from its own generator, on the steps it takes)
+    added, divided by the batch's samples."""
     forward = vmap(vmap(model, randomness="different"), randomness="different")
     generators = [noise_generator(s) for s in noise_seeds]
     std = privacy.noise * privacy.clip
-    total = torch.zeros(len(ys), dtype=torch.float64, device=device)
-    count = torch.zeros(len(ys), dtype=torch.float64, device=device)
-    for s in range(plan.shape[1]):
-        idx = plan[:, s]  # [c, batch_size], -1 in the unused slots
-        valid = idx >= 0
+
+    def gradient(theta, x, y, valid, active):
         mask = valid.to(theta.dtype)
-        take = idx.clamp_min(0)
-        y = y_all[rows, take]
         copies = theta.detach()[:, None, :].expand(-1, batch_size, -1).clone().requires_grad_(True)
         with torch.enable_grad():
-            logits = forward(copies, x_all[rows, take].unsqueeze(2))  # [c, W, 1, K]
+            logits = forward(copies, x.unsqueeze(2))  # [c, W, 1, K]
             per_sample = torch.nn.functional.cross_entropy(
                 logits.flatten(0, 2), y.flatten(), reduction="none"
             ).view_as(mask)
@@ -264,17 +268,14 @@ def _private_sgd_block(
             (grads,) = torch.autograd.grad((per_sample * mask).sum(), copies)
         factors = clip_factors(torch.linalg.vector_norm(grads, dim=2), privacy.clip) * mask
         summed = torch.einsum("cw,cwp->cp", factors, grads)
-        active = valid.any(1)
         if privacy.noise > 0:
             for c in active.nonzero().flatten().tolist():
-                summed[c] += draw_noise(generators[c], summed.shape[1], std, device)
-        n = mask.sum(1)
-        grad = torch.where(active[:, None], summed / n.clamp_min(1.0)[:, None], 0.0)
-        theta.sub_(grad, alpha=lr)
-        losses = (per_sample.detach() * mask).sum(1) / n.clamp_min(1.0)
-        total += torch.where(active, losses.double(), 0.0)
-        count += active.double()
-    return torch.where(count > 0, total / count.clamp_min(1.0), math.nan)
+                summed[c] += draw_noise(generators[c], summed.shape[1], std, theta.device)
+        n = mask.sum(1).clamp_min(1.0)
+        step = torch.where(active[:, None], summed / n[:, None], 0.0)
+        return step, (per_sample.detach() * mask).sum(1) / n
+
+    return gradient
 
 
 @torch.no_grad()
