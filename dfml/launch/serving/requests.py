@@ -121,5 +121,5 @@ def parse_inputs(body: bytes, input_shape: Sequence[int]) -> np.ndarray:
     if x.shape[1:] not in (shape, (want,)):
         raise BadRequest(400, f"inputs have shape {list(x.shape)}; send {expect}")
     if not np.isfinite(x).all():
-        raise BadRequest(400, "inputs hold NaN or infinity; send finite numbers")
+        raise BadRequest(400, "inputs hold null, NaN or infinity; send finite numbers")
     return x.reshape(len(x), *shape)
