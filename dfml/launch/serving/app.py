@@ -107,7 +107,12 @@ async def _internal_error(request: Request, err: Exception) -> JSONResponse:
     return _error(500, f"internal error ({line}); the server log has the traceback")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0})
+#: Requests one replica takes at a time (Serve's default, 5, queues a burst in the proxy;
+#: these handlers await I/O and a small forward pass).
+MAX_ONGOING = 256
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=MAX_ONGOING)
 class Predictor:
     """Predicts with a served model, loaded by multiplexed model id."""
 
@@ -128,16 +133,22 @@ class Predictor:
         return restricted_predictions(self.model, vector, torch.from_numpy(x), labels).tolist()
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0})
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=MAX_ONGOING)
 @serve.ingress(api)
 class TaskApi:
     """The HTTP routes; checks requests, answers from the board, predicts via the predictor."""
 
     def __init__(
-        self, board: Any, predictor: DeploymentHandle, servable: list[int], spec: ModelSpec
+        self,
+        board: Any,
+        predictor: DeploymentHandle,
+        servable: list[int],
+        spec: ModelSpec,
+        clusters: dict[int, bool],
     ) -> None:
         self.board, self.predictor = board, predictor
         self.servable, self.input_shape = servable, spec.input_shape
+        self.cluster_models = clusters  # cluster id → whether its meta-model is served
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
@@ -172,19 +183,22 @@ class TaskApi:
 
     @api.post("/clusters/{cluster}/predict")
     async def predict_cluster(self, cluster: str, request: Request) -> dict[str, Any]:
-        known = [c["cluster"] for c in await self.board.clusters.remote()]
-        name = model_id("cluster", parse_id(cluster, "cluster", known))
-        if await self.board.model.remote(name) is None:
+        number = parse_id(cluster, "cluster", sorted(self.cluster_models))
+        if not self.cluster_models[number]:
             raise BadRequest(
                 409, "this algorithm publishes more than the model: cluster models are not served"
             )
-        return await self._predict(name, parse_inputs(await request.body(), self.input_shape))
+        x = parse_inputs(await request.body(), self.input_shape)
+        return await self._predict(model_id("cluster", number), x)
 
     async def _predict(self, name: str, x: np.ndarray) -> dict[str, Any]:
         handle = self.predictor.options(multiplexed_model_id=name)
         return {"model": name, "predictions": await handle.predict.remote(x)}
 
 
-def build_app(board: Any, servable: list[int], spec: ModelSpec) -> Any:
-    """The Serve application: the ingress bound to the board and a predictor."""
-    return TaskApi.bind(board, Predictor.bind(board, spec), servable, spec)
+def build_app(board: Any, servable: list[int], spec: ModelSpec, clusters: dict[int, bool]) -> Any:
+    """The Serve application: the ingress bound to the board and a predictor.
+
+    ``clusters``: cluster id → whether its meta-model is served (fixed once
+    trained, so a cluster prediction asks the board nothing)."""
+    return TaskApi.bind(board, Predictor.bind(board, spec), servable, spec, clusters)

@@ -46,12 +46,14 @@ class Serving:
         self.board = board_actor()
         try:
             self.worker = TaskWorker(self.service, RemoteBoard(self.board), ray.put)
-            self.clusters = self.worker.open(self.exp.runtime)
+            self.clusters, served = self.worker.open(self.exp.runtime)
             prep = self.exp.prepared
             spec = ModelSpec(self.exp.cfg.model, tuple(prep.input_shape), prep.num_classes)
             servable = [u for u in self.service.universe if self._scorable(u)]
             serve.start(http_options={"host": self.host, "port": self.port})
-            serve.run(build_app(self.board, servable, spec), name=APP_NAME, route_prefix="/")
+            app = build_app(self.board, servable, spec, served)
+            serve.run(app, name=APP_NAME, route_prefix="/")
+            log.info("serving %d clusters' tasks on %s", len(self.clusters), self.url)
         except BaseException:
             self._stop()
             raise

@@ -125,8 +125,9 @@ class TaskWorker:
     ) -> None:
         self.service, self.board, self.put = service, board, put
 
-    def open(self, runtime: Any) -> list[dict[str, Any]]:
-        """Publish the clusters of ``runtime``'s trained system and their meta-models."""
+    def open(self, runtime: Any) -> tuple[list[dict[str, Any]], dict[int, bool]]:
+        """Publish the clusters of ``runtime``'s trained system and their meta-models;
+        the clusters' views, and cluster id → whether its meta-model is served."""
         assignment, labels, w = self.service.clustering(runtime.state, runtime.env)
         views = cluster_views(assignment, labels, np.asarray(w), self.service.universe)
         vectors = {c: np.asarray(get_value(h)) for c, h in runtime.published().items()}
@@ -138,7 +139,7 @@ class TaskWorker:
                 for k, m in models.items()
             },
         )
-        return views
+        return views, {int(k): k in models for k in labels}
 
     def step(self, wait_s: float) -> int | None:
         """Serve the next queued task (waiting up to ``wait_s`` for one); its id, if any.
