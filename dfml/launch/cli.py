@@ -39,53 +39,11 @@ def _run_parser(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dfml.launch.options import build_config
-    from dfml.launch.runner import execute
+    from dfml.launch.runner import launch_run
 
-    options = options_from(args, set())
-    if options.get("resume"):
-        return _resume(options)
-    cfg, launch = build_config(options)
-    summary = execute(cfg, launch)
-    print(f"final_accuracy={summary['final_accuracy']:.4f}  results in {launch.out}")
-    return 0
-
-
-def _resume(options: dict[str, Any]) -> int:
-    """``dfml run --resume OUT|URI [launch flags]``: continue from the last checkpoint."""
-    import dataclasses
-
-    from dfml.launch.identity import load_resume
-    from dfml.launch.limits import check_path
-    from dfml.launch.options import (
-        LaunchConfig,
-        absolute_paths,
-        build_config,
-        check_resume_options,
-        coerce,
-    )
-    from dfml.launch.runner import execute
-
-    target = str(options.pop("resume"))
-    check_path("--resume", target)
-    if coerce("overwrite", options.get("overwrite", False), bool):
-        LaunchConfig(resume=target, overwrite=True)  # refused: one line saying why
-    given_out = options.pop("out", None)
-    record, checkpointer = load_resume(target, None if given_out is None else str(given_out))
-    recorded = record.options  # every effective option, read or not: exempt
-    cfg, _ = build_config(recorded, allow_unused=recorded)
-    check_resume_options(cfg, absolute_paths(options))
-    launch_fields = {f.name for f in dataclasses.fields(LaunchConfig)}
-    given = {k: v for k, v in options.items() if k in launch_fields}
-    _, launch = build_config(
-        {**recorded, **given, "out": record.out}, allow_unused=set(recorded) - set(given)
-    )
-    checkpoint = checkpointer.latest()
-    summary = execute(cfg, launch, resume=checkpoint, record=record)
-    print(
-        f"resumed at round {checkpoint.round}: final_accuracy={summary['final_accuracy']:.4f}  "
-        f"results in {launch.out}"
-    )
+    summary, launch, resumed = launch_run(options_from(args, set()))
+    accuracy = f"final_accuracy={summary['final_accuracy']:.4f}  results in {launch.out}"
+    print(accuracy if resumed is None else f"resumed at round {resumed}: {accuracy}")
     return 0
 
 
@@ -140,6 +98,12 @@ def _chaos_parser(sub: Any) -> None:
     add_parser(sub)
 
 
+def _serve_parser(sub: Any) -> None:
+    from dfml.launch.serve import add_parser
+
+    add_parser(sub)
+
+
 def _tune_parser(sub: Any) -> None:
     from dfml.launch.sweep import add_parser
 
@@ -171,6 +135,7 @@ COMMANDS: list[Callable[[Any], None]] = [
     _compare_parser,
     _chaos_parser,
     _tune_parser,
+    _serve_parser,
     _report_parser,
     _recipes_parser,
     _jobs_parser,

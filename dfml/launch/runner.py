@@ -6,11 +6,13 @@ Shared by ``dfml run`` and by commands that run several experiments
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,20 @@ from dfml.actors.device import device_summary
 from dfml.algorithms.base import Algorithm
 from dfml.algorithms.evaluation import PersonalizedEvaluation
 from dfml.errors import ConfigError, Interruption, TrainingDivergedError
-from dfml.experiment import ExperimentConfig, Prepared, run_experiment
+from dfml.experiment import Experiment, ExperimentConfig, Prepared
 from dfml.fault.report import FaultReport
 from dfml.launch.cluster import probe, resolve
-from dfml.launch.identity import RunRecord
-from dfml.launch.options import LaunchConfig, config_to_dict, config_to_options
+from dfml.launch.identity import RunRecord, load_resume
+from dfml.launch.limits import check_path
+from dfml.launch.options import (
+    LaunchConfig,
+    absolute_paths,
+    build_config,
+    check_resume_options,
+    coerce,
+    config_to_dict,
+    config_to_options,
+)
 from dfml.launch.progress import ProgressBar
 from dfml.launch.reaper import start as start_reaper
 from dfml.launch.replacement import Replacement
@@ -55,6 +66,10 @@ def ray_logging_level() -> int:
 #: The reapers of the local Rays this process started (:mod:`dfml.launch.reaper`),
 #: held so that they are not reported as abandoned while they watch.
 REAPERS: list[subprocess.Popen] = []
+
+#: What ``dfml serve`` does with a trained system before its actors stop
+#: (:func:`execute`'s ``keep``): (the live experiment, the written summary) → None.
+KeepUp = Callable[[Experiment, dict[str, Any]], None]
 
 
 def init_ray(address: str | None, dashboard: bool) -> bool:
@@ -159,6 +174,7 @@ def execute(
     callbacks: Sequence[Callback] = (),
     resume: Checkpoint | None = None,
     record: RunRecord | None = None,
+    keep: KeepUp | None = None,
 ) -> dict[str, Any]:
     """Run ``cfg`` (or resume it from ``resume``); write the results folder ``out``.
 
@@ -181,6 +197,11 @@ def execute(
     summary.json. With ``checkpoint_uri`` set, whole-run checkpoints are
     written every ``checkpoint_every`` rounds and ``run.json`` records the
     config for ``dfml run --resume``.
+
+    ``keep`` (``dfml serve``): called with the trained, still running
+    experiment and the summary once a completed run's results are written;
+    the actors stop (and a Ray started here shuts down) when it returns or
+    raises, Ctrl-C included.
     """
     out = Path(launch.out) if out is None else out
     valid = validate(cfg)
@@ -208,7 +229,17 @@ def execute(
     try:
         writer = _set_up(out, prepared, checkpointer, resume, record, replacement)
         return _run(
-            cfg, launch, out, algorithm, prepared, writer, callbacks, checkpointer, resume, setup
+            cfg,
+            launch,
+            out,
+            algorithm,
+            prepared,
+            writer,
+            callbacks,
+            checkpointer,
+            resume,
+            setup,
+            keep,
         )
     finally:
         if replacement is not None:
@@ -228,85 +259,132 @@ def _run(
     checkpointer: Checkpointer | None,
     resume: Checkpoint | None,
     setup: dict[str, float],
+    keep: KeepUp | None = None,
 ) -> dict[str, Any]:
     """Run on the started Ray; summary.json is written however the run ends.
 
     ``setup``: seconds already spent before the run (``data``: load,
     partition, topology; ``ray``: Ray's start); the actors' start is added
-    as ``actors``, and their sum is ``setup_seconds``.
+    as ``actors``, and their sum is ``setup_seconds``. ``keep``: see :func:`execute`.
     """
-    t0 = time.perf_counter()
-    status, error, runtime = "completed", None, None
-    bar = ProgressBar(cfg.run.rounds, f"{cfg.run.algorithm}/{cfg.data.dataset}", launch.progress)
-    all_callbacks: list[Callback] = [bar, writer]
-    summary: dict[str, Any] = {
-        "algorithm": cfg.run.algorithm,
-        "dataset": cfg.data.dataset,
-        "clients": cfg.run.clients,
-        "rounds": cfg.run.rounds,
-        "seed": cfg.run.seed,
-        "topology": cfg.topology.topology,
-        "param_count": prepared.param_count,
-        "partition_repair_moves": prepared.partition_repair_moves,
-        "config": config_to_dict(cfg),
-    }
-    try:
-        evaluation = PersonalizedEvaluation(cfg.evaluation, cfg.run.rounds)
-        all_callbacks = [bar, evaluation, writer, *callbacks]
-        if launch.tracking:
-            name = f"{cfg.run.algorithm}-{cfg.data.dataset}-seed{cfg.run.seed}-{out.name}"
-            all_callbacks.append(
-                Tracker(
-                    launch.tracking,
-                    out,
-                    summary["config"],
-                    name,
-                    launch.tracking_uri,
-                    launch.tensorboard_dir,
+    with ExitStack() as stack:  # the experiment's actors stop when it closes
+        t0 = time.perf_counter()
+        status, error, runtime = "completed", None, None
+        bar = ProgressBar(
+            cfg.run.rounds, f"{cfg.run.algorithm}/{cfg.data.dataset}", launch.progress
+        )
+        all_callbacks: list[Callback] = [bar, writer]
+        summary: dict[str, Any] = {
+            "algorithm": cfg.run.algorithm,
+            "dataset": cfg.data.dataset,
+            "clients": cfg.run.clients,
+            "rounds": cfg.run.rounds,
+            "seed": cfg.run.seed,
+            "topology": cfg.topology.topology,
+            "param_count": prepared.param_count,
+            "partition_repair_moves": prepared.partition_repair_moves,
+            "config": config_to_dict(cfg),
+        }
+        try:
+            evaluation = PersonalizedEvaluation(cfg.evaluation, cfg.run.rounds)
+            all_callbacks = [bar, evaluation, writer, *callbacks]
+            if launch.tracking:
+                name = f"{cfg.run.algorithm}-{cfg.data.dataset}-seed{cfg.run.seed}-{out.name}"
+                all_callbacks.append(
+                    Tracker(
+                        launch.tracking,
+                        out,
+                        summary["config"],
+                        name,
+                        launch.tracking_uri,
+                        launch.tensorboard_dir,
+                    )
                 )
+            if cfg.fault.active:
+                all_callbacks.append(FaultReport(out))
+            all_callbacks.extend(service_callbacks(cfg, prepared, out))
+            experiment = stack.enter_context(
+                Experiment(cfg, algorithm, all_callbacks, prepared, checkpointer, resume)
             )
-        if cfg.fault.active:
-            all_callbacks.append(FaultReport(out))
-        all_callbacks.extend(service_callbacks(cfg, prepared, out))
-        result = run_experiment(cfg, algorithm, all_callbacks, prepared, checkpointer, resume)
-        runtime = result.runtime
-        summary["actors"] = len(result.actors)
-        summary["devices"] = sorted({a["device"] for a in result.actors})
-        summary["actor_devices"] = device_summary(result.actors)
-    except TrainingDivergedError as err:
-        status, error = "diverged", str(err)
-        raise
-    except KeyboardInterrupt as err:
-        status = "interrupted"
-        # SIGTERM and a sweep's scheduler say why; a plain KeyboardInterrupt is Ctrl-C
-        ctrl_c = "interrupted by the user (Ctrl-C)"
-        error = err.reason if isinstance(err, Interruption) else ctrl_c
-        raise
-    except BaseException as err:
-        status, error = "failed", f"{type(err).__name__}: {err}"
-        raise
-    finally:
-        bar.close()
-        writer.finalize()
-        test_sizes = {c: len(s.test) for c, s in enumerate(prepared.splits)}
-        summary.update(summarize(writer.history, test_sizes=test_sizes))
-        summary.update(membership_summary(writer.history))
-        if runtime is not None:
-            setup["actors"] = runtime.start_seconds
-            summary.update(runtime.algorithm.summary(runtime.state))
-            summary["joins"] = {r: ids for r, ids in sorted(runtime.joins.items())}
-            summary["leaves"] = {r: ids for r, ids in sorted(runtime.leaves.items())}
-        if resume is not None:
-            summary["resumed_from_round"] = resume.round
-        if checkpointer is not None:
-            summary["checkpoint_seconds"] = checkpointer.seconds
-            summary["checkpoint_bytes"] = checkpointer.bytes_written
-        for cb in all_callbacks:
-            summary.update(cb.summary())
-        summary.update(setup_seconds=sum(setup.values()), setup_phases=setup)
-        summary.update(status=status, error=error, wall_seconds=time.perf_counter() - t0)
-        writer.write_summary(summary)
-        writer.plot(f"{cfg.run.algorithm} on {cfg.data.dataset}")
-        for cb in all_callbacks:
-            cb.on_results(summary, out)
+            result = experiment.run()
+            runtime = result.runtime
+            summary["actors"] = len(result.actors)
+            summary["devices"] = sorted({a["device"] for a in result.actors})
+            summary["actor_devices"] = device_summary(result.actors)
+        except TrainingDivergedError as err:
+            status, error = "diverged", str(err)
+            raise
+        except KeyboardInterrupt as err:
+            status = "interrupted"
+            # SIGTERM and a sweep's scheduler say why; a plain KeyboardInterrupt is Ctrl-C
+            ctrl_c = "interrupted by the user (Ctrl-C)"
+            error = err.reason if isinstance(err, Interruption) else ctrl_c
+            raise
+        except BaseException as err:
+            status, error = "failed", f"{type(err).__name__}: {err}"
+            raise
+        finally:
+            bar.close()
+            writer.finalize()
+            test_sizes = {c: len(s.test) for c, s in enumerate(prepared.splits)}
+            summary.update(summarize(writer.history, test_sizes=test_sizes))
+            summary.update(membership_summary(writer.history))
+            if runtime is not None:
+                setup["actors"] = runtime.start_seconds
+                summary.update(runtime.algorithm.summary(runtime.state))
+                summary["joins"] = {r: ids for r, ids in sorted(runtime.joins.items())}
+                summary["leaves"] = {r: ids for r, ids in sorted(runtime.leaves.items())}
+            if resume is not None:
+                summary["resumed_from_round"] = resume.round
+            if checkpointer is not None:
+                summary["checkpoint_seconds"] = checkpointer.seconds
+                summary["checkpoint_bytes"] = checkpointer.bytes_written
+            for cb in all_callbacks:
+                summary.update(cb.summary())
+            summary.update(setup_seconds=sum(setup.values()), setup_phases=setup)
+            summary.update(status=status, error=error, wall_seconds=time.perf_counter() - t0)
+            writer.write_summary(summary)
+            writer.plot(f"{cfg.run.algorithm} on {cfg.data.dataset}")
+            for cb in all_callbacks:
+                cb.on_results(summary, out)
+        if keep is not None:
+            keep(experiment, summary)
     return summary
+
+
+def launch_run(
+    options: dict[str, Any], keep: KeepUp | None = None
+) -> tuple[dict[str, Any], LaunchConfig, int | None]:
+    """``dfml run``'s options (a YAML file overlaid with flags) → run, or resume with
+    ``--resume OUT|URI``; (summary, launch config, the round resumed at or ``None``).
+
+    ``keep``: see :func:`execute` (``dfml serve``).
+    """
+    if not options.get("resume"):
+        cfg, launch = build_config(options)
+        return execute(cfg, launch, keep=keep), launch, None
+    cfg, launch, checkpoint, record = _resumed(dict(options))
+    summary = execute(cfg, launch, resume=checkpoint, record=record, keep=keep)
+    return summary, launch, checkpoint.round
+
+
+def _resumed(
+    options: dict[str, Any],
+) -> tuple[ExperimentConfig, LaunchConfig, Checkpoint, RunRecord]:
+    """``--resume OUT|URI [launch flags]``: the recorded run's config, the launch flags
+    given now over its recorded ones, its last checkpoint and its identity."""
+    target = str(options.pop("resume"))
+    check_path("--resume", target)
+    if coerce("overwrite", options.get("overwrite", False), bool):
+        LaunchConfig(resume=target, overwrite=True)  # refused: one line saying why
+    given_out = options.pop("out", None)
+    record, checkpointer = load_resume(target, None if given_out is None else str(given_out))
+    recorded = record.options  # every effective option, read or not: exempt
+    cfg, _ = build_config(recorded, allow_unused=recorded)
+    check_resume_options(cfg, absolute_paths(options))
+    launch_fields = {f.name for f in dataclasses.fields(LaunchConfig)}
+    given = {k: v for k, v in options.items() if k in launch_fields}
+    _, launch = build_config(
+        {**recorded, **given, "out": record.out}, allow_unused=set(recorded) - set(given)
+    )
+    return cfg, launch, checkpointer.latest(), record

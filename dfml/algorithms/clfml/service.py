@@ -327,6 +327,10 @@ class TaskService(Callback, StepSource):
         self._queue = list(range(len(self.tasks)))
         self._runtime: Any = None
         self._live = False
+        #: The last finished task's final task models (engaged client → its model
+        #: vector), as scored for ``accuracy``: what a server hands out, since the
+        #: ``task`` channel then holds the no-augmentation ablation's models.
+        self.final_models: dict[int, np.ndarray] = {}
 
     # ----- the Python API on a trained system -------------------------------
     def bind(self, runtime: Any) -> TaskService:
@@ -642,6 +646,8 @@ class TaskService(Callback, StepSource):
             self.requester.model, vectors, self.requester.test, st["task"].labels, st["held"]
         )
         st["scores"][(name, int(rnd))] = score
+        if not name and int(rnd) == self.cfg.finetune_rounds:
+            st["final"] = vectors
 
     def _finetune_step(self, st: dict, state: DriverState, adapt: bool, augment: bool) -> Step:
         labels = list(st["task"].labels)
@@ -703,6 +709,7 @@ class TaskService(Callback, StepSource):
         st = self._stage
         assert st is not None
         self._stage = None
+        self.final_models = {c: v.numpy() for c, v in st["final"].items()}
         scores = st["scores"]
         last = self.cfg.finetune_rounds
         final = scores[("", last)]
