@@ -1,10 +1,8 @@
 """``dfml serve``'s Serve application on the test Ray session, driven over real HTTP.
 
-One small CL-FML system (digits, 9 clients, 2 rounds, 3 actors) is trained
+One small CL-FML system (digits, 9 clients, 2 rounds, in process) is trained
 once for the module and served; a second system of the same config and seed
-answers the same task directly (``task_service(exp).submit``) for comparison,
-on the in-process backend (the same numbers as on Ray's actors, in a quarter
-of the time).
+answers the same task directly (``task_service(exp).submit``) for comparison.
 """
 
 from __future__ import annotations
@@ -71,8 +69,10 @@ def direct(ray_session):
 
 @pytest.fixture(scope="module")
 def served(direct):
-    """The trained system served on a free port; the worker loop in a thread."""
-    with _experiment() as exp:
+    """The trained system served on a free port; the worker loop in a thread. Its
+    clients stay in this process (``--backend local``): Serve's own actors are the
+    Ray under test here, the training actors are tested elsewhere."""
+    with _experiment(backend="local") as exp:
         exp.run()
         with Serving(exp, "127.0.0.1", _free_port()) as serving:
             stop = threading.Event()
