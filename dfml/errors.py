@@ -29,6 +29,11 @@ class TrainingDivergedError(UserError):
         self.round_index = round_index
         self.loss = loss
 
+    def __reduce__(self) -> tuple[type, tuple[int, int, float]]:
+        # Rebuilt from its fields where it crosses processes (a Ray task, a Tune
+        # trial): the default would call __init__ with the message alone.
+        return type(self), (self.client_id, self.round_index, self.loss)
+
 
 class Interruption(KeyboardInterrupt):
     """A run stopped from outside before its last round, for ``reason``: it ends as

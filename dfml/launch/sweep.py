@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dfml.errors import ConfigError, Interruption, UserError
+from dfml.errors import ConfigError, Interruption, TrainingDivergedError, UserError
 from dfml.launch.flags import add_option_flags, options_from
 from dfml.launch.options import build_config, read_yaml
 from dfml.launch.validation import validate
@@ -58,6 +58,9 @@ ROUND_METRIC = "accuracy"
 #: The key of a trial's last report once its run has ended (Tune's own ``done``
 #: is also set for the trials ASHA stopped).
 COMPLETED = "dfml_run_ended"
+#: Set in the last report of a trial whose run diverged: a result of its
+#: configuration, not an error of the sweep.
+DIVERGED = "dfml_run_diverged"
 
 
 def parse_space(space: Any) -> dict[str, tuple[str, list[Any]]]:
@@ -138,22 +141,31 @@ class RoundReporter(Callback):
 
 
 def run_trial(config: dict[str, Any], base: dict[str, Any], root: str, metric: str) -> None:
-    """One trial: a whole ``dfml run`` of ``base`` + ``config`` in ``ROOT/trials/TRIAL``."""
+    """One trial: a whole ``dfml run`` of ``base`` + ``config`` in ``ROOT/trials/TRIAL``.
+
+    The folder is the sweep's own (a new sweep refuses a used OUT), so a trial
+    that runs again there, as a restored sweep re-runs unfinished and errored
+    trials, replaces what its interrupted attempt left. A diverged run is the
+    trial's result (status ``diverged``), not an error.
+    """
     from ray import tune
 
     from dfml.launch.runner import execute
 
     out = Path(root) / "trials" / tune.get_context().get_trial_id()
     options = {**base, **config, "out": str(out), "progress": False, "dashboard": False}
-    cfg, launch = build_config(options)
+    cfg, launch = build_config({**options, "overwrite": True})
     try:
         summary = execute(cfg, launch, callbacks=[RoundReporter()])
     except StoppedEarly:
         raise SystemExit(0) from None  # how a stopped trial ends for Tune
+    except TrainingDivergedError:
+        summary = json.loads((out / "summary.json").read_text())  # written before it raised
     value = summary.get(metric)
     final = {"round": summary.get("rounds_completed", 0) - 1, COMPLETED: True}
+    final[DIVERGED] = summary.get("status") == "diverged"
     final[ROUND_METRIC] = summary.get("final_accuracy")
-    if _finite(value):
+    if _finite(value) and not final[DIVERGED]:  # a diverged configuration is never the best
         final[metric] = float(value)
     tune.report(final)
 
@@ -319,7 +331,7 @@ def _rows(
                 **{k: result.config.get(k) for k in space},
                 metric: last.get(metric),
                 "rounds": int(last["round"]) + 1 if "round" in last else 0,
-                "status": "completed" if last.get(COMPLETED) else ("stopped" if last else "failed"),
+                "status": _status(last),
                 "out": str(trials / trial),
                 "error": str(result.error).splitlines()[0] if result.error else "",
             }
@@ -332,6 +344,15 @@ def _rows(
 
     rows.sort(key=order)
     return rows
+
+
+def _status(last: Mapping[str, Any]) -> str:
+    """How a trial ended, from its last report (none: it failed before one)."""
+    if last.get(DIVERGED):
+        return "diverged"
+    if last.get(COMPLETED):
+        return "completed"
+    return "stopped" if last else "failed"
 
 
 def markdown_table(rows: list[dict[str, Any]], names: list[str], metric: str) -> str:

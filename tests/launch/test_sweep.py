@@ -5,10 +5,12 @@ summary.json files."""
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 
-from dfml.errors import ConfigError
+from dfml.errors import ConfigError, TrainingDivergedError
+from dfml.launch import sweep
 from dfml.launch.cli import main
 from dfml.launch.sweep import corner_points, parse_space, run_sweep
 
@@ -72,6 +74,40 @@ def test_bad_sweep_input_is_one_line_before_tune_starts(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "o" / "tune").exists()
+
+
+@pytest.fixture
+def one_trial(monkeypatch):
+    """``run_trial`` as Tune calls it, for trial id 't0': its reports are kept."""
+    from ray import tune
+
+    reports: list[dict] = []
+    context = type("Context", (), {"get_trial_id": lambda self: "t0"})()
+    monkeypatch.setattr(tune, "get_context", lambda: context)
+    monkeypatch.setattr(tune, "report", reports.append)
+    return reports
+
+
+def test_a_trial_run_again_replaces_its_folder_and_a_divergence_is_its_result(one_trial, tmp_path):
+    """A restored sweep re-runs an interrupted trial in the folder its first attempt
+    wrote; a trial whose run diverges reports ``diverged`` instead of failing."""
+    sweep.run_trial({"lr": 0.1}, OPTIONS, str(tmp_path), "final_accuracy")
+    first = json.loads((tmp_path / "trials" / "t0" / "run.json").read_text())["run_id"]
+    sweep.run_trial({"lr": 1e30}, OPTIONS, str(tmp_path), "final_accuracy")
+    summary = json.loads((tmp_path / "trials" / "t0" / "summary.json").read_text())
+    second = json.loads((tmp_path / "trials" / "t0" / "run.json").read_text())["run_id"]
+    assert summary["status"] == "diverged" and second != first
+    done, diverged = [r for r in one_trial if sweep.COMPLETED in r]  # after the rounds
+    assert done[sweep.COMPLETED] and not done[sweep.DIVERGED]
+    assert diverged[sweep.COMPLETED] and diverged[sweep.DIVERGED]
+    assert "final_accuracy" not in diverged  # no value to rank it by
+    assert sweep._status(diverged) == "diverged" and sweep._status(done) == "completed"
+
+
+def test_a_divergence_crosses_processes_whole():
+    again = pickle.loads(pickle.dumps(TrainingDivergedError(5, 4, float("inf"))))
+    assert (again.client_id, again.round_index, again.loss) == (5, 4, float("inf"))
+    assert str(again) == "client 5 diverged in round 4 (loss=inf); lower --lr or check the data"
 
 
 def test_an_asha_sweep_of_four_trials_and_its_resume(ray_session, tmp_path):
