@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from helpers.clfml import SCENARIO
 from helpers.fault import BASE
 
 from dfml.algorithms.clfml.scoring import restricted_predictions, score_task
@@ -30,21 +31,7 @@ from dfml.launch.services import task_service
 from dfml.launch.serving.session import Serving
 from dfml.launch.serving.worker import average
 
-SYSTEM = {
-    **BASE,
-    "algorithm": "clfml",
-    "partition": "label-group",
-    "groups": 3,
-    "group_overlap": 0.2,
-    "clients": 9,
-    "clusters": "3",
-    "rounds": 2,
-    "topology": "small-world",
-    "degree": 2,
-    "finetune_rounds": 2,
-    "generator_rounds": 2,
-    "clients_per_actor": 3,
-}
+SYSTEM = {**BASE, **{k: v for k, v in SCENARIO.items() if k != "tasks"}}
 TASK = [1, 5, 7]
 
 

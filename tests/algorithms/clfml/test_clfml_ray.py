@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers.clfml import SCENARIO
 from helpers.fault import BASE, run
 
 from dfml.actors.state import ClientData
@@ -31,22 +32,6 @@ from dfml.launch.services import task_service
 from dfml.models.zoo import build_model
 from dfml.records import Callback
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
-
-SCENARIO = {
-    "algorithm": "clfml",
-    "partition": "label-group",
-    "groups": 3,
-    "group_overlap": 0.2,
-    "clients": 9,
-    "clusters": "3",
-    "rounds": 2,
-    "topology": "small-world",
-    "degree": 2,
-    "tasks": 4,
-    "finetune_rounds": 2,
-    "generator_rounds": 2,
-    "clients_per_actor": 3,  # three actors: neighbours within an actor and across actors
-}
 
 
 class Published(Callback):
