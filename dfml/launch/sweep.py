@@ -53,6 +53,17 @@ SCHEDULERS = ("fifo", "asha")
 MODES = ("max", "min")
 #: Where Tune keeps its experiment state under OUT (what ``--resume`` restores).
 TUNE_DIR = "tune"
+#: The sweep's own settings (the flags that are not run options) and their defaults.
+SETTINGS: dict[str, Any] = {
+    "metric": "final_accuracy",
+    "mode": "max",
+    "num_samples": 1,
+    "scheduler": "fifo",
+    "trial_cpus": 1.0,
+    "max_concurrent": 0,
+}
+#: Where a sweep keeps its settings, so that ``--resume`` continues it as it began.
+SETTINGS_FILE = "sweep.json"
 #: The per-round number ASHA compares trials by.
 ROUND_METRIC = "accuracy"
 #: The key of a trial's last report once its run has ended (Tune's own ``done``
@@ -174,15 +185,43 @@ def run_sweep(
     space_file: str,
     flags: Mapping[str, Any],
     *,
-    metric: str = "final_accuracy",
-    mode: str = "max",
-    num_samples: int = 1,
-    scheduler: str = "fifo",
-    trial_cpus: float = 1.0,
-    max_concurrent: int = 0,
+    metric: str | None = None,
+    mode: str | None = None,
+    num_samples: int | None = None,
+    scheduler: str | None = None,
+    trial_cpus: float | None = None,
+    max_concurrent: int | None = None,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Run the sweep (or, with ``resume`` among the flags, continue the one in that
-    folder); write OUT/table.md and OUT/best.json; return (OUT, rows)."""
+    folder); write OUT/table.md and OUT/best.json; return (OUT, rows).
+
+    A setting left ``None`` is :data:`SETTINGS`' default, or, resuming, what the
+    sweep began with (OUT/sweep.json): a resumed sweep ranks its trials as it
+    began, and a differing setting is refused.
+    """
+    doc = read_yaml(space_file)
+    unknown = set(doc) - {"space", "options"}
+    if unknown:
+        raise ConfigError(f"space file {space_file!r}: unknown keys {sorted(unknown)}")
+    space = parse_space(doc.get("space"))
+    base = {**(doc.get("options") or {}), **flags}
+    if "overwrite" in base:
+        raise ConfigError("--overwrite applies to dfml run, not dfml tune; give another --out")
+    resume = base.pop("resume", None)
+    root = Path(str(resume or base.pop("out", "runs/tune"))).resolve()
+    base.pop("out", None)
+    given = {
+        "metric": metric,
+        "mode": mode,
+        "num_samples": num_samples,
+        "scheduler": scheduler,
+        "trial_cpus": trial_cpus,
+        "max_concurrent": max_concurrent,
+    }
+    settings = _settings(given, root, bool(resume))
+    metric, mode, scheduler = settings["metric"], settings["mode"], settings["scheduler"]
+    num_samples, trial_cpus = settings["num_samples"], settings["trial_cpus"]
+    max_concurrent = settings["max_concurrent"]
     if mode not in MODES:
         raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if scheduler not in SCHEDULERS:
@@ -195,17 +234,6 @@ def run_sweep(
         raise ConfigError(
             f"--max-concurrent must be >= 0 (0: as many as fit), got {max_concurrent}"
         )
-    doc = read_yaml(space_file)
-    unknown = set(doc) - {"space", "options"}
-    if unknown:
-        raise ConfigError(f"space file {space_file!r}: unknown keys {sorted(unknown)}")
-    space = parse_space(doc.get("space"))
-    base = {**(doc.get("options") or {}), **flags}
-    if "overwrite" in base:
-        raise ConfigError("--overwrite applies to dfml run, not dfml tune; give another --out")
-    resume = base.pop("resume", None)
-    root = Path(str(resume or base.pop("out", "runs/tune"))).resolve()
-    base.pop("out", None)
     for point in corner_points(space):
         cfg, _ = build_config({**base, **point, "out": str(root / "trials" / "check")})
         validate(cfg)
@@ -217,6 +245,9 @@ def run_sweep(
             f"results folder {str(root)!r} already holds a sweep; give another --out, "
             "or --resume OUT to continue it"
         )
+    if not resume:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     limits = (num_samples, trial_cpus, max_concurrent)
     results = _fit(space, base, root, metric, scheduler, limits, bool(resume))
     rows = _rows(results, space, metric, mode, root / "trials")
@@ -238,6 +269,24 @@ def run_sweep(
     }
     (root / "best.json").write_text(json.dumps(record, indent=2) + "\n")
     return root, rows
+
+
+def _settings(given: Mapping[str, Any], root: Path, resume: bool) -> dict[str, Any]:
+    """The sweep's settings: the given ones over the defaults; resuming, the ones the
+    sweep began with (a given one that differs is refused)."""
+    chosen = {k: v for k, v in given.items() if v is not None}
+    kept = root / SETTINGS_FILE
+    if not (resume and kept.is_file()):
+        return {**SETTINGS, **chosen}
+    stored = {**SETTINGS, **json.loads(kept.read_text())}
+    for key, value in chosen.items():
+        if value != stored[key]:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"{flag} {value}: the sweep in {str(root)!r} runs with {flag} {stored[key]}, "
+                "and a resumed sweep keeps its settings; leave the flag out"
+            )
+    return stored
 
 
 def _fit(
@@ -367,25 +416,20 @@ def markdown_table(rows: list[dict[str, Any]], names: list[str], metric: str) ->
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("tune", help="sweep run options on Ray Tune; write a table of the best")
     p.add_argument("space", help="YAML file: 'space:' option → {choice|grid|uniform|loguniform: …}")
-    p.add_argument(
-        "--metric",
-        default="final_accuracy",
-        help="summary.json number to optimise (default: final_accuracy)",
-    )
-    p.add_argument("--mode", default="max", help="max or min (default: max)")
-    p.add_argument("--num-samples", type=int, default=1, help="draws per grid point (default: 1)")
+    p.add_argument("--metric", help="summary.json number to optimise (default: final_accuracy)")
+    p.add_argument("--mode", help="max or min (default: max)")
+    p.add_argument("--num-samples", type=int, help="draws per grid point (default: 1)")
     p.add_argument(
         "--scheduler",
-        default="fifo",
         help="fifo (every trial runs to the end) or asha (stops weak trials early; default: fifo)",
     )
-    p.add_argument("--trial-cpus", type=float, default=1.0, help="CPUs per trial (default: 1)")
+    p.add_argument("--trial-cpus", type=float, help="CPUs per trial (default: 1)")
     p.add_argument(
         "--max-concurrent",
         type=int,
-        default=0,
         help="trials at a time (default: 0, as many as the cluster's CPUs hold)",
     )
+    p.epilog = "With --resume OUT, the sweep keeps the settings it began with (OUT/sweep.json)."
     add_option_flags(p)  # --resume OUT continues the sweep in OUT
     p.set_defaults(handler=handle)
 
@@ -403,8 +447,7 @@ def handle(args: argparse.Namespace) -> int:
         trial_cpus=args.trial_cpus,
         max_concurrent=args.max_concurrent,
     )
+    metric = json.loads((root / "best.json").read_text())["metric"]
     print((root / "table.md").read_text(), end="")
-    print(
-        f"best: trial {rows[0]['trial']} ({args.metric}={rows[0][args.metric]}); results in {root}"
-    )
+    print(f"best: trial {rows[0]['trial']} ({metric}={rows[0][metric]}); results in {root}")
     return 0

@@ -154,3 +154,23 @@ def test_an_asha_sweep_of_four_trials_and_its_resume(ray_session, tmp_path):
         (r["trial"], r["final_accuracy"]) for r in rows
     ]
     assert {p.name for p in (out / "trials").iterdir()} == {r["trial"] for r in rows}
+
+
+def test_a_resumed_sweep_keeps_the_settings_it_began_with(capsys, tmp_path, monkeypatch):
+    import ray
+
+    out = tmp_path / "sweep"
+    (out / sweep.TUNE_DIR).mkdir(parents=True)
+    began = {**sweep.SETTINGS, "metric": "pers5_accuracy", "scheduler": "asha"}
+    (out / sweep.SETTINGS_FILE).write_text(json.dumps(began))
+    assert sweep._settings(dict.fromkeys(sweep.SETTINGS), out, resume=True) == began
+    assert sweep._settings({"metric": "pers5_accuracy"}, out, resume=True) == began
+    assert sweep._settings({}, out, resume=False) == sweep.SETTINGS  # a new sweep: defaults
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
+    space = space_file(tmp_path, {"lr": {"choice": [0.1]}})
+    code = main(["tune", str(space), "--resume", str(out), "--metric", "final_accuracy"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "--metric final_accuracy: the sweep in" in err[0]
+    assert "runs with --metric pers5_accuracy" in err[0]
