@@ -433,6 +433,7 @@ def test_submission_waits_for_the_job_agent_and_gives_up_at_the_deadline():
     assert other.calls == 1  # any other refusal is not retried
 
 
+@pytest.mark.e2e
 def test_the_upload_keeps_the_package_and_leaves_out_results_and_data(tmp_path):
     """Matched as Ray matches ``excludes`` (its gitwildmatch spec): an unanchored
     ``data/`` left out dfml/data/, so a job ran without the package's data layer."""

@@ -52,6 +52,7 @@ def test_bad_privacy_input_is_one_line_before_anything_starts(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.e2e
 def test_a_private_run_writes_epsilon_per_client_and_round_and_the_final_epsilon(capsys, tmp_path):
     # In-process (--backend local): the same client programs draw the noise.
     out = tmp_path / "run"
