@@ -234,10 +234,15 @@ def test_fetch_keeps_an_existing_folder_unless_overwrite(capsys, tmp_path):
 
 
 # ----- against a local Ray head ----------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: every socket stays bound until all are chosen
+    (one at a time, the OS may hand the same port out twice, and Ray refuses two
+    components on one port)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 def processes_under(folder: str) -> list[int]:
@@ -280,18 +285,19 @@ def ray_head() -> Iterator[str]:
     bin_dir = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
     env.update(RAY_AUTH_MODE="disabled", PATH=f"{bin_dir}:{env.get('PATH', '')}")
-    dashboard = free_port()
-    ports = {
-        "port": free_port(),
-        "dashboard-port": dashboard,
-        "ray-client-server-port": free_port(),
-        "dashboard-agent-listen-port": free_port(),
-        "dashboard-agent-grpc-port": free_port(),
-        "runtime-env-agent-port": free_port(),
-        "metrics-export-port": free_port(),
-        "node-manager-port": free_port(),
-        "object-manager-port": free_port(),
-    }
+    names = [
+        "port",
+        "dashboard-port",
+        "ray-client-server-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+        "node-manager-port",
+        "object-manager-port",
+    ]
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    dashboard = ports["dashboard-port"]
     command = [
         f"{bin_dir}/ray",
         "start",
