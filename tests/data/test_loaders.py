@@ -13,10 +13,23 @@ import numpy as np
 import pytest
 
 from dfml.data.config import DataConfig
-from dfml.data.medmnist_sets import load_medmnist
 from dfml.data.registry import load_dataset
-from dfml.data.torchvision_sets import load_torchvision
 from dfml.errors import ConfigError, DataNotFoundError
+
+
+# torchvision and medmnist take ~4 s to import; imported when a test first loads,
+# not when every pytest worker collects this module.
+def load_torchvision(*args, **kwargs):
+    from dfml.data.torchvision_sets import load_torchvision as load
+
+    return load(*args, **kwargs)
+
+
+def load_medmnist(*args, **kwargs):
+    from dfml.data.medmnist_sets import load_medmnist as load
+
+    return load(*args, **kwargs)
+
 
 N_TRAIN, N_TEST = 6, 4
 MNIST_FILES = (
