@@ -33,7 +33,7 @@ from dfml.channels import Row, fetch
 from dfml.data.config import DataConfig
 from dfml.data.split import ClientSplit
 from dfml.models.zoo import ModelConfig, build_model
-from dfml.steps import PARAMS, StepResult
+from dfml.steps import PARAMS, Publish, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -226,10 +226,11 @@ class ClientActor:
         self,
         client_ids: Iterable[int],
         metrics: Mapping[int, Mapping[str, float]] | None = None,
-        publish: bool = True,
+        publish: Publish = True,
     ) -> dict[int, StepResult]:
         """Each client's :class:`StepResult`: its metrics (none by default)
-        and, if ``publish``, its channels put in the store — the parameter
+        and the channels ``publish`` names (all, none or the listed ones)
+        put in the store — the parameter
         vectors of each :data:`CHUNK` of them as one packed object when the
         spec says so (a :class:`~dfml.channels.Row` each) — with each
         channel value's size in bytes (an encoded value's travelling bytes)."""
@@ -237,9 +238,11 @@ class ClientActor:
         metrics = metrics or {}
         if not publish:
             return {cid: StepResult({}, dict(metrics.get(cid, {}))) for cid in order}
-        channels = {cid: self._channels(cid) for cid in order}
+        only = None if publish is True else set(publish)
+        channels = {cid: self._channels(cid, only) for cid in order}
         rows: dict[int, Any] = {}
-        if self.spec.pack_params and self.store is RayStore and len(order) > 1:
+        packable = only is None or PARAMS in only
+        if packable and self.spec.pack_params and self.store is RayStore and len(order) > 1:
             for alike in _alike(order, channels):
                 for part in chunks(alike, CHUNK):
                     packed = self.store.put(np.stack([channels[cid][PARAMS] for cid in part]))
@@ -254,22 +257,25 @@ class ClientActor:
             out[cid] = StepResult(refs, dict(metrics.get(cid, {})), sizes)
         return out
 
-    def _channels(self, cid: int) -> dict[str, Any]:
+    def _channels(self, cid: int, only: set[str] | None = None) -> dict[str, Any]:
         """The algorithm's channels of client ``cid``, plus every state extra a
-        registered program publishes (:attr:`~dfml.programs.Program.channels`)."""
+        registered program publishes (:attr:`~dfml.programs.Program.channels`);
+        with ``only``, those of them it names."""
         state = self.states[cid]
         out = self.algorithm.publish(self.contexts[cid], state)
         for name in programs.channels():
             if name in state.extras:
                 out[name] = state.extras[name].detach().cpu().numpy()
-        return out
+        if only is None:
+            return out
+        return {name: value for name, value in out.items() if name in only}
 
     def publish_all(self) -> dict[int, Any]:
         """Every hosted client's :class:`StepResult` with freshly published channels."""
         return self._results(self.states)
 
     def step(
-        self, program: str, messages: Mapping[int, Any], publish: bool = True
+        self, program: str, messages: Mapping[int, Any], publish: Publish = True
     ) -> dict[int, Any]:
         """Run the registered ``program`` for each messaged client, in client order.
 
