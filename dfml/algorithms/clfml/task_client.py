@@ -106,6 +106,36 @@ def _seeded_vae(dim: int, classes: int, device: torch.device) -> ConditionalVAE:
         return ConditionalVAE(dim, classes).to(device)
 
 
+class Adam:
+    """Adam on one flat tensor, in place: ``torch.optim.Adam`` with its
+    defaults (β = (0.9, 0.999), ε = 1e-8), in the operations of its
+    single-tensor path, so the bits are the same (tested).
+
+    A generator round takes one or two Adam steps on ~11k parameters; the
+    optimizer's own bookkeeping per step (hooks, state dicts, a step
+    tensor) cost more than the arithmetic, about a sixth of the round.
+    """
+
+    BETAS = (0.9, 0.999)
+    EPS = 1e-8
+
+    def __init__(self, param: torch.Tensor, lr: float) -> None:
+        self.param, self.lr, self.steps = param, lr, 0
+        self.mean = torch.zeros_like(param)
+        self.square = torch.zeros_like(param)
+
+    @torch.no_grad()
+    def step(self, grad: torch.Tensor) -> None:
+        beta1, beta2 = self.BETAS
+        self.steps += 1
+        self.mean.lerp_(grad, 1 - beta1)
+        self.square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        bias1 = 1 - beta1**self.steps
+        bias2 = 1 - beta2**self.steps
+        denom = (self.square.sqrt() / bias2**0.5).add_(self.EPS)
+        self.param.addcdiv_(self.mean, denom, value=-(self.lr / bias1))
+
+
 def train_generator(
     algorithm: Any,
     ctx: ClientContext,
@@ -137,16 +167,15 @@ def train_generator(
         x = d.x_train[mask].flatten(1).clamp(0.0, 1.0)
         y = torch.as_tensor([index[int(v)] for v in d.y_train[mask].tolist()], dtype=torch.long)
         param = vec.clone().requires_grad_(True)
-        opt = torch.optim.Adam([param], lr=1e-2)
+        opt = Adam(param, lr=1e-2)
         gen = torch.Generator().manual_seed(ctx.round_seed(state.round, TASK_SALT))
         rng = np.random.default_rng(ctx.round_seed(state.round, TASK_SALT + 1))
         order = rng.permutation(len(y))
         for start in range(0, len(y), 32):
             b = torch.from_numpy(order[start : start + 32])
-            opt.zero_grad()
             loss = vae.loss(x[b], y[b], gen, params=param)
-            loss.backward()
-            opt.step()
+            (grad,) = torch.autograd.grad(loss, param)
+            opt.step(grad)
             loss_value = float(loss.detach())
         vec = param.detach()
     extras = {**state.extras, GENERATOR: vec.float()}

@@ -14,12 +14,19 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
+import torch
 from helpers.clfml import SCENARIO
+from helpers.contexts import make_contexts
 from helpers.fault import BASE
 
+from dfml.actors.state import ClientState
+from dfml.algorithms.base import Algorithm, LocalSGDConfig, Message
+from dfml.algorithms.clfml.augment import ConditionalVAE
 from dfml.algorithms.clfml.service import Job, TaskService
 from dfml.algorithms.clfml.state import SLOT
+from dfml.algorithms.clfml.task_client import TASK_SALT, train_generator
 from dfml.experiment import Experiment, prepare
 from dfml.launch.options import build_config
 from dfml.launch.registry import algorithm_class
@@ -92,3 +99,41 @@ def test_fused_task_rounds_equal_one_job_per_step(head):
         # The meta-models were never published again: a task round publishes
         # only the channels its jobs write.
         assert exp.runtime.published() == meta
+
+
+def test_a_generator_round_is_mixing_then_one_epoch_of_torch_adam():
+    """train_generator's own Adam against torch.optim.Adam, bit for bit, over two rounds."""
+    ctxs, params = make_contexts(2)
+    ctx, algorithm, universe = ctxs[0], Algorithm(LocalSGDConfig()), list(range(10))
+    labels = sorted(set(ctx.data.y_train.tolist()))[:3]
+    dim = int(np.prod(ctx.data.x_train.shape[1:]))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TASK_SALT)
+        vae = ConditionalVAE(dim, len(universe))
+    mask = torch.isin(ctx.data.y_train, torch.tensor(labels))
+    x = ctx.data.x_train[mask].flatten(1).clamp(0.0, 1.0)
+    y = ctx.data.y_train[mask]  # universe = 0..9: a label is its own index
+    assert len(y) > 32  # more than one Adam step per round
+
+    def reference(vector: torch.Tensor, rnd: int) -> torch.Tensor:
+        param = vector.clone().requires_grad_(True)
+        opt = torch.optim.Adam([param], lr=1e-2)
+        gen = torch.Generator().manual_seed(ctx.round_seed(rnd, TASK_SALT))
+        order = np.random.default_rng(ctx.round_seed(rnd, TASK_SALT + 1)).permutation(len(y))
+        for start in range(0, len(y), 32):
+            b = torch.from_numpy(order[start : start + 32])
+            opt.zero_grad()
+            vae.loss(x[b], y[b], gen, params=param).backward()
+            opt.step()
+        return param.detach()
+
+    state = ClientState(0, params[0], round=3)
+    extra = {"labels": labels, "universe": universe, "first": True}
+    state, _ = train_generator(algorithm, ctx, state, [], Message(3, (), extra=extra))
+    first = reference(vae.flat(), 3)
+    assert torch.equal(state.extras["generator"], first)
+    other = np.full(first.shape, 0.01, dtype=np.float32)
+    msg = Message(4, (None,), (0.25,), 0.75, {**extra, "first": False})
+    state, _ = train_generator(algorithm, ctx, state.evolve(round=4), [other], msg)
+    mixed = torch.from_numpy(np.float32(0.75) * first.numpy() + np.float32(0.25) * other)
+    assert torch.equal(state.extras["generator"], reference(mixed, 4))
