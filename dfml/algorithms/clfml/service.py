@@ -462,8 +462,10 @@ class TaskService(Callback, StepSource):
             "pos": 0,
             "topology": self._finetune_topology(env, clients, assignment),
             "generator_groups": groups,
-            "generator_topology": FixedTopology.of_groups(
-                env.topology.graph, groups.values(), TASK_MIXING
+            "generator_topology": (
+                FixedTopology.of_groups(env.topology.graph, groups.values(), TASK_MIXING)
+                if augment
+                else None
             ),
             "scores": {},
             "generators": {},
