@@ -31,6 +31,12 @@ from dfml.programs import Metrics
 #: The channel every client publishes: its flat parameter vector.
 PARAMS = "params"
 
+#: What clients publish after a step: ``True`` every channel, ``False`` none,
+#: or the names of the channels the step changes (the others keep their
+#: handles: their values are the same, and putting them again would cost a
+#: store write each, per client and step).
+Publish = bool | tuple[str, ...]
+
 
 class Phase(enum.StrEnum):
     """Phase names the core and the base algorithms use (a plugin adds its own)."""
@@ -50,8 +56,9 @@ class Step:
         program: the name of a registered client program (:mod:`dfml.programs`).
         round: the round the step belongs to.
         messages: participating client id → its :class:`~dfml.algorithms.base.Message`.
-        publish: whether clients publish their channels afterwards (a
-            read-only step, e.g. evaluation, does not).
+        publish: which channels clients publish afterwards (:data:`Publish`):
+            all (``True``), none (``False``: a read-only step, e.g.
+            evaluation), or only the named ones the step changes.
         bytes_sent: model bytes this step moves between clients.
         read_only: the step changes no client state (evaluation): the fault
             layer makes no replica after it.
@@ -61,7 +68,7 @@ class Step:
     program: str
     round: int
     messages: Mapping[int, Any]
-    publish: bool = True
+    publish: Publish = True
     bytes_sent: int = 0
     read_only: bool = False
 

@@ -33,7 +33,7 @@ from dfml.channels import Row, fetch
 from dfml.data.config import DataConfig
 from dfml.data.split import ClientSplit
 from dfml.models.zoo import ModelConfig, build_model
-from dfml.steps import PARAMS, StepResult
+from dfml.steps import Publish, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +45,20 @@ log = logging.getLogger(__name__)
 CHUNK = 4096
 
 
-def _alike(order: list[int], channels: Mapping[int, Mapping[str, Any]]) -> list[list[int]]:
-    """``order`` grouped by the dtype and shape of each client's vector: only alike
-    vectors stack into one packed object (under secure aggregation a cohort may
-    publish masked ring elements beside plain models)."""
-    groups: dict[tuple[str, tuple[int, ...]], list[int]] = {}
+def _alike(
+    order: list[int], channels: Mapping[int, Mapping[str, Any]]
+) -> list[tuple[str, list[int]]]:
+    """(channel, clients of ``order``) groups whose values of that channel are
+    arrays of one dtype and shape: only alike arrays stack into one packed
+    object (under secure aggregation a cohort may publish masked ring
+    elements beside plain models; label sets differ in length; an
+    :class:`~dfml.channels.Encoded` value is not an array and travels alone)."""
+    groups: dict[tuple[str, str, tuple[int, ...]], list[int]] = {}
     for cid in order:
-        value = channels[cid][PARAMS]
-        groups.setdefault((str(value.dtype), value.shape), []).append(cid)
-    return list(groups.values())
+        for name, value in channels[cid].items():
+            if isinstance(value, np.ndarray):
+                groups.setdefault((name, str(value.dtype), value.shape), []).append(cid)
+    return [(name, ids) for (name, _, _), ids in groups.items()]
 
 
 def chunks(ids: list[int], size: int) -> list[list[int]]:
@@ -74,9 +79,10 @@ class CohortSpec:
         gpu_share: the GPU fraction Ray reserved for the actor
             (``--num-gpus-per-actor``); on CUDA, a fraction below 1 caps the
             actor's GPU memory at that share of the device.
-        pack_params: publish the parameter vectors of one step's clients
-            as packed objects of up to :data:`CHUNK` vectors each
-            (:mod:`dfml.channels`) instead of one object per client.
+        pack_params: publish each channel of one step's clients (its
+            vectors of one dtype and shape) as packed objects of up to
+            :data:`CHUNK` vectors each (:mod:`dfml.channels`) instead of one
+            object per client and channel.
         programs: the modules that registered client programs in the driver
             (:func:`dfml.programs.modules`); the actor imports them, so a step
             may name any program the driver knows.
@@ -226,50 +232,55 @@ class ClientActor:
         self,
         client_ids: Iterable[int],
         metrics: Mapping[int, Mapping[str, float]] | None = None,
-        publish: bool = True,
+        publish: Publish = True,
     ) -> dict[int, StepResult]:
         """Each client's :class:`StepResult`: its metrics (none by default)
-        and, if ``publish``, its channels put in the store — the parameter
-        vectors of each :data:`CHUNK` of them as one packed object when the
-        spec says so (a :class:`~dfml.channels.Row` each) — with each
-        channel value's size in bytes (an encoded value's travelling bytes)."""
+        and the channels ``publish`` names (all, none or the listed ones)
+        put in the store — each channel's alike vectors of each
+        :data:`CHUNK` of them as one packed object when the spec says so (a
+        :class:`~dfml.channels.Row` each) — with each channel value's size
+        in bytes (an encoded value's travelling bytes)."""
         order = sorted(client_ids)
         metrics = metrics or {}
         if not publish:
             return {cid: StepResult({}, dict(metrics.get(cid, {}))) for cid in order}
-        channels = {cid: self._channels(cid) for cid in order}
-        rows: dict[int, Any] = {}
+        only = None if publish is True else set(publish)
+        channels = {cid: self._channels(cid, only) for cid in order}
+        rows: dict[tuple[int, str], Row] = {}
         if self.spec.pack_params and self.store is RayStore and len(order) > 1:
-            for alike in _alike(order, channels):
+            for name, alike in _alike(order, channels):
                 for part in chunks(alike, CHUNK):
-                    packed = self.store.put(np.stack([channels[cid][PARAMS] for cid in part]))
-                    rows.update({cid: Row(packed, i) for i, cid in enumerate(part)})
+                    packed = self.store.put(np.stack([channels[cid][name] for cid in part]))
+                    rows.update({(cid, name): Row(packed, i) for i, cid in enumerate(part)})
         out = {}
         for cid in order:
             refs = {
-                name: rows[cid] if name == PARAMS and rows else self.store.put(value)
+                name: rows[cid, name] if (cid, name) in rows else self.store.put(value)
                 for name, value in channels[cid].items()
             }
             sizes = {name: int(value.nbytes) for name, value in channels[cid].items()}
             out[cid] = StepResult(refs, dict(metrics.get(cid, {})), sizes)
         return out
 
-    def _channels(self, cid: int) -> dict[str, Any]:
+    def _channels(self, cid: int, only: set[str] | None = None) -> dict[str, Any]:
         """The algorithm's channels of client ``cid``, plus every state extra a
-        registered program publishes (:attr:`~dfml.programs.Program.channels`)."""
+        registered program publishes (:attr:`~dfml.programs.Program.channels`);
+        with ``only``, those of them it names."""
         state = self.states[cid]
         out = self.algorithm.publish(self.contexts[cid], state)
         for name in programs.channels():
             if name in state.extras:
                 out[name] = state.extras[name].detach().cpu().numpy()
-        return out
+        if only is None:
+            return out
+        return {name: value for name, value in out.items() if name in only}
 
     def publish_all(self) -> dict[int, Any]:
         """Every hosted client's :class:`StepResult` with freshly published channels."""
         return self._results(self.states)
 
     def step(
-        self, program: str, messages: Mapping[int, Any], publish: bool = True
+        self, program: str, messages: Mapping[int, Any], publish: Publish = True
     ) -> dict[int, Any]:
         """Run the registered ``program`` for each messaged client, in client order.
 

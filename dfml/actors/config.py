@@ -38,7 +38,8 @@ class ResourceConfig:
             a cluster with no CPUs yet; 1 s to a week); then the run fails with
             one line.
         pack_params: how an actor publishes its clients' parameter vectors
-            after a step: ``always`` packed, one object per actor and up to
+            (and every other channel of alike arrays) after a step:
+            ``always`` packed, one object per actor, channel and up to
             4,096 clients (one ``ray.put`` instead of one per client; a
             neighbour reads its row from shared memory), ``never`` as one
             object per client, ``auto`` packed when the cluster has one node

@@ -38,7 +38,7 @@ from dfml.data.config import DataConfig
 from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
 from dfml.models.zoo import ModelConfig
-from dfml.steps import Step, StepResult
+from dfml.steps import Publish, Step, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class Federation:
         return self.step(step.program, step.messages, step.publish)
 
     def step(
-        self, program: str, messages: Mapping[int, Any], publish: bool = True
+        self, program: str, messages: Mapping[int, Any], publish: Publish = True
     ) -> dict[int, Any]:
         """Run ``program`` on every messaged client; gather results."""
         assert self.roster is not None

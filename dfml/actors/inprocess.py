@@ -15,7 +15,7 @@ from dfml.actors.client_actor import ClientActor, LocalStore
 from dfml.actors.federation import Federation
 from dfml.actors.roster import Roster
 from dfml.actors.state import ClientState
-from dfml.steps import StepResult
+from dfml.steps import Publish, StepResult
 
 
 class InProcessFederation(Federation):
@@ -39,7 +39,7 @@ class InProcessFederation(Federation):
         return self.local.publish_all()
 
     def step(
-        self, program: str, messages: Mapping[int, Any], publish: bool = True
+        self, program: str, messages: Mapping[int, Any], publish: Publish = True
     ) -> dict[int, Any]:
         return self.local.step(program, messages, publish)
 

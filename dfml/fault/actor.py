@@ -38,6 +38,7 @@ from dfml.fault.durable import read_replica, write_replica
 from dfml.fault.holder import CONCURRENCY_GROUPS, ReplicaHolder, Watched
 from dfml.fault.replica import Replica, ReplicaError, digest, pack_state, unpack_state
 from dfml.fault.retriever import retrieve
+from dfml.steps import Publish
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
         return super().remove_clients(client_ids)
 
     def step_once(
-        self, program: str, messages: Mapping[int, Any], publish: bool, seq: int
+        self, program: str, messages: Mapping[int, Any], publish: Publish, seq: int
     ) -> tuple[dict[int, Any], dict[int, str]]:
         """``step`` for call ``seq``: atomic, and clients done in ``seq`` are not redone."""
         done = {c: res for c, (s, res) in self._done.items() if s == seq and c in messages}

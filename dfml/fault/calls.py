@@ -51,7 +51,7 @@ from dfml.fault.processes import Processes
 from dfml.fault.replicator import Replicator, Unsettled
 from dfml.fault.restorer import Restorer
 from dfml.fault.timeline import Timeline
-from dfml.steps import Step
+from dfml.steps import Publish, Step
 
 
 class StepObserver(Protocol):
@@ -69,7 +69,7 @@ class Call:
     phase: str
     program: str
     messages: dict[int, Any]
-    publish: bool
+    publish: Publish
     round: int | None
     read_only: bool
 
@@ -143,7 +143,7 @@ class StepRunner:
         phase: str,
         program: str,
         messages: Mapping[int, Any],
-        publish: bool,
+        publish: Publish,
         rnd: int | None,
         read_only: bool,
     ) -> dict[int, Any]:

@@ -101,8 +101,15 @@ class RefDirectory:
 
     def step_published(self, published: Mapping[int, Published]) -> None:
         """A call completed and these clients published: later messages name
-        their new refs, so renames that lead to them are no longer needed."""
-        self.published.update({c: (dict(refs), dg) for c, (refs, dg) in published.items()})
+        their new refs, so renames that lead to them are no longer needed.
+        A call that published some channels only (:data:`~dfml.steps.Publish`)
+        leaves the client's other handles as they were."""
+        self.published.update(
+            {
+                c: ({**self.published.get(c, ({}, ""))[0], **refs}, dg)
+                for c, (refs, dg) in published.items()
+            }
+        )
         self.renamed = {old: v for old, v in self.renamed.items() if v[0] not in published}
 
     def current(self, ref: Handle) -> Handle:

@@ -54,7 +54,7 @@ from dfml.fault.store import StoreKeeper
 from dfml.fault.timeline import Timeline
 from dfml.fault.view import ActorView
 from dfml.models.zoo import ModelConfig
-from dfml.steps import Step, StepResult
+from dfml.steps import Publish, Step, StepResult
 
 __all__ = ["FaultToleranceError", "FaultTolerantFederation"]
 
@@ -223,7 +223,7 @@ class FaultTolerantFederation(Federation):
         return self._runner.run(step)
 
     def step(
-        self, program: str, messages: Mapping[int, Any], publish: bool = True
+        self, program: str, messages: Mapping[int, Any], publish: Publish = True
     ) -> dict[int, Any]:
         """A call outside the round loop: no chaos, no replicas."""
         return self._runner.call("call", program, messages, publish, None, False)

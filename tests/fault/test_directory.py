@@ -100,6 +100,14 @@ def test_a_completed_call_publishes_and_drops_renames_that_lead_to_its_clients()
     assert d.renamed == {_ref(2): (1, "params")} and d.current(_ref(2)) == _ref(4)
 
 
+def test_a_call_that_published_some_channels_keeps_the_others():
+    d = RefDirectory()
+    d.publish(0, {"params": _ref(1), "task": _ref(2)}, "a")
+    d.step_published({0: ({"task": _ref(3)}, "a")})  # a step that changed only "task"
+    assert d.published == {0: ({"params": _ref(1), "task": _ref(3)}, "a")}
+    assert (d.ref(0), d.ref(0, "task")) == (_ref(1), _ref(3))
+
+
 def test_snapshot_and_forget():
     d = RefDirectory()
     d.publish(0, _p(_ref(1)), "a")

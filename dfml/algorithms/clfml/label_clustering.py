@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import ray
 import torch
 
 from dfml.actors.state import ClientContext, ClientState
@@ -72,6 +71,7 @@ from dfml.algorithms.clfml.phases import (
     Phase,
 )
 from dfml.algorithms.clfml.state import SLOT, ClusterState
+from dfml.channels import get_value
 from dfml.errors import ConfigError
 from dfml.programs import Program, register
 from dfml.steps import DriverState, Step, StepResult
@@ -441,8 +441,8 @@ def clustered(learner: type[Algorithm]) -> type[Algorithm]:
 
 
 def ray_get(ref: Any) -> Any:
-    """An object from the store (or the array itself, in-process)."""
-    return ref if isinstance(ref, np.ndarray) else ray.get(ref)
+    """A published object (a ref, a row of a packed object, or in-process the array)."""
+    return get_value(ref)
 
 
 register(

@@ -3,7 +3,7 @@
 They live with the package, not in the core: the core knows only its own
 phases (:class:`dfml.steps.Phase`) and finds programs by name in
 :mod:`dfml.programs`, where :mod:`~dfml.algorithms.clfml.label_clustering` and
-:mod:`~dfml.algorithms.clfml.service` register theirs.
+:mod:`~dfml.algorithms.clfml.task_client` register theirs.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ CONVERGECAST = "convergecast_labels"
 CLUSTER_AT_LEADER = "cluster_at_leader"
 RECEIVE_CLUSTERS = "receive_clusters"
 
-# The task service's client programs (:mod:`~dfml.algorithms.clfml.service`).
-TASK_EVALUATE = "task_evaluate"
-TRAIN_GENERATOR = "train_generator"
-TASK_FINETUNE = "task_finetune"
-TASK_HEAD_ROWS = "task_head_rows"
+# The task service's client program (:mod:`~dfml.algorithms.clfml.task_client`):
+# one round of every chain of a task that is due.
+TASK_ROUND = "task_round"

@@ -8,26 +8,36 @@ without retraining the cluster meta-models:
    Case II the fewest further clusters that cover 𝒯
    (:func:`~dfml.algorithms.clfml.tasks.select_clusters`). The engaged
    clients are every client of an engaged cluster.
-2. ``task-before``: each engaged client scores its cluster meta-model on its
-   held-out test samples of 𝒯's labels (prediction restricted to 𝒯).
-3. Case II with ``--augment``: for every engaged cluster k missing labels
+2. Case II with ``--augment``: for every engaged cluster k missing labels
    𝒯 ∖ ℒ_k, the cluster ℓ (engaged, first in engagement order) holding each
    missing label trains a label-conditional VAE g_ℓ for ``generator_rounds``
    gossip rounds among its clients (uniform weights over the cluster's
    reconnected sub-graph), each client on its own samples of the labels g_ℓ
    serves. Only g_ℓ's flat parameter vector travels (channel ``generator``);
-   the driver averages the members' vectors (a Ray task) and cluster k's
-   clients generate ``generated_per_label`` samples per missing label,
-   mixed up within each label (:func:`~dfml.algorithms.clfml.augment.generate_missing`).
+   the driver averages the members' vectors and cluster k's clients
+   generate ``generated_per_label`` samples per missing label, mixed up
+   within each label (:func:`~dfml.algorithms.clfml.augment.generate_missing`).
    Raw samples never leave a client.
-4. ``task-finetune``: ``finetune_rounds`` T′ rounds of decentralized SGD among
+3. Adaptation (T′ = 0, channel ``task_adapted``): each engaged client adapts
+   its meta-model on the task's support data as its method does.
+4. Fine-tuning: ``finetune_rounds`` T′ rounds of decentralized SGD among
    the engaged clients (uniform weights over the reconnected sub-graph of
    the topology of each engaged cluster, or of all engaged clients with
    ``--finetune-mixing engaged``), starting from each client's cluster meta-model, on its
    label-balanced query set D^Q restricted to 𝒯 plus the generated samples;
    the task model is its own channel (``task``), the meta-model is untouched.
-5. ``task-after``: the task model's accuracy on the same test samples;
-   Case II repeats 4–5 without augmentation (``accuracy_no_augmentation``).
+   Case II with augmentation runs the same rounds without the generated
+   samples (channel ``task_plain``: ``accuracy_no_augmentation``).
+5. The requester scores the task models on held-out samples of every label
+   of 𝒯 after T′ = 0, the rounds in :data:`CURVE_ROUNDS` and the last; each
+   client scores the final model on its own test samples of 𝒯.
+
+These are independent chains of rounds (the generator's, the fine-tuning
+with and without the generated samples), so each step runs the next round
+of every chain that is due (:meth:`TaskService._waves`, the client program
+:func:`~dfml.algorithms.clfml.task_client.task_round`): G + T′ steps for an
+augmented Case II task, T′ for a Case I task, with the numbers of the
+chains run one after another (tested).
 
 Accuracy is Σ correct / Σ test samples of 𝒯's labels over the engaged
 clients. Algorithms that do not cluster (dfedavg, gfml) engage the clients
@@ -50,24 +60,27 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from dfml.actors.state import ClientContext, ClientState
-from dfml.algorithms.base import Message, Metrics, RunEnv
-from dfml.algorithms.clfml.augment import ConditionalVAE, generate_missing
+from dfml.algorithms.aggregate import weighted_average
+from dfml.algorithms.base import Message, RunEnv
+from dfml.algorithms.clfml.augment import generate_missing
 from dfml.algorithms.clfml.clustering import (
     arrival_order,
     centralized_online_kmeans,
     cluster_labels,
 )
 from dfml.algorithms.clfml.labels import label_vector
-from dfml.algorithms.clfml.phases import (
-    TASK_EVALUATE,
-    TASK_FINETUNE,
-    TASK_HEAD_ROWS,
-    TRAIN_GENERATOR,
-    Phase,
-)
-from dfml.algorithms.clfml.scoring import TaskRequester, score_task
+from dfml.algorithms.clfml.phases import TASK_ROUND, Phase
+from dfml.algorithms.clfml.scoring import TaskRequester, one_thread, score_task
 from dfml.algorithms.clfml.state import SLOT
+from dfml.algorithms.clfml.task_client import (
+    GENERATOR,
+    HEAD,
+    TASK,
+    TASK_ADAPTED,
+    TASK_PLAIN,
+    shared_rows,
+    vae_for,
+)
 from dfml.algorithms.clfml.tasks import (
     MAX_TASKS,
     Task,
@@ -77,20 +90,14 @@ from dfml.algorithms.clfml.tasks import (
     random_tasks,
     select_clusters,
 )
-from dfml.algorithms.meta.episodes import restricted_loss
-from dfml.algorithms.meta.prototypes import prototype_head, prototype_rows
-from dfml.algorithms.sgd import sgd_epochs
 from dfml.channels import fetch, is_handle
 from dfml.errors import ConfigError
-from dfml.models.flat import FlatModel
 from dfml.models.head import head_layout
-from dfml.programs import Program, register
 from dfml.records import Callback
 from dfml.steps import PARAMS, DriverState, Step, StepResult, StepSource
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
 from dfml.topology.service import FixedTopology
 
-TASK_SALT = 0x7A5C
 FINETUNE_MIXING = ("cluster", "engaged")
 #: The most samples a client generates per missing label (far beyond any D^Q).
 MAX_GENERATED_PER_LABEL = 100_000
@@ -280,13 +287,29 @@ CURVE_ROUNDS = (0, 1, 2, 5, 10)
 #: How clients mix while they serve a task (fine-tuning, generators): equal weights.
 TASK_MIXING = "uniform"
 
+#: One job of a task's wave: (kind, chain tag, round): ``generator`` round g,
+#: ``head`` rows, ``adapt`` (T′ = 0), ``tune`` round r of the chain with the
+#: generated samples (tag ``""``) or of the ablation (``"plain"``), ``own``.
+Job = tuple[str, str, int]
+
+#: (kind, tag) → (the job's name in its metrics, the channel it writes).
+JOB_NAMES: dict[tuple[str, str], tuple[str, str | None]] = {
+    ("generator", ""): ("generator", GENERATOR),
+    ("head", ""): ("head", HEAD),
+    ("adapt", ""): ("adapt", TASK_ADAPTED),
+    ("tune", ""): ("task", TASK),
+    ("tune", "plain"): ("plain", TASK_PLAIN),
+    ("own", ""): ("own", None),
+}
+
 
 class TaskService(Callback, StepSource):
     """Plans the task steps of the last round (a step source) and reports them.
 
-    A task's steps: (augmentation's generator rounds,) ``adapt`` — each
+    A task's chains — augmentation's generator rounds, ``adapt`` (each
     engaged client adapts its meta-model on the task's support data as its
-    method does, T′ = 0 —, then T′ fine-tuning rounds; after T′ = 0 and the
+    method does, T′ = 0), T′ fine-tuning rounds, the ablation's T′ rounds —
+    run as waves, one step each (:meth:`_waves`); after T′ = 0 and the
     rounds in :data:`CURVE_ROUNDS` (and the last) the requester scores every
     engaged client's task model on held-out samples of all labels of 𝒯.
     """
@@ -328,8 +351,7 @@ class TaskService(Callback, StepSource):
         self._runtime: Any = None
         self._live = False
         #: The last finished task's final task models (engaged client → its model
-        #: vector), as scored for ``accuracy``: what a server hands out, since the
-        #: ``task`` channel then holds the no-augmentation ablation's models.
+        #: vector), as scored for ``accuracy``: what a server hands out.
         self.final_models: dict[int, np.ndarray] = {}
 
     # ----- the Python API on a trained system -------------------------------
@@ -417,12 +439,9 @@ class TaskService(Callback, StepSource):
                 if label not in got:
                     got.append(label)
         augment = case == 2 and self.cfg.augment and bool(sources)
-        plan = ["generator"] * self.cfg.generator_rounds + ["ship"] if augment else []
-        if self.cfg.head_sharing != "none" and requests:
-            plan += ["receivers", "head", "rows"]
-        plan += [*self._tuning_plan(""), "own"]
-        if augment:  # the ablation: the same adaptation without the generated samples
-            plan += self._tuning_plan("plain", curve=False)
+        sharing = self.cfg.head_sharing != "none" and bool(requests)
+        waves, start = self._waves(augment, sharing)
+        groups = {src: [c for c in env.live() if assignment[c] == src] for src in sources}
         return {
             "index": index,
             "task": task,
@@ -438,22 +457,67 @@ class TaskService(Callback, StepSource):
             "requests": {src: sorted(by_k.items()) for src, by_k in requests.items()},
             "receivers": {},
             "rows": {},
-            "plan": plan,
+            "waves": waves,
+            "plan": self._plan(waves, start, augment, sharing),
             "pos": 0,
             "topology": self._finetune_topology(env, clients, assignment),
+            "generator_groups": groups,
+            "generator_topology": (
+                FixedTopology.of_groups(env.topology.graph, groups.values(), TASK_MIXING)
+                if augment
+                else None
+            ),
             "scores": {},
             "generators": {},
-            "first": True,
         }
 
-    def _tuning_plan(self, tag: str, curve: bool = True) -> list[str]:
-        """adapt (T′ = 0), T′ fine-tuning rounds, and the requester's scorings."""
+    def _waves(self, augment: bool, sharing: bool) -> tuple[list[list[Job]], int]:
+        """A task's rounds, one step each, and the wave its adaptation starts.
+
+        A task is a few chains of rounds: g_ℓ's ``generator_rounds`` gossip
+        rounds; the adaptation T′ = 0 and the T′ fine-tuning rounds with the
+        generated samples, which need the trained g_ℓ; the same T′ rounds
+        without them (the ablation), which need nothing; with
+        ``head_sharing``, the holders' head rows, which the adaptation needs.
+        A round of one chain needs nothing from the same wave's rounds of
+        the others, so wave i runs the i-th due round of every chain in one
+        step: G + T′ steps for an augmented Case II task where the chains
+        one after another took G + 2T′ + 3. The adaptation is not a round
+        of the fine-tuning chain (its first round starts from the
+        meta-models again), so it shares a wave with that first round; the
+        ablation's own adaptation was never read, so it is not run.
+        """
+        rounds = self.cfg.finetune_rounds
+        generator = self.cfg.generator_rounds if augment else 0
+        start = max(generator, 1 if sharing else 0)
+        waves: list[list[Job]] = [[] for _ in range(start + rounds)]
+        for g in range(1, generator + 1):
+            waves[g - 1].append(("generator", "", g))
+        if sharing:
+            waves[0].append(("head", "", 0))
+        for r in range(1, rounds + 1) if augment else ():
+            waves[r - 1].append(("tune", "plain", r))
+        waves[start].append(("adapt", "", 0))
+        for r in range(1, rounds + 1):
+            waves[start + r - 1].append(("tune", "", r))
+        waves[-1].append(("own", "", rounds))
+        return waves, start
+
+    def _plan(self, waves: list[list[Job]], start: int, augment: bool, sharing: bool) -> list[str]:
+        """The driver's sequence: each wave, with what the driver does between
+        (g_ℓ shipped and the shared rows summed before the adaptation; the
+        requester's scorings after the rounds in :data:`CURVE_ROUNDS` and the last)."""
         last = self.cfg.finetune_rounds
-        plan = [f"adapt:{tag}", f"score:{tag}:0"] if curve else [f"adapt:{tag}"]
-        for r in range(1, last + 1):
-            plan.append(f"finetune:{tag}")
-            if r == last or (curve and r in CURVE_ROUNDS):
-                plan.append(f"score:{tag}:{r}")
+        plan = ["receivers"] if sharing else []
+        for i, wave in enumerate(waves):
+            if i == start:
+                plan += (["ship"] if augment else []) + (["rows"] if sharing else [])
+            plan.append(f"wave:{i}")
+            for kind, tag, r in wave:
+                if kind == "adapt":
+                    plan.append("score::0")
+                elif kind == "tune" and (r == last or (not tag and r in CURVE_ROUNDS)):
+                    plan.append(f"score:{tag}:{r}")
         return plan
 
     def _finetune_topology(
@@ -481,24 +545,8 @@ class TaskService(Callback, StepSource):
         assert st is not None
         while st["pos"] < len(st["plan"]):
             stage, _, tag = st["plan"][st["pos"]].partition(":")
-            if stage == "own":
-                extra = {"labels": list(st["task"].labels), "which": "task"}
-                msgs = {c: Message(state.round, (), extra=extra) for c in st["clients"]}
-                return Step(
-                    Phase.TASK,
-                    TASK_EVALUATE,
-                    state.round,
-                    msgs,
-                    publish=False,
-                    read_only=True,
-                )
-            if stage == "generator":
-                return self._generator_step(st, state, env)
-            if stage in ("adapt", "finetune"):
-                augment = tag == "" and bool(st["generators"])
-                return self._finetune_step(st, state, stage == "adapt", augment)
-            if stage == "head":
-                return self._head_step(st, state)
+            if stage == "wave":
+                return self._wave_step(st, state, st["waves"][int(tag)])
             if stage == "ship":
                 self._ship(st, state)
             elif stage == "receivers":
@@ -510,20 +558,55 @@ class TaskService(Callback, StepSource):
             st["pos"] += 1
         return None
 
-    def _generator_step(self, st: dict, state: DriverState, env: RunEnv) -> Step:
-        """One gossip round of every source cluster's generator g_ℓ, within the cluster."""
-        assignment = st["assignment"]
-        groups = {src: [c for c in env.live() if assignment[c] == src] for src in st["sources"]}
-        topology = FixedTopology.of_groups(env.topology.graph, groups.values(), TASK_MIXING)
-        msgs = {}
-        for src, labels in st["sources"].items():
-            extra = {"labels": labels, "universe": self.universe, "first": st["first"]}
-            for c in groups[src]:
-                msgs[c] = self._mixing_message(
-                    topology, c, state, "generator", extra, mix=not st["first"]
+    def _wave_step(self, st: dict, state: DriverState, wave: list[Job]) -> Step:
+        """One step that runs every job of ``wave`` on its clients
+        (:func:`~dfml.algorithms.clfml.task_client.task_round`); clients
+        publish only the channels the wave's jobs write."""
+        jobs: dict[int, list[dict[str, Any]]] = {}
+        refs: dict[int, list[Any]] = {}
+        written = set()
+        for kind, tag, r in wave:
+            name, channel = JOB_NAMES[(kind, tag)]
+            if channel is not None:
+                written.add(channel)
+            for c, msg in self._job_messages(st, state, kind, tag, r).items():
+                jobs.setdefault(c, []).append(
+                    {
+                        "name": name,
+                        "kind": "tune" if kind == "adapt" else kind,
+                        "count": len(msg.neighbors),
+                        "weights": msg.weights,
+                        "self_weight": msg.self_weight,
+                        "extra": msg.extra,
+                    }
                 )
-        st["first"] = False
-        return Step(Phase.TASK, TRAIN_GENERATOR, state.round, msgs)
+                refs.setdefault(c, []).extend(msg.neighbors)
+        msgs = {
+            c: Message(state.round, tuple(refs[c]), extra={"jobs": jobs[c]}) for c in sorted(jobs)
+        }
+        return Step(Phase.TASK, TASK_ROUND, state.round, msgs, publish=tuple(sorted(written)))
+
+    def _job_messages(
+        self, st: dict, state: DriverState, kind: str, tag: str, r: int
+    ) -> dict[int, Message]:
+        """Each client's message for one job (as it would be for a step of its own)."""
+        if kind == "generator":
+            msgs = {}
+            for src, labels in st["sources"].items():
+                extra = {"labels": labels, "universe": self.universe, "first": r == 1}
+                for c in st["generator_groups"][src]:
+                    msgs[c] = self._mixing_message(
+                        st["generator_topology"], c, state, GENERATOR, extra, mix=r != 1
+                    )
+            return msgs
+        if kind == "head":
+            return self._head_messages(st, state)
+        if kind == "own":
+            extra = {"labels": list(st["task"].labels), "into": TASK}
+            return {c: Message(state.round, (), extra=extra) for c in st["clients"]}
+        into = TASK_ADAPTED if kind == "adapt" else TASK_PLAIN if tag else TASK
+        augment = not tag and bool(st["generators"])
+        return self._tune_messages(st, state, kind == "adapt", r <= 1, augment, into)
 
     @staticmethod
     def _mixing_message(
@@ -549,21 +632,18 @@ class TaskService(Callback, StepSource):
 
     def _receivers(self, st: dict, state: DriverState) -> None:
         """``head_sharing: prototypes``: each receiving cluster's averaged model
-        (a Ray task next to the data), the embedding its holders will use."""
-        from dfml.algorithms.server import average
-
+        (:func:`uniform_average`), the embedding its holders will use."""
         if self.cfg.head_sharing != "prototypes":
             return
         assignment = st["assignment"]
         wanted = {k for req in st["requests"].values() for k, _ in req}
         for k in sorted(wanted):
             members = [c for c in st["clients"] if assignment[c] == k]
-            refs = [state.channels[PARAMS][c] for c in members]
-            st["receivers"][k] = average([1.0 / len(refs)] * len(refs), refs)
+            st["receivers"][k] = uniform_average([state.channels[PARAMS][c] for c in members])[0]
 
-    def _head_step(self, st: dict, state: DriverState) -> Step:
+    def _head_messages(self, st: dict, state: DriverState) -> dict[int, Message]:
         """Every engaged client of a holder cluster computes what it sends for
-        the labels other clusters lack (:func:`task_head_rows`)."""
+        the labels other clusters lack (:func:`~dfml.algorithms.clfml.task_client.task_head_rows`)."""
         assignment = st["assignment"]
         prototypes = self.cfg.head_sharing == "prototypes"
         msgs = {}
@@ -580,7 +660,7 @@ class TaskService(Callback, StepSource):
                 "task": st["index"],
             }
             msgs[c] = Message(state.round, refs, extra=extra)
-        return Step(Phase.TASK, TASK_HEAD_ROWS, state.round, msgs)
+        return msgs
 
     def _rows(self, st: dict, state: DriverState) -> None:
         """Sum each holder cluster's published (sum, count) pieces into one head
@@ -588,7 +668,7 @@ class TaskService(Callback, StepSource):
         assignment = st["assignment"]
         for src, req in st["requests"].items():
             members = [c for c in st["clients"] if assignment[c] == src]
-            handles = [state.channels["head"][c] for c in members]
+            handles = [state.channels[HEAD][c] for c in members]
             getter = ray.get if any(is_handle(h) for h in handles) else list
             total = np.sum([np.asarray(v, dtype=np.float64) for v in fetch(getter, handles)], 0)
             assert self.head_dim is not None
@@ -597,28 +677,29 @@ class TaskService(Callback, StepSource):
                 st["rows"].setdefault(k, {}).update(by_label)
 
     def _ship(self, st: dict, state: DriverState) -> None:
-        """g_ℓ = the average of cluster ℓ's generator vectors (a Ray task next to the data)."""
-        from dfml.algorithms.server import average
-
+        """g_ℓ = the average of cluster ℓ's generator vectors (:func:`uniform_average`)."""
         assignment = st["assignment"]
+        vectors = {}
         for src in st["sources"]:
-            members = sorted(c for c in state.channels["generator"] if assignment.get(c) == src)
-            refs = [state.channels["generator"][c] for c in members]
-            st["generators"][src] = average([1.0 / len(refs)] * len(refs), refs)
+            members = sorted(c for c in state.channels[GENERATOR] if assignment.get(c) == src)
+            handle, vectors[src] = uniform_average([state.channels[GENERATOR][c] for c in members])
+            st["generators"][src] = handle
         if self.requester.reference is not None:
-            st["recognition"] = self._recognition(st)
+            st["recognition"] = self._recognition(st, vectors)
 
-    def _recognition(self, st: dict) -> float:
+    def _recognition(self, st: dict, vectors: Mapping[int, np.ndarray]) -> float:
         """How often the reference classifier recognises what the shipped g_ℓ
-        generate as the labels they were asked for (as the clients generate them)."""
-        handles = [st["generators"][src] for src in st["sources"]]
-        getter = ray.get if any(is_handle(h) for h in handles) else list
+        (``vectors``, source cluster → g_ℓ) generate as the labels they were
+        asked for (as the clients generate them)."""
+        with one_thread():
+            return self._recognised(st, vectors)
+
+    def _recognised(self, st: dict, vectors: Mapping[int, np.ndarray]) -> float:
         hits, total = 0.0, 0
         dim = int(np.prod(self.requester.test.x.shape[1:]))
-        vae = _vae_for(dim, self.universe, torch.device("cpu"))
-        for (src, labels), vector in zip(
-            st["sources"].items(), fetch(getter, handles), strict=True
-        ):
+        vae = vae_for(dim, self.universe, torch.device("cpu"))
+        for src, labels in st["sources"].items():
+            vector = vectors[src]
             index = [self.universe.index(label) for label in labels]
             g = torch.Generator().manual_seed(self.seed + src)
             rng = np.random.default_rng([self.seed, src])
@@ -636,7 +717,8 @@ class TaskService(Callback, StepSource):
         """The requester scores every engaged client's task model on all labels of 𝒯."""
         name, _, rnd = tag.partition(":")
         clients = st["clients"]
-        handles = [state.channels["task"][c] for c in clients]
+        channel = TASK_PLAIN if name else TASK if int(rnd) else TASK_ADAPTED
+        handles = [state.channels[channel][c] for c in clients]
         getter = ray.get if any(is_handle(h) for h in handles) else list
         vectors = {
             c: torch.tensor(np.asarray(v), dtype=torch.float32)
@@ -649,10 +731,20 @@ class TaskService(Callback, StepSource):
         if not name and int(rnd) == self.cfg.finetune_rounds:
             st["final"] = vectors
 
-    def _finetune_step(self, st: dict, state: DriverState, adapt: bool, augment: bool) -> Step:
+    def _tune_messages(
+        self,
+        st: dict,
+        state: DriverState,
+        adapt: bool,
+        first: bool,
+        augment: bool,
+        into: str,
+    ) -> dict[int, Message]:
+        """The adaptation (``adapt``) or a fine-tuning round of the chain whose
+        models are the state extra ``into`` (:func:`~dfml.algorithms.clfml.task_client.task_finetune`);
+        its ``first`` round mixes the meta-models, the later ones the chain's."""
         labels = list(st["task"].labels)
-        first = adapt or st["first"]
-        channel = PARAMS if first else "task"
+        channel = PARAMS if first else into
         topology = st["topology"]
         msgs = {}
         for c in st["clients"]:
@@ -679,12 +771,12 @@ class TaskService(Callback, StepSource):
                 "scratch": self.cfg.task_start == "scratch",
                 "head": self.cfg.task_head,
                 "rows": self._client_rows(st, c) if adapt else {},
+                "into": into,
             }
             msgs[c] = self._mixing_message(
                 topology, c, state, channel, extra, mix=not adapt, extra_refs=gens
             )
-        st["first"] = adapt  # the first fine-tuning round starts from the meta-models
-        return Step(Phase.TASK, TASK_FINETUNE, state.round, msgs)
+        return msgs
 
     @staticmethod
     def _client_rows(st: dict, client: int) -> dict[int, list[float]]:
@@ -699,9 +791,10 @@ class TaskService(Callback, StepSource):
         assert st is not None
         if step.publish:
             state.publish(results)
-        if step.program == TASK_EVALUATE:
-            correct = sum(r.metrics["task_correct"] for r in results.values())
-            total = sum(r.metrics["task_total"] for r in results.values())
+        own = [r.metrics for r in results.values() if "own:task_correct" in r.metrics]
+        if own:
+            correct = sum(m["own:task_correct"] for m in own)
+            total = sum(m["own:task_total"] for m in own)
             st["own"] = correct / total if total else float("nan")
         st["pos"] += 1
 
@@ -815,6 +908,25 @@ PREDICTIONS_SCHEMA = pa.schema(
 )
 
 
+def uniform_average(handles: Sequence[Any]) -> tuple[Any, np.ndarray]:
+    """(a handle of, the value of) the uniform average of the published vectors
+    ``handles``, computed in the driver and put in the object store once.
+
+    The vectors averaged here (a generator g_ℓ, a cluster's model) are small,
+    and the clients and the requester's measurements read the same result. A
+    Ray task next to the data (as the server step runs) waited 1–2 s per
+    task for a worker on the 2-core box (it holds no CPU while the actors
+    hold every one, and idle workers are reaped between tasks); the sum is
+    the server step's :func:`~dfml.algorithms.aggregate.weighted_average`,
+    so its bits are the same.
+    """
+    remote = any(is_handle(h) for h in handles)
+    value = weighted_average(
+        fetch(ray.get if remote else list, handles), [1.0 / len(handles)] * len(handles)
+    )
+    return (ray.put(value) if remote else value), value
+
+
 def adaptation(algorithm_cfg: Any, cfg: TaskConfig) -> tuple[int, float]:
     """(steps, lr) of a method's own adaptation to a task's support data (T′ = 0).
 
@@ -824,327 +936,3 @@ def adaptation(algorithm_cfg: Any, cfg: TaskConfig) -> tuple[int, float]:
     if getattr(algorithm_cfg, "meta_learner", "sgd") != "sgd":
         return int(algorithm_cfg.inner_steps), float(algorithm_cfg.inner_lr)
     return 1, float(cfg.finetune_lr)
-
-
-# ----- client half (the service's programs, registered below) ---------------
-def _task_mask(y: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
-    return torch.isin(y, torch.as_tensor(list(labels), device=y.device))
-
-
-def task_evaluate(
-    algorithm: Any, ctx: ClientContext, state: ClientState, msg: Message
-) -> tuple[ClientState, Metrics]:
-    """Correct / total on the client's own test samples of 𝒯, prediction restricted to 𝒯.
-
-    The secondary, own-label score (``accuracy_own``): it sees only the
-    labels this client holds; the requester's score covers all of 𝒯.
-    """
-    labels = msg.extra["labels"]
-    vector = state.extras.get("task") if msg.extra["which"] == "task" else None
-    params = algorithm.model_vector(ctx, state.params) if vector is None else vector
-    d = ctx.data
-    mask = _task_mask(d.y_test, labels)
-    x, y = d.x_test[mask], d.y_test[mask]
-    if len(y) == 0:
-        return state, {"task_correct": 0.0, "task_total": 0.0}
-    with torch.no_grad():
-        logits = ctx.model(params, x)
-        allowed = torch.full_like(logits, float("-inf"))
-        allowed[:, list(labels)] = 0.0
-        pred = (logits + allowed).argmax(1)
-    return state, {"task_correct": float((pred == y).sum()), "task_total": float(len(y))}
-
-
-def _vae(ctx: ClientContext, universe: Sequence[int]) -> ConditionalVAE:
-    return _vae_for(int(np.prod(ctx.data.x_test.shape[1:])), universe, ctx.device)
-
-
-def _vae_for(dim: int, universe: Sequence[int], device: torch.device) -> ConditionalVAE:
-    with torch.random.fork_rng(devices=[]):  # the same init everywhere; global RNG untouched
-        torch.manual_seed(TASK_SALT)
-        return ConditionalVAE(dim, len(universe)).to(device)
-
-
-def train_generator(
-    algorithm: Any,
-    ctx: ClientContext,
-    state: ClientState,
-    neighbors: Sequence[np.ndarray],
-    msg: Message,
-) -> tuple[ClientState, Metrics]:
-    """Mix the neighbours' g_ℓ, then one epoch of Adam on own samples of g_ℓ's labels.
-
-    A client of cluster ℓ may hold none of the labels g_ℓ serves (ℒ_ℓ is
-    the union over its clients): it only mixes, and reports no loss.
-    """
-    universe = msg.extra["universe"]
-    vae = _vae(ctx, universe)
-    if msg.extra["first"] or "generator" not in state.extras:
-        vec = vae.flat().to(ctx.device)
-    else:
-        own = state.extras["generator"]
-        vecs = [own.cpu().numpy(), *[np.asarray(v) for v in neighbors]]
-        weights = [msg.self_weight, *msg.weights]
-        vec = torch.from_numpy(sum(w * v for w, v in zip(weights, vecs, strict=True))).to(
-            ctx.device
-        )
-    index = {label: i for i, label in enumerate(universe)}
-    d = ctx.data
-    mask = _task_mask(d.y_train, msg.extra["labels"])
-    loss_value = float("nan")
-    if bool(mask.any()):
-        x = d.x_train[mask].flatten(1).clamp(0.0, 1.0)
-        y = torch.as_tensor([index[int(v)] for v in d.y_train[mask].tolist()], dtype=torch.long)
-        param = vec.clone().requires_grad_(True)
-        opt = torch.optim.Adam([param], lr=1e-2)
-        gen = torch.Generator().manual_seed(ctx.round_seed(state.round, TASK_SALT))
-        rng = np.random.default_rng(ctx.round_seed(state.round, TASK_SALT + 1))
-        order = rng.permutation(len(y))
-        for start in range(0, len(y), 32):
-            b = torch.from_numpy(order[start : start + 32])
-            opt.zero_grad()
-            loss = vae.loss(x[b], y[b], gen, params=param)
-            loss.backward()
-            opt.step()
-            loss_value = float(loss.detach())
-        vec = param.detach()
-    extras = {**state.extras, "generator": vec.float()}
-    return state.evolve(extras=extras), {"generator_loss": loss_value}
-
-
-def support_set(
-    ctx: ClientContext, labels: Sequence[int], shots: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The client's support data for 𝒯: D^Q ∩ 𝒯, at most ``shots`` per label (0: all).
-
-    Which samples are kept is fixed by ``seed`` (per task and client), so
-    every stage of a task fine-tunes on the same support set.
-    """
-    d = ctx.data
-    mask = _task_mask(d.y_query, labels)
-    x, y = d.x_query[mask], d.y_query[mask]
-    if shots == 0 or len(y) == 0:
-        return x, y
-    rng = np.random.default_rng(seed)
-    keep = []
-    ys = y.cpu().numpy()
-    for label in sorted(set(ys.tolist())):
-        where = np.flatnonzero(ys == label)
-        keep.extend(rng.permutation(where)[:shots].tolist())
-    idx = torch.as_tensor(sorted(keep), dtype=torch.long, device=y.device)
-    return x[idx], y[idx]
-
-
-def shared_rows(
-    total: np.ndarray, requests: Sequence[tuple[int, Sequence[int]]], dim: int, mode: str
-) -> dict[int, dict[int, list[float]]]:
-    """Receiving cluster → label → its head row [W_c ‖ b_c], from the sum over a
-    holder cluster's clients of what :func:`task_head_rows` published.
-
-    ``total`` holds, per (receiver, label) in ``requests`` order, d + 2 numbers:
-    ``rows``: Σ [W_c ‖ b_c] and the number of contributing clients (the row
-    is their mean); ``prototypes``: Σ f(x) over the holders' support samples
-    of c under the receiver's model, a 0, and the count (μ_c = Σ / count,
-    the row 2μ_c ‖ −‖μ_c‖²). A label no holder had a sample of gets no row.
-    """
-    out: dict[int, dict[int, list[float]]] = {}
-    pos = 0
-    for k, labels in requests:
-        for label in labels:
-            piece, pos = total[pos : pos + dim + 2], pos + dim + 2
-            count = float(piece[-1])
-            if count <= 0:
-                continue
-            if mode == "rows":
-                row = piece[: dim + 1] / count
-            else:
-                mu = torch.as_tensor(piece[:dim] / count, dtype=torch.float64).unsqueeze(0)
-                row = prototype_rows(mu)[0].numpy()
-            out.setdefault(k, {})[int(label)] = [float(v) for v in row]
-    if pos != len(total):
-        raise ValueError(f"head rows: expected {pos} numbers, got {len(total)}")
-    return out
-
-
-def task_head_rows(
-    algorithm: Any,
-    ctx: ClientContext,
-    state: ClientState,
-    neighbors: Sequence[np.ndarray],
-    msg: Message,
-) -> tuple[ClientState, Metrics]:
-    """A holder's share of the head rows other clusters lack, published on ``head``.
-
-    For each request (the labels one receiving cluster lacks) and label c,
-    d + 2 numbers (:func:`shared_rows` reads them): ``rows``: this client's
-    own head row [W_c ‖ b_c] and 1 if its support set holds c (else
-    zeros); ``prototypes``: Σ f(x) over its support samples of c, embedded
-    with the receiver's model (``neighbors``, one per request), a 0, and
-    their count. Only these sums travel, never a sample. The support set is
-    the one this client fine-tunes the task on (same seed, all of 𝒯).
-    """
-    extra = msg.extra
-    layout = head_layout(ctx.model)
-    d = layout.dim
-    seed = ctx.round_seed(extra["task"], TASK_SALT + 4)
-    x, y = support_set(ctx, extra["labels"], extra["shots"], seed)
-    if extra["mode"] == "prototypes":
-        models = [
-            algorithm.model_vector(
-                ctx, torch.from_numpy(np.array(v, dtype=np.float32)).to(ctx.device)
-            )
-            for v in neighbors
-        ]
-    else:
-        models = [algorithm.model_vector(ctx, state.params)] * len(extra["requests"])
-    pieces, used = [], 0.0
-    with torch.no_grad():
-        for theta, labels in zip(models, extra["requests"], strict=True):
-            emb = layout.embed(theta, x) if extra["mode"] == "prototypes" and len(y) else None
-            for label in labels:
-                mask = y == label
-                n = float(mask.sum())
-                piece = torch.zeros(d + 2, dtype=torch.float32)
-                if n and emb is not None:
-                    piece[:d] = emb[mask].sum(dim=0).cpu()
-                    piece[d + 1] = n
-                elif n:
-                    piece[: d + 1] = layout.rows(theta, [int(label)])[0].cpu()
-                    piece[d + 1] = 1.0
-                used += n
-                pieces.append(piece)
-    vector = torch.cat(pieces) if pieces else torch.zeros(0)
-    extras = {**state.extras, "head": vector}
-    return state.evolve(extras=extras), {"head_samples": used}
-
-
-def balanced_count(y: torch.Tensor) -> int:
-    """Real support samples per present label (rounded mean over the labels
-    ``y`` holds), at least 1: how many samples to generate per missing label."""
-    if len(y) == 0:
-        return 1
-    counts = torch.unique(y, return_counts=True)[1].double()
-    return max(1, round(float(counts.mean())))
-
-
-def task_head(
-    model: FlatModel,
-    theta: torch.Tensor,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    labels: Sequence[int],
-    head: str,
-    rows: Mapping[int, Sequence[float]],
-) -> torch.Tensor:
-    """θ with the task's head as it starts: ``prototype``: the rows of 𝒯's
-    labels with support samples (real and generated) at their prototypes;
-    then the rows shared for missing labels (``rows``, label → [W_c ‖ b_c])
-    in place of the client's own (holders' real samples outrank generated ones)."""
-    if head == "linear" and not rows:
-        return theta
-    layout = head_layout(model)
-    with torch.no_grad():
-        if head == "prototype":
-            theta = prototype_head(layout, theta, x, y, labels)
-        if rows:
-            shared = sorted(rows)
-            values = torch.as_tensor([rows[c] for c in shared], dtype=theta.dtype)
-            theta = layout.with_rows(theta, shared, values.to(theta.device))
-    return theta
-
-
-def task_finetune(
-    algorithm: Any,
-    ctx: ClientContext,
-    state: ClientState,
-    neighbors: Sequence[np.ndarray],
-    msg: Message,
-) -> tuple[ClientState, Metrics]:
-    """One step of a task: adapt (T′ = 0) or one fine-tuning round.
-
-    Adapt (``extra["adapt"]`` = (K, α)): from the client's own meta-model, K
-    full-batch gradient steps of α on the support set (+ generated samples),
-    no communication — the method's own adaptation. Fine-tuning: mix the
-    neighbours' task models (their meta-models in the first round), then one
-    epoch of SGD of ``lr`` on the same data. Both minimise the cross-entropy
-    over 𝒯's logits only: the task is a |𝒯|-way classifier, scored so. Before
-    either starts from the meta-models (``first``), the head is set as
-    ``task_head`` and ``head_sharing`` ask (:func:`task_head`). A client with no support
-    samples of 𝒯 and nothing generated keeps the mixed model.
-    """
-    extra = msg.extra
-    n = extra["neighbors"]
-    if extra["first"] and extra["scratch"]:  # no pretraining: every client starts from θ_0
-        theta = ctx.model.init_flat(ctx.seed).to(ctx.device)
-    else:
-        start = (
-            algorithm.model_vector(ctx, state.params) if extra["first"] else state.extras["task"]
-        )
-        own = start.detach().cpu().numpy()
-        vecs = [own, *[np.asarray(v) for v in neighbors[:n]]]
-        if extra["first"]:
-            vecs = [own] + [
-                algorithm.model_vector(ctx, torch.from_numpy(np.array(v))).cpu().numpy()
-                for v in neighbors[:n]
-            ]
-        weights = [msg.self_weight, *msg.weights]
-        theta = torch.from_numpy(
-            np.sum([w * v for w, v in zip(weights, vecs, strict=True)], axis=0).astype(np.float32)
-        ).to(ctx.device)
-    seed = ctx.round_seed(extra["task"], TASK_SALT + 4)
-    x, y = support_set(ctx, extra["labels"], extra["shots"], seed)
-    universe = extra["universe"]
-    per_label = extra["per_label"] or balanced_count(y)
-    generated = 0
-    for gen_vec, missing in zip(neighbors[n:], extra["generated"], strict=True):
-        vae = _vae(ctx, universe)
-        index = [universe.index(m) for m in missing]
-        g = torch.Generator().manual_seed(ctx.round_seed(extra["task"], TASK_SALT + 2))
-        rng = np.random.default_rng(ctx.round_seed(extra["task"], TASK_SALT + 3))
-        params = torch.from_numpy(np.array(gen_vec, dtype=np.float32)).to(ctx.device)
-        gx, gy = generate_missing(vae, index, per_label, 0.4, g, rng, params)
-        x = torch.cat([x, gx.reshape(-1, *x.shape[1:]).to(x.dtype)])
-        y = torch.cat([y, torch.as_tensor([universe[i] for i in gy.tolist()], dtype=y.dtype)])
-        generated += len(gy)
-    if extra["first"]:
-        theta = task_head(ctx.model, theta, x, y, extra["labels"], extra["head"], extra["rows"])
-    loss = float("nan")
-    task_loss = restricted_loss(ctx.model, extra["labels"])  # a |𝒯|-way classifier
-    if len(y) and extra["adapt"] is not None:
-        steps, lr = extra["adapt"]
-        theta, loss = sgd_epochs(
-            ctx.model,
-            theta,
-            x,
-            y,
-            lr=lr,
-            epochs=steps,
-            batch_size=len(y),
-            seed=seed,
-            loss_fn=task_loss,
-        )
-    elif len(y):
-        theta, loss = sgd_epochs(
-            ctx.model,
-            theta,
-            x,
-            y,
-            lr=extra["lr"],
-            epochs=1,
-            batch_size=extra["batch_size"],
-            seed=ctx.round_seed(state.round, TASK_SALT + extra["task"]),
-            loss_fn=task_loss,
-        )
-    extras = {**state.extras, "task": theta.detach()}
-    return state.evolve(extras=extras), {"task_loss": loss, "generated": float(generated)}
-
-
-register(
-    Program(
-        TASK_EVALUATE,
-        lambda algorithm, ctx, state, neighbors, msg: task_evaluate(algorithm, ctx, state, msg),
-    )
-)
-register(Program(TRAIN_GENERATOR, train_generator, channels=("generator",)))
-register(Program(TASK_FINETUNE, task_finetune, channels=("task",)))
-register(Program(TASK_HEAD_ROWS, task_head_rows, channels=("head",)))

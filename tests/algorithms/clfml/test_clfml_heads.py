@@ -14,9 +14,9 @@ from torch.nn.utils import vector_to_parameters
 
 from dfml.actors.state import ClientState
 from dfml.algorithms.base import Algorithm, LocalSGDConfig, Message
-from dfml.algorithms.clfml.service import (
+from dfml.algorithms.clfml.service import TaskConfig
+from dfml.algorithms.clfml.task_client import (
     TASK_SALT,
-    TaskConfig,
     shared_rows,
     support_set,
     task_finetune,

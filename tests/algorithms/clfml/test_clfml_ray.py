@@ -20,6 +20,7 @@ from dfml.algorithms.clfml.clustering import (
 )
 from dfml.algorithms.clfml.labels import label_vector, ring_dissemination
 from dfml.algorithms.clfml.state import SLOT
+from dfml.algorithms.clfml.task_client import TASK, TASK_ADAPTED, TASK_PLAIN
 from dfml.algorithms.clfml.tasks import Task, primary_cluster, select_clusters
 from dfml.channels import get_value
 from dfml.data.registry import load_dataset
@@ -32,6 +33,9 @@ from dfml.launch.services import task_service
 from dfml.models.zoo import build_model
 from dfml.records import Callback
 from dfml.topology.graphs import link_cost_graph, minimum_spanning_tree
+
+#: The task models' channels: with / without the generated samples, and at T′ = 0.
+TASK_MODELS = (TASK, TASK_PLAIN, TASK_ADAPTED)
 
 
 class Published(Callback):
@@ -100,7 +104,7 @@ def run_clfml(tmp_path):
     for name, objects in published.objects.items():
         for obj in objects.values():
             arr = np.asarray(obj)
-            if name in ("params", "task"):
+            if name in ("params", *TASK_MODELS):
                 assert arr.shape == (summary["param_count"],)
             elif name == "generator":
                 assert arr.ndim == 1 and arr.size == generator_size

@@ -11,9 +11,9 @@ from torch import nn
 from dfml.actors.state import ClientContext, ClientData, ClientState
 from dfml.algorithms.base import Algorithm, LocalSGDConfig, Message
 from dfml.algorithms.clfml.scoring import TaskTestSet, restricted_predictions, score_task
-from dfml.algorithms.clfml.service import (
+from dfml.algorithms.clfml.service import TaskConfig
+from dfml.algorithms.clfml.task_client import (
     TASK_SALT,
-    TaskConfig,
     balanced_count,
     support_set,
     task_finetune,
