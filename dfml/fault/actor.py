@@ -8,8 +8,9 @@ On top of the generic actor it
   result instead of training twice; the state before the last step is kept
   so that the driver can roll a client back and redo it;
 * is the Dispatcher's client half (:meth:`replicate`): pack each hosted
-  client's state, ``ray.put`` it once and push it straight to the leaf-set
-  holders (and the store, and the durable copy) — the driver only sends the
+  client's state, ``ray.put`` the cohort's replicas once as one packed
+  object and hand its ref straight to the leaf-set holders (and the store;
+  each replica also goes to the durable copy) — the driver only sends the
   plan and receives acknowledgements;
 * is the Retriever's client half (:meth:`restore`): fetch replicas from the
   holders, verify, load, re-publish;
@@ -36,6 +37,7 @@ from dfml.data.split import ClientSplit
 from dfml.fault.dispatcher import ReplicaRecord
 from dfml.fault.durable import read_replica, write_replica
 from dfml.fault.holder import CONCURRENCY_GROUPS, ReplicaHolder, Watched
+from dfml.fault.pack import pack
 from dfml.fault.replica import Replica, ReplicaError, digest, pack_state, unpack_state
 from dfml.fault.retriever import retrieve
 
@@ -184,14 +186,11 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
         for cid, hids in assign.items():
             for hid in hids:
                 wanted.setdefault(hid, []).append(cid)
-        # One object per distinct batch, owned by this actor; holders copy it out.
-        batches = {
-            cids: ray.put([replicas[c] for c in cids])
-            for cids in {tuple(v) for v in wanted.values()}
-        }
+        # One packed object for the whole cohort, put once; each holder keeps its clients.
+        packed = [ray.put(pack(replicas.values()))] if wanted else []
+        node = ray.get_runtime_context().get_node_id()
         futures = {
-            hid: holders[hid].keep_replicas.remote([batches[tuple(cids)]])
-            for hid, cids in wanted.items()
+            hid: holders[hid].keep_pack.remote(packed, cids, node) for hid, cids in wanted.items()
         }
         acks: list[tuple[Any, ...]] = []
         failed: list[tuple[str, str]] = []
