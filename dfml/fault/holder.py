@@ -36,8 +36,9 @@ import ray
 from dfml.fault.pack import Pack
 from dfml.fault.replica import Replica, ReplicaError
 
-#: Concurrency groups of every fault-layer actor.
-CONCURRENCY_GROUPS = {"watch": 2, "replica": 2}
+#: Concurrency groups of every fault-layer actor (``replicate``: a client
+#: actor awaiting its holders' acks while its main thread trains).
+CONCURRENCY_GROUPS = {"watch": 2, "replica": 2, "replicate": 1}
 
 
 class Watched:

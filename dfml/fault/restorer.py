@@ -71,12 +71,14 @@ class Restorer:
 
     @contextmanager
     def inside_call(self, seq: int) -> Iterator[None]:
-        """While call ``seq`` runs, restore clients from replicas made before it."""
-        self.call_seq = seq
+        """While call ``seq`` runs, restore clients from replicas made before it
+        (nested: the acknowledgements of the call before are settled while
+        the next call's step already runs)."""
+        previous, self.call_seq = self.call_seq, seq
         try:
             yield
         finally:
-            self.call_seq = None
+            self.call_seq = previous
 
     def plan(self, cid: int, dead: set[int], roster: Roster) -> RestorePlan:
         round_index = max(self.timeline.round or 0, 0)
