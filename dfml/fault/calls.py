@@ -275,7 +275,9 @@ class StepRunner:
                     self.replicator.defer(Unsettled(call, before, copies, copied_by))
                     replicated = set(everyone)
                 elif copies:
-                    replicated |= self.replicator.wait_acks(copies, copied_by, seq, out.results)
+                    replicated |= self.replicator.wait_acks(
+                        copies, copied_by, seq, out.results, self.restorer.in_flight()
+                    )
                 self._after_failures(out)
                 continue
             if replicated != everyone:

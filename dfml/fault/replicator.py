@@ -162,15 +162,24 @@ class Replicator:
         copied_by: Mapping[int, str],
         version: int,
         keep: Iterable[int] | None = None,
+        behind: Iterable[ray.ObjectRef] = (),
     ) -> set[int]:
-        """Wait for ``copies``; record those of ``keep`` (default all); the slots done."""
+        """Wait for ``copies``; record those of ``keep`` (default all); the slots done.
+
+        ``behind``: calls the driver must wait for next anyway (restores
+        under way); a wait that ends before all of them did costs nothing
+        and is not counted in :attr:`seconds`.
+        """
         t0 = time.perf_counter()
         acks = self.detector.gather(copies, copied_by).results
         if keep is not None:
             keep = set(keep)
             acks = {k: v for k, v in acks.items() if k in keep}
         done = self.acknowledged(acks, version)
-        self.seconds += time.perf_counter() - t0
+        behind = list(behind)
+        finished, _ = ray.wait(behind, num_returns=len(behind), timeout=0)
+        if len(finished) == len(behind):
+            self.seconds += time.perf_counter() - t0
         return done
 
     def replicate(

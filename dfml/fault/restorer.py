@@ -69,6 +69,10 @@ class Restorer:
         """Whether a restore is under way."""
         return bool(self._jobs)
 
+    def in_flight(self) -> list[ray.ObjectRef]:
+        """The restore calls under way (the driver waits for them next)."""
+        return [job[2] for job in self._jobs.values()]
+
     @contextmanager
     def inside_call(self, seq: int) -> Iterator[None]:
         """While call ``seq`` runs, restore clients from replicas made before it
