@@ -268,10 +268,12 @@ class StepRunner:
                     copies
                     and defer
                     and clean
-                    and set(copies) == everyone
+                    and set(copies) | replicated == everyone
                     and (self.replicator.replicated_seq == seq - 1)
                 ):
-                    # Acks are collected when the next call starts (:meth:`settle`).
+                    # Acks are collected while the next call's step runs. After a
+                    # restore only the replacement's copies are still out (the
+                    # other slots' were waited for while it restored).
                     self.replicator.defer(Unsettled(call, before, copies, copied_by))
                     replicated = set(everyone)
                 elif copies:
