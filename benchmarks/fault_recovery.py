@@ -12,10 +12,12 @@ The same DFedAvg run (digits, 20 clients, 30 rounds, seed 0 by default) as
 Prints a Markdown table: wall time, seconds per round, final accuracy,
 failures (clients whose actor was killed), restored / lost clients,
 recovery latency p50 / max (kill → client back in service), replication
-seconds per round and as a share of the round, replicated MB.
+seconds per round and as a share of the round, replicated MB; then each
+failure, and the memory of the warm spares next to a client actor's
+(RSS, PSS and private MB from /proc, at the end of each fault-layer run).
 
     .venv/bin/python benchmarks/fault_recovery.py [--clients 20] [--rounds 30]
-        [--kill-rate 0.1] [--seed 0] [--out runs/bench-fault]
+        [--kill-rate 0.1] [--spares 2] [--seed 0] [--out runs/bench-fault]
 """
 
 from __future__ import annotations
@@ -31,6 +33,37 @@ import ray
 
 from dfml.launch.options import LaunchConfig, build_config
 from dfml.launch.runner import execute, init_ray
+from dfml.records import Callback, RoundRecord
+
+
+def process_mb(pid: int) -> dict[str, float]:
+    """RSS, PSS and private (unshared) MB of a local process, from smaps_rollup."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        fields[name.rstrip(":")] = int(value) / 1024
+    private = fields["Private_Clean"] + fields["Private_Dirty"]
+    return {"rss": fields["Rss"], "pss": fields["Pss"], "private": private}
+
+
+class ProcessMemory(Callback):
+    """At the last round's end: the memory of each warm spare and of client actor 0."""
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds = rounds
+        self.federation: Any = None
+        self.rows: list[tuple[str, dict[str, float]]] = []
+
+    def on_run_start(self, algorithm: Any, federation: Any) -> None:
+        self.federation = federation
+
+    def on_round_end(self, record: RoundRecord) -> None:
+        spares = getattr(self.federation, "spare_placements", None)
+        if record.round != self.rounds - 1 or spares is None:
+            return
+        self.rows.append(("client actor 0", process_mb(self.federation.placement_of(0)["pid"])))
+        for i, placed in enumerate(spares()):
+            self.rows.append((f"warm spare {i}", process_mb(placed["pid"])))
 
 
 def regimes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -123,7 +156,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--kill-rate", type=float, default=0.1)
     parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument("--spares", type=int, default=1)
+    parser.add_argument("--spares", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--min-samples",
@@ -138,6 +171,7 @@ def main() -> None:
     root = Path(args.out)
     wanted = [r.strip() for r in args.runs.split(",") if r.strip()]
     results: dict[str, dict[str, Any]] = {}
+    memory: list[str] = []
     started = init_ray(None, False)
     try:
         for name, options in regimes(args).items():
@@ -147,13 +181,21 @@ def main() -> None:
             launch = LaunchConfig(
                 out=str(root / name), progress=False, dashboard=False, overwrite=True
             )
-            results[name] = execute(cfg, launch)
+            probe = ProcessMemory(args.rounds)
+            results[name] = execute(cfg, launch, callbacks=[probe])
+            memory += [
+                f"- {name}: {who}: RSS {mb['rss']:.0f} MB, PSS {mb['pss']:.0f} MB, "
+                f"private {mb['private']:.0f} MB"
+                for who, mb in probe.rows
+            ]
             keys = ("wall_seconds", "final_accuracy", "failures_injected", "clients_lost")
             print(name, json.dumps({k: results[name].get(k) for k in keys}), flush=True)
     finally:
         if started:
             ray.shutdown()
     text = table(results) + per_failure(root, results)
+    if memory:
+        text += "\nProcess memory at the end of the run:\n\n" + "\n".join(memory) + "\n"
     (root / "table.md").write_text(text)
     print()
     print(text, end="")

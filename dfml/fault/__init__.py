@@ -2,6 +2,7 @@
 
 * :mod:`dfml.fault.config` — :class:`~dfml.fault.config.FaultConfig` (run flags).
 * :mod:`dfml.fault.replica` — a client's state as a versioned, checksummed replica.
+* :mod:`dfml.fault.pack` — a cohort's replicas as one packed object (one put).
 * :mod:`dfml.fault.dispatcher` — leaf sets (who holds whose replica) and the replica index.
 * :mod:`dfml.fault.holder` — sentinels and replica holding (client actors, the store).
 * :mod:`dfml.fault.actor` — the client actor: atomic steps, replicate, restore, adopt.

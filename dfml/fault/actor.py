@@ -7,9 +7,10 @@ On top of the generic actor it
   as it was; a step re-sent with the same call number returns the stored
   result instead of training twice; the state before the last step is kept
   so that the driver can roll a client back and redo it;
-* is the Dispatcher's client half (:meth:`replicate`): pack each hosted
-  client's state, ``ray.put`` it once and push it straight to the leaf-set
-  holders (and the store, and the durable copy) — the driver only sends the
+* is the Dispatcher's client half (:meth:`replicate`, :meth:`replicated`):
+  pack each hosted client's state, ``ray.put`` the cohort's replicas once as one packed
+  object and hand its ref straight to the leaf-set holders (and the store;
+  each replica also goes to the durable copy) — the driver only sends the
   plan and receives acknowledgements;
 * is the Retriever's client half (:meth:`restore`): fetch replicas from the
   holders, verify, load, re-publish;
@@ -19,6 +20,7 @@ On top of the generic actor it
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -36,6 +38,7 @@ from dfml.data.split import ClientSplit
 from dfml.fault.dispatcher import ReplicaRecord
 from dfml.fault.durable import read_replica, write_replica
 from dfml.fault.holder import CONCURRENCY_GROUPS, ReplicaHolder, Watched
+from dfml.fault.pack import pack
 from dfml.fault.replica import Replica, ReplicaError, digest, pack_state, unpack_state
 from dfml.fault.retriever import retrieve
 from dfml.steps import Publish
@@ -64,6 +67,17 @@ class RestorePlan:
     holders: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Sending:
+    """Replicas sent by :meth:`FaultClientActor.replicate`, acks not yet collected."""
+
+    futures: Mapping[str, ray.ObjectRef]
+    replicas: Mapping[int, Replica]
+    uri: str | None
+    keep: int
+    timeout: float
+
+
 class FaultClientActor(ClientActor, Watched, ReplicaHolder):
     """Client actor with atomic steps, replication, restore and adoption."""
 
@@ -72,8 +86,10 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
         self.spec = spec
         self._init_holder(keep_versions)
         self._done: dict[int, tuple[int, Any]] = {}
-        self._before: dict[int, tuple[int, Any]] = {}
+        self._before: dict[int, tuple[int, Any, tuple[int, Any] | None]] = {}
         self._digests: dict[int, tuple[ClientState, str]] = {}
+        self._sending: dict[int, Any] = {}
+        self._sending_cv = threading.Condition()
         self.adopt(spec.splits)
 
     def adopt(self, splits: Mapping[int, ClientSplit]) -> dict[str, Any]:
@@ -144,26 +160,33 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
             self.states.update(before)
             raise
         for c in todo:
-            self._before[c] = (seq, before[c])
+            # the result of the call before is kept too: a rollback restores both
+            self._before[c] = (seq, before[c], self._done.get(c))
             self._done[c] = (seq, out[c])
         out.update(done)
         digests = {c: self._digest(c) for c in out} if publish else {}
         return dict(sorted(out.items())), digests
 
     def rollback(self, client_ids: list[int], seq: int) -> list[int]:
-        """Return clients to their state before call ``seq`` (to redo it)."""
+        """Return clients to their state before call ``seq`` (to redo it), and
+        to the result of the call before (a redo of that call returns it)."""
         for cid in client_ids:
             entry = self._before.get(cid)
             if entry is None or entry[0] != seq:
                 raise RuntimeError(f"client {cid} has no state from before call {seq}")
         for cid in client_ids:
-            self.states[cid] = self._before.pop(cid)[1]
-            self._done.pop(cid, None)
+            _, state, done = self._before.pop(cid)
+            self.states[cid] = state
+            if done is None:
+                self._done.pop(cid, None)
+            else:
+                self._done[cid] = done
         return sorted(client_ids)
 
     # ----- Dispatcher (client half) --------------------------------------
     def replicate(
         self,
+        token: int,
         version: int,
         assign: Mapping[int, list[str]],
         holders: Mapping[str, Any],
@@ -171,50 +194,73 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
         keep: int,
         timeout: float,
         expect: int | None = None,
-    ) -> dict[str, Any]:
-        """Push each client's replica to its holders (and the durable copy); collect acks.
+    ) -> None:
+        """Send each client's replica to its holders; :meth:`replicated` collects the acks.
 
-        With ``expect``, replicate only if every client finished call ``expect``
-        (the call was queued behind that step, which may have failed).
+        Runs in the actor's main thread, queued right behind a step, so it
+        packs exactly the states that step left; it only packs, puts and
+        sends (a few ms), so the next step need not wait for the holders.
+        With ``expect``, replicate only if every client finished call
+        ``expect`` (the call was queued behind that step, which may have failed).
         """
-        t0 = time.perf_counter()
-        if expect is not None and any(self._done.get(c, (None,))[0] != expect for c in assign):
-            return {"skipped": True, "acks": [], "failed": [], "seconds": 0.0}
-        replicas = {cid: pack_state(self.states[cid], version, self._digest(cid)) for cid in assign}
-        wanted: dict[str, list[int]] = {}
-        for cid, hids in assign.items():
-            for hid in hids:
-                wanted.setdefault(hid, []).append(cid)
-        # One object per distinct batch, owned by this actor; holders copy it out.
-        batches = {
-            cids: ray.put([replicas[c] for c in cids])
-            for cids in {tuple(v) for v in wanted.values()}
-        }
-        futures = {
-            hid: holders[hid].keep_replicas.remote([batches[tuple(cids)]])
-            for hid, cids in wanted.items()
-        }
+        try:
+            if expect is not None and any(self._done.get(c, (None,))[0] != expect for c in assign):
+                self._sent(token, {"skipped": True, "acks": [], "failed": []})
+                return
+            replicas = {
+                cid: pack_state(self.states[cid], version, self._digest(cid)) for cid in assign
+            }
+            wanted: dict[str, list[int]] = {}
+            for cid, hids in assign.items():
+                for hid in hids:
+                    wanted.setdefault(hid, []).append(cid)
+            # One packed object for the whole cohort, put once; each holder keeps its clients.
+            packed = [ray.put(pack(replicas.values()))] if wanted else []
+            node = ray.get_runtime_context().get_node_id()
+            futures = {
+                hid: holders[hid].keep_pack.remote(packed, cids, node)
+                for hid, cids in wanted.items()
+            }
+            self._sent(token, Sending(futures, replicas, uri, keep, timeout))
+        except BaseException as err:
+            self._sent(token, err)  # :meth:`replicated` must not wait for it forever
+            raise
+
+    def _sent(self, token: int, entry: Any) -> None:
+        with self._sending_cv:
+            self._sending[token] = entry
+            self._sending_cv.notify_all()
+
+    @ray.method(concurrency_group="replicate")
+    def replicated(self, token: int) -> dict[str, Any]:
+        """The acknowledgements of :meth:`replicate` ``token`` (and the durable copies).
+
+        A concurrency group of its own: the holders' answers are awaited here
+        while the main thread runs the next step.
+        """
+        with self._sending_cv:
+            self._sending_cv.wait_for(lambda: token in self._sending)
+            entry = self._sending.pop(token)
+        if isinstance(entry, BaseException):
+            raise RuntimeError(f"replication request {token} failed in this actor") from entry
+        if isinstance(entry, dict):
+            return entry
         acks: list[tuple[Any, ...]] = []
         failed: list[tuple[str, str]] = []
-        for hid, fut in futures.items():
+        for hid, fut in entry.futures.items():
             try:
-                acks += [(hid, *ack) for ack in ray.get(fut, timeout=timeout)]
+                acks += [(hid, *ack) for ack in ray.get(fut, timeout=entry.timeout)]
             except RayError as err:
                 failed.append((hid, f"{type(err).__name__}: {err}"))
-        if uri is not None:
-            for cid, rep in replicas.items():
+        if entry.uri is not None:
+            for cid, rep in entry.replicas.items():
                 try:
-                    nbytes = write_replica(uri, rep, keep)
+                    nbytes = write_replica(entry.uri, rep, entry.keep)
                 except OSError as err:
-                    failed.append((uri, f"{type(err).__name__}: {err}"))
+                    failed.append((entry.uri, f"{type(err).__name__}: {err}"))
                     continue
-                acks.append((uri, cid, rep.version, rep.round, rep.checksum, nbytes))
-        return {
-            "skipped": False,
-            "acks": acks,
-            "failed": failed,
-            "seconds": time.perf_counter() - t0,
-        }
+                acks.append((entry.uri, cid, rep.version, rep.round, rep.checksum, nbytes))
+        return {"skipped": False, "acks": acks, "failed": failed}
 
     # ----- Retriever (client half) ---------------------------------------
     def _fetch(self, plan: RestorePlan, record: ReplicaRecord) -> Replica:

@@ -27,6 +27,14 @@ so is a death after a call returned but before its replicas were
 acknowledged (:meth:`StepRunner.settle`: the call is redone for the dead
 actor's clients).
 
+**Acknowledgements are collected while the next step runs.** A call's
+replicas are acknowledged on the actors' side threads; the driver sends the
+next call's step first and then records them (quietly: no death is handled
+until they are recorded, so a restore always sees them). When they are not
+all in within a heartbeat, or an actor died before acknowledging, the call
+before is settled the old way (redone for the dead actor's clients) and
+whatever ran of the new step is rolled back and run again.
+
 Steps are deterministic functions of (state, neighbour vectors, round seed)
 and chaos decides *what* fails from (seed, round), so the result of a
 chaos run depends only on the seed, never on timing. With
@@ -41,6 +49,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import ray
 
 from dfml.actors.roster import Roster
 from dfml.fault.config import FaultConfig
@@ -147,11 +157,29 @@ class StepRunner:
         rnd: int | None,
         read_only: bool,
     ) -> dict[int, Any]:
-        self.settle()
+        unsettled = self._unsettled()
         self.seq += 1
         call = Call(self.seq, phase, program, dict(messages), publish, rnd, read_only)
         with self.restorer.inside_call(call.seq):
-            return self._attempt(call, call.messages, defer=True)
+            return self._attempt(call, call.messages, defer=True, unsettled=unsettled)
+
+    def _unsettled(self) -> Unsettled | None:
+        """The last call, if its acknowledgements may be collected while the
+        next call's step runs; a death seen now (or a restore under way)
+        settles it first instead."""
+        pending = self.replicator.take()
+        if pending is None:
+            return None
+        with self.restorer.inside_call(pending.call.seq):
+            died = self.detector.poll(0.0)
+        # A slot with clients outside that call skipped its replicas (they are
+        # made afterwards, the old way), so its acks cannot all come in.
+        ids = set(pending.call.messages)
+        whole = all(set(self.roster().slots[k]) <= ids for k in pending.copies)
+        if died or self.restorer.busy or not whole:
+            self._settle(pending)
+            return None
+        return pending
 
     def _attempt(
         self,
@@ -159,8 +187,13 @@ class StepRunner:
         messages: dict[int, Any],
         defer: bool = False,
         before: dict[int, Published] | None = None,
+        unsettled: Unsettled | None = None,
     ) -> dict[int, Any]:
-        """Run ``call`` for ``messages`` until every client has its result."""
+        """Run ``call`` for ``messages`` until every client has its result.
+
+        ``unsettled``: the call before, whose acknowledgements are collected
+        once this call's step is sent (no death was seen since it returned).
+        """
         rnd, seq = call.round, call.seq
         if rnd is not None:
             self.timeline.round = rnd
@@ -173,8 +206,13 @@ class StepRunner:
         checkpoint = self.replicator.due(rnd, call.read_only, in_run)
         everyone = set(range(len(self.roster().slots)))
         replicated: set[int] = set() if checkpoint else everyone
+        if unsettled is not None and not pending:
+            self._settle(unsettled)
+            unsettled = None
         for _ in range(self.max_attempts):
-            restored = self.recover()
+            # With an unsettled call before, a death must not be handled before
+            # its acknowledgements are recorded (:meth:`_settle_in_flight`).
+            restored = self.recover() if unsettled is None else {}
             if restored:
                 changed = changed_refs(before, restored)
                 for c in restored:
@@ -199,6 +237,7 @@ class StepRunner:
                     )
                     for k, sub in self._by_actor(msgs).items()
                 }
+                sent_to = {k: self.processes.incarnation(k) for k in futures}
                 # Queued right behind each step: replication costs no extra round trip.
                 copies = (
                     self.replicator.calls(seq, futures, self.roster(), expect=seq)
@@ -206,9 +245,18 @@ class StepRunner:
                     else {}
                 )
                 copied_by = {k: self.processes.incarnation(k) for k in copies}
+                if unsettled is not None:
+                    undone = self._settle_in_flight(unsettled, seq, futures, sent_to)
+                    unsettled = None
+                    if rnd is not None:
+                        self.timeline.round = rnd
+                    if undone is not None:
+                        self.redone_steps += undone
+                        replicated = set() if checkpoint else everyone
+                        continue
                 for observer in self.observers:
                     observer.step_sent(rnd)
-                out = self.detector.gather(futures)
+                out = self.detector.gather(futures, sent_to)
                 for res, dgs in out.results.values():
                     results.update(res)
                     digests.update(dgs)
@@ -220,14 +268,18 @@ class StepRunner:
                     copies
                     and defer
                     and clean
-                    and set(copies) == everyone
+                    and set(copies) | replicated == everyone
                     and (self.replicator.replicated_seq == seq - 1)
                 ):
-                    # Acks are collected when the next call starts (:meth:`settle`).
+                    # Acks are collected while the next call's step runs. After a
+                    # restore only the replacement's copies are still out (the
+                    # other slots' were waited for while it restored).
                     self.replicator.defer(Unsettled(call, before, copies, copied_by))
                     replicated = set(everyone)
                 elif copies:
-                    replicated |= self.replicator.wait_acks(copies, copied_by, seq, out.results)
+                    replicated |= self.replicator.wait_acks(
+                        copies, copied_by, seq, out.results, self.restorer.in_flight()
+                    )
                 self._after_failures(out)
                 continue
             if replicated != everyone:
@@ -257,14 +309,49 @@ class StepRunner:
         ones in later messages.
         """
         pending = self.replicator.take()
-        if pending is None:
-            return
+        if pending is not None:
+            self._settle(pending)
+
+    def _settle_in_flight(
+        self,
+        pending: Unsettled,
+        seq: int,
+        steps: Mapping[int, ray.ObjectRef],
+        sent_to: Mapping[int, str],
+    ) -> int | None:
+        """Settle the call before while ``steps`` (call ``seq``'s, per slot, sent
+        to the incarnations ``sent_to``) run.
+
+        Returns ``None`` when its acknowledgements all came in. Otherwise
+        call ``seq``'s step is undone — waited for, and every client that ran
+        it rolled back (to its state and result of the call before) — and the
+        call before is settled the old way; returns how many clients were
+        rolled back (the caller sends the step again, to every client).
+        """
+        if self.replicator.settle_quietly(pending, pending.call.seq, steps.values()):
+            return None
+        with self.restorer.inside_call(pending.call.seq):
+            out = self.detector.gather(steps, sent_to)
+            ran = sorted(
+                c
+                for k, (res, _) in out.results.items()
+                if self.processes.incarnation(k) == sent_to[k]
+                and sent_to[k] not in self.detector.dead
+                for c in res
+            )
+            if ran:
+                self._rollback(ran, seq)
+            self._settle(pending)
+        return len(ran)
+
+    def _settle(self, pending: Unsettled) -> bool:
+        """:meth:`settle` of ``pending``; True if its call was redone for some clients."""
         call = pending.call
         with self.restorer.inside_call(call.seq):
             held = self.directory.snapshot(call.messages)
             missing = self.replicator.settle(pending, call.seq)
             if not missing:
-                return
+                return False
             actor_of = self.roster().actor_of
             redo = {c: m for c, m in call.messages.items() if actor_of[c] in missing}
             self.recover()
@@ -277,6 +364,7 @@ class StepRunner:
                 for c in redo:
                     if c in held:
                         self.directory.rename(held[c][0], c)
+        return True
 
     # ----- helpers ---------------------------------------------------------------
     def _by_actor(self, messages: Mapping[int, Any]) -> dict[int, dict[int, Any]]:

@@ -41,6 +41,11 @@ class FaultConfig:
             driver's node (it fails only with the driver).
         keep_versions: replica versions every holder keeps per client.
         spares: warm spare actors kept ready to adopt a dead actor's clients.
+            Two by default: a used spare's successor needs seconds to start
+            (a new Ray worker imports torch and loads the data), and with one
+            spare a second kill in that window waited for it (2–5 s
+            recoveries); the second spare costs one idle process (measured in
+            benchmarks/RESULTS.md, "Issue 19: replication and recovery").
         heartbeat_seconds: how long a step may run silently before the
             manager pings its actors (0.1 s to a week).
         unavailable_timeout: seconds an unresponsive actor may stay
@@ -58,7 +63,7 @@ class FaultConfig:
     checkpoint_uri: str | None = None
     replica_store: bool = True
     keep_versions: int = 2
-    spares: int = 1
+    spares: int = 2
     heartbeat_seconds: float = 2.0
     unavailable_timeout: float = 30.0
     chaos_kill_rate: float = 0.0

@@ -297,6 +297,10 @@ class FaultTolerantFederation(Federation):
                 out[k] = placed["node_id"]
         return out
 
+    def spare_placements(self) -> list[dict[str, Any]]:
+        """``{"pid", "node_id"}`` of every warm spare actor."""
+        return self._spares.placements()
+
     def sentinel_of(self, k: int) -> ray.ObjectRef:
         """Slot ``k``'s sentinel call: it returns (an error) once its actor is dead."""
         return self._view.sentinel_of(k)

@@ -5,10 +5,19 @@
   ``ray.wait`` hands it back the moment the process dies (push-style
   detection, no polling). ``ping`` answers from the same group, so it works
   while the actor is busy training.
-* :class:`ReplicaHolder` — keeps *copies* of other clients' replicas in this
-  process's heap. The copy matters: an object in Ray's store dies with its
-  owner (the client that ``ray.put`` it), a heap copy dies only with the
-  holder. Holders are never restarted by Ray, so a replica can never be
+* :class:`ReplicaHolder` — keeps other clients' replicas, received as one
+  packed object per sending actor (:mod:`dfml.fault.pack`). A holder on the
+  sender's node keeps zero-copy views into the object the sender put: the
+  node's object store already holds those bytes, and an object that a live
+  process has mapped stays in the store after its owner (the sender) dies —
+  the store defers freeing it until the last view is gone. So a replica
+  dies with its holder, not with the client, and costs no copy. A holder on
+  another node copies the pack into its heap (the bytes had to cross nodes
+  anyway; a crash of the sender's node cannot take them). Nothing is
+  hashed on receipt: the acknowledgement carries the sender's checksum and
+  the copy is verified when it is used (:func:`dfml.fault.retriever.retrieve`),
+  so damage is caught where it matters, once instead of once per holder and
+  round. Holders are never restarted by Ray, so a replica can never be
   rebuilt by re-running a task on a fresh process (RAY_NOTES' trap).
 
 Both are mixed into the client actors (leaf-set holders) and into
@@ -24,10 +33,12 @@ from typing import Any
 
 import ray
 
-from dfml.fault.replica import Replica, ReplicaError, verify
+from dfml.fault.pack import Pack
+from dfml.fault.replica import Replica, ReplicaError
 
-#: Concurrency groups of every fault-layer actor.
-CONCURRENCY_GROUPS = {"watch": 2, "replica": 2}
+#: Concurrency groups of every fault-layer actor (``replicate``: a client
+#: actor awaiting its holders' acks while its main thread trains).
+CONCURRENCY_GROUPS = {"watch": 2, "replica": 2, "replicate": 1}
 
 
 class Watched:
@@ -51,20 +62,27 @@ class ReplicaHolder:
         self._held_lock = threading.Lock()
 
     @ray.method(concurrency_group="replica")
-    def keep_replicas(self, refs: Sequence[ray.ObjectRef]) -> list[tuple[int, int, int, str, int]]:
-        """Fetch batches of replicas, verify and copy them.
+    def keep_pack(
+        self, refs: Sequence[ray.ObjectRef], clients: Sequence[int], sender_node: str
+    ) -> list[tuple[int, int, int, str, int]]:
+        """Keep ``clients``' replicas out of the packed object ``refs[0]``.
 
-        Acks ``(client, version, round, checksum, bytes)`` per replica.
+        ``sender_node``: the node whose store holds the pack; from another
+        node the pack is copied here. Acks ``(client, version, round,
+        checksum, bytes)`` per replica, the checksum as the sender sealed it.
         """
+        pack: Pack = ray.get(refs[0])
+        if sender_node != ray.get_runtime_context().get_node_id():
+            pack = pack.copy()
         acks = []
-        for replica in (r for batch in ray.get(list(refs)) for r in batch):
-            own = verify(replica).copy()
+        for cid in clients:
+            replica = pack.replica(cid)
             with self._held_lock:
-                versions = self._held.setdefault(own.client_id, {})
-                versions[own.version] = own
+                versions = self._held.setdefault(cid, {})
+                versions[replica.version] = replica
                 for old in sorted(versions, reverse=True)[self._keep :]:
                     del versions[old]
-            acks.append((own.client_id, own.version, own.round, own.checksum, own.nbytes))
+            acks.append((cid, replica.version, replica.round, replica.checksum, replica.nbytes))
         return acks
 
     @ray.method(concurrency_group="replica")

@@ -10,14 +10,17 @@ the RNG state.
 
 A :class:`Replica` holds numpy arrays only (zero-copy through Ray's object
 store; a store process can hold it without importing torch) and is
-identified by (client, version, round) plus a BLAKE2b checksum over all of
-its content. :func:`to_bytes`/:func:`from_bytes` give the ``.npz`` form kept
-by the durable copy.
+identified by (client, version, round) plus a checksum over all of its
+content. The checksum is XXH3-128 (xxhash): it guards against damage, not
+against an attacker (replicas travel between a run's own processes), and at
+~40 GB/s it is some 70 times cheaper than the BLAKE2b it replaced, which
+mattered because every published vector is hashed once per step.
+:func:`to_bytes`/:func:`from_bytes` give the ``.npz`` form kept by the
+durable copy.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import xxhash
 
 if TYPE_CHECKING:
     from dfml.actors.state import ClientState
@@ -68,24 +72,12 @@ class Replica:
     def nbytes(self) -> int:
         return int(sum(a.nbytes for a in self.arrays.values()))
 
-    def copy(self) -> Replica:
-        """A deep copy whose arrays live in this process's heap (owned here)."""
-        return Replica(
-            self.client_id,
-            self.version,
-            self.round,
-            {k: np.array(v, copy=True) for k, v in self.arrays.items()},
-            dict(self.meta),
-            self.checksum,
-            self.params_digest,
-        )
-
 
 def digest(array: np.ndarray) -> str:
-    """BLAKE2b-128 of an array's dtype, shape and bytes."""
-    h = hashlib.blake2b(digest_size=16)
+    """XXH3-128 of an array's dtype, shape and bytes (hashed in place, no copy)."""
+    h = xxhash.xxh3_128()
     h.update(f"{array.dtype.str}{array.shape}".encode())
-    h.update(np.ascontiguousarray(array).tobytes())
+    h.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
     return h.hexdigest()
 
 
@@ -97,13 +89,13 @@ def checksum(
     meta: dict[str, Any],
     known: Mapping[str, str] | None = None,
 ) -> str:
-    """BLAKE2b-128 over identity, metadata and every array (names sorted).
+    """XXH3-128 over identity, metadata and every array (names sorted).
 
     ``known``: digests already computed for some arrays (name → digest), so
     a vector is hashed once however many times it is sealed and compared.
     """
     known = known or {}
-    h = hashlib.blake2b(digest_size=16)
+    h = xxhash.xxh3_128()
     header = {"client": client_id, "version": version, "round": round_, "meta": meta}
     h.update(json.dumps(header, sort_keys=True, default=str).encode())
     for name in sorted(arrays):

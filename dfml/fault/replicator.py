@@ -7,8 +7,9 @@ see :meth:`FaultClientActor.replicate`); the call is complete only when
 those copies are acknowledged. A replica's version is the call number, so
 "newest" is well defined. The replication request is queued right behind
 each step on the same actor, so it costs no extra round trip; when a call
-went cleanly its acknowledgements are collected only when the next call
-starts (the call is *unsettled* until then).
+went cleanly its acknowledgements are collected once the next call's step
+has been sent (the call is *unsettled* until then), so the holders' answers
+come in while that step trains.
 
 Every acknowledged copy goes to the :class:`ReplicaIndex`; every copy a
 holder did not acknowledge is a ``replication_failed`` event.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError
 
 from dfml.actors.roster import Roster
 from dfml.fault.config import FaultConfig
@@ -57,7 +58,8 @@ class Replicator:
 
     Attributes:
         bytes: replica bytes acknowledged so far.
-        seconds: driver seconds spent waiting for acknowledgements.
+        seconds: driver seconds spent waiting for acknowledgements (beyond
+            the steps it waited for anyway).
         replicated_seq: the last call whose replicas are all made.
     """
 
@@ -79,6 +81,7 @@ class Replicator:
         self.bytes = 0
         self.seconds = 0.0
         self.replicated_seq = -1
+        self._token = 0
         self._unsettled: Unsettled | None = None
 
     def due(self, rnd: int | None, read_only: bool, in_run: bool) -> bool:
@@ -98,6 +101,7 @@ class Replicator:
 
         With ``expect``, an actor replicates only if each of its clients
         finished call ``expect`` (the request is queued behind that step).
+        Returns each slot's ``replicated`` call: its acknowledgements.
         """
         ids = roster.ids()
         actor_of = roster.actor_of
@@ -110,7 +114,10 @@ class Replicator:
             plan = replication_plan(cohort, ids, host_of, self.cfg.replicas, node_of)
             assign = {c: [*plan[c], *([store] if store else [])] for c in cohort}
             holders = {h: self.processes.holders[h] for hs in assign.values() for h in hs}
-            futures[k] = self.processes.handle(k).replicate.remote(
+            handle = self.processes.handle(k)
+            self._token += 1
+            handle.replicate.remote(
+                self._token,
                 version,
                 assign,
                 holders,
@@ -119,6 +126,7 @@ class Replicator:
                 self.cfg.unavailable_timeout,
                 expect,
             )
+            futures[k] = handle.replicated.remote(self._token)
         return futures
 
     def acknowledged(self, results: Mapping[int, Any], version: int) -> set[int]:
@@ -154,15 +162,24 @@ class Replicator:
         copied_by: Mapping[int, str],
         version: int,
         keep: Iterable[int] | None = None,
+        behind: Iterable[ray.ObjectRef] = (),
     ) -> set[int]:
-        """Wait for ``copies``; record those of ``keep`` (default all); the slots done."""
+        """Wait for ``copies``; record those of ``keep`` (default all); the slots done.
+
+        ``behind``: calls the driver must wait for next anyway (restores
+        under way); a wait that ends before all of them did costs nothing
+        and is not counted in :attr:`seconds`.
+        """
         t0 = time.perf_counter()
         acks = self.detector.gather(copies, copied_by).results
         if keep is not None:
             keep = set(keep)
             acks = {k: v for k, v in acks.items() if k in keep}
         done = self.acknowledged(acks, version)
-        self.seconds += time.perf_counter() - t0
+        behind = list(behind)
+        finished, _ = ray.wait(behind, num_returns=len(behind), timeout=0)
+        if len(finished) == len(behind):
+            self.seconds += time.perf_counter() - t0
         return done
 
     def replicate(
@@ -196,6 +213,36 @@ class Replicator:
         self.seconds += time.perf_counter() - t0
         dead = self.detector.dead
         return {k for k in call.copies if k not in done or call.copied_by[k] in dead}
+
+    def settle_quietly(self, call: Unsettled, version: int, steps: Iterable[ray.ObjectRef]) -> bool:
+        """Collect an unsettled call's acknowledgements while ``steps`` (the
+        next call's) run, without handling deaths; False (nothing recorded)
+        unless every actor answered within a heartbeat and made its replicas.
+
+        Deaths are left to :meth:`settle`, which the caller runs on False:
+        seen here they would be restored from replicas that are not recorded
+        yet. Only a wait that outlasted the steps counts in :attr:`seconds`
+        (while a step still runs the driver would have waited anyway).
+        """
+        t0 = time.perf_counter()
+        refs = list(call.copies.values())
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.cfg.heartbeat_seconds)
+        steps = list(steps)
+        steps_done, _ = ray.wait(steps, num_returns=len(steps), timeout=0)
+        if len(steps_done) == len(steps):
+            self.seconds += time.perf_counter() - t0
+        if len(ready) < len(refs):
+            return False
+        results = {}
+        for k, ref in call.copies.items():
+            try:
+                results[k] = ray.get(ref)
+            except (RayActorError, ActorUnavailableError):
+                return False  # :meth:`settle` sees the same error and handles it
+        if any(res["skipped"] for res in results.values()):
+            return False
+        self.acknowledged(results, version)
+        return True
 
     # ----- leaving clients -----------------------------------------------------
     def release(self, ids: list[int]) -> None:

@@ -69,14 +69,20 @@ class Restorer:
         """Whether a restore is under way."""
         return bool(self._jobs)
 
+    def in_flight(self) -> list[ray.ObjectRef]:
+        """The restore calls under way (the driver waits for them next)."""
+        return [job[2] for job in self._jobs.values()]
+
     @contextmanager
     def inside_call(self, seq: int) -> Iterator[None]:
-        """While call ``seq`` runs, restore clients from replicas made before it."""
-        self.call_seq = seq
+        """While call ``seq`` runs, restore clients from replicas made before it
+        (nested: the acknowledgements of the call before are settled while
+        the next call's step already runs)."""
+        previous, self.call_seq = self.call_seq, seq
         try:
             yield
         finally:
-            self.call_seq = None
+            self.call_seq = previous
 
     def plan(self, cid: int, dead: set[int], roster: Roster) -> RestorePlan:
         round_index = max(self.timeline.round or 0, 0)

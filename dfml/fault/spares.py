@@ -103,6 +103,12 @@ class SparePool:
         handle = self.make_actor(k)
         return handle, self.detector.watch_actor(k, handle), "new actor"
 
+    def placements(self) -> list[dict[str, Any]]:
+        """``{"pid", "node_id"}`` of every warm spare (what an idle spare costs is
+        measured on these processes)."""
+        warm = [s for s in self.spares if s.is_warm()]
+        return ray.get([s.handle.ping.remote() for s in warm])
+
     def _lost(self, inc: str, now: float) -> None:
         self.spares = [s for s in self.spares if s.incarnation != inc]
         self.timeline.record(FaultEvent(now, self.timeline.round, "spare_lost", holder=inc))

@@ -169,6 +169,26 @@ def test_death_before_the_replicas_are_acknowledged_redoes_the_call(reference, t
     assert metrics(tmp_path).equals(reference)
 
 
+def test_a_death_while_the_acks_come_in_under_the_next_step_stays_bit_identical(
+    reference, tmp_path
+):
+    """A call's acks are collected while the next call's step runs. An actor
+    SIGKILLed at the end of round 0 and not waited for dies around then:
+    seen before the step is sent, while its acks are awaited (the call before
+    is redone for its clients, the new step rolled back and rerun), or only
+    during the step (restored from the replicas just recorded). Each way the
+    run is bit-identical and nothing is lost."""
+
+    def kill(fed) -> None:
+        os.kill(_pid(fed, 0), signal.SIGKILL)
+
+    summary = run(tmp_path, [AtRoundEnd({0: kill})], clients_per_actor=2, recovery=True, spares=1)
+    restored = sorted(r["client"] for r in faults(tmp_path) if r["kind"] == "restored")
+    assert restored == [0, 1]
+    assert summary["clients_lost"] == 0 and summary["redone_client_steps"] >= 2
+    assert metrics(tmp_path).equals(reference)
+
+
 def _pid(fed, client: int) -> int:
     return fed.placement_of(fed.actor_of_client(client))["pid"]
 
