@@ -49,6 +49,7 @@ import logging
 import os
 import pstats
 import re
+import signal
 import statistics
 import threading
 import time
@@ -168,6 +169,11 @@ class MemoryGuard:
                 self.tripped = True
                 log.error("MemAvailable under %.1f GB: interrupting the run", self.floor / 1e9)
                 _thread.interrupt_main()
+                # A long C call (or a handler that keeps going) may not see the
+                # interrupt: then the process ends itself (its actors with it).
+                if not self._stop.wait(10.0):
+                    log.error("still running 10 s after the interrupt: killing this process")
+                    os.kill(os.getpid(), signal.SIGKILL)
                 return
             time.sleep(0.2)
 
