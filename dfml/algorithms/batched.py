@@ -3,14 +3,12 @@
 At 10,000 clients a round is ~2 SGD steps per client on a tiny model, and
 their cost is PyTorch's per-call overhead, not arithmetic. When a cohort's
 clients share a model (same module, different flat vectors), their steps are
-one computation: stack the vectors into a C×P matrix and take
-``vmap(grad_and_value(ℓ))`` over (θ_c, batch_c) — one call per SGD step of
-the whole cohort instead of one per client. Its first call in a process
-imports ``torch._dynamo`` (2–10 s, once per actor, in its first round); per call it is 2.4× (4,096 clients) to 10× (50
-clients) faster than the reverse pass of Σ_c ℓ_c through the vmapped
-forward that dfml used before, with the same gradients (measured in
-``benchmarks/RESULTS.md``, issue 19). The loss is log-softmax + gather:
-cross-entropy under vmap runs a Python decomposition.
+one computation: stack the vectors into a C×P matrix, run the model over
+(θ_c, batch_c) with ``vmap`` and take one reverse pass of Σ_c ℓ_c, whose
+gradient is, row by row, each client's own — one call per SGD step of the
+whole cohort instead of one per client. (Not ``vmap(grad_and_value(ℓ))``:
+the same gradients, but its first call imports ``torch._dynamo`` — 2–7 s
+per actor — and cross-entropy under vmap runs a Python decomposition.)
 
 The result equals :func:`~dfml.algorithms.sgd.sgd_epochs` run on each client
 separately, up to float rounding (batched matrix products sum in another
@@ -51,7 +49,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.func import grad_and_value, vmap
+from torch.func import vmap
 from torch.nn.utils.rnn import pad_sequence
 
 from dfml.algorithms.privacy.dpsgd import DPSGD, clip_factors, draw_noise, noise_generator
@@ -228,21 +226,16 @@ def _train_block(
 
 
 def _plain_gradient(model: FlatModel) -> BlockGradient:
-    """Each client's mean-loss gradient on its batch (plain SGD):
-    ``vmap(grad_and_value(ℓ_c))`` over the block's clients."""
-
-    def loss(theta, x, y, mask):
-        # log-softmax + gather rather than cross_entropy: under vmap,
-        # cross_entropy runs a Python decomposition (and imports sympy).
-        logp = torch.log_softmax(model(theta, x), -1)
-        nll = -torch.gather(logp, 1, y[:, None])[:, 0]
-        return (nll * mask).sum() / mask.sum().clamp_min(1.0)
-
-    step = vmap(grad_and_value(loss))
+    """Each client's mean-loss gradient on its batch (plain SGD)."""
+    forward = vmap(model)
 
     def gradient(theta, x, y, valid, active):
         with torch.enable_grad():
-            grads, losses = step(theta.detach(), x, y, valid.to(theta.dtype))
+            leaf = theta.detach().requires_grad_(True)
+            losses = _masked_losses(forward(leaf, x), y, valid.float())
+            # Client c's loss depends on row c alone, so the gradient of the
+            # sum is, row by row, each client's own gradient (∂Σ/∂ℓ_c = 1).
+            (grads,) = torch.autograd.grad(losses.sum(), leaf)
         if not bool(active.all()):
             # A client with no step left keeps its vector: a zeroed gradient
             # (so not even a NaN from its fully masked batch reaches it).
