@@ -1,74 +1,86 @@
-"""Workload W: dfml's Ray runtime against a plain single-thread PyTorch loop.
+"""Workload W: dfml's runtime against two single-process floors.
 
 Workload W (the digits FL benchmark used across FL simulators): digits
 (pixels / 16), Dirichlet α = 0.5 with seed 0 (``min_samples 3`` so N = 100
 partitions), 80/20 train/test per client, the default MLP (64-64), plain SGD
 lr 0.05, batch 16, one local epoch, every client every round; DFedAvg on a
 ring (data-size mixing) and FedAvg (server step). For N ≥ 1,000 the data is
-synthetic (64 features, 10 classes, 30 samples per client), the same model
-and per-client work.
+synthetic (64 features, 10 classes, ``--samples-per-client`` samples per
+client, 30 by default), the same model and per-client work;
+``--model linear`` swaps the MLP for multinomial logistic regression (650
+parameters), the model of the million-client runs.
 
-The **floor** is an independent plain-PyTorch loop (``nn.Module``,
-``torch.optim.SGD``, one thread, no dfml code): per round, every client
-mixes its ring neighbours' vectors with the same weights, trains one epoch
-and is evaluated — the same math as the reference in
-``tests/algorithms/test_dfedavg_reference.py``. dfml runs through the real
-step loop (``Runtime``) on Ray actors (one per core by default) with the
-evaluation dfml does every round.
+The **floors** (:mod:`floors`, no dfml training code, one thread) do the same
+math — sparse float32 ring mixing, the same per-client mini-batch order, the
+same per-round evaluation of every client — and are checked against dfml's
+numbers in ``tests/benchmarks/test_floors.py``:
 
-``--vectorize true,false`` runs dfml once per setting (``RunConfig.vectorize``:
-a cohort's local SGD as one ``torch.func.vmap`` computation, or client by
-client), ``--pack-params always,never`` once per packing setting
-(``ResourceConfig.pack_params``: an actor publishes its clients' vectors as
-one object, or one object per client); the floor is measured once per
-(algorithm, N), and not at all with ``--floor false`` (at N = 100,000 the
-single-thread loop would take minutes a round).
+- ``plain``: client by client, ``nn.Module`` + ``torch.optim.SGD``;
+- ``vectorised``: ``torch.func`` (``functional_call`` + ``vmap`` + ``grad``)
+  over the stacked client vectors, the physical reference for one CPU.
 
-Reported: median seconds per round after round 0 for both, their ratio,
-dfml's round 0 (lazy imports, warm-up), the driver's peak RSS while dfml
-runs (VmRSS sampled every 0.1 s; the plain loop runs afterwards, so its
-arrays do not count), and the machine's peak memory use (largest drop of
-MemAvailable, every process plus the object store).
+dfml runs through the real step loop (``Runtime``) on Ray actors (one per
+core by default), or in this process with ``--backend local``.
+``--vectorize true,false`` and ``--pack-params always,never`` run dfml once
+per setting; the floors run once per (algorithm, N), only those
+``--floors`` names (``none``: no floor; the plain floor takes minutes a
+round at N = 100,000).
+
+Reported: median seconds per round after round 0 for dfml and each floor,
+the ratios, dfml's setup (``prepare`` + starting the clients) and round 0,
+the driver's peak RSS (VmRSS every 0.1 s), the machine's peak memory use
+(largest drop of MemAvailable: every process plus the object store), and
+what Ray spilled to disk. The run is interrupted if MemAvailable falls
+under 3 GB (a shared machine).
 
     .venv/bin/python benchmarks/workload_w.py [--clients 20,100,1000,10000] [--rounds 4]
-        [--algorithms dfedavg,fedavg] [--vectorize true,false]
-        [--pack-params auto,always,never] [--floor true|false] [--profile]
+        [--algorithms dfedavg,fedavg] [--model mlp|linear] [--samples-per-client 30]
+        [--backend ray|local] [--vectorize true,false] [--pack-params auto,always,never]
+        [--floors plain,vectorised|none] [--profile]
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
-import copy
 import cProfile
 import io
+import logging
 import os
 import pstats
+import re
+import signal
 import statistics
 import threading
 import time
 
-import numpy as np
 import ray
 import torch
-from round_time import PeakMemory
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from floors import plain_floor, problem_of, vectorised_floor
+from round_time import PeakMemory, mem_available
 
 from dfml.actors.config import ResourceConfig
-from dfml.actors.federation import Federation
 from dfml.algorithms.base import LocalSGDConfig
 from dfml.algorithms.server import FederatedSGDConfig
 from dfml.data.config import DataConfig, PartitionConfig
-from dfml.data.registry import load_dataset
-from dfml.experiment import ExperimentConfig, RunConfig, prepare
+from dfml.experiment import ExperimentConfig, RunConfig, make_federation, prepare
 from dfml.launch.registry import algorithm_class
-from dfml.models.zoo import ModelConfig, build_model
+from dfml.models.zoo import ModelConfig
 from dfml.runtime.loop import Runtime
 from dfml.topology.config import TopologyConfig
-from dfml.topology.mixing import mixing_matrix
+
+log = logging.getLogger("workload_w")
 
 
 def workload(
-    algorithm: str, clients: int, rounds: int, vectorize: bool = True, pack: str = "auto"
+    algorithm: str,
+    clients: int,
+    rounds: int,
+    vectorize: bool = True,
+    pack: str = "auto",
+    model: str = "mlp",
+    samples: int = 30,
+    backend: str = "ray",
 ) -> ExperimentConfig:
     if clients < 1000:
         data = DataConfig(dataset="digits")
@@ -78,7 +90,7 @@ def workload(
     else:
         data = DataConfig(
             dataset="synthetic",
-            synthetic_samples=30 * clients,
+            synthetic_samples=samples * clients,
             synthetic_classes=10,
             synthetic_shape=(64,),
         )
@@ -95,89 +107,32 @@ def workload(
         ),
         data=data,
         partition=partition,
-        model=ModelConfig(model="mlp"),
+        model=ModelConfig(model=model),
         topology=TopologyConfig(topology="ring", mixing="data-size"),
-        resources=ResourceConfig(num_cpus_per_actor=1.0, pack_params=pack),
+        resources=ResourceConfig(num_cpus_per_actor=1.0, pack_params=pack, backend=backend),
         algorithm=algo_cfg,
     )
 
 
-def plain_loop(cfg: ExperimentConfig, prepared, rounds: int) -> list[float]:
-    """Seconds per round of the same math in plain PyTorch, one thread."""
-    dataset = load_dataset(cfg.data)
-    flat = build_model(cfg.model, dataset.input_shape, dataset.num_classes)
-    init = flat.init_flat(cfg.run.seed)
-    n, alg = cfg.run.clients, cfg.algorithm
-    module = copy.deepcopy(flat.module)
-    data, tests = [], []
-    for s in prepared.splits[:n]:
-        data.append(
-            (torch.from_numpy(dataset.features(s.train)), torch.from_numpy(dataset.y[s.train]))
-        )
-        tests.append(
-            (torch.from_numpy(dataset.features(s.test)), torch.from_numpy(dataset.y[s.test]))
-        )
-    sizes = np.array([len(y) for _, y in data], dtype=np.float64)
-    server = cfg.run.algorithm == "fedavg"
-    if not server and n <= 2000:
-        w = torch.from_numpy(mixing_matrix(prepared.graph, cfg.topology.mixing, sizes))
-    vectors = init.repeat(n, 1).double()
-    times = []
-    for r in range(rounds):
-        t0 = time.perf_counter()
-        if server:
-            mixed = vectors
-        elif n <= 2000:
-            mixed = w @ vectors
-        else:  # ring rows without the dense matrix
-            left, right = torch.roll(vectors, 1, 0), torch.roll(vectors, -1, 0)
-            sz = torch.from_numpy(sizes)
-            tot = sz + torch.roll(sz, 1) + torch.roll(sz, -1)
-            mixed = (
-                sz[:, None] * vectors
-                + torch.roll(sz, 1)[:, None] * left
-                + torch.roll(sz, -1)[:, None] * right
-            ) / tot[:, None]
-        new = []
-        for i in range(n):
-            vector_to_parameters(mixed[i].float().clone(), module.parameters())
-            opt = torch.optim.SGD(module.parameters(), lr=alg.lr)
-            rng = np.random.default_rng([cfg.run.seed, i, r])
-            x, y = data[i]
-            order = rng.permutation(len(y))
-            for start in range(0, len(y), alg.batch_size):
-                b = torch.from_numpy(order[start : start + alg.batch_size])
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(module(x[b]), y[b]).backward()
-                opt.step()
-            new.append(parameters_to_vector(module.parameters()).detach().double())
-            if not server:
-                with torch.no_grad():
-                    module(tests[i][0]).argmax(1).eq(tests[i][1]).float().mean()
-        vectors = torch.stack(new)
-        if server:
-            p = torch.from_numpy(sizes / sizes.sum())
-            vectors = (p[:, None] * vectors).sum(0).repeat(n, 1)
-            for i in range(n):
-                vector_to_parameters(vectors[i].float(), module.parameters())
-                with torch.no_grad():
-                    module(tests[i][0]).argmax(1).eq(tests[i][1]).float().mean()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def dfml_rounds(cfg: ExperimentConfig, prepared, profile: bool) -> tuple[list[float], int, str]:
+def dfml_rounds(
+    cfg: ExperimentConfig, prepared, profile: bool
+) -> tuple[list[float], float, int, str]:
+    """dfml's seconds per round, its start-up seconds (actors up, clients built
+    and published), the number of actors and the driver's profile."""
     algorithm = algorithm_class(cfg.run.algorithm)(cfg.algorithm, vectorize=cfg.run.vectorize)
-    federation = Federation(cfg.data, cfg.model, prepared.splits, cfg.run.seed, cfg.resources)
-    runtime = Runtime(algorithm, federation, prepared.topology.copy(), cfg.run.rounds, seed=0)
+    federation = make_federation(cfg, prepared)
+    # The prepared topology itself, not a copy: a second graph is 0.8 GB at a million clients.
+    runtime = Runtime(algorithm, federation, prepared.topology, cfg.run.rounds, seed=0)
     profiler = cProfile.Profile() if profile else None
     try:
         if profiler is not None:
             profiler.enable()
+        t0 = time.perf_counter()
         history = runtime.run()
+        total = time.perf_counter() - t0
         if profiler is not None:
             profiler.disable()
-        actors = len(federation.actors)
+        actors = len(getattr(federation, "actors", [])) or 1
     finally:
         federation.shutdown()
     text = ""
@@ -185,7 +140,50 @@ def dfml_rounds(cfg: ExperimentConfig, prepared, profile: bool) -> tuple[list[fl
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(18)
         text = out.getvalue()
-    return [r.seconds for r in history], actors, text
+    seconds = [r.seconds for r in history]
+    return seconds, total - sum(seconds), actors, text
+
+
+def spilled_gb() -> float:
+    """What this Ray instance has spilled to disk so far (0 if it never spilled)."""
+    from ray._private.internal_api import memory_summary
+
+    address = ray.get_runtime_context().gcs_address  # other Ray instances may run here
+    found = re.search(r"Spilled (\d+) MiB", memory_summary(address, stats_only=True))
+    return int(found.group(1)) * 2**20 / 1e9 if found else 0.0
+
+
+class MemoryGuard:
+    """Interrupts the main thread when MemAvailable falls under ``floor_gb``: the
+    machine is shared, a run must not starve the others."""
+
+    def __init__(self, floor_gb: float = 3.0) -> None:
+        self.floor = floor_gb * 1e9
+        self.tripped = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            if mem_available() < self.floor:
+                self.tripped = True
+                log.error("MemAvailable under %.1f GB: interrupting the run", self.floor / 1e9)
+                _thread.interrupt_main()
+                # A long C call (or a handler that keeps going) may not see the
+                # interrupt: then the process ends itself (its actors with it).
+                if not self._stop.wait(10.0):
+                    log.error("still running 10 s after the interrupt: killing this process")
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return
+            time.sleep(0.2)
+
+    def __enter__(self) -> MemoryGuard:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class PeakRSS:
@@ -222,6 +220,20 @@ def median_after_first(times: list[float]) -> float:
     return statistics.median(times[1:] if len(times) > 1 else times)
 
 
+def floor_seconds(cfg: ExperimentConfig, prepared, names: list[str], rounds: int) -> dict:
+    """Median seconds per round after round 0 of each named floor."""
+    problem = problem_of(cfg, prepared)
+    out = {}
+    for name in names:
+        _, _, times = FLOORS[name](problem, rounds)
+        out[name] = median_after_first(times)
+        log.info("%s N=%d %s floor %.3fs", cfg.run.algorithm, cfg.run.clients, name, out[name])
+    return out
+
+
+FLOORS = {"plain": plain_floor, "vectorised": vectorised_floor}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -229,11 +241,12 @@ def main() -> None:
     parser.add_argument("--clients", default="20,100,1000,10000")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--algorithms", default="dfedavg,fedavg")
+    parser.add_argument("--model", choices=["mlp", "linear"], default="mlp")
+    parser.add_argument("--samples-per-client", type=int, default=30, help="synthetic data")
+    parser.add_argument("--backend", choices=["ray", "local"], default="ray")
     parser.add_argument("--profile", action="store_true", help="print the driver's profile")
     parser.add_argument(
-        "--vectorize",
-        default="true",
-        help="dfml's --vectorize settings to run: true, false or both",
+        "--vectorize", default="true", help="dfml's --vectorize settings: true, false or both"
     )
     parser.add_argument(
         "--pack-params",
@@ -241,10 +254,15 @@ def main() -> None:
         help="dfml's --pack-params settings to run: auto, always, never, or a comma list",
     )
     parser.add_argument(
-        "--floor", default="true", help="also time the plain-loop floor (true|false)"
+        "--floors", default="plain,vectorised", help="floors to time: plain, vectorised, none"
     )
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     flag = {"true": True, "false": False}
+    floors = [] if args.floors == "none" else args.floors.split(",")
+    for name in floors:
+        if name not in FLOORS:
+            parser.error(f"--floors {name!r}: allowed plain, vectorised, none")
     settings = [
         (flag[v.strip()], p.strip())
         for v in args.vectorize.split(",")
@@ -252,57 +270,93 @@ def main() -> None:
     ]
     torch.set_num_threads(1)
     rows = []
-    for name in args.algorithms.split(","):
-        for n in [int(c) for c in args.clients.split(",")]:
-            floor = None
-            for vectorize, pack in settings:
-                cfg = workload(name, n, args.rounds, vectorize, pack)
-                prepared = prepare(cfg)
-                with PeakMemory() as mem, PeakRSS() as driver:
-                    ray.init(
-                        num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR"
-                    )
-                    try:
-                        times, actors, prof = dfml_rounds(cfg, prepared, args.profile)
-                    finally:
-                        ray.shutdown()
-                rss = driver.peak / 1e9
-                ours = median_after_first(times)
-                if floor is None and flag[args.floor]:
-                    floor = median_after_first(plain_loop(cfg, prepared, args.rounds))
-                rows.append(
-                    (
+    with MemoryGuard():
+        for name in args.algorithms.split(","):
+            for n in [int(c) for c in args.clients.split(",")]:
+                floor: dict[str, float] | None = None
+                for vectorize, pack in settings:
+                    cfg = workload(
                         name,
                         n,
+                        args.rounds,
                         vectorize,
                         pack,
-                        actors,
-                        ours,
-                        times[0],
-                        floor,
-                        ours / floor if floor else float("nan"),
-                        rss,
-                        mem.peak_gb,
+                        args.model,
+                        args.samples_per_client,
+                        args.backend,
                     )
-                )
-                print(
-                    f"{name} N={n} vectorize={vectorize} pack={pack}: dfml {ours:.3f}s "
-                    f"(round 0 {times[0]:.3f}s) floor {floor or float('nan'):.3f}s",
-                    flush=True,
-                )
-                if prof:
-                    print(prof, flush=True)
-    print(f"\n{os.cpu_count()} CPUs, {args.rounds} rounds, median s/round after round 0\n")
+                    row = run_dfml(cfg, args.profile)
+                    if floor is None:
+                        floor = floor_seconds(cfg, row.pop("prepared"), floors, args.rounds)
+                    row.pop("prepared", None)
+                    row.update(algorithm=name, n=n, vectorize=vectorize, pack=pack, floors=floor)
+                    rows.append(row)
     print(
-        "| algorithm | N | vectorize | pack | actors | dfml s/round | dfml round 0 s "
-        "| plain loop s/round | ratio | driver peak RSS GB | peak memory GB |"
+        f"\n{os.cpu_count()} CPUs, {args.rounds} rounds, model {args.model}, "
+        f"backend {args.backend}, median s/round after round 0\n"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, n, vec, pack, actors, ours, first, floor, ratio, rss, gb in rows:
+    print(
+        "| algorithm | N | vectorize | pack | actors | dfml s/round | setup s | round 0 s "
+        "| plain floor s | ratio | vectorised floor s | ratio | driver peak RSS GB "
+        "| machine peak GB | spilled GB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    nan = float("nan")
+    for r in rows:
+        plain, vec = r["floors"].get("plain", nan), r["floors"].get("vectorised", nan)
         print(
-            f"| {name} | {n} | {str(vec).lower()} | {pack} | {actors} | {ours:.3f} | {first:.3f} "
-            f"| {floor or float('nan'):.3f} | {ratio:.2f}× | {rss:.2f} | {gb:.2f} |"
+            f"| {r['algorithm']} | {r['n']:,} | {str(r['vectorize']).lower()} | {r['pack']} "
+            f"| {r['actors']} | {r['ours']:.3f} | {r['setup']:.1f} | {r['first']:.2f} "
+            f"| {plain:.3f} | {r['ours'] / plain:.2f}× | {vec:.3f} | {r['ours'] / vec:.2f}× "
+            f"| {r['rss']:.2f} | {r['machine']:.2f} | {r['spilled']:.2f} |"
         )
+
+
+def run_dfml(cfg: ExperimentConfig, profile: bool) -> dict:
+    """One dfml run of ``cfg``: its timings and memory (``prepared`` for the floors)."""
+    local = cfg.resources.backend == "local"
+    spilled = 0.0
+    with PeakMemory() as mem, PeakRSS() as driver:
+        t0 = time.perf_counter()
+        prepared = prepare(cfg)
+        prep_s = time.perf_counter() - t0
+        if not local:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+        try:
+            times, start_s, actors, prof = dfml_rounds(cfg, prepared, profile)
+            if not local:
+                spilled = spilled_gb()
+        finally:
+            if not local:
+                ray.shutdown()
+    row = dict(
+        ours=median_after_first(times),
+        first=times[0],
+        setup=prep_s + start_s,
+        actors=actors,
+        rss=driver.peak / 1e9,
+        machine=mem.peak_gb,
+        spilled=spilled,
+        prepared=prepared,
+    )
+    log.info(
+        "%s N=%d vectorize=%s pack=%s: dfml %.3fs (setup %.1fs, round 0 %.2fs, rounds %s), "
+        "driver %.2f GB, machine %.2f GB, spilled %.2f GB",
+        cfg.run.algorithm,
+        cfg.run.clients,
+        cfg.run.vectorize,
+        cfg.resources.pack_params,
+        row["ours"],
+        row["setup"],
+        row["first"],
+        [round(t, 2) for t in times],
+        row["rss"],
+        row["machine"],
+        spilled,
+    )
+    if prof:
+        print(prof, flush=True)
+    return row
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ class ArrayDataset:
 
     def features(self, indices: np.ndarray) -> np.ndarray:
         """Float32 features of ``indices`` scaled to roughly [0, 1]."""
-        rows = self.x[indices].astype(np.float32)
+        rows = self.x[indices].astype(np.float32, copy=False)  # indexing has copied already
         if self.scale != 1.0:
             rows /= np.float32(self.scale)
         return rows

@@ -413,6 +413,12 @@ UNUSED_RULES: tuple[UnusedRule, ...] = (
         lambda cfg, _: cfg.topology.topology == "epidemic",
         _topology,
     ),
+    UnusedRule(
+        ("hidden",),
+        "model auto, mlp, cnn or resnet-lite",
+        lambda cfg, _: cfg.model.model != "linear",
+        lambda cfg, _: f"model {cfg.model.model}",
+    ),
     UnusedRule(("alpha",), "partition dirichlet", _drawn("dirichlet"), _partition),
     UnusedRule(
         ("classes_per_client",), "partition pathological", _drawn("pathological"), _partition

@@ -21,7 +21,7 @@ from dfml.actors import client_actor
 from dfml.actors.client_actor import ClientActor, ClientStepError, CohortSpec, LocalStore
 from dfml.algorithms import batched
 from dfml.algorithms.base import CLIENT_STEP, EVALUATE, Algorithm, LocalSGDConfig, Message
-from dfml.algorithms.batched import batched_evaluate, batched_sgd_epochs
+from dfml.algorithms.batched import batched_evaluate, batched_sgd_epochs, vectorizable
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.algorithms.ditto import Ditto, DittoConfig
 from dfml.algorithms.fedavg import FedAvg
@@ -68,9 +68,15 @@ def assert_losses_close(got: torch.Tensor, want: list[float]) -> None:
     np.testing.assert_allclose(got.numpy(), np.array(want), rtol=TOL, atol=TOL, equal_nan=True)
 
 
+def linear(inputs: int = 6) -> FlatModel:
+    return build_model(ModelConfig(model="linear"), (inputs,), 4)
+
+
+@pytest.mark.parametrize("make", [mlp, linear])
 @pytest.mark.parametrize("epochs", [1, 3])
-def test_batched_sgd_equals_the_per_client_loop(epochs):
-    model = mlp()
+def test_batched_sgd_equals_the_per_client_loop(epochs, make):
+    model = make()
+    assert vectorizable(model)
     thetas, xs, ys = ragged_clients(model, SIZES)
     knobs = dict(lr=0.5, epochs=epochs, batch_size=8, seeds=[11, 12, 13, 14, 15, 16])
     want, want_loss = per_client(model, thetas, xs, ys, **dict(knobs))

@@ -186,3 +186,18 @@ def test_impossible_dirichlet_request_is_one_line():
     with pytest.raises(ConfigError, match="1797 samples are too few for 180 clients") as err:
         make_partition(LABELS, 180, PartitionConfig(partition="dirichlet"), 0)
     assert "\n" not in str(err.value)
+
+
+def test_synthetic_noise_drawn_in_blocks_has_the_bits_of_one_draw(monkeypatch):
+    """``make_synthetic`` draws its noise in row blocks (no float64 copy of the
+    whole matrix); the stream, so every value, is the one-draw stream's."""
+    import dfml.data.builtin as builtin
+
+    rng = np.random.default_rng(3)
+    means = rng.normal(0.0, 1.0, size=(10, 12)).astype(np.float32)
+    y = np.arange(100) % 10
+    rng.shuffle(y)
+    whole = means[y] + rng.normal(0.0, 1.0, size=(100, 12)).astype(np.float32)
+    monkeypatch.setattr(builtin, "_DRAW_ROWS", 7)  # 15 blocks, the last one short
+    data = make_synthetic(100, 10, (12,), seed=3)
+    assert np.array_equal(data.x, whole) and np.array_equal(data.y, y)

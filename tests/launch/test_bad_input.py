@@ -455,6 +455,10 @@ def test_ctrl_c_during_ray_start_shuts_ray_down_and_keeps_old_results(
             "--epidemic applies to topology epidemic, not k-regular",
         ),
         (["--alpha", "0.1"], "--alpha applies to partition dirichlet, not iid"),
+        (
+            ["--model", "linear", "--hidden", "32"],
+            "--hidden applies to model auto, mlp, cnn or resnet-lite, not model linear",
+        ),
         (["--partition", "dirichlet", "--classes-per-client", "2"], "partition pathological"),
         (["--groups", "3"], "--groups applies to partition label-group, not iid"),
         (["--group-overlap", "0.5"], "--group-overlap applies to partition label-group"),

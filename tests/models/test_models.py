@@ -11,7 +11,8 @@ from dfml.models.zoo import ModelConfig, build_model
 
 
 @pytest.mark.parametrize(
-    ("name", "shape"), [("mlp", (1, 8, 8)), ("cnn", (1, 28, 28)), ("resnet-lite", (3, 32, 32))]
+    ("name", "shape"),
+    [("linear", (1, 8, 8)), ("mlp", (1, 8, 8)), ("cnn", (1, 28, 28)), ("resnet-lite", (3, 32, 32))],
 )
 def test_functional_call_equals_module_with_loaded_vector(name, shape):
     model = build_model(ModelConfig(model=name, hidden=8), shape, 10)
@@ -20,6 +21,24 @@ def test_functional_call_equals_module_with_loaded_vector(name, shape):
     vector_to_parameters(flat, model.module.parameters())
     model.module.eval()
     torch.testing.assert_close(model(flat, x), model.module(x))
+
+
+def test_linear_is_multinomial_logistic_regression():
+    """``--model linear``: logits x·W^T + b of the flattened input, (d + 1)·K
+    parameters laid out W then b in the flat vector; its softmax cross-entropy
+    gradient is (softmax − onehot)ᵀ x / n, computed here by hand."""
+    model = build_model(ModelConfig(model="linear"), (1, 8, 8), 10)
+    assert model.size == 65 * 10
+    flat = torch.randn(model.size, dtype=torch.float32) * 0.1
+    w, b = flat[:640].view(10, 64), flat[640:]
+    x, y = torch.randn(5, 1, 8, 8), torch.tensor([0, 3, 9, 3, 1])
+    torch.testing.assert_close(model(flat, x), x.flatten(1) @ w.T + b)
+    leaf = flat.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(leaf, x), y).backward()
+    err = torch.softmax(x.flatten(1) @ w.T + b, 1) - torch.nn.functional.one_hot(y, 10)
+    torch.testing.assert_close(
+        leaf.grad, torch.cat([(err.T @ x.flatten(1)).flatten(), err.sum(0)]) / 5
+    )
 
 
 def test_gradient_reaches_the_flat_vector():
