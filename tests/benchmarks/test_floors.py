@@ -5,6 +5,7 @@ ratios compare like with like)."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from dfml.topology.config import TopologyConfig
 
 FLOORS = Path(__file__).resolve().parents[2] / "benchmarks" / "floors.py"
 _spec = importlib.util.spec_from_file_location("floors", FLOORS)
-floors = importlib.util.module_from_spec(_spec)
+floors = sys.modules["floors"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up
 _spec.loader.exec_module(floors)  # a script, not a package: loaded from its file
 
 

@@ -34,9 +34,10 @@ def test_check_fits_refuses_one_byte_over(monkeypatch):
 
 
 def test_a_synthetic_dataset_too_big_is_refused_before_drawing(monkeypatch):
-    # 10 samples of 1x2x2 in 2 classes: (10 * 16 + 2 * 12) * 4 = 736 bytes at the peak
-    monkeypatch.setattr(memory, "available_memory", lambda: 736)
+    # 10 samples of 1x2x2 in 2 classes, drawn in one block: the float32 result,
+    # the block's float64 draws and the means, (10 * 4 + 10 * 16 + 2 * 12) * 4 = 896 bytes
+    monkeypatch.setattr(memory, "available_memory", lambda: 896)
     assert builtin.make_synthetic(10, 2, (1, 2, 2)).x.shape == (10, 1, 2, 2)
-    monkeypatch.setattr(memory, "available_memory", lambda: 735)
+    monkeypatch.setattr(memory, "available_memory", lambda: 895)
     with pytest.raises(ConfigError, match=r"synthetic dataset \(10 samples of shape 1x2x2\)"):
         builtin.make_synthetic(10, 2, (1, 2, 2))
