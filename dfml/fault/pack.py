@@ -14,6 +14,7 @@ Numpy only (no torch), so the replica store can hold packs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -64,11 +65,16 @@ class Pack:
     def clients(self) -> list[int]:
         return [e.client_id for e in self.entries]
 
+    @functools.cached_property
+    def _index(self) -> dict[int, Entry]:
+        # One dict, not a scan per lookup: a pack of n clients is cut into n replicas.
+        return {e.client_id: e for e in self.entries}
+
     def entry(self, client_id: int) -> Entry:
-        for entry in self.entries:
-            if entry.client_id == client_id:
-                return entry
-        raise ReplicaError(f"no replica of client {client_id} in this pack")
+        try:
+            return self._index[client_id]
+        except KeyError:
+            raise ReplicaError(f"no replica of client {client_id} in this pack") from None
 
     def replica(self, client_id: int) -> Replica:
         """One client's replica; its arrays are read-only views into the buffer.
