@@ -246,6 +246,12 @@ def main() -> None:
     parser.add_argument("--backend", choices=["ray", "local"], default="ray")
     parser.add_argument("--profile", action="store_true", help="print the driver's profile")
     parser.add_argument(
+        "--object-store-gb",
+        type=float,
+        default=None,
+        help="Ray's object store in GiB, as dfml's --object-store-gb (default: Ray's, 30%% of RAM)",
+    )
+    parser.add_argument(
         "--vectorize", default="true", help="dfml's --vectorize settings: true, false or both"
     )
     parser.add_argument(
@@ -285,7 +291,7 @@ def main() -> None:
                         args.samples_per_client,
                         args.backend,
                     )
-                    row = run_dfml(cfg, args.profile)
+                    row = run_dfml(cfg, args.profile, args.object_store_gb)
                     if floor is None:
                         floor = floor_seconds(cfg, row.pop("prepared"), floors, args.rounds)
                     row.pop("prepared", None)
@@ -312,8 +318,9 @@ def main() -> None:
         )
 
 
-def run_dfml(cfg: ExperimentConfig, profile: bool) -> dict:
-    """One dfml run of ``cfg``: its timings and memory (``prepared`` for the floors)."""
+def run_dfml(cfg: ExperimentConfig, profile: bool, object_store_gb: float | None = None) -> dict:
+    """One dfml run of ``cfg``: its timings and memory (``prepared`` for the floors);
+    ``object_store_gb`` sizes the Ray it starts (None: Ray's default)."""
     local = cfg.resources.backend == "local"
     spilled = 0.0
     with PeakMemory() as mem, PeakRSS() as driver:
@@ -321,7 +328,16 @@ def run_dfml(cfg: ExperimentConfig, profile: bool) -> dict:
         prepared = prepare(cfg)
         prep_s = time.perf_counter() - t0
         if not local:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+            ray.init(
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                logging_level="ERROR",
+                **(
+                    {}
+                    if object_store_gb is None
+                    else {"object_store_memory": int(object_store_gb * 2**30)}
+                ),
+            )
         try:
             times, start_s, actors, prof = dfml_rounds(cfg, prepared, profile)
             if not local:

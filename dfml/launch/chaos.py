@@ -152,7 +152,11 @@ def run_chaos(
         else:
             check_results_folder(root / mode, launch.overwrite or keep, RUN_OUTPUTS)
     rows = []
-    started = init_ray(launch.ray_address, launch.dashboard) if len(kept) < len(jobs) else False
+    started = (
+        init_ray(launch.ray_address, launch.dashboard, launch.object_store_gb)
+        if len(kept) < len(jobs)
+        else False
+    )
     try:
         if launch.overwrite or keep:
             clear_results(root, CHAOS_OUTPUTS)

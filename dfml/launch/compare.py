@@ -346,7 +346,9 @@ def run_compare(
     summaries: dict[str, list[dict[str, Any]]] = {a: [] for a in algorithms}
     histories: dict[str, list[list[RoundRecord]]] = {a: [] for a in algorithms}
     on_ray = bool(to_run) and jobs[0].cfg.resources.backend == "ray"
-    started = init_ray(launch.ray_address, launch.dashboard) if on_ray else False
+    started = (
+        init_ray(launch.ray_address, launch.dashboard, launch.object_store_gb) if on_ray else False
+    )
     try:
         if launch.overwrite or keep:
             clear_results(root, COMPARE_OUTPUTS)

@@ -72,26 +72,39 @@ REAPERS: list[subprocess.Popen] = []
 KeepUp = Callable[[Experiment, dict[str, Any]], None]
 
 
-def init_ray(address: str | None, dashboard: bool) -> bool:
+def init_ray(address: str | None, dashboard: bool, object_store_gb: float | None = None) -> bool:
     """Start (or join) Ray unless this process already did; True if started here.
 
     The address is resolved and probed first (:mod:`dfml.launch.cluster`), so
     an unreachable one is one line within seconds, not minutes of retries.
     If ``ray.init`` fails or is interrupted (Ctrl-C), whatever it started is
-    shut down before the error propagates.
+    shut down before the error propagates. ``object_store_gb`` sizes the
+    object store of a Ray started here; a cluster's is set by ``ray start``.
     """
     if ray.is_initialized():
         return False
     target = resolve(address)
     if target is not None:
         probe(*target)
+    size = {} if object_store_gb is None else {"object_store_memory": int(object_store_gb * 2**30)}
     try:
         ctx = ray.init(
             address=address,
             include_dashboard=dashboard,
             dashboard_host="127.0.0.1",
             logging_level=ray_logging_level(),
+            **size,
         )
+    except ValueError as err:
+        ray.shutdown()
+        if not size:
+            raise
+        # Ray's words for joining a running cluster with a size given.
+        raise ConfigError(
+            "--object-store-gb sizes a Ray that dfml starts, but Ray joined the cluster "
+            f"running here ({' '.join(str(err).split())}); give --ray-address local, or "
+            "size the cluster with ray start --object-store-memory"
+        ) from None
     except (ConnectionError, RuntimeError) as err:
         ray.shutdown()
         if isinstance(err, RuntimeError) and target is None:
@@ -220,7 +233,7 @@ def execute(
     started = False
     if cfg.resources.backend == "ray":
         t0 = time.perf_counter()
-        started = init_ray(launch.ray_address, launch.dashboard)
+        started = init_ray(launch.ray_address, launch.dashboard, launch.object_store_gb)
         setup["ray"] = time.perf_counter() - t0
     replacement = None
     if resume is None and launch.overwrite:

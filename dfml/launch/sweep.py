@@ -312,7 +312,7 @@ def _fit(
     if not ray.is_initialized():
         from dfml.launch.runner import init_ray
 
-        started = init_ray(base.get("ray_address"), False)
+        started = init_ray(base.get("ray_address"), False, base.get("object_store_gb"))
     try:
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, base=base, root=str(root), metric=metric),

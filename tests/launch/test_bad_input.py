@@ -272,6 +272,28 @@ def test_ray_connection_errors_become_one_line(capsys, tmp_path, no_ray, monkeyp
     assert no_ray["shutdown"] == 1
 
 
+def test_object_store_size_reaches_ray_init_and_a_running_cluster_refuses_it(
+    capsys, tmp_path, no_ray, monkeypatch
+):
+    sizes = []
+
+    def init(*args, **kwargs):
+        sizes.append(kwargs.get("object_store_memory"))
+        # what Ray says when ray.init joins a cluster that `ray start` runs here
+        raise ValueError(
+            "When connecting to an existing cluster, object_store_memory must not be provided."
+        )
+
+    monkeypatch.setattr(runner.ray, "init", init)
+    argv = ["run", *TINY, "--out", str(tmp_path / "o"), "--object-store-gb", "1.5"]
+    code, _, err = run_cli(capsys, *argv)
+    line = one_line(err)
+    assert code == 2 and sizes == [int(1.5 * 2**30)]
+    assert line.startswith("dfml: error: --object-store-gb sizes a Ray that dfml starts")
+    assert "ray start --object-store-memory" in line and no_ray["shutdown"] == 1
+    assert not (tmp_path / "o").exists()
+
+
 def test_the_probe_knows_a_ray_gcs_from_other_servers(ray_session):
     probe("the test cluster", ray_session.get_runtime_context().gcs_address)
 
@@ -311,6 +333,9 @@ def test_the_probe_knows_a_ray_gcs_from_other_servers(ray_session):
         (["--num-cpus-per-actor", "nan"], "--num-cpus-per-actor must be a finite number"),
         (["--clients-per-actor", "0"], "clients_per_actor must be >= 1, got 0"),
         (["--max-actors", "-2"], "max_actors must be >= 1, got -2"),
+        (["--object-store-gb", "0"], "--object-store-gb must be 0.1 to"),
+        (["--object-store-gb", "1e9"], "this machine's memory in GiB), got 1e+09"),
+        (["--object-store-gb", "nan"], "--object-store-gb must be a finite number"),
     ],
 )
 def test_bad_resources_are_one_line(capsys, tmp_path, argv, message):
@@ -480,6 +505,15 @@ def test_ctrl_c_during_ray_start_shuts_ray_down_and_keeps_old_results(
         (
             ["--dashboard", "true", "--ray-address", "10.0.0.1:6379"],
             "--dashboard applies to a local Ray",
+        ),
+        (
+            ["--object-store-gb", "2", "--ray-address", "10.0.0.1:6379"],
+            "--object-store-gb applies to a Ray that dfml starts (--backend ray without "
+            "--ray-address), not --ray-address 10.0.0.1:6379",
+        ),
+        (
+            ["--object-store-gb", "2", "--backend", "local"],
+            "--object-store-gb applies to a Ray that dfml starts",
         ),
         (["--rounds", "2", "--rounds", "3"], "--rounds given twice (2 and 3)"),
     ],

@@ -206,7 +206,7 @@ def test_a_comparison_where_no_run_completes_exits_2_and_keeps_everything(
         raise TrainingDivergedError(0, 0, float("nan"))
 
     monkeypatch.setattr(compare, "execute", diverging_execute)
-    monkeypatch.setattr(compare, "init_ray", lambda address, dashboard: False)
+    monkeypatch.setattr(compare, "init_ray", lambda *args: False)
     monkeypatch.setattr(compare, "write_report", lambda paths, out, overwrite: out.write_text("r"))
     root = tmp_path / "cmp"
     argv = ["compare", "--algorithms", "fedavg,fedprox", "--seeds", "0,1", "--clients", "4"]
