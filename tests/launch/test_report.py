@@ -271,7 +271,7 @@ def test_compare_writes_the_report(tmp_path, monkeypatch):
         return json.loads((out / "summary.json").read_text())
 
     monkeypatch.setattr(compare, "execute", fake_execute)
-    monkeypatch.setattr(compare, "init_ray", lambda address, dashboard: False)
+    monkeypatch.setattr(compare, "init_ray", lambda *args: False)
     options = {"clients": 4, "rounds": 1, "out": str(tmp_path / "cmp"), "progress": False}
     root, _ = compare.run_compare(options, ["fedavg", "fedprox"], [0])
     page = parse((root / "report.html").read_text())
