@@ -14,7 +14,8 @@ Every figure comes from the runs' ``summary.json`` files, which come from
 their ``task_predictions.parquet`` (see docs/clfml.md).
 
     .venv/bin/python benchmarks/clfml_tasks.py --dataset digits --clients 30 --groups 3 \\
-        --tasks 50 --seeds 0,1,2 --shots 0,1,2,5 --out runs/clfml-tasks
+        --tasks 50 --seeds 0,1,2 --shots 0,1,2,5 --out runs/clfml-tasks \\
+        [--set-for cdfedavg:task-head=linear ...] [--keep-completed]
 """
 
 from __future__ import annotations
@@ -64,8 +65,50 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra dfml option for every run it applies to (repeatable; default none)",
     )
+    p.add_argument(
+        "--set-for",
+        action="append",
+        default=[],
+        metavar="ALGO:KEY=VALUE",
+        help="extra dfml option for one algorithm's runs, e.g. cdfedavg:task-head=linear, so "
+        "each method can run with its own best flags (repeatable; default none)",
+    )
+    p.add_argument(
+        "--keep-completed",
+        action="store_true",
+        help="keep runs an earlier invocation finished with the same options (default off)",
+    )
     p.add_argument("--out", default="runs/clfml-tasks", help="results (default runs/clfml-tasks)")
     return p.parse_args(argv)
+
+
+def option_groups(
+    algorithms: list[str], common: dict[str, Any], per_algorithm: list[str]
+) -> list[tuple[list[str], dict[str, Any]]]:
+    """Algorithms that share their options, in order: one ``dfml compare`` per group.
+
+    ``dfml compare`` applies one set of options to every algorithm; methods
+    with their own flags (``--set-for``) run as a comparison of their own.
+    """
+    extra: dict[str, dict[str, Any]] = {a: {} for a in algorithms}
+    for item in per_algorithm:
+        algorithm, sep, setting = item.partition(":")
+        key, eq, value = setting.partition("=")
+        if not sep or not eq or algorithm not in extra:
+            raise SystemExit(
+                f"--set-for {item!r}: expected ALGO:KEY=VALUE with ALGO one of {algorithms}"
+            )
+        extra[algorithm][key.replace("-", "_")] = value
+    groups: list[tuple[list[str], dict[str, Any]]] = []
+    for a in algorithms:
+        options = {**common, **extra[a]}
+        for members, shared in groups:
+            if shared == options:
+                members.append(a)
+                break
+        else:
+            groups.append(([a], options))
+    return groups
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,14 +138,22 @@ def main(argv: list[str] | None = None) -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         options[key.replace("-", "_")] = value
+    groups = option_groups(algorithms, options, args.set_for)
     results: dict[int, dict[str, list[dict[str, Any]]]] = {}
     for k in shots:
-        out = root / f"shots{k}"
-        run_compare({**options, "shots": k, "out": str(out)}, algorithms, seeds)
-        results[k] = {
-            a: [json.loads((out / a / f"seed{s}" / "summary.json").read_text()) for s in seeds]
-            for a in algorithms
-        }
+        results[k] = {}
+        for members, shared in groups:
+            out = root / f"shots{k}" / "-".join(members) if len(groups) > 1 else root / f"shots{k}"
+            run_compare(
+                {**shared, "shots": k, "out": str(out)},
+                members,
+                seeds,
+                keep=args.keep_completed,
+            )
+            for a in members:
+                results[k][a] = [
+                    json.loads((out / a / f"seed{s}" / "summary.json").read_text()) for s in seeds
+                ]
     (root / "table.md").write_text(table(results, algorithms, args.finetune_rounds))
     plot(results, algorithms, root / "adaptation.png")
     logging.info("wrote %s and %s", root / "table.md", root / "adaptation.png")
