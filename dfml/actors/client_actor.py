@@ -38,12 +38,26 @@ from dfml.steps import Publish, StepResult
 
 log = logging.getLogger(__name__)
 
-#: Clients per vectorised call and per packed object. It bounds an actor's
-#: step temporaries (the stacked, mixed and updated vectors, the stacked
-#: copy it publishes) at this many vectors each, whatever the cohort size:
-#: at N = 100,000 on two actors (50,000 clients each) whole-cohort copies
-#: took ~10 GB per actor.
+#: Most clients per vectorised call and per packed object. It bounds an
+#: actor's step temporaries (the stacked, mixed and updated vectors, the
+#: stacked copy it publishes) at this many vectors each, whatever the cohort
+#: size: at N = 100,000 on two actors (50,000 clients each) whole-cohort
+#: copies took ~10 GB per actor.
 CHUNK = 4096
+
+#: Most bytes of vectors per chunk (:func:`chunk_clients`). Under glibc's
+#: largest mmap threshold (32 MiB), a chunk's matrices come from the heap and
+#: are reused round after round; a larger matrix is a fresh mapping each
+#: time, and its page faults cost more than the arithmetic: 10,000 MLP
+#: clients (36 KB vectors) took 2.5 s a round in chunks of 1,024 (37 MB) and
+#: 2.0 s in chunks of 448 (16 MB).
+CHUNK_BYTES = 16 * 2**20
+
+
+def chunk_clients(vector_bytes: int) -> int:
+    """Clients per chunk for vectors of ``vector_bytes``: at most :data:`CHUNK`
+    and :data:`CHUNK_BYTES` of vectors, at least one."""
+    return max(1, min(CHUNK, CHUNK_BYTES // max(1, vector_bytes)))
 
 
 def _alike(
@@ -82,7 +96,7 @@ class CohortSpec:
             actor's GPU memory at that share of the device.
         pack_params: publish each channel of one step's clients (its
             vectors of one dtype and shape) as packed objects of up to
-            :data:`CHUNK` vectors each (:mod:`dfml.channels`) instead of one
+            :func:`chunk_clients` vectors each (:mod:`dfml.channels`) instead of one
             object per client and channel.
         programs: the modules that registered client programs in the driver
             (:func:`dfml.programs.modules`); the actor imports them, so a step
@@ -250,7 +264,7 @@ class ClientActor:
         """Each client's :class:`StepResult`: its metrics (none by default)
         and the channels ``publish`` names (all, none or the listed ones)
         put in the store — each channel's alike vectors of each
-        :data:`CHUNK` of them as one packed object when the spec says so (a
+        chunk of them (:func:`chunk_clients`) as one packed object when the spec says so (a
         :class:`~dfml.channels.Row` each) — with each channel value's size
         in bytes (an encoded value's travelling bytes)."""
         order = sorted(client_ids)
@@ -262,7 +276,7 @@ class ClientActor:
         rows: dict[tuple[int, str], Row] = {}
         if self.spec.pack_params and self.store is RayStore and len(order) > 1:
             for name, alike in _alike(order, channels):
-                for part in chunks(alike, CHUNK):
+                for part in chunks(alike, self._chunk()):
                     packed = self.store.put(np.stack([channels[cid][name] for cid in part]))
                     rows.update({(cid, name): Row(packed, i) for i, cid in enumerate(part)})
         out = {}
@@ -301,7 +315,7 @@ class ClientActor:
         round trip per actor and step instead of one per client. Where the
         program offers a batched form for this algorithm and model
         (:meth:`~dfml.programs.Program.vectorized`, ``--vectorize``),
-        the cohort runs as one vectorised computation per :data:`CHUNK` of
+        the cohort runs as one vectorised computation per chunk (:func:`chunk_clients`) of
         clients — also a cohort of one,
         so a client's bits never depend on how many share its actor (a redo
         after a failure may run fewer); if that raises, the clients run one
@@ -317,9 +331,16 @@ class ClientActor:
         fetched = iter(fetch(self.store.get, wanted) if wanted else [])
         neighbors = {cid: [next(fetched) for _ in messages[cid].neighbors] for cid in order}
         out: dict[int, Any] = {}
+        # A batched step leaves each client's vector a row of one cohort
+        # matrix; if some hosted clients sit this step out, the rows are
+        # copied out, or a row kept by a client that trains rarely would keep
+        # its whole matrix alive (rounds of them under partial participation).
+        detach = len(order) < len(self.states)
         try:
-            for part in chunks(order, CHUNK):
+            for part in chunks(order, self._chunk()):
                 done = self._step_batched(prog, part, messages, neighbors)
+                if detach:
+                    done = {cid: (_own_rows(state), m) for cid, (state, m) in done.items()}
                 metrics_of = {}
                 for cid in part:
                     msg = messages[cid]
@@ -375,6 +396,9 @@ class ClientActor:
             return {}
         return dict(zip(order, results, strict=True))
 
+    def _chunk(self) -> int:
+        return chunk_clients(self.init_params.nbytes)
+
     def get_state(self, client_id: int) -> ClientState:
         return self.states[client_id].to_host()
 
@@ -403,6 +427,14 @@ class ClientActor:
             "clients": sorted(self.states),
             "train_sizes": {cid: c.data.num_train for cid, c in self.contexts.items()},
         }
+
+
+def _own_rows(state: ClientState) -> ClientState:
+    """``state`` with its vector and extras in their own memory where they are
+    views into a larger tensor (a row of a cohort matrix)."""
+    params = state.params.clone() if state.params._base is not None else state.params
+    extras = {k: v.clone() if v._base is not None else v for k, v in state.extras.items()}
+    return state.evolve(params=params, extras=extras)
 
 
 RemoteClientActor = ray.remote(ClientActor)

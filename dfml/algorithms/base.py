@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from dfml.actors.state import ClientContext, ClientState
-from dfml.algorithms.aggregate import weighted_average
+from dfml.algorithms.aggregate import stacked_weighted_averages, weighted_average
 from dfml.algorithms.batched import batched_evaluate, batched_sgd_epochs, vectorizable
 from dfml.algorithms.privacy.accounting import DataSizes, Usage, sgd_usage
 from dfml.algorithms.privacy.dpsgd import DPSGD, NOISE_SALT, Privatizer
@@ -394,16 +394,28 @@ class Algorithm(StepSource):
         self,
         ctxs: Sequence[ClientContext],
         states: Sequence[ClientState],
-        params: Sequence[torch.Tensor],
+        params: torch.Tensor | Sequence[torch.Tensor],
+        *,
+        advance: bool = False,
     ) -> tuple[list[ClientState], list[Metrics]]:
         """:meth:`local_update` of a cohort as one vectorised computation
         (:func:`~dfml.algorithms.batched.batched_sgd_epochs`); only valid
-        where :meth:`batchable` holds."""
+        where :meth:`batchable` holds.
+
+        ``params``: the start vectors, one per client, or already stacked
+        [C, P] (then trained in place). Each new state's vector is a row of
+        one [C, P] matrix, not a copy: the actor copies the rows out when
+        only part of its clients stepped (:meth:`ClientActor.step`), since a
+        row kept by a client that sits out would keep the whole matrix alive.
+        ``advance``: the states also move to the next round (one ``evolve``
+        per client, not two).
+        """
         cfg = self.config
         data = [self.local_data(ctx) for ctx in ctxs]
+        stacked = params if isinstance(params, torch.Tensor) else torch.stack(list(params))
         new, losses = batched_sgd_epochs(
             ctxs[0].model,
-            torch.stack(list(params)),
+            stacked,
             [x for x, _ in data],
             [y for _, y in data],
             lr=cfg.lr,
@@ -419,14 +431,37 @@ class Algorithm(StepSource):
             ]
             if self.privacy is not None and self.privacy.clipped
             else [],
+            in_place=isinstance(params, torch.Tensor),
         )
-        # One copy per client: a row view would keep the whole cohort's
-        # matrix alive as long as any client holds it (partial participation).
+        step = 1 if advance else 0
         out = [
-            state.evolve(params=row.clone(), last_loss=loss)
+            state.evolve(params=row, last_loss=loss, round=state.round + step)
             for state, row, loss in zip(states, new, losses.tolist(), strict=True)
         ]
         return out, [{"train_loss": s.last_loss} for s in out]
+
+    def mix_cohort(
+        self,
+        states: Sequence[ClientState],
+        neighbors: Sequence[Sequence[np.ndarray]],
+        msgs: Sequence[Message],
+    ) -> torch.Tensor:
+        """:meth:`mix` of every client of a cohort, stacked [C, P].
+
+        With the base :meth:`mix`, one :func:`stacked_weighted_averages` over
+        the cohort (the same bits per client); an algorithm that overrides
+        :meth:`mix` has it called per client.
+        """
+        if type(self).mix is not Algorithm.mix:
+            return torch.stack(
+                [self.mix(s, n, m) for s, n, m in zip(states, neighbors, msgs, strict=True)]
+            )
+        return stacked_weighted_averages(
+            torch.stack([s.params.detach() for s in states]),
+            [m.self_weight for m in msgs],
+            neighbors,
+            [m.weights for m in msgs],
+        )
 
     def batched_scores(
         self,
@@ -434,16 +469,24 @@ class Algorithm(StepSource):
         states: Sequence[ClientState],
         msgs: Sequence[Message],
         metrics: Sequence[Metrics],
+        thetas: torch.Tensor | None = None,
     ) -> list[tuple[ClientState, Metrics]]:
         """Each client's ``metrics`` plus, where its message asks, its test
-        metrics (:func:`scores`), from one vectorised evaluation."""
+        metrics (:func:`scores`), from one vectorised evaluation.
+
+        ``thetas``: the states' vectors already stacked [C, P] (saves a copy).
+        """
         scored = [i for i, msg in enumerate(msgs) if msg.evaluate]
         extra: dict[int, Metrics] = {}
         if scored:
             test = [ctxs[i].data for i in scored]
+            if thetas is None:
+                thetas = torch.stack([states[i].params for i in scored])
+            elif len(scored) < len(states):
+                thetas = thetas[scored]
             loss, acc = batched_evaluate(
                 ctxs[0].model,
-                torch.stack([states[i].params for i in scored]),
+                thetas,
                 [d.x_test for d in test],
                 [d.y_test for d in test],
             )
@@ -506,12 +549,11 @@ class Algorithm(StepSource):
         neighbors: Sequence[Sequence[np.ndarray]],
         msgs: Sequence[Message],
     ) -> list[tuple[ClientState, Metrics]]:
-        """:meth:`client_step` of a cohort: mix each client (per client),
-        then one vectorised local SGD and one vectorised evaluation."""
-        mixed = [self.mix(s, n, m) for s, n, m in zip(states, neighbors, msgs, strict=True)]
-        trained, metrics = self.batched_local_update(ctxs, states, mixed)
-        trained = [s.evolve(round=s.round + 1) for s in trained]
-        return self.batched_scores(ctxs, trained, msgs, metrics)
+        """:meth:`client_step` of a cohort: one stacked mix, one vectorised
+        local SGD and one vectorised evaluation, all on one [C, P] matrix."""
+        mixed = self.mix_cohort(states, neighbors, msgs)
+        trained, metrics = self.batched_local_update(ctxs, states, mixed, advance=True)
+        return self.batched_scores(ctxs, trained, msgs, metrics, thetas=mixed)
 
 
 register(

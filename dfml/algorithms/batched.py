@@ -66,7 +66,7 @@ from dfml.models.flat import FlatModel
 STACKABLE_LAYERS: tuple[type[nn.Module], ...] = (nn.Sequential, nn.Flatten, nn.Linear, nn.ReLU)
 
 #: Test samples per client per vectorised evaluation call (a fixed width: see above).
-EVAL_WIDTH = 16
+EVAL_WIDTH = 8
 
 #: Bytes one vectorised call may hold in stacked vectors, gradients and
 #: batch data; a larger cohort runs as several blocks (a CNN's 0.86 M
@@ -155,6 +155,7 @@ def batched_sgd_epochs(
     seeds: Sequence[int],
     privacy: DPSGD | None = None,
     noise_seeds: Sequence[int] = (),
+    in_place: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`sgd_epochs` of C clients at once: θ_c ← θ_c − η ∇ℓ_c(θ_c; batch_c).
 
@@ -167,9 +168,10 @@ def batched_sgd_epochs(
     vectors [C, P] and each client's mean training loss over its batches
     [C] (float64; NaN for a client without samples, as :func:`sgd_epochs`
     returns). One ``vmap`` call per step and block of clients
-    (:func:`blocks`).
+    (:func:`blocks`). ``in_place``: train ``thetas`` itself (the caller's
+    own copy) and return it.
     """
-    out = thetas.detach().clone()
+    out = thetas.detach() if in_place else thetas.detach().clone()
     losses = torch.empty(len(ys), dtype=torch.float64, device=thetas.device)
     # C = ∞ (σ = 0): clipping is the identity, the plain step is DP-SGD's.
     private = privacy if privacy is not None and privacy.clipped else None
@@ -177,7 +179,7 @@ def batched_sgd_epochs(
         raise ValueError(f"DP-SGD needs one noise seed per client, got {len(noise_seeds)}")
     for b in blocks(thetas, xs, 1 if private is None else batch_size):
         gradient = (
-            _plain_gradient(model)
+            (_mlp_gradient(model) or _plain_gradient(model))
             if private is None
             else _private_gradient(model, private, noise_seeds[b], batch_size)
         )
@@ -245,6 +247,113 @@ def _plain_gradient(model: FlatModel) -> BlockGradient:
     return gradient
 
 
+def _mlp_gradient(model: FlatModel) -> BlockGradient | None:
+    """:func:`_plain_gradient` written out for an MLP (``nn.Sequential`` of
+    ``Flatten``, ``Linear`` and ``ReLU``), or ``None`` for any other model.
+
+    The same gradients through batched matrix products, by hand: autograd's
+    reverse pass over the vmapped model was half a round's time at 10,000
+    clients, and the hand-written pass is a quarter faster (no graph, the
+    input's gradient never formed, the weights' gradients written straight
+    into the [c, P] result). Each client's rows are their own products, so
+    a client's bits do not depend on its block, as with the vmapped model.
+    """
+    layers = _mlp_layers(model)
+    if layers is None:
+        return None
+    # The result buffer, reused step after step (the caller consumes a step's
+    # gradient before asking for the next): a fresh [c, P] tensor per step is
+    # a fresh mapping of tens of MB whose page faults cost as much as a layer.
+    buffer: list[torch.Tensor] = []
+
+    def gradient(theta, x, y, valid, active):
+        c = theta.shape[0]
+        saved = _mlp_forward(layers, theta, x)  # each layer's output
+        h = saved[-1]
+        mask = valid.to(theta.dtype)
+        losses = _masked_losses(h, y, mask)
+        n = mask.sum(1).clamp_min(1.0)
+        # ∂ℓ_c/∂logits = (softmax − onehot) · mask / n_c
+        d = torch.softmax(h, 2)
+        d.scatter_add_(2, y[:, :, None], torch.full_like(d[:, :, :1], -1.0))
+        d *= (mask / n[:, None])[:, :, None]
+        if not buffer or buffer[0].shape != theta.shape:
+            buffer[:] = [torch.empty_like(theta)]
+        grads = buffer[0]  # every column is written below: the layers hold every parameter
+        for i in range(len(layers) - 1, -1, -1):
+            kind, w, b = layers[i]
+            inputs = saved[i - 1] if i > 0 else x.reshape(c, x.shape[1], -1)
+            if kind == "relu":
+                d.masked_fill_(saved[i] <= 0, 0.0)
+                continue
+            weight = theta[:, w[0] : w[1]].view(c, *w[2])
+            torch.bmm(d.transpose(1, 2), inputs, out=grads[:, w[0] : w[1]].view(c, *w[2]))
+            if b is not None:
+                grads[:, b[0] : b[1]] = d.sum(1)
+            if i > 0:
+                d = torch.bmm(d, weight)
+        if not bool(active.all()):
+            grads.masked_fill_(~active[:, None], 0.0)
+        return grads, losses
+
+    return gradient
+
+
+def _mlp_forward(
+    layers: list[MLPLayer], theta: torch.Tensor, x: torch.Tensor
+) -> list[torch.Tensor]:
+    """Every layer's output of the MLP ``layers`` for each client's θ [c, P] on
+    its inputs [c, W, …] (the last is the logits [c, W, K])."""
+    c = theta.shape[0]
+    h = x.reshape(c, x.shape[1], -1)
+    outputs = []
+    for kind, w, b in layers:
+        if kind == "relu":
+            h = torch.relu(h)
+        else:
+            out = torch.bmm(h, theta[:, w[0] : w[1]].view(c, *w[2]).transpose(1, 2))
+            if b is not None:
+                out += theta[:, b[0] : b[1]][:, None, :]
+            h = out
+        outputs.append(h)
+    return outputs
+
+
+#: One layer of an MLP as :func:`_mlp_gradient` runs it: ("linear", the weight's
+#: (start, end, shape) in the flat vector, the bias's (start, end) or None) or
+#: ("relu", None, None).
+MLPLayer = tuple[str, "tuple[int, int, torch.Size] | None", "tuple[int, int] | None"]
+
+
+def _mlp_layers(model: FlatModel) -> list[MLPLayer] | None:
+    """The layers of ``model`` if it is a flat ``nn.Sequential`` of leading
+    ``Flatten`` layers, then ``Linear`` and ``ReLU`` ending in a ``Linear``."""
+    module = model.module
+    if type(module) is not nn.Sequential:
+        return None
+    children = list(module.named_children())
+    while children and type(children[0][1]) is nn.Flatten:
+        children.pop(0)
+    if not children or type(children[-1][1]) is not nn.Linear:
+        return None
+    starts = dict(zip(model.names, np.cumsum([0, *model.numels]).tolist(), strict=False))
+    layers: list[MLPLayer] = []
+    for name, layer in children:
+        if type(layer) is nn.ReLU and layers and layers[-1][0] == "linear":
+            layers.append(("relu", None, None))
+        elif type(layer) is nn.Linear:
+            w0 = starts[f"{name}.weight"]
+            weight = (w0, w0 + layer.weight.numel(), layer.weight.shape)
+            bias = None
+            if layer.bias is not None:
+                b0 = starts[f"{name}.bias"]
+                bias = (b0, b0 + layer.bias.numel())
+            layers.append(("linear", weight, bias))
+        else:
+            return None
+    return layers
+
+
 def _private_gradient(
     model: FlatModel, privacy: DPSGD, noise_seeds: Sequence[int], batch_size: int
 ) -> BlockGradient:
@@ -306,16 +415,29 @@ def _evaluate_block(
     x_all, y_all = pad_clients(xs, ys)
     loss_sum = torch.zeros(len(ys), dtype=torch.float64, device=device)
     correct = torch.zeros(len(ys), dtype=torch.float64, device=device)
-    forward = vmap(model)
+    layers = _mlp_layers(model)
+    vmapped = vmap(model) if layers is None else None
+    every = torch.arange(len(ys), device=device)
     for start in range(0, int(sizes.max()), EVAL_WIDTH):
-        sel = (sizes > start).nonzero().flatten()  # the clients with samples left
-        x = x_all[sel, start : start + EVAL_WIDTH]
-        y = y_all[sel, start : start + EVAL_WIDTH]
+        # The clients with samples left: all of them (no copy of θ) or a subset.
+        sel = every if start == 0 else (sizes > start).nonzero().flatten()
+        whole = start == 0 or len(sel) == len(ys)
+        x = (
+            x_all[:, start : start + EVAL_WIDTH]
+            if whole
+            else x_all[sel, start : start + EVAL_WIDTH]
+        )
+        y = (
+            y_all[:, start : start + EVAL_WIDTH]
+            if whole
+            else y_all[sel, start : start + EVAL_WIDTH]
+        )
         if x.shape[1] < EVAL_WIDTH:  # the last chunk of the largest client: pad to the width
             x = torch.nn.functional.pad(x, (0, 0) * (x.dim() - 2) + (0, EVAL_WIDTH - x.shape[1]))
             y = torch.nn.functional.pad(y, (0, EVAL_WIDTH - y.shape[1]))
         mask = start + torch.arange(EVAL_WIDTH, device=device)[None, :] < sizes[sel, None]
-        logits = forward(thetas[sel], x)  # [c, EVAL_WIDTH, K]
+        theta = thetas if whole else thetas[sel]
+        logits = vmapped(theta, x) if layers is None else _mlp_forward(layers, theta, x)[-1]
         loss = torch.nn.functional.cross_entropy(
             logits.flatten(0, 1), y.flatten(), reduction="none"
         ).view_as(mask)

@@ -144,6 +144,44 @@ def test_a_clients_bits_do_not_depend_on_who_shares_its_call(monkeypatch):
     assert all(same(a, b) for a, b in zip(split_scores, scores, strict=True))
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_hand_written_mlp_gradient_equals_autograds(bias):
+    """``_mlp_gradient`` (the MLPs' reverse pass by hand) against autograd through
+    the vmapped model: a client that does not step gets a zero gradient."""
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(6, 5, bias=bias),
+        torch.nn.ReLU(),
+        torch.nn.Linear(5, 5),
+        torch.nn.ReLU(),
+        torch.nn.Linear(5, 4, bias=bias),
+    )
+    model = FlatModel(net)
+    g = torch.Generator().manual_seed(0)
+    theta = model.init_flat(0) + 0.3 * torch.randn(3, model.size, generator=g)
+    x, y = torch.randn(3, 8, 2, 3, generator=g), torch.randint(0, 4, (3, 8), generator=g)
+    valid = torch.rand(3, 8, generator=g) > 0.3
+    active = torch.tensor([True, False, True])
+    got = batched._mlp_gradient(model)(theta, x, y, valid, active)
+    want = batched._plain_gradient(model)(theta, x, y, valid, active)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
+    assert got[0][1].abs().sum() == 0 and want[0][0].abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(6, 4)),  # ReLU before any Linear
+        torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.ReLU()),  # not ending in a Linear
+        torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(6, 4))),  # nested
+        torch.nn.Linear(6, 4),  # not a Sequential
+    ],
+)
+def test_only_a_flat_mlp_gets_the_hand_written_gradient(net):
+    assert batched._mlp_gradient(FlatModel(net)) is None
+
+
 def test_batched_evaluate_equals_evaluate():
     model = mlp()
     thetas, xs, ys = ragged_clients(model, SIZES, seed=3)
@@ -231,6 +269,21 @@ def test_an_actor_steps_its_cohort_batched_and_equal_to_one_by_one(monkeypatch):
     for c in range(4):
         torch.testing.assert_close(on.states[c].params, off.states[c].params, rtol=TOL, atol=TOL)
         assert on.states[c].round == off.states[c].round == 3
+
+
+def test_rows_stay_views_only_when_every_hosted_client_steps():
+    """A batched step leaves each vector a row of the cohort's matrix; when
+    some hosted clients sit out, the stepped clients' rows are copied out (a
+    row kept by a client that trains rarely would pin its whole matrix)."""
+    cfg = LocalSGDConfig(local_epochs=1, lr=0.3, batch_size=8)
+    actor = ClientActor(cohort(), DFedAvg(cfg), store=LocalStore)
+    ring_round(actor, 0)
+    bases = {actor.states[c].params._base for c in range(4)}
+    assert len(bases) == 1 and None not in bases  # one shared matrix
+    partial = {c: Message(round=1, self_weight=1.0) for c in (0, 1)}
+    actor.step(CLIENT_STEP, partial)
+    assert all(actor.states[c].params._base is None for c in (0, 1))
+    assert actor.states[2].params._base is not None  # untouched: still the old rows
 
 
 def test_a_cohort_runs_and_publishes_in_chunks_with_the_same_bits(monkeypatch, ray_session):

@@ -5,7 +5,11 @@ import pytest
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from dfml.algorithms.aggregate import data_size_weights, weighted_average
+from dfml.algorithms.aggregate import (
+    data_size_weights,
+    stacked_weighted_averages,
+    weighted_average,
+)
 from dfml.algorithms.sgd import evaluate, minibatches, sgd_epochs
 from dfml.models.zoo import ModelConfig, build_model
 
@@ -18,6 +22,37 @@ def test_weighted_average_hand_example():
     assert out.dtype == np.float32
     with pytest.raises(ValueError):
         weighted_average([np.zeros(2)], [0.5, 0.5])
+
+
+def test_stacked_weighted_averages_have_each_rows_per_client_bits():
+    """Ragged neighbour lists (none, one, three), a float16 neighbour and
+    weights that do not sum to 1: every row has the bits of weighted_average."""
+    rng = np.random.default_rng(0)
+    own = rng.standard_normal((4, 7)).astype(np.float32)
+    neighbors = [
+        [],
+        [rng.standard_normal(7).astype(np.float32)],
+        [rng.standard_normal(7).astype(np.float32) for _ in range(3)],
+        [rng.standard_normal(7).astype(np.float16), rng.standard_normal(7).astype(np.float32)],
+    ]
+    self_weights = [1.0, 0.5, 0.1, 1 / 3]
+    weights = [[], [0.5], [0.2, 0.3, 0.4], [1 / 3, 1 / 3]]
+    got = stacked_weighted_averages(torch.from_numpy(own.copy()), self_weights, neighbors, weights)
+    for c in range(4):
+        want = weighted_average([own[c], *neighbors[c]], [self_weights[c], *weights[c]])
+        assert got[c].numpy().tobytes() == want.tobytes()
+    # Alone, each row is still the same bits (a row does not depend on its cohort).
+    alone = stacked_weighted_averages(
+        torch.from_numpy(own[2:3].copy()), self_weights[2:3], neighbors[2:3], weights[2:3]
+    )
+    assert alone[0].numpy().tobytes() == got[2].numpy().tobytes()
+
+
+def test_stacked_weighted_averages_refuse_mismatched_lengths():
+    with pytest.raises(ValueError, match="row 0: 1 vectors but 2 weights"):
+        stacked_weighted_averages(torch.zeros(1, 3), [0.5], [[np.zeros(3, np.float32)]], [[1, 2]])
+    with pytest.raises(ValueError, match="2 rows, 1 self weights"):
+        stacked_weighted_averages(torch.zeros(2, 3), [0.5], [[]], [[]])
 
 
 def test_data_size_weights():
