@@ -33,6 +33,10 @@ import ray
 #: When actors publish their clients' parameter vectors packed.
 PACK_MODES = ("auto", "always", "never")
 
+#: The dtypes parameter vectors may travel in (``--publish-dtype``); a reader
+#: always gets float32 (:func:`fetch` widens a float16 vector exactly).
+PUBLISH_DTYPES = ("float32", "float16")
+
 
 @dataclass(frozen=True)
 class Row:
@@ -73,20 +77,27 @@ def fetch(get: Callable[[list[Any]], list[Any]], handles: Sequence[Any]) -> list
     ``get`` reads a list of object refs (``ray.get``, or an actor's store;
     in-process the "refs" are the arrays themselves); a :class:`Row` is
     sliced out of its object (a read-only view, no copy); an
-    :class:`Encoded` value is decoded.
+    :class:`Encoded` value is decoded; a float16 array (``--publish-dtype
+    float16``) is widened to float32, so no reader computes in half precision.
     """
     bases = [h.ref if isinstance(h, Row) else h for h in handles]
     keys = [b if isinstance(b, ray.ObjectRef) else id(b) for b in bases]  # arrays in-process
     first = dict(zip(keys, bases, strict=True))
     values = dict(zip(first, get(list(first.values())), strict=True))
     return [
-        values[key][h.index] if isinstance(h, Row) else _decoded(values[key])
+        _widened(values[key][h.index] if isinstance(h, Row) else _decoded(values[key]))
         for h, key in zip(handles, keys, strict=True)
     ]
 
 
 def _decoded(value: Any) -> Any:
     return value.decode() if isinstance(value, Encoded) else value
+
+
+def _widened(value: Any) -> Any:
+    if isinstance(value, np.ndarray) and value.dtype == np.float16:
+        return value.astype(np.float32)
+    return value
 
 
 def get_value(handle: Any, timeout: float | None = None) -> Any:

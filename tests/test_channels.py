@@ -26,6 +26,19 @@ def test_fetch_reads_each_packed_object_once_and_slices_rows():
     assert fetch(get, []) == []
 
 
+def test_a_float16_vector_is_read_as_float32():
+    """``--publish-dtype float16``: a row of a packed object and a plain array
+    both read back widened (exactly); float32 and other dtypes pass as they are."""
+    packed = np.array([[0.1, 65504.0], [1 / 3, -2.0]], dtype=np.float16)
+    single = np.array([0.5, 1e-4], dtype=np.float16)
+    other = np.array([1, 2], dtype=np.int64)
+    got = fetch(lambda refs: list(refs), [Row(packed, 1), single, other])
+    assert [g.dtype for g in got] == [np.float32, np.float32, np.int64]
+    assert got[0].tolist() == packed[1].astype(np.float64).tolist()
+    assert got[1].tolist() == single.astype(np.float64).tolist()
+    assert got[2] is other
+
+
 class Halves(Encoded):
     """Travels as half of its vector; reads as the vector repeated twice."""
 

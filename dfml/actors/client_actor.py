@@ -34,7 +34,7 @@ from dfml.data.config import DataConfig
 from dfml.data.registry import load_dataset
 from dfml.data.split import ClientSplit
 from dfml.models.zoo import ModelConfig, build_model
-from dfml.steps import Publish, StepResult
+from dfml.steps import PARAMS, Publish, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class CohortSpec:
             vectors of one dtype and shape) as packed objects of up to
             :func:`chunk_clients` vectors each (:mod:`dfml.channels`) instead of one
             object per client and channel.
+        publish_dtype: the dtype the ``params`` channel travels in
+            (:class:`~dfml.actors.config.ResourceConfig`).
         programs: the modules that registered client programs in the driver
             (:func:`dfml.programs.modules`); the actor imports them, so a step
             may name any program the driver knows.
@@ -110,6 +112,7 @@ class CohortSpec:
     num_threads: int = 1
     gpu_share: float = 0.0
     pack_params: bool = False
+    publish_dtype: str = "float32"
     programs: tuple[str, ...] = ()
 
 
@@ -295,6 +298,13 @@ class ClientActor:
         with ``only``, those of them it names."""
         state = self.states[cid]
         out = self.algorithm.publish(self.contexts[cid], state)
+        vector = out.get(PARAMS)
+        if (
+            self.spec.publish_dtype == "float16"
+            and isinstance(vector, np.ndarray)
+            and vector.dtype == np.float32
+        ):
+            out[PARAMS] = vector.astype(np.float16)
         for name in programs.channels():
             if name in state.extras:
                 out[name] = state.extras[name].detach().cpu().numpy()

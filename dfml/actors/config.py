@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dfml.channels import PACK_MODES
+from dfml.channels import PACK_MODES, PUBLISH_DTYPES
 from dfml.errors import ConfigError
 
 #: How actors are laid over the nodes (see :mod:`dfml.actors.placement`).
@@ -46,6 +46,11 @@ class ResourceConfig:
             with CPUs when the run starts (across nodes a reader would pull a
             whole cohort's object to read one row; nodes that join later do
             not change it).
+        publish_dtype: the dtype clients' parameter vectors travel in (the
+            ``params`` channel): ``float32`` (exact) or ``float16`` (half the
+            object-store bytes and ``bytes_sent``; every reader widens it back
+            to float32, the clients' own states stay float32, so only what
+            neighbours mix is rounded).
         backend: ``ray`` (clients in Ray actors) or ``local``: every client
             in the driver process, one after another, without starting Ray,
             for stepping through an algorithm in a debugger and for small
@@ -61,6 +66,7 @@ class ResourceConfig:
     placement: str = "default"
     scale_timeout: float = 600.0
     pack_params: str = "auto"
+    publish_dtype: str = "float32"
     backend: str = "ray"
 
     def __post_init__(self) -> None:
@@ -83,6 +89,11 @@ class ResourceConfig:
         if self.pack_params not in PACK_MODES:
             raise ConfigError(
                 f"pack_params must be one of {', '.join(PACK_MODES)}, got {self.pack_params!r}"
+            )
+        if self.publish_dtype not in PUBLISH_DTYPES:
+            raise ConfigError(
+                f"publish_dtype must be one of {', '.join(PUBLISH_DTYPES)}, "
+                f"got {self.publish_dtype!r}"
             )
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")

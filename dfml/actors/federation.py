@@ -183,6 +183,7 @@ class Federation:
             num_threads=max(1, int(self.resources.num_cpus_per_actor)),
             gpu_share=self.resources.num_gpus_per_actor,
             pack_params=self.pack_params,
+            publish_dtype=self.resources.publish_dtype,
             programs=programs.modules(),
         )
 

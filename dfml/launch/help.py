@@ -32,7 +32,7 @@ from dfml.algorithms.fml import MetaConfig
 from dfml.algorithms.robust.attacks import ATTACKS
 from dfml.algorithms.robust.config import RULES, RobustConfig
 from dfml.algorithms.server import AGGREGATIONS, FederatedSGDConfig
-from dfml.channels import PACK_MODES
+from dfml.channels import PACK_MODES, PUBLISH_DTYPES
 from dfml.compression import COMPRESSORS, CompressionConfig
 from dfml.data.config import PARTITIONS, DataConfig, PartitionConfig
 from dfml.data.registry import DATASETS
@@ -56,6 +56,7 @@ CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (FaultConfig, "chaos_mode"): CHAOS_MODES,
     (ResourceConfig, "placement"): PLACEMENTS,
     (ResourceConfig, "pack_params"): PACK_MODES,
+    (ResourceConfig, "publish_dtype"): PUBLISH_DTYPES,
     (ResourceConfig, "backend"): BACKENDS,
     (FederatedSGDConfig, "aggregation"): AGGREGATIONS,
     (MetaConfig, "aggregation"): AGGREGATIONS,

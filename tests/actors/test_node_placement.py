@@ -126,6 +126,7 @@ def test_wait_for_fails_with_one_line_naming_the_need_and_the_flag():
         ({"scale_timeout": 0}, "scale_timeout must be 1 to 604,800 seconds, got 0"),
         ({"scale_timeout": 1e-300}, "scale_timeout must be 1 to 604,800 seconds, got 1e-300"),
         ({"scale_timeout": float("inf")}, "scale_timeout must be 1 to 604,800 seconds, got inf"),
+        ({"publish_dtype": "bfloat16"}, "publish_dtype must be one of float32, float16, got 'bf"),
     ],
 )
 def test_bad_placement_options(kwargs, match):

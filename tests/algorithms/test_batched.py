@@ -271,6 +271,45 @@ def test_an_actor_steps_its_cohort_batched_and_equal_to_one_by_one(monkeypatch):
         assert on.states[c].round == off.states[c].round == 3
 
 
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_float16_publishing_rounds_only_what_neighbours_mix(vectorize):
+    """``publish_dtype float16``: the published vectors are the states rounded to
+    float16 (half the bytes); a round mixing them equals a float32 actor's round
+    on neighbour vectors rounded by hand, bit for bit; the states stay float32."""
+    cfg = LocalSGDConfig(local_epochs=1, lr=0.3, batch_size=8)
+    half = ClientActor(
+        replace(cohort(), publish_dtype="float16"), DFedAvg(cfg, vectorize=vectorize), LocalStore
+    )
+    full = ClientActor(cohort(), DFedAvg(cfg, vectorize=vectorize), store=LocalStore)
+    published = half.publish_all()
+    size = half.init_params.numel()
+    for c, result in published.items():
+        value = result.refs["params"]
+        assert value.dtype == np.float16 and result.sizes["params"] == 2 * size
+        assert value.tolist() == half.states[c].params.numpy().astype(np.float16).tolist()
+    messages = {
+        c: Message(
+            round=0,
+            neighbors=(
+                published[(c - 1) % 4].refs["params"],
+                published[(c + 1) % 4].refs["params"],
+            ),
+            weights=(0.25, 0.25),
+            self_weight=0.5,
+        )
+        for c in range(4)
+    }
+    by_hand = {
+        c: replace(m, neighbors=tuple(np.asarray(v, dtype=np.float32) for v in m.neighbors))
+        for c, m in messages.items()
+    }
+    half.step(CLIENT_STEP, messages)
+    full.step(CLIENT_STEP, by_hand)
+    for c in range(4):
+        assert half.states[c].params.dtype == torch.float32
+        assert same(half.states[c].params, full.states[c].params)
+
+
 def test_rows_stay_views_only_when_every_hosted_client_steps():
     """A batched step leaves each vector a row of the cohort's matrix; when
     some hosted clients sit out, the stepped clients' rows are copied out (a
