@@ -76,6 +76,40 @@ def _alike(
     return [(name, ids) for (name, _, _), ids in groups.items()]
 
 
+def stacked(values: list[np.ndarray]) -> np.ndarray:
+    """``values`` as one [n, …] array: a read-only view when they are
+    consecutive rows of one tensor storage (a batched step's clients, whose
+    vectors are rows of one cohort matrix: no copy before the object store
+    takes its own), else ``np.stack``."""
+    first = values[0]
+    storage = _storage(first)
+    if storage is not None and first.flags.c_contiguous:
+        start, step = first.__array_interface__["data"][0], first.nbytes
+        if all(
+            _storage(v) == storage
+            and v.flags.c_contiguous
+            and v.shape == first.shape
+            and v.dtype == first.dtype
+            and v.__array_interface__["data"][0] == start + i * step
+            for i, v in enumerate(values)
+        ):
+            # Inside one storage (which ``first`` keeps alive) from the first row to the last.
+            return np.lib.stride_tricks.as_strided(
+                first,
+                shape=(len(values), *first.shape),
+                strides=(step, *first.strides),
+                writeable=False,
+            )
+    return np.stack(values)
+
+
+def _storage(value: np.ndarray) -> int | None:
+    """The address of the tensor storage a ``Tensor.numpy()`` array views, or
+    ``None`` for an array that is not a tensor's."""
+    base = value.base
+    return base.untyped_storage().data_ptr() if isinstance(base, torch.Tensor) else None
+
+
 def chunks(ids: list[int], size: int) -> list[list[int]]:
     """``ids`` cut into consecutive runs of at most ``size``."""
     return [ids[i : i + size] for i in range(0, len(ids), size)]
@@ -280,17 +314,36 @@ class ClientActor:
         if self.spec.pack_params and self.store is RayStore and len(order) > 1:
             for name, alike in _alike(order, channels):
                 for part in chunks(alike, self._chunk()):
-                    packed = self.store.put(np.stack([channels[cid][name] for cid in part]))
+                    block = stacked([channels[cid][name] for cid in part])
+                    packed = self.store.put(self._travelling(name, block))
                     rows.update({(cid, name): Row(packed, i) for i, cid in enumerate(part)})
         out = {}
         for cid in order:
             refs = {
-                name: rows[cid, name] if (cid, name) in rows else self.store.put(value)
+                name: rows[cid, name]
+                if (cid, name) in rows
+                else self.store.put(self._travelling(name, value))
                 for name, value in channels[cid].items()
             }
-            sizes = {name: int(value.nbytes) for name, value in channels[cid].items()}
+            sizes = {
+                name: int(value.nbytes) // (2 if self._halved(name, value) else 1)
+                for name, value in channels[cid].items()
+            }
             out[cid] = StepResult(refs, dict(metrics.get(cid, {})), sizes)
         return out
+
+    def _halved(self, name: str, value: Any) -> bool:
+        """Whether ``value`` of channel ``name`` travels as float16 (``publish_dtype``)."""
+        return (
+            self.spec.publish_dtype == "float16"
+            and name == PARAMS
+            and isinstance(value, np.ndarray)
+            and value.dtype == np.float32
+        )
+
+    def _travelling(self, name: str, value: Any) -> Any:
+        """``value`` (one vector or a packed block) in the dtype it travels in."""
+        return value.astype(np.float16) if self._halved(name, value) else value
 
     def _channels(self, cid: int, only: set[str] | None = None) -> dict[str, Any]:
         """The algorithm's channels of client ``cid``, plus every state extra a
@@ -298,13 +351,6 @@ class ClientActor:
         with ``only``, those of them it names."""
         state = self.states[cid]
         out = self.algorithm.publish(self.contexts[cid], state)
-        vector = out.get(PARAMS)
-        if (
-            self.spec.publish_dtype == "float16"
-            and isinstance(vector, np.ndarray)
-            and vector.dtype == np.float32
-        ):
-            out[PARAMS] = vector.astype(np.float16)
         for name in programs.channels():
             if name in state.extras:
                 out[name] = state.extras[name].detach().cpu().numpy()
