@@ -207,7 +207,8 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
 
 def make_federation(cfg: ExperimentConfig, prep: Prepared) -> Federation:
     """The in-process (``--backend local``), plain or fault-tolerant federation
-    (chaos or ``--recovery true``)."""
+    (chaos or ``--recovery true``). Actors map the dataset :func:`prepare`
+    loaded (cached) from the object store."""
     if cfg.resources.backend == "local":
         from dfml.actors.inprocess import InProcessFederation
 
@@ -226,9 +227,16 @@ def make_federation(cfg: ExperimentConfig, prep: Prepared) -> Federation:
             cfg.fault,
             cfg.run.rounds,
             initial=prep.initial,
+            dataset=load_dataset(cfg.data),
         )
     return Federation(
-        cfg.data, cfg.model, prep.splits, cfg.run.seed, cfg.resources, initial=prep.initial
+        cfg.data,
+        cfg.model,
+        prep.splits,
+        cfg.run.seed,
+        cfg.resources,
+        initial=prep.initial,
+        dataset=load_dataset(cfg.data),
     )
 
 

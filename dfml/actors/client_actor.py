@@ -134,6 +134,8 @@ class CohortSpec:
             object per client and channel.
         publish_dtype: the dtype the ``params`` channel travels in
             (:class:`~dfml.actors.config.ResourceConfig`).
+        dataset: the driver's dataset as an object ref, which the actor
+            maps from the object store (``None``: it loads ``data`` itself).
         programs: the modules that registered client programs in the driver
             (:func:`dfml.programs.modules`); the actor imports them, so a step
             may name any program the driver knows.
@@ -148,6 +150,7 @@ class CohortSpec:
     pack_params: bool = False
     publish_dtype: str = "float32"
     programs: tuple[str, ...] = ()
+    dataset: Any = None
 
 
 class RayStore:
@@ -242,6 +245,10 @@ class ClientActor:
         self._build(dataset, spec.splits)
 
     def _dataset(self) -> Any:
+        """The pooled dataset: mapped read-only from the object store where the
+        driver put it (no copy of its own), else loaded (cached per process)."""
+        if self.spec.dataset is not None:
+            return ray.get(self.spec.dataset)
         return load_dataset(self.spec.data)
 
     def _build(self, dataset: Any, splits: Mapping[int, ClientSplit]) -> None:

@@ -35,6 +35,7 @@ from dfml.actors.scaling import (
 )
 from dfml.actors.state import ClientState
 from dfml.data.config import DataConfig
+from dfml.data.dataset import ArrayDataset
 from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
 from dfml.models.zoo import ModelConfig
@@ -67,8 +68,15 @@ class Federation:
         resources: ResourceConfig,
         start_timeout_s: float = 300.0,
         initial: Sequence[int] | None = None,
+        dataset: ArrayDataset | None = None,
     ) -> None:
         self.data, self.model, self.seed = data, model, seed
+        # The driver's loaded dataset, put in the object store once (at the
+        # first actor) so actors map it instead of loading or generating it
+        # each: at a million synthetic clients every actor's own copy (2.6 GB)
+        # was what ran the machine out of memory.
+        self.dataset = dataset
+        self._dataset_ref: Any = None
         self.splits = as_split_map(splits)
         self.initial = sorted(self.splits if initial is None else initial)
         self.resources = resources
@@ -175,6 +183,9 @@ class Federation:
         }
 
     def spec(self, clients: Sequence[int]) -> CohortSpec:
+        if self.dataset is not None and self._dataset_ref is None:
+            self._dataset_ref = ray.put(self.dataset)
+            self.dataset = None  # the ref keeps it; actors that join later map it too
         return CohortSpec(
             data=self.data,
             model=self.model,
@@ -185,6 +196,7 @@ class Federation:
             pack_params=self.pack_params,
             publish_dtype=self.resources.publish_dtype,
             programs=programs.modules(),
+            dataset=self._dataset_ref,
         )
 
     def make_actor(

@@ -105,10 +105,9 @@ class FaultClientActor(ClientActor, Watched, ReplicaHolder):
         it joins. Returns the seconds spent; nothing is kept.
         """
         from dfml.algorithms.base import Message
-        from dfml.data.registry import load_dataset
 
         t0 = time.perf_counter()
-        dataset = load_dataset(self.spec.data)
+        dataset = self._dataset()
         data = ClientData.from_split(dataset, split, self.device)
         ctx = ClientContext(0, self.model, data, self.device, 0)
         state = self.algorithm.init_state(ctx, self.init_params.clone())

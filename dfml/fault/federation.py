@@ -35,6 +35,7 @@ import ray
 from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
 from dfml.data.config import DataConfig
+from dfml.data.dataset import ArrayDataset
 from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
 from dfml.fault.actor import RemoteFaultClientActor
@@ -75,8 +76,9 @@ class FaultTolerantFederation(Federation):
         rounds: int | None = None,
         start_timeout_s: float = 300.0,
         initial: Sequence[int] | None = None,
+        dataset: ArrayDataset | None = None,
     ) -> None:
-        super().__init__(data, model, splits, seed, resources, start_timeout_s, initial)
+        super().__init__(data, model, splits, seed, resources, start_timeout_s, initial, dataset)
         if rounds is not None:
             fault.check_rounds(rounds)
         self.fault = fault

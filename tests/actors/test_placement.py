@@ -8,7 +8,9 @@ actors must fall back to CPU.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import ray
 import torch
@@ -96,3 +98,31 @@ def test_plan_cohorts():
 def test_bad_resources(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         ResourceConfig(**kwargs)
+
+
+def test_actors_map_the_drivers_dataset_from_the_object_store(ray_session):
+    """Given the driver's dataset, actors read it from the object store (one
+    ``ray.put``) instead of loading their own: clients trained on a copy whose
+    features are all zero see zeros, which the config's own dataset has not."""
+    data = DataConfig(dataset="synthetic", synthetic_samples=400, synthetic_shape=(6,))
+    own = load_dataset(data)
+    zeros = replace(own, x=np.zeros_like(own.x))
+    splits = make_splits(own.y, 4, PartitionConfig(), 0)
+    fed = Federation(
+        data, ModelConfig(model="mlp", hidden=4), splits, 0, ResourceConfig(), dataset=zeros
+    )
+    try:
+        fed.start(DFedAvg(LocalSGDConfig()))
+        assert fed.dataset is None and fed._dataset_ref is not None  # put once, then dropped
+        sums = ray.get(
+            [
+                a.__ray_call__.remote(
+                    lambda self: [float(c.data.x_train.abs().sum()) for c in self.contexts.values()]
+                )
+                for a in fed.actors
+            ]
+        )
+    finally:
+        fed.shutdown()
+    assert [s for part in sums for s in part] == [0.0] * 4
+    assert float(np.abs(own.x).sum()) > 0
