@@ -99,12 +99,52 @@ def pad_clients(
     """Stack ragged per-client data into [C, n_max, ...] / [C, n_max] (zero padded).
 
     ``n_max`` is at least 1, so a cohort of clients without samples still
-    has a valid (fully masked) shape. Needs at least one client.
+    has a valid (fully masked) shape. Needs at least one client. When every
+    client's samples are consecutive rows of one pair of tensors (an actor's
+    cohort data: :func:`~dfml.actors.state.cohort_data`), one gather builds
+    both instead of a copy per client.
     """
+    gathered = _gather_rows(xs, ys)
+    if gathered is not None:
+        return gathered
     x, y = pad_sequence(list(xs), batch_first=True), pad_sequence(list(ys), batch_first=True)
     if x.shape[1] == 0:
         x = x.new_zeros((x.shape[0], 1, *x.shape[2:]))
         y = y.new_zeros((y.shape[0], 1))
+    return x, y
+
+
+def _gather_rows(
+    xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`pad_clients` as one ``index_select`` when each client's ``x``/``y``
+    is a slice of rows of the same base tensors; ``None`` otherwise."""
+    x_base, y_base = xs[0]._base, ys[0]._base
+    if x_base is None or y_base is None or y_base.dim() != 1 or not x_base.is_contiguous():
+        return None
+    row = max(math.prod(x_base.shape[1:]), 1)
+    if any(x._base is not x_base or not x.is_contiguous() for x in xs) or any(
+        y._base is not y_base for y in ys
+    ):
+        return None
+    x_rows = [divmod(x.storage_offset() - x_base.storage_offset(), row) for x in xs]
+    starts = [y.storage_offset() - y_base.storage_offset() for y in ys]
+    lengths = [y.shape[0] for y in ys]
+    if any(
+        rem or start != begin or x.shape[0] != n
+        for (start, rem), begin, x, n in zip(x_rows, starts, xs, lengths, strict=True)
+    ):
+        return None
+    device = x_base.device
+    sizes = torch.tensor(lengths, device=device)
+    width = max(1, int(sizes.max()))
+    slots = torch.arange(width, device=device)
+    valid = slots[None, :] < sizes[:, None]
+    index = torch.where(valid, torch.tensor(starts, device=device)[:, None] + slots, 0).flatten()
+    x = x_base.index_select(0, index).view(len(xs), width, *x_base.shape[1:])
+    y = y_base.index_select(0, index).view(len(ys), width)
+    x.masked_fill_(~valid.view(*valid.shape, *([1] * (x.dim() - 2))), 0)
+    y.masked_fill_(~valid, 0)
     return x, y
 
 

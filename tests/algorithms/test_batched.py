@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.fault import metrics, run
+from torch.nn.utils.rnn import pad_sequence
 
 from dfml import programs
 from dfml.actors import client_actor
@@ -408,3 +409,20 @@ def test_a_run_with_and_without_vectorize_gives_the_same_metrics(tmp_path, algor
     # ...and the flag reached the actors: the batched sums round differently.
     assert not a.column("train_loss").equals(b.column("train_loss"))
     assert on["final_accuracy"] == pytest.approx(off["final_accuracy"], abs=TOL)
+
+
+def test_pad_clients_gathers_row_slices_of_one_tensor_as_pad_sequence_would():
+    """Clients whose samples are slices of one cohort array (empty ones too) are
+    padded by one gather, equal to ``pad_sequence``; other inputs take that path."""
+    x, y = torch.randn(30, 2, 3), torch.randint(0, 5, (30,))
+    spans = [(0, 5), (5, 0), (7, 8), (20, 1), (21, 9)]
+    xs, ys = [x[a : a + n] for a, n in spans], [y[a : a + n] for a, n in spans]
+    assert batched._gather_rows(xs, ys) is not None
+    got = batched.pad_clients(xs, ys)
+    want = pad_sequence(xs, batch_first=True), pad_sequence(ys, batch_first=True)
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    loose = [t.clone() for t in xs]
+    assert batched._gather_rows(loose, ys) is None
+    assert torch.equal(batched.pad_clients(loose, ys)[0], want[0])
+    empty = batched.pad_clients([x[3:3], x[9:9]], [y[3:3], y[9:9]])
+    assert empty[0].shape == (2, 1, 2, 3) and not empty[0].any() and not empty[1].any()
