@@ -120,7 +120,13 @@ def _gather_rows(
     """:func:`pad_clients` as one ``index_select`` when each client's ``x``/``y``
     is a slice of rows of the same base tensors; ``None`` otherwise."""
     x_base, y_base = xs[0]._base, ys[0]._base
-    if x_base is None or y_base is None or y_base.dim() != 1 or not x_base.is_contiguous():
+    if (
+        x_base is None
+        or y_base is None
+        or y_base.dim() != 1
+        or not x_base.is_contiguous()
+        or x_base.shape[1:] != xs[0].shape[1:]  # rows of the base are samples
+    ):
         return None
     row = max(math.prod(x_base.shape[1:]), 1)
     if any(x._base is not x_base or not x.is_contiguous() for x in xs) or any(

@@ -424,5 +424,11 @@ def test_pad_clients_gathers_row_slices_of_one_tensor_as_pad_sequence_would():
     loose = [t.clone() for t in xs]
     assert batched._gather_rows(loose, ys) is None
     assert torch.equal(batched.pad_clients(loose, ys)[0], want[0])
+    flat = torch.randn(60)  # slices of a view: their base's rows are not samples
+    rows = [flat.view(30, 2)[0:3], flat.view(30, 2)[3:5]]
+    assert batched._gather_rows(rows, [y[0:3], y[3:5]]) is None
+    assert torch.equal(
+        batched.pad_clients(rows, [y[0:3], y[3:5]])[0], pad_sequence(rows, batch_first=True)
+    )
     empty = batched.pad_clients([x[3:3], x[9:9]], [y[3:3], y[9:9]])
     assert empty[0].shape == (2, 1, 2, 3) and not empty[0].any() and not empty[1].any()
