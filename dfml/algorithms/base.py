@@ -457,7 +457,7 @@ class Algorithm(StepSource):
                 [self.mix(s, n, m) for s, n, m in zip(states, neighbors, msgs, strict=True)]
             )
         return stacked_weighted_averages(
-            torch.stack([s.params.detach() for s in states]),
+            [s.params for s in states],
             [m.self_weight for m in msgs],
             neighbors,
             [m.weights for m in msgs],

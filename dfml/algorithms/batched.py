@@ -330,7 +330,9 @@ def _mlp_gradient(model: FlatModel) -> BlockGradient | None:
             kind, w, b = layers[i]
             inputs = saved[i - 1] if i > 0 else x.reshape(c, x.shape[1], -1)
             if kind == "relu":
-                d.masked_fill_(saved[i] <= 0, 0.0)
+                # Autograd's own ReLU backward: one pass, where a mask and a
+                # masked fill took ten times as long.
+                d = torch.ops.aten.threshold_backward(d, saved[i], 0)
                 continue
             weight = theta[:, w[0] : w[1]].view(c, *w[2])
             torch.bmm(d.transpose(1, 2), inputs, out=grads[:, w[0] : w[1]].view(c, *w[2]))

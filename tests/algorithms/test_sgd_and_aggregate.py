@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from dfml.algorithms import aggregate
 from dfml.algorithms.aggregate import (
     data_size_weights,
+    row_runs,
     stacked_weighted_averages,
     weighted_average,
 )
@@ -46,6 +48,44 @@ def test_stacked_weighted_averages_have_each_rows_per_client_bits():
         torch.from_numpy(own[2:3].copy()), self_weights[2:3], neighbors[2:3], weights[2:3]
     )
     assert alone[0].numpy().tobytes() == got[2].numpy().tobytes()
+
+
+@pytest.mark.parametrize("block_bytes", [24, aggregate.MIX_BLOCK_BYTES])
+def test_stacked_weighted_averages_of_packed_rows_have_each_rows_per_client_bits(
+    block_bytes, monkeypatch
+):
+    """Neighbours read as rows of packed objects (a ring over two blocks and a
+    float16 block) are mixed block by block where they lie — own vectors given
+    as rows (a new matrix) or as the matrix itself (in place) — with the bits
+    of weighted_average row by row."""
+    rng = np.random.default_rng(1)
+    n = 40
+    own = rng.standard_normal((n, 5)).astype(np.float32)
+    left = rng.standard_normal((n, 5)).astype(np.float32)
+    right = rng.standard_normal((n, 5)).astype(np.float32)
+    halves = rng.standard_normal((n, 5)).astype(np.float16)
+    neighbors = [[left[c], right[(c + 1) % n], halves[c]] for c in range(n)]
+    weights = [[0.25, 0.5, 1 / 7 + c / 100] for c in range(n)]
+    self_weights = [1 - sum(w) for w in weights]
+    assert [(a, b) for a, b, _ in row_runs([v[1] for v in neighbors])] == [(0, n - 1), (n - 1, n)]
+    monkeypatch.setattr(aggregate, "MIX_BLOCK_BYTES", block_bytes)  # 1 row, or all, a block
+    fused = aggregate._fused_mix(list(torch.from_numpy(own)), self_weights, neighbors, weights)
+    assert fused is not None  # this layout takes the blockwise path
+    matrix = torch.from_numpy(own.copy())
+    from_rows = stacked_weighted_averages(list(matrix), self_weights, neighbors, weights)
+    in_place = stacked_weighted_averages(matrix, self_weights, neighbors, weights)
+    assert in_place is matrix
+    for c in range(n):
+        want = weighted_average([own[c], *neighbors[c]], [self_weights[c], *weights[c]])
+        assert from_rows[c].numpy().tobytes() == want.tobytes()
+        assert in_place[c].numpy().tobytes() == want.tobytes()
+
+
+def test_row_runs_leave_scattered_rows_to_stacking():
+    block = np.zeros((16, 3), np.float32)
+    assert row_runs([block[i] for i in range(0, 16, 2)]) is None  # no two rows adjacent
+    assert row_runs([block[i].astype(np.float64) for i in range(16)]) is None
+    assert len(row_runs([block[i] for i in range(16)])) == 1
 
 
 def test_stacked_weighted_averages_refuse_mismatched_lengths():
