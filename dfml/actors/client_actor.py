@@ -28,13 +28,14 @@ from dfml.actors.device import (
     pick_device,
     release_cached,
 )
+from dfml.actors.heap import freeze_heap
 from dfml.actors.state import ClientContext, ClientState, cohort_data
 from dfml.channels import Row, fetch
 from dfml.data.config import DataConfig
 from dfml.data.registry import load_dataset
 from dfml.data.split import ClientSplit
 from dfml.models.zoo import ModelConfig, build_model
-from dfml.steps import PARAMS, Publish, StepResult
+from dfml.steps import PARAMS, MessageTable, Publish, ResultTable, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,7 @@ class ClientActor:
         self.model.train(True)
         self.init_params = self.model.init_flat(spec.seed).to(self.device)
         self._build(dataset, spec.splits)
+        freeze_heap()
 
     def _dataset(self) -> Any:
         """The pooled dataset: mapped read-only from the object store where the
@@ -390,9 +392,7 @@ class ClientActor:
         """
         prog = programs.get(program)
         order = sorted(messages)
-        wanted = [ref for cid in order for ref in messages[cid].neighbors]
-        fetched = iter(fetch(self.store.get, wanted) if wanted else [])
-        neighbors = {cid: [next(fetched) for _ in messages[cid].neighbors] for cid in order}
+        neighbors = self._neighbors(order, messages)
         out: dict[int, Any] = {}
         # A batched step leaves each client's vector a row of one cohort
         # matrix; if some hosted clients sit this step out, the rows are
@@ -427,6 +427,30 @@ class ClientActor:
             return out
         finally:
             release_cached(self.device)
+
+    def step_columns(
+        self, program: str, messages: Mapping[int, Any], publish: Publish = True
+    ) -> Mapping[int, Any]:
+        """:meth:`step`, answered as one :class:`~dfml.steps.ResultTable` where
+        the clients' results are alike (the driver then unpickles a few
+        arrays, not a result per client); otherwise as :meth:`step` answers."""
+        out = self.step(program, messages, publish)
+        return ResultTable.pack(out) or out
+
+    def _neighbors(self, order: list[int], messages: Mapping[int, Any]) -> dict[int, list[Any]]:
+        """Each client's neighbour vectors, fetched with one ``get``; a
+        :class:`~dfml.steps.MessageTable`'s handles are read from its columns,
+        without a message per client."""
+        if isinstance(messages, MessageTable):
+            fetched = fetch(self.store.get, messages.handles()) if len(messages.row_of) else []
+            bounds = messages.offsets.tolist()
+            return {
+                cid: fetched[bounds[i] : bounds[i + 1]]
+                for i, cid in enumerate(messages.ids.tolist())
+            }
+        wanted = [ref for cid in order for ref in messages[cid].neighbors]
+        fetched = iter(fetch(self.store.get, wanted) if wanted else [])
+        return {cid: [next(fetched) for _ in messages[cid].neighbors] for cid in order}
 
     def _step_batched(
         self,

@@ -39,7 +39,7 @@ from dfml.data.dataset import ArrayDataset
 from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
 from dfml.models.zoo import ModelConfig
-from dfml.steps import Publish, Step, StepResult
+from dfml.steps import MessageTable, Publish, ResultTable, Step, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,15 @@ def as_split_map(
 ) -> dict[int, ClientSplit]:
     """Client id → share; a plain list means ids 0..N-1."""
     return dict(splits) if isinstance(splits, Mapping) else dict(enumerate(splits))
+
+
+def cohort_messages(messages: Mapping[int, Any], ids: Sequence[int]) -> Mapping[int, Any]:
+    """The messages of clients ``ids``, for the one actor hosting them: a
+    :class:`~dfml.steps.MessageTable`'s rows stay a table (one object to
+    pickle, not one message per client)."""
+    if isinstance(messages, MessageTable):
+        return messages.subset(ids)
+    return {c: messages[c] for c in ids}
 
 
 class Federation:
@@ -259,21 +268,27 @@ class Federation:
         return dict(sorted(out.items()))
 
     # ----- steps --------------------------------------------------------
-    def run_step(self, step: Step) -> dict[int, StepResult]:
+    def run_step(self, step: Step) -> Mapping[int, StepResult]:
         """Run one step on the actors hosting its participants."""
         return self.step(step.program, step.messages, step.publish)
 
     def step(
         self, program: str, messages: Mapping[int, Any], publish: Publish = True
-    ) -> dict[int, Any]:
-        """Run ``program`` on every messaged client; gather results."""
+    ) -> Mapping[int, Any]:
+        """Run ``program`` on every messaged client; gather results (a
+        :class:`~dfml.steps.ResultTable` where every actor answered with one)."""
         assert self.roster is not None
         futures = [
-            self.actors[k].step.remote(program, {c: messages[c] for c in ids}, publish)
+            self.actors[k].step_columns.remote(program, cohort_messages(messages, ids), publish)
             for k, ids in self.roster.by_slot(messages).items()
         ]
+        parts = ray.get(futures)
+        if parts and all(isinstance(p, ResultTable) for p in parts):
+            table = ResultTable.concat(parts)
+            if table is not None:
+                return table
         out: dict[int, Any] = {}
-        for part in ray.get(futures):
+        for part in parts:
             out.update(part)
         return dict(sorted(out.items()))
 

@@ -44,7 +44,16 @@ from dfml.algorithms.sgd import Regularizer, evaluate, sgd_epochs
 from dfml.errors import ConfigError
 from dfml.models.flat import FlatModel
 from dfml.programs import Metrics, Program, register
-from dfml.steps import PARAMS, DriverState, Phase, Step, StepResult, StepSource
+from dfml.steps import (
+    PARAMS,
+    DriverState,
+    Message,
+    MessageTable,
+    Phase,
+    Step,
+    StepResult,
+    StepSource,
+)
 
 if TYPE_CHECKING:
     from dfml.topology.service import FixedTopology, TopologyService
@@ -83,24 +92,6 @@ TRAIN_SPLITS = ("all", "meta")
 #: The hooks of plain local SGD that the batched client step stands in for:
 #: an algorithm overriding one of them trains its clients one by one.
 PLAIN_SGD_HOOKS = ("local_update", "local_data")
-
-
-@dataclass(frozen=True)
-class Message:
-    """What one client receives for one step.
-
-    ``neighbors`` are object refs (or, in-process, arrays) of the vectors to mix
-    with; the client's own vector enters with ``self_weight``:
-    x_i ← self_weight·x_i + Σ_j weights[j]·neighbors[j]. ``evaluate``: whether
-    a training or adopt step also scores the client (``--eval-every``).
-    """
-
-    round: int
-    neighbors: tuple[Any, ...] = ()
-    weights: tuple[float, ...] = ()
-    self_weight: float = 1.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    evaluate: bool = True
 
 
 @dataclass(frozen=True)
@@ -221,21 +212,16 @@ class Algorithm(StepSource):
             bytes_sent=self.gossip_bytes(state, env, messages),
         )
 
-    def round_messages(self, state: DriverState, env: RunEnv) -> dict[int, Message]:
+    def round_messages(self, state: DriverState, env: RunEnv) -> Mapping[int, Message]:
         """Gossip: client i mixes its neighbours' last vectors (their
         :attr:`gossip_channel`) with its mixing row."""
         refs = state.channels[self.gossip_channel]
-        messages = {}
+        rows = []
         for i in env.sampled:
             self_weight, row = env.topology.mixing_row(i)
             nbrs = sorted(row)
-            messages[i] = Message(
-                round=state.round,
-                neighbors=tuple(refs[j] for j in nbrs),
-                weights=tuple(float(row[j]) for j in nbrs),
-                self_weight=float(self_weight),
-            )
-        return messages
+            rows.append((i, self_weight, [refs[j] for j in nbrs], [row[j] for j in nbrs]))
+        return MessageTable.build(state.round, rows)
 
     def gossip_bytes(self, state: DriverState, env: RunEnv, messages: Mapping[int, Any]) -> int:
         """Bytes of the neighbour values ``messages`` make clients fetch (the

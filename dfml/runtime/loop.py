@@ -43,6 +43,7 @@ from ray.exceptions import RayTaskError
 
 from dfml import programs
 from dfml.actors.client_actor import ClientStepError
+from dfml.actors.heap import freeze_heap
 from dfml.actors.placement import cross_node_bytes
 from dfml.algorithms.base import EVALUATE, Algorithm, Message, RunEnv
 from dfml.channels import get_value, is_handle
@@ -51,7 +52,7 @@ from dfml.records import RoundRecord
 from dfml.runtime.checkpoint import Checkpoint, Checkpointer
 from dfml.runtime.federation import FederationProtocol
 from dfml.runtime.membership import Change, join_sources, sample_clients
-from dfml.steps import PARAMS, DriverState, Phase, Step, StepResult, StepSource
+from dfml.steps import PARAMS, DriverState, MessageTable, Phase, Step, StepResult, StepSource
 from dfml.topology.service import TopologyService
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def _unscored(step: Step) -> Step:
     program scores (training, adopt)."""
     if not programs.get(step.program).scored:
         return step
+    if isinstance(step.messages, MessageTable):
+        return dataclasses.replace(step, messages=step.messages.unscored())
     messages = {c: dataclasses.replace(m, evaluate=False) for c, m in step.messages.items()}
     return dataclasses.replace(step, messages=messages)
 
@@ -212,6 +215,7 @@ class Runtime:
         self.env.sizes = self._sizes()
         if ckpt is not None:
             self._restore_driver(ckpt)
+        freeze_heap()  # the roster, splits, topology and handles live as long as the run
 
     def _restore_driver(self, ckpt: Checkpoint) -> None:
         driver = ckpt.driver
