@@ -244,7 +244,8 @@ class ClientActor:
         self.model.train(True)
         self.init_params = self.model.init_flat(spec.seed).to(self.device)
         self._build(dataset, spec.splits)
-        freeze_heap()
+        if store is RayStore:  # an actor process of its own, living as long as its clients
+            freeze_heap()
 
     def _dataset(self) -> Any:
         """The pooled dataset: mapped read-only from the object store where the

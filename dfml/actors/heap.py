@@ -8,13 +8,17 @@ to trigger several: at 10,000 clients the driver spent 1.2 s of an 8-round
 run in the collector. :func:`freeze_heap`, called once the clients are
 built, moves what is alive then into the collector's permanent generation
 (``gc.freeze``), which it no longer scans; objects made later are collected
-as usual.
+as usual. :func:`frozen_heap` thaws them again when the run ends, so a
+process that runs many experiments (a sweep, a notebook) frees each one's
+cycles afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -32,3 +36,13 @@ def freeze_heap() -> int:
     count = gc.get_freeze_count()
     log.debug("froze %d long-lived objects out of the garbage collector's scans", count)
     return count
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[int]:
+    """:func:`freeze_heap` for the ``with`` block; then every frozen object
+    is collectable again (``gc.unfreeze``)."""
+    try:
+        yield freeze_heap()
+    finally:
+        gc.unfreeze()

@@ -43,7 +43,7 @@ from ray.exceptions import RayTaskError
 
 from dfml import programs
 from dfml.actors.client_actor import ClientStepError
-from dfml.actors.heap import freeze_heap
+from dfml.actors.heap import frozen_heap
 from dfml.actors.placement import cross_node_bytes
 from dfml.algorithms.base import EVALUATE, Algorithm, Message, RunEnv
 from dfml.channels import get_value, is_handle
@@ -215,7 +215,6 @@ class Runtime:
         self.env.sizes = self._sizes()
         if ckpt is not None:
             self._restore_driver(ckpt)
-        freeze_heap()  # the roster, splits, topology and handles live as long as the run
 
     def _restore_driver(self, ckpt: Checkpoint) -> None:
         driver = ckpt.driver
@@ -382,39 +381,41 @@ class Runtime:
         t0 = time.perf_counter()
         self._start()
         self.start_seconds = time.perf_counter() - t0
-        for cb in self.callbacks:
-            cb.on_start(self)
-            cb.on_run_start(self.algorithm, self.federation)
-        while self.state.round < self.rounds:
-            t0 = time.perf_counter()
-            r = self.state.round
-            self.topology.begin_round(r)
-            self._apply_changes(r)
-            self.env.sampled = sample_clients(
-                self.env.live(), r, self.seed, self.clients_per_round, self.participation
-            )
-            self.env.evaluate = (r + 1) % self.eval_every == 0 or r == self.rounds - 1
-            phase_seconds, sent, crossed = self._steps()
-            live = self.env.live()
-            record = RoundRecord(
-                r,
-                {c: self.state.metrics.get(c, {}) for c in live},
-                sent,
-                time.perf_counter() - t0,
-                self.federation.roster.epoch,
-                frozenset(self.state.trained),
-                phase_seconds,
-                crossed,
-            )
-            self.history.append(record)
+        # The roster, splits, topology and handles live as long as the run.
+        with frozen_heap():
             for cb in self.callbacks:
-                cb.on_round_end(record)
-            check_finite(record)
-            self.state.next_round()
-            if self.checkpointer is not None and (
-                self.checkpointer.due(self.state.round) or self.state.round == self.rounds
-            ):
-                self._checkpoint()
+                cb.on_start(self)
+                cb.on_run_start(self.algorithm, self.federation)
+            while self.state.round < self.rounds:
+                t0 = time.perf_counter()
+                r = self.state.round
+                self.topology.begin_round(r)
+                self._apply_changes(r)
+                self.env.sampled = sample_clients(
+                    self.env.live(), r, self.seed, self.clients_per_round, self.participation
+                )
+                self.env.evaluate = (r + 1) % self.eval_every == 0 or r == self.rounds - 1
+                phase_seconds, sent, crossed = self._steps()
+                live = self.env.live()
+                record = RoundRecord(
+                    r,
+                    {c: self.state.metrics.get(c, {}) for c in live},
+                    sent,
+                    time.perf_counter() - t0,
+                    self.federation.roster.epoch,
+                    frozenset(self.state.trained),
+                    phase_seconds,
+                    crossed,
+                )
+                self.history.append(record)
+                for cb in self.callbacks:
+                    cb.on_round_end(record)
+                check_finite(record)
+                self.state.next_round()
+                if self.checkpointer is not None and (
+                    self.checkpointer.due(self.state.round) or self.state.round == self.rounds
+                ):
+                    self._checkpoint()
         for cb in self.callbacks:
             cb.on_run_end(self.history)
         return self.history
