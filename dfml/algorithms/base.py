@@ -40,6 +40,7 @@ from dfml.algorithms.aggregate import stacked_weighted_averages, weighted_averag
 from dfml.algorithms.batched import batched_evaluate, batched_sgd_epochs, vectorizable
 from dfml.algorithms.privacy.accounting import DataSizes, Usage, sgd_usage
 from dfml.algorithms.privacy.dpsgd import DPSGD, NOISE_SALT, Privatizer
+from dfml.algorithms.seeds import round_seeds
 from dfml.algorithms.sgd import Regularizer, evaluate, sgd_epochs
 from dfml.errors import ConfigError
 from dfml.models.flat import FlatModel
@@ -407,14 +408,11 @@ class Algorithm(StepSource):
             lr=cfg.lr,
             epochs=cfg.local_epochs,
             batch_size=cfg.batch_size,
-            seeds=[ctx.round_seed(state.round) for ctx, state in zip(ctxs, states, strict=True)],
+            seeds=cohort_round_seeds(ctxs, states),
             privacy=self.privacy,
             # Drawn only for DP-SGD: two SeedSequences per client cost ~40 s a
             # round at a million clients.
-            noise_seeds=[
-                ctx.round_seed(state.round, NOISE_SALT)
-                for ctx, state in zip(ctxs, states, strict=True)
-            ]
+            noise_seeds=cohort_round_seeds(ctxs, states, NOISE_SALT)
             if self.privacy is not None and self.privacy.clipped
             else [],
             in_place=isinstance(params, torch.Tensor),
@@ -622,6 +620,19 @@ def _rebuild_composed(
     settings: Mapping[str, Any],
 ) -> Algorithm:
     return factory(learner)(config, vectorize=vectorize, privacy=privacy, **settings)
+
+
+def cohort_round_seeds(
+    ctxs: Sequence[ClientContext], states: Sequence[ClientState], salt: int = 0
+) -> list[int]:
+    """Each client's ``ctx.round_seed(state.round, salt)``, hashed for the
+    cohort at once (:func:`~dfml.algorithms.seeds.round_seeds`)."""
+    return round_seeds(
+        [
+            (ctx.seed, ctx.client_id, state.round, salt)
+            for ctx, state in zip(ctxs, states, strict=True)
+        ]
+    )
 
 
 def scores(algorithm: Algorithm, ctx: ClientContext, state: ClientState, msg: Message) -> Metrics:

@@ -53,6 +53,7 @@ from torch.func import vmap
 from torch.nn.utils.rnn import pad_sequence
 
 from dfml.algorithms.privacy.dpsgd import DPSGD, clip_factors, draw_noise, noise_generator
+from dfml.algorithms.seeds import generators
 from dfml.algorithms.sgd import minibatches
 from dfml.models.flat import FlatModel
 
@@ -165,8 +166,7 @@ def step_plan(
     S is the largest number of steps of any client.
     """
     per_client = []
-    for n, seed in zip(sizes, seeds, strict=True):
-        rng = np.random.default_rng(seed)
+    for n, rng in zip(sizes, generators(seeds), strict=True):
         per_client.append([idx for _ in range(epochs) for idx in minibatches(n, batch_size, rng)])
     steps = max((len(b) for b in per_client), default=0)
     plan = np.full((len(sizes), steps, batch_size), -1, dtype=np.int64)
