@@ -36,7 +36,7 @@ under 3 GB (a shared machine).
     .venv/bin/python benchmarks/workload_w.py [--clients 20,100,1000,10000] [--rounds 4]
         [--algorithms dfedavg,fedavg] [--model mlp|linear] [--samples-per-client 30]
         [--backend ray|local] [--vectorize true,false] [--pack-params auto,always,never]
-        [--floors plain,vectorised|none] [--profile]
+        [--floors plain,vectorised|none] [--publish-dtype float32|float16] [--profile]
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ from round_time import PeakMemory, mem_available
 from dfml.actors.config import ResourceConfig
 from dfml.algorithms.base import LocalSGDConfig
 from dfml.algorithms.server import FederatedSGDConfig
+from dfml.channels import PUBLISH_DTYPES
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.experiment import ExperimentConfig, RunConfig, make_federation, prepare
 from dfml.launch.registry import algorithm_class
@@ -81,6 +82,7 @@ def workload(
     model: str = "mlp",
     samples: int = 30,
     backend: str = "ray",
+    publish_dtype: str = "float32",
 ) -> ExperimentConfig:
     if clients < 1000:
         data = DataConfig(dataset="digits")
@@ -109,7 +111,12 @@ def workload(
         partition=partition,
         model=ModelConfig(model=model),
         topology=TopologyConfig(topology="ring", mixing="data-size"),
-        resources=ResourceConfig(num_cpus_per_actor=1.0, pack_params=pack, backend=backend),
+        resources=ResourceConfig(
+            num_cpus_per_actor=1.0,
+            pack_params=pack,
+            backend=backend,
+            publish_dtype=publish_dtype,
+        ),
         algorithm=algo_cfg,
     )
 
@@ -262,6 +269,12 @@ def main() -> None:
     parser.add_argument(
         "--floors", default="plain,vectorised", help="floors to time: plain, vectorised, none"
     )
+    parser.add_argument(
+        "--publish-dtype",
+        choices=PUBLISH_DTYPES,
+        default="float32",
+        help="dfml's --publish-dtype: the dtype published vectors travel in (default float32)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     flag = {"true": True, "false": False}
@@ -290,6 +303,7 @@ def main() -> None:
                         args.model,
                         args.samples_per_client,
                         args.backend,
+                        args.publish_dtype,
                     )
                     row = run_dfml(cfg, args.profile, args.object_store_gb)
                     if floor is None:
