@@ -71,23 +71,34 @@ def is_handle(value: Any) -> bool:
     return isinstance(value, ray.ObjectRef | Row)
 
 
-def fetch(get: Callable[[list[Any]], list[Any]], handles: Sequence[Any]) -> list[Any]:
+def fetch(
+    get: Callable[[list[Any]], list[Any]], handles: Sequence[Any], *, widen: bool = True
+) -> list[Any]:
     """The values of ``handles``, reading each underlying object once.
 
     ``get`` reads a list of object refs (``ray.get``, or an actor's store;
     in-process the "refs" are the arrays themselves); a :class:`Row` is
     sliced out of its object (a read-only view, no copy); an
     :class:`Encoded` value is decoded; a float16 array (``--publish-dtype
-    float16``) is widened to float32, so no reader computes in half precision.
+    float16``) is widened to float32, so no reader computes in half precision
+    — or, with ``widen=False``, left as the view it is, for a reader that
+    widens a few at a time (:func:`widened`): an actor's whole step widened
+    at once held two float32 copies of every client's neighbours.
     """
     bases = [h.ref if isinstance(h, Row) else h for h in handles]
     keys = [b if isinstance(b, ray.ObjectRef) else id(b) for b in bases]  # arrays in-process
     first = dict(zip(keys, bases, strict=True))
     values = dict(zip(first, get(list(first.values())), strict=True))
-    return [
-        _widened(values[key][h.index] if isinstance(h, Row) else _decoded(values[key]))
+    raw = [
+        values[key][h.index] if isinstance(h, Row) else _decoded(values[key])
         for h, key in zip(handles, keys, strict=True)
     ]
+    return widened(raw) if widen else raw
+
+
+def widened(values: Sequence[Any]) -> list[Any]:
+    """``values`` with every float16 array widened to float32 (what :func:`fetch` does)."""
+    return [_widened(v) for v in values]
 
 
 def _decoded(value: Any) -> Any:

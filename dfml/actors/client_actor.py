@@ -31,7 +31,7 @@ from dfml.actors.device import (
 )
 from dfml.actors.heap import freeze_heap
 from dfml.actors.state import ClientContext, ClientState, cohort_data
-from dfml.channels import Row, fetch
+from dfml.channels import Row, fetch, widened
 from dfml.data.config import DataConfig
 from dfml.data.registry import load_dataset
 from dfml.data.split import ClientSplit
@@ -376,8 +376,13 @@ class ClientActor:
         return self._results(self.states)
 
     def step(
-        self, program: str, messages: Mapping[int, Any], publish: Publish = True
-    ) -> dict[int, Any]:
+        self,
+        program: str,
+        messages: Mapping[int, Any],
+        publish: Publish = True,
+        *,
+        tabulate: bool = False,
+    ) -> Mapping[int, Any]:
         """Run the registered ``program`` for each messaged client, in client order.
 
         All neighbour vectors of the cohort are fetched with one ``get``: one
@@ -393,11 +398,17 @@ class ClientActor:
         round (and, for a CUDA out-of-memory error, the client's GPU share
         and what it tried to use). Cached CUDA blocks are released after the
         step, however it ends.
+
+        Neighbour vectors published in float16 are widened chunk by chunk.
+        With ``tabulate``, each chunk's results are packed into a
+        :class:`~dfml.steps.ResultTable` as they come and the answer is one
+        table where every chunk's results are alike (:meth:`step_columns`);
+        otherwise a dict.
         """
         prog = programs.get(program)
         order = sorted(messages)
-        neighbors = self._neighbors(order, messages)
-        out: dict[int, Any] = {}
+        raw = self._neighbors(order, messages)
+        parts: list[Mapping[int, Any]] = []
         # A batched step leaves each client's vector a row of one cohort
         # matrix; if some hosted clients sit this step out, the rows are
         # copied out, or a row kept by a client that trains rarely would keep
@@ -405,6 +416,7 @@ class ClientActor:
         detach = len(order) < len(self.states)
         try:
             for part in chunks(order, self._chunk()):
+                neighbors = {cid: widened(raw[cid]) for cid in part}
                 done = self._step_batched(prog, part, messages, neighbors)
                 if detach:
                     done = {cid: (_own_rows(state), m) for cid, (state, m) in done.items()}
@@ -427,8 +439,9 @@ class ClientActor:
                             raise ClientStepError(cid, program, msg.round, oom or err) from err
                     self.states[cid] = state
                     metrics_of[cid] = metrics
-                out.update(self._results(part, metrics_of, publish))
-            return out
+                results = self._results(part, metrics_of, publish)
+                parts.append((ResultTable.pack(results) or results) if tabulate else results)
+            return _joined(parts)
         finally:
             release_cached(self.device)
 
@@ -438,22 +451,22 @@ class ClientActor:
         """:meth:`step`, answered as one :class:`~dfml.steps.ResultTable` where
         the clients' results are alike (the driver then unpickles a few
         arrays, not a result per client); otherwise as :meth:`step` answers."""
-        out = self.step(program, messages, publish)
-        return ResultTable.pack(out) or out
+        return self.step(program, messages, publish, tabulate=True)
 
     def _neighbors(self, order: list[int], messages: Mapping[int, Any]) -> dict[int, list[Any]]:
         """Each client's neighbour vectors, fetched with one ``get``; a
         :class:`~dfml.steps.MessageTable`'s handles are read from its columns,
         without a message per client."""
         if isinstance(messages, MessageTable):
-            fetched = fetch(self.store.get, messages.handles()) if len(messages.row_of) else []
+            handles = messages.handles()
+            fetched = fetch(self.store.get, handles, widen=False) if handles else []
             bounds = messages.offsets.tolist()
             return {
                 cid: fetched[bounds[i] : bounds[i + 1]]
                 for i, cid in enumerate(messages.ids.tolist())
             }
         wanted = [ref for cid in order for ref in messages[cid].neighbors]
-        fetched = iter(fetch(self.store.get, wanted) if wanted else [])
+        fetched = iter(fetch(self.store.get, wanted, widen=False) if wanted else [])
         return {cid: [next(fetched) for _ in messages[cid].neighbors] for cid in order}
 
     def _step_batched(
@@ -518,6 +531,19 @@ class ClientActor:
             "clients": sorted(self.states),
             "train_sizes": {cid: c.data.num_train for cid, c in self.contexts.items()},
         }
+
+
+def _joined(parts: list[Mapping[int, Any]]) -> Mapping[int, Any]:
+    """One answer from the chunks' results: a :class:`~dfml.steps.ResultTable`
+    when every chunk gave one and they are alike, else one dict."""
+    if parts and all(isinstance(p, ResultTable) for p in parts):
+        table = parts[0] if len(parts) == 1 else ResultTable.concat(parts)
+        if table is not None:
+            return table
+    out: dict[int, Any] = {}
+    for part in parts:
+        out.update(part)
+    return out
 
 
 def _own_rows(state: ClientState) -> ClientState:
