@@ -245,14 +245,21 @@ class ClientActor:
         self.model.train(True)
         self.init_params = self.model.init_flat(spec.seed).to(self.device)
         self._build(dataset, spec.splits)
-        # The clients are built: their index arrays (~1.7 kB a client) are not needed again.
-        self.spec = dataclasses.replace(spec, splits={})
+        # The clients are built: their index arrays (~1.7 kB a client) are not
+        # needed again, nor the dataset's ref, which would keep the driver's
+        # copy in the object store for as long as this actor lives (2.6 GB at
+        # a million clients); a join hands its own (:meth:`add_clients`).
+        self.spec = dataclasses.replace(spec, splits={}, dataset=None)
         if store is RayStore:  # an actor process of its own, living as long as its clients
             freeze_heap()
 
-    def _dataset(self) -> Any:
+    def _dataset(self, given: Any = None) -> Any:
         """The pooled dataset: mapped read-only from the object store where the
-        driver put it (no copy of its own), else loaded (cached per process)."""
+        driver put it (no copy of its own) — ``given`` (the dataset itself:
+        Ray resolves a ref passed as a call's argument) or the spec's ref —
+        else loaded (cached per process)."""
+        if given is not None:
+            return given
         if self.spec.dataset is not None:
             return ray.get(self.spec.dataset)
         return load_dataset(self.spec.data)
@@ -279,15 +286,18 @@ class ClientActor:
         self,
         splits: Mapping[int, ClientSplit],
         starts: Mapping[int, Any],
+        dataset: Any = None,
     ) -> dict[int, Any]:
         """Host joining clients; each starts from Σ_j w_j x_j of its new neighbours.
 
         ``starts``: client → a message whose ``neighbors``/``weights`` name
         those vectors (``self_weight`` 0), mixed by the algorithm's own
         :meth:`mix`; a client with no entry starts from the common initial
-        model. Returns each new client's :class:`StepResult` (its channels).
+        model. ``dataset``: the driver's dataset, mapped from the object
+        store (``None``: the actor loads it). Returns each new client's
+        :class:`StepResult` (its channels).
         """
-        self._build(self._dataset(), splits)
+        self._build(self._dataset(dataset), splits)
         wanted = [ref for cid in sorted(starts) for ref in starts[cid].neighbors]
         fetched = iter(fetch(self.store.get, wanted) if wanted else [])
         for cid in sorted(starts):

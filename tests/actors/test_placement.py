@@ -18,7 +18,7 @@ import torch
 from dfml.actors.config import ResourceConfig
 from dfml.actors.federation import Federation
 from dfml.actors.roster import Roster
-from dfml.algorithms.base import LocalSGDConfig
+from dfml.algorithms.base import LocalSGDConfig, Message
 from dfml.algorithms.dfedavg import DFedAvg
 from dfml.data.config import DataConfig, PartitionConfig
 from dfml.data.partition import make_splits
@@ -113,7 +113,8 @@ def test_actors_map_the_drivers_dataset_from_the_object_store(ray_session):
     )
     try:
         fed.start(DFedAvg(LocalSGDConfig()))
-        assert fed.dataset is None and fed._dataset_ref is not None  # put once, then dropped
+        # Put once; released after start, since no reserved share can join.
+        assert fed.dataset is None and fed._dataset_ref is None
         sums = ray.get(
             [
                 a.__ray_call__.remote(
@@ -126,3 +127,34 @@ def test_actors_map_the_drivers_dataset_from_the_object_store(ray_session):
         fed.shutdown()
     assert [s for part in sums for s in part] == [0.0] * 4
     assert float(np.abs(own.x).sum()) > 0
+
+
+def test_a_joining_client_maps_the_drivers_dataset_too(ray_session):
+    """With a reserved share the driver keeps the dataset's ref after start and
+    hands it to a join: the joining client trains on the driver's copy too."""
+    data = DataConfig(dataset="synthetic", synthetic_samples=400, synthetic_shape=(6,))
+    own = load_dataset(data)
+    zeros = replace(own, x=np.zeros_like(own.x))
+    splits = make_splits(own.y, 4, PartitionConfig(), 0)
+    fed = Federation(
+        data,
+        ModelConfig(model="mlp", hidden=4),
+        splits,
+        0,
+        ResourceConfig(),
+        initial=[0, 1, 2],
+        dataset=zeros,
+    )
+    try:
+        fed.start(DFedAvg(LocalSGDConfig()))
+        assert fed._dataset_ref is not None  # client 3 may join
+        fed.add_clients({3: Message(round=0)})
+        k = fed.actor_of[3]
+        total = ray.get(
+            fed.actors[k].__ray_call__.remote(
+                lambda self: float(self.contexts[3].data.x_train.abs().sum())
+            )
+        )
+    finally:
+        fed.shutdown()
+    assert total == 0.0
