@@ -68,7 +68,41 @@ class Message:
     evaluate: bool = True
 
 
-class MessageTable(Mapping[int, Message]):
+class _ByClient(Mapping[int, Any]):
+    """A read-only mapping over columns whose rows are the clients ``ids``
+    (sorted), each value built when asked for (:meth:`__getitem__`)."""
+
+    __slots__ = ("_position", "ids")
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = ids
+        self._position: dict[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.ids.tolist())
+
+    def __contains__(self, cid: object) -> bool:
+        return cid in self._positions()
+
+    def _positions(self) -> dict[int, int]:
+        if self._position is None:
+            self._position = {c: i for i, c in enumerate(self.ids.tolist())}
+        return self._position
+
+
+def _handles(bases: Sequence[Any], base_of: np.ndarray, row_of: np.ndarray) -> list[Any]:
+    """The handles the (object, row) columns name: a :class:`Row` of a packed
+    object, or the object itself where the row is −1."""
+    return [
+        Row(bases[b], r) if r >= 0 else bases[b]
+        for b, r in zip(base_of.tolist(), row_of.tolist(), strict=True)
+    ]
+
+
+class MessageTable(_ByClient, Mapping[int, Message]):
     """A step's gossip messages as columns: a read-only mapping client id →
     :class:`Message`, each built when asked for.
 
@@ -84,11 +118,9 @@ class MessageTable(Mapping[int, Message]):
     """
 
     __slots__ = (
-        "_position",
         "base_of",
         "bases",
         "evaluate",
-        "ids",
         "offsets",
         "round",
         "row_of",
@@ -108,10 +140,10 @@ class MessageTable(Mapping[int, Message]):
         self_weights: np.ndarray,
         evaluate: bool = True,
     ) -> None:
-        self.round, self.ids, self.offsets = round, ids, offsets
+        super().__init__(ids)
+        self.round, self.offsets = round, offsets
         self.bases, self.base_of, self.row_of = bases, base_of, row_of
         self.weights, self.self_weights, self.evaluate = weights, self_weights, evaluate
-        self._position: dict[int, int] | None = None
 
     @classmethod
     def build(
@@ -139,15 +171,6 @@ class MessageTable(Mapping[int, Message]):
         )
 
     # ----- the mapping ----------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.ids.tolist())
-
-    def __contains__(self, cid: object) -> bool:
-        return cid in self._positions()
-
     def __getitem__(self, cid: int) -> Message:
         i = self._positions()[cid]
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
@@ -159,20 +182,10 @@ class MessageTable(Mapping[int, Message]):
             evaluate=self.evaluate,
         )
 
-    def _positions(self) -> dict[int, int]:
-        if self._position is None:
-            self._position = {c: i for i, c in enumerate(self.ids.tolist())}
-        return self._position
-
     def handles(self, start: int = 0, stop: int | None = None) -> list[Any]:
         """The neighbour handles of entries ``start:stop`` (all by default), in
         client order and each client's neighbour order."""
-        bases, out = self.bases, []
-        for b, r in zip(
-            self.base_of[start:stop].tolist(), self.row_of[start:stop].tolist(), strict=True
-        ):
-            out.append(Row(bases[b], r) if r >= 0 else bases[b])
-        return out
+        return _handles(self.bases, self.base_of[start:stop], self.row_of[start:stop])
 
     # ----- new tables -----------------------------------------------------
     def subset(self, ids: Sequence[int]) -> MessageTable:
@@ -197,7 +210,11 @@ class MessageTable(Mapping[int, Message]):
 
     def unscored(self) -> MessageTable:
         """The same messages with ``evaluate`` off (``--eval-every``)."""
-        return MessageTable(
+        return MessageTable(*self._columns()[:-1], evaluate=False)
+
+    def _columns(self) -> tuple[Any, ...]:
+        """The constructor's arguments, in order."""
+        return (
             self.round,
             self.ids,
             self.offsets,
@@ -206,24 +223,11 @@ class MessageTable(Mapping[int, Message]):
             self.row_of,
             self.weights,
             self.self_weights,
-            evaluate=False,
+            self.evaluate,
         )
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return (
-            MessageTable,
-            (
-                self.round,
-                self.ids,
-                self.offsets,
-                self.bases,
-                self.base_of,
-                self.row_of,
-                self.weights,
-                self.self_weights,
-                self.evaluate,
-            ),
-        )
+        return (MessageTable, self._columns())
 
 
 @dataclass(frozen=True)
@@ -282,7 +286,7 @@ class StepResult:
         return self.sizes.get(PARAMS, 0)
 
 
-class ResultTable(Mapping[int, StepResult]):
+class ResultTable(_ByClient, Mapping[int, StepResult]):
     """A step's results as columns: a read-only mapping client id →
     :class:`StepResult`, each built when asked for.
 
@@ -295,7 +299,7 @@ class ResultTable(Mapping[int, StepResult]):
     values' sizes in bytes.
     """
 
-    __slots__ = ("_position", "channels", "ids", "metrics")
+    __slots__ = ("channels", "metrics")
 
     def __init__(
         self,
@@ -303,8 +307,8 @@ class ResultTable(Mapping[int, StepResult]):
         metrics: Mapping[str, np.ndarray],
         channels: Mapping[str, tuple[tuple[Any, ...], np.ndarray, np.ndarray, np.ndarray]],
     ) -> None:
-        self.ids, self.metrics, self.channels = ids, dict(metrics), dict(channels)
-        self._position: dict[int, int] | None = None
+        super().__init__(ids)
+        self.metrics, self.channels = dict(metrics), dict(channels)
 
     @classmethod
     def pack(cls, results: Mapping[int, StepResult]) -> ResultTable | None:
@@ -373,36 +377,18 @@ class ResultTable(Mapping[int, StepResult]):
         metrics = {n: np.concatenate([t.metrics[n] for t in tables])[order] for n in first.metrics}
         return cls(ids[order], metrics, channels)
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.ids.tolist())
-
-    def __contains__(self, cid: object) -> bool:
-        return cid in self._positions()
-
     def __getitem__(self, cid: int) -> StepResult:
         i = self._positions()[cid]
         refs, sizes = {}, {}
         for name, (bases, base_of, row_of, size) in self.channels.items():
-            b, r = int(base_of[i]), int(row_of[i])
-            refs[name] = Row(bases[b], r) if r >= 0 else bases[b]
+            (refs[name],) = _handles(bases, base_of[i : i + 1], row_of[i : i + 1])
             sizes[name] = int(size[i])
         return StepResult(refs, {n: float(v[i]) for n, v in self.metrics.items()}, sizes)
-
-    def _positions(self) -> dict[int, int]:
-        if self._position is None:
-            self._position = {c: i for i, c in enumerate(self.ids.tolist())}
-        return self._position
 
     def handles(self, name: str) -> list[Any]:
         """Channel ``name``'s handle of every client, in client order."""
         bases, base_of, row_of, _ = self.channels[name]
-        return [
-            Row(bases[b], r) if r >= 0 else bases[b]
-            for b, r in zip(base_of.tolist(), row_of.tolist(), strict=True)
-        ]
+        return _handles(bases, base_of, row_of)
 
     def metric_rows(self) -> list[dict[str, float]]:
         """Every client's metrics, in client order."""
