@@ -23,6 +23,7 @@ read compressed ones.
 from __future__ import annotations
 
 import abc
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -118,3 +119,45 @@ def get_value(handle: Any, timeout: float | None = None) -> Any:
     if not isinstance(base, ray.ObjectRef):
         return fetch(list, [handle])[0]
     return fetch(lambda refs: ray.get(refs, timeout=timeout), [handle])[0]
+
+
+def row_runs(
+    vectors: Sequence[np.ndarray], max_runs: int | None = None
+) -> list[tuple[int, int, np.ndarray]] | None:
+    """``vectors`` as maximal runs of vectors that lie back to back in memory
+    (consecutive rows of a packed object, or of the cohort matrix a batched
+    step trained): (start, stop, a read-only [stop − start, P] view of them)
+    each. ``None`` when they are not float32 or float16 vectors of one shape
+    and dtype, or fall into more than ``max_runs`` runs (default: one run
+    per 8 vectors; a random graph's neighbours, which stacking copies as
+    cheaply).
+
+    A view spans only bytes of the vectors themselves, which ``vectors``
+    keeps alive while the caller reads it.
+    """
+    if not vectors:
+        return None
+    first = vectors[0]
+    shape, dtype, size = first.shape, first.dtype, first.nbytes
+    if first.ndim != 1 or dtype not in (np.float32, np.float16):
+        return None
+    if any(v.shape != shape or v.dtype != dtype or not v.flags.c_contiguous for v in vectors):
+        return None
+    address = np.fromiter((v.ctypes.data for v in vectors), dtype=np.int64, count=len(vectors))
+    breaks = (np.flatnonzero(np.diff(address) != size) + 1).tolist()
+    if len(breaks) + 1 > (len(vectors) // 8 if max_runs is None else max_runs):
+        return None
+    bounds = [0, *breaks, len(vectors)]
+    return [
+        (
+            start,
+            stop,
+            np.lib.stride_tricks.as_strided(
+                vectors[start],
+                shape=(stop - start, *shape),
+                strides=(size, dtype.itemsize),
+                writeable=False,
+            ),
+        )
+        for start, stop in itertools.pairwise(bounds)
+    ]

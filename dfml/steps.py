@@ -402,6 +402,20 @@ class ResultTable(_ByClient, Mapping[int, StepResult]):
         return (ResultTable, (self.ids, self.metrics, self.channels))
 
 
+def join_results(parts: Sequence[Mapping[int, StepResult]]) -> Mapping[int, StepResult]:
+    """The results of disjoint groups of clients (an actor's chunks, the
+    actors of a step) as one: a :class:`ResultTable` where every part is one
+    and they are alike, else a dict in client order."""
+    if parts and all(isinstance(p, ResultTable) for p in parts):
+        table = parts[0] if len(parts) == 1 else ResultTable.concat(parts)
+        if table is not None:
+            return table
+    out: dict[int, StepResult] = {}
+    for part in parts:
+        out.update(part)
+    return dict(sorted(out.items()))
+
+
 def _handle_columns(handles: Sequence[Any]) -> tuple[tuple[Any, ...], np.ndarray, np.ndarray]:
     """(the distinct objects ``handles`` name, each handle's object, its row or −1)."""
     bases: list[Any] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import ray
 
-from dfml.channels import Encoded, Row, fetch, get_value, is_handle
+from dfml.channels import Encoded, Row, fetch, get_value, is_handle, row_runs
 
 
 def test_fetch_reads_each_packed_object_once_and_slices_rows():
@@ -78,3 +78,10 @@ def test_get_value_in_process_reads_the_handle_itself_without_ray(monkeypatch):
     stacked = np.arange(6, dtype=np.float32).reshape(2, 3)
     assert get_value(stacked) is stacked
     np.testing.assert_array_equal(get_value(Row(stacked, 1)), [3.0, 4.0, 5.0])
+
+
+def test_row_runs_leave_scattered_rows_to_stacking():
+    block = np.zeros((16, 3), np.float32)
+    assert row_runs([block[i] for i in range(0, 16, 2)]) is None  # no two rows adjacent
+    assert row_runs([block[i].astype(np.float64) for i in range(16)]) is None
+    assert len(row_runs([block[i] for i in range(16)])) == 1

@@ -31,12 +31,12 @@ from dfml.actors.device import (
 )
 from dfml.actors.heap import freeze_heap
 from dfml.actors.state import ClientContext, ClientState, cohort_data
-from dfml.channels import Row, fetch, widened
+from dfml.channels import Row, fetch, row_runs, widened
 from dfml.data.config import DataConfig
 from dfml.data.registry import load_dataset
 from dfml.data.split import ClientSplit
 from dfml.models.zoo import ModelConfig, build_model
-from dfml.steps import PARAMS, MessageTable, Publish, ResultTable, StepResult
+from dfml.steps import PARAMS, MessageTable, Publish, ResultTable, StepResult, join_results
 
 log = logging.getLogger(__name__)
 
@@ -82,26 +82,14 @@ def stacked(values: list[np.ndarray]) -> np.ndarray:
     """``values`` as one [n, …] array: a read-only view when they are
     consecutive rows of one tensor storage (a batched step's clients, whose
     vectors are rows of one cohort matrix: no copy before the object store
-    takes its own), else ``np.stack``."""
-    first = values[0]
-    storage = _storage(first)
-    if storage is not None and first.flags.c_contiguous:
-        start, step = first.__array_interface__["data"][0], first.nbytes
-        if all(
-            _storage(v) == storage
-            and v.flags.c_contiguous
-            and v.shape == first.shape
-            and v.dtype == first.dtype
-            and v.__array_interface__["data"][0] == start + i * step
-            for i, v in enumerate(values)
-        ):
-            # Inside one storage (which ``first`` keeps alive) from the first row to the last.
-            return np.lib.stride_tricks.as_strided(
-                first,
-                shape=(len(values), *first.shape),
-                strides=(step, *first.strides),
-                writeable=False,
-            )
+    takes its own), else ``np.stack``. The view outlives the call (an
+    in-process store keeps it), so the rows must share the storage that
+    ``first`` keeps alive, not only lie back to back."""
+    storage = _storage(values[0])
+    if storage is not None and all(_storage(v) == storage for v in values):
+        runs = row_runs(values, max_runs=1)
+        if runs is not None:
+            return runs[0][2]
     return np.stack(values)
 
 
@@ -451,7 +439,7 @@ class ClientActor:
                     metrics_of[cid] = metrics
                 results = self._results(part, metrics_of, publish)
                 parts.append((ResultTable.pack(results) or results) if tabulate else results)
-            return _joined(parts)
+            return join_results(parts)
         finally:
             release_cached(self.device)
 
@@ -541,19 +529,6 @@ class ClientActor:
             "clients": sorted(self.states),
             "train_sizes": {cid: c.data.num_train for cid, c in self.contexts.items()},
         }
-
-
-def _joined(parts: list[Mapping[int, Any]]) -> Mapping[int, Any]:
-    """One answer from the chunks' results: a :class:`~dfml.steps.ResultTable`
-    when every chunk gave one and they are alike, else one dict."""
-    if parts and all(isinstance(p, ResultTable) for p in parts):
-        table = parts[0] if len(parts) == 1 else ResultTable.concat(parts)
-        if table is not None:
-            return table
-    out: dict[int, Any] = {}
-    for part in parts:
-        out.update(part)
-    return out
 
 
 def _own_rows(state: ClientState) -> ClientState:

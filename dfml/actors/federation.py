@@ -40,7 +40,7 @@ from dfml.data.registry import load_dataset
 from dfml.data.split import ClientSplit
 from dfml.errors import ConfigError
 from dfml.models.zoo import ModelConfig
-from dfml.steps import MessageTable, Publish, ResultTable, Step, StepResult
+from dfml.steps import MessageTable, Publish, Step, StepResult, join_results
 
 log = logging.getLogger(__name__)
 
@@ -292,15 +292,7 @@ class Federation:
             self.actors[k].step_columns.remote(program, cohort_messages(messages, ids), publish)
             for k, ids in self.roster.by_slot(messages).items()
         ]
-        parts = ray.get(futures)
-        if parts and all(isinstance(p, ResultTable) for p in parts):
-            table = ResultTable.concat(parts)
-            if table is not None:
-                return table
-        out: dict[int, Any] = {}
-        for part in parts:
-            out.update(part)
-        return dict(sorted(out.items()))
+        return join_results(ray.get(futures))
 
     # ----- membership ---------------------------------------------------
     def add_clients(self, starts: Mapping[int, Any]) -> dict[int, StepResult]:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from dfml.channels import row_runs
+
 
 def weighted_average(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     """Σ_j w_j x_j in float32, accumulated in the given order.
@@ -143,42 +145,3 @@ def _fused_mix(
                     np.multiply(src, columns[i, a:b], out=tmp)
                     np.add(dst, tmp, out=dst)
     return out
-
-
-def row_runs(vectors: Sequence[np.ndarray]) -> list[tuple[int, int, np.ndarray]] | None:
-    """``vectors`` as maximal runs of vectors that lie back to back in memory
-    (consecutive rows of a packed object, or of the cohort matrix a batched
-    step trained): (start, stop, a read-only [stop − start, P] view of them)
-    each. ``None`` when they are not float32 or float16 vectors of one shape
-    and dtype, or fall into more than one run per 8 vectors (a random
-    graph's neighbours: stacking them costs no more).
-
-    A view spans only bytes of the vectors themselves, which ``vectors``
-    keeps alive while the caller reads it.
-    """
-    if not vectors:
-        return None
-    first = vectors[0]
-    shape, dtype, size = first.shape, first.dtype, first.nbytes
-    if first.ndim != 1 or dtype not in (np.float32, np.float16):
-        return None
-    if any(v.shape != shape or v.dtype != dtype or not v.flags.c_contiguous for v in vectors):
-        return None
-    address = np.fromiter((v.ctypes.data for v in vectors), dtype=np.int64, count=len(vectors))
-    breaks = (np.flatnonzero(np.diff(address) != size) + 1).tolist()
-    if (len(breaks) + 1) * 8 > len(vectors):
-        return None
-    bounds = [0, *breaks, len(vectors)]
-    return [
-        (
-            start,
-            stop,
-            np.lib.stride_tricks.as_strided(
-                vectors[start],
-                shape=(stop - start, *shape),
-                strides=(size, dtype.itemsize),
-                writeable=False,
-            ),
-        )
-        for start, stop in itertools.pairwise(bounds)
-    ]

@@ -8,11 +8,11 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from dfml.algorithms import aggregate
 from dfml.algorithms.aggregate import (
     data_size_weights,
-    row_runs,
     stacked_weighted_averages,
     weighted_average,
 )
 from dfml.algorithms.sgd import evaluate, minibatches, sgd_epochs
+from dfml.channels import row_runs
 from dfml.models.zoo import ModelConfig, build_model
 
 
@@ -79,13 +79,6 @@ def test_stacked_weighted_averages_of_packed_rows_have_each_rows_per_client_bits
         want = weighted_average([own[c], *neighbors[c]], [self_weights[c], *weights[c]])
         assert from_rows[c].numpy().tobytes() == want.tobytes()
         assert in_place[c].numpy().tobytes() == want.tobytes()
-
-
-def test_row_runs_leave_scattered_rows_to_stacking():
-    block = np.zeros((16, 3), np.float32)
-    assert row_runs([block[i] for i in range(0, 16, 2)]) is None  # no two rows adjacent
-    assert row_runs([block[i].astype(np.float64) for i in range(16)]) is None
-    assert len(row_runs([block[i] for i in range(16)])) == 1
 
 
 def test_stacked_weighted_averages_refuse_mismatched_lengths():
